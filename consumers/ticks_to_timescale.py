@@ -1,0 +1,103 @@
+"""The ticks consumer: ``ticks`` topic -> TimescaleDB ``stock_prices`` + Redis quotes.
+
+Wiring only: it builds the clients from the settings, hands them to the sinks
+and the loop, and reports its life cycle as system events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import redis.asyncio as redis
+
+from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.events import EventEmitter
+from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
+from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
+from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
+from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
+from nexanest.pipeline.sinks.timescale import TimescaleSink
+from nexanest.pipeline.validation import TickValidator
+from nexanest.schemas.events import Severity
+
+COMPONENT = "consumer.ticks_to_timescale"
+_log = get_logger(COMPONENT)
+
+
+async def open_timescale_pool(settings: Settings) -> asyncpg.Pool:
+    ts = settings.timescale
+    try:
+        pool = await asyncpg.create_pool(
+            ts.dsn.get_secret_value(),
+            min_size=ts.pool_min_size,
+            max_size=ts.pool_max_size,
+            command_timeout=ts.command_timeout_s,
+            timeout=ts.connect_timeout_s,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigurationError(
+            f"cannot connect to TimescaleDB ({type(exc).__name__}: {exc}); is it running (make db-status)?"
+        ) from exc
+    assert pool is not None  # noqa: S101 - create_pool only returns None when awaited lazily
+    return pool
+
+
+def open_quotes_redis(settings: Settings) -> redis.Redis:
+    r = settings.redis
+    return redis.Redis.from_url(
+        r.url.get_secret_value(),
+        db=r.db_quotes,
+        socket_timeout=r.socket_timeout_s,
+        socket_connect_timeout=r.socket_timeout_s,
+    )
+
+
+async def run_consumer(
+    settings: Settings, stop: asyncio.Event, *, until_idle_s: float | None = None
+) -> IngestStats:
+    """Run until ``stop`` is set or the topic has been idle for ``until_idle_s``."""
+    kafka = settings.kafka
+    await ensure_topics(kafka)
+    pool = await open_timescale_pool(settings)
+    quotes_redis = open_quotes_redis(settings)
+    producer = make_producer(kafka, client_suffix="consumer-dlq")
+    consumer = make_consumer(kafka)
+    timescale = TimescaleSink(pool, kafka.consumer_group)
+    consumer.subscribe([kafka.ticks_topic], listener=ResumeFromDatabase(consumer, timescale, kafka.ticks_topic))
+    events = EventEmitter(COMPONENT, pool=pool, producer=producer, topic=kafka.events_topic)
+    loop = IngestLoop(
+        consumer,
+        validator=TickValidator(settings.validation),
+        timescale=timescale,
+        quotes=RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix),
+        dead_letters=DeadLetterSink(producer, kafka.dead_letter_topic),
+        batch=settings.batch,
+        retry=settings.retry,
+    )
+    try:
+        await producer.start()
+        await consumer.start()
+        await events.emit("started", f"consuming {kafka.ticks_topic} as group {kafka.consumer_group}")
+        _log.info("consumer_started", topic=kafka.ticks_topic, group=kafka.consumer_group)
+        stats = await loop.run(stop, until_idle_s=until_idle_s)
+    except Exception as exc:
+        await events.emit("error", f"consumer failed: {exc!r}", Severity.ERROR)
+        raise
+    else:
+        await events.emit(
+            "stopped",
+            "consumer stopped cleanly",
+            consumed=stats.consumed,
+            written=stats.written,
+            rejected=stats.rejected,
+        )
+        _log.info("consumer_stopped", consumed=stats.consumed, written=stats.written, rejected=stats.rejected)
+        return stats
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await quotes_redis.aclose()
+        await pool.close()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# PostgreSQL 15 for the service databases (auth, portfolio, analytics, notifications)
+# on 127.0.0.1:5432, owner role `nexanest`. Usage: postgres.sh install|start|stop|status|logs
+SERVICE_NAME=postgres
+. "$(dirname "$0")/lib.sh"
+
+PORT=5432
+DATADIR="$STATE_DIR/postgres"
+DATABASES=(auth portfolio analytics notifications)
+
+cmd_install() { pg_install_server; }
+
+cmd_start() {
+  [ -x "$PG_BIN/postgres" ] || die "PostgreSQL $PG_VERSION is not installed: run '$0 install'"
+  ensure_dirs
+  pg_cluster_init "$DATADIR" "$PORT"
+  pg_cluster_start "$DATADIR" "$PORT" postgres
+  pg_ensure_role "$PORT" nexanest "$(env_value NEXANEST_POSTGRES_PASSWORD)"
+  local db
+  for db in "${DATABASES[@]}"; do pg_ensure_database "$PORT" "$db" nexanest; done
+}
+
+cmd_stop() { pg_cluster_stop "$DATADIR"; }
+cmd_status() { pg_status_line "$DATADIR" "$PORT" postgres "databases ${DATABASES[*]}"; }
+cmd_logs() { if [ "${1:-}" = -f ]; then tail -F "$LOG_DIR/postgres.log"; else tail -n 100 "$LOG_DIR/postgres.log"; fi; }
+
+case "${1:-}" in
+  install | start | stop | status | logs) cmd="cmd_$1"; shift; "$cmd" "$@" ;;
+  *) echo "usage: $0 install|start|stop|status|logs [-f]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,45 @@
+"""The pipeline's exceptions: a shallow tree whose members carry data.
+
+Driver exceptions are mapped to these at the sink boundary, so the consumer
+loop decides on kind (retry, dead-letter, stop) and never on driver types.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+
+class ConfigurationError(PipelineError):
+    """The settings or the environment are wrong; retrying cannot help."""
+
+
+class RetryableError(PipelineError):
+    """A dependency is unavailable for now (connection lost, restart, deadlock).
+
+    The batch in hand was not written; the caller backs off and tries again.
+    """
+
+    def __init__(self, service: str, cause: BaseException) -> None:
+        super().__init__(f"{service} unavailable: {type(cause).__name__}: {cause}")
+        self.service = service
+        self.cause = cause
+
+
+class InvalidMessage(PipelineError):
+    """A message that can never be ingested; it goes to the dead-letter topic."""
+
+    def __init__(self, raw: bytes | None, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.raw = raw
+        self.reason = reason
+        self.detail = detail
+
+
+class Backpressure(PipelineError):
+    """A sink cannot take more now; stop fetching for ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"backpressure, retry after {retry_after_s:.2f}s")
+        self.retry_after_s = retry_after_s

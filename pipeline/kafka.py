@@ -1,0 +1,78 @@
+"""Kafka clients and topics, built from ``KafkaSettings`` in one place.
+
+Producers are idempotent with ``acks=all``: a retried send is de-duplicated by
+the broker, so a network blip never doubles a tick inside Kafka. Consumers never
+auto-commit: offsets move only after the batch is durable downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from nexanest.pipeline.settings import KafkaSettings
+
+
+def make_producer(settings: KafkaSettings, *, client_suffix: str = "producer") -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-{client_suffix}",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_bytes,
+        compression_type=None if settings.compression == "none" else settings.compression,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+
+
+def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-consumer",
+        group_id=group_id or settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+
+
+def pipeline_topics(settings: KafkaSettings) -> list[NewTopic]:
+    return [
+        NewTopic(settings.ticks_topic, num_partitions=settings.partitions, replication_factor=1),
+        NewTopic(settings.dead_letter_topic, num_partitions=settings.partitions, replication_factor=1),
+        NewTopic(settings.events_topic, num_partitions=1, replication_factor=1),
+    ]
+
+
+async def ensure_topics(settings: KafkaSettings, topics: Iterable[NewTopic] | None = None) -> list[str]:
+    """Create the pipeline's topics that do not exist yet; return the created names.
+
+    The broker does not auto-create topics: a typo in a topic name is an error,
+    not a new empty topic.
+    """
+    wanted = list(pipeline_topics(settings) if topics is None else topics)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-admin",
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

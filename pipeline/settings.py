@@ -1,0 +1,144 @@
+"""The one configuration object of the pipeline.
+
+Every address, credential, topic name, batch size and timeout lives here and is
+read from ``NEXANEST_*`` environment variables (nested groups with ``__``, so the
+batch size is ``NEXANEST_BATCH__MAX_ROWS``) or from the git-ignored ``.env`` that
+``deploy/local/env.sh`` generates. Entrypoints build it once and hand each
+component its sub-model; library code never reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEFAULT_DSN = SecretStr("postgresql://localhost:5433/timescale")
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "nexanest"
+    ticks_topic: str = "ticks"
+    dead_letter_topic: str = "ticks.dlq"
+    events_topic: str = "system_events"
+    #: Partitions for topics the pipeline creates itself; keyed by symbol, so this
+    #: bounds how many consumers of one group can share the work.
+    partitions: int = Field(default=6, ge=1)
+    consumer_group: str = "nexanest-ticks-to-timescale"
+    #: Producer batching: a short linger trades ~ms of latency for far fewer requests.
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "lz4"
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    #: Upper bound for one fetch across partitions; keeps consumer memory bounded.
+    fetch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
+    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+
+class TimescaleSettings(BaseModel):
+    #: The ingest role: INSERT/SELECT on the pipeline's tables, nothing else.
+    dsn: SecretStr = _DEFAULT_DSN
+    #: The owner role, used only by `nexanest migrate`.
+    admin_dsn: SecretStr = _DEFAULT_DSN
+    pool_min_size: int = Field(default=1, ge=1)
+    pool_max_size: int = Field(default=4, ge=1)
+    command_timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class PostgresSettings(BaseModel):
+    """One database per service, as the seed's architecture prescribes."""
+
+    auth_dsn: SecretStr = SecretStr("postgresql://localhost:5432/auth")
+    portfolio_dsn: SecretStr = SecretStr("postgresql://localhost:5432/portfolio")
+    analytics_dsn: SecretStr = SecretStr("postgresql://localhost:5432/analytics")
+    notifications_dsn: SecretStr = SecretStr("postgresql://localhost:5432/notifications")
+
+    def dsns(self) -> dict[str, SecretStr]:
+        return {
+            "auth": self.auth_dsn,
+            "portfolio": self.portfolio_dsn,
+            "analytics": self.analytics_dsn,
+            "notifications": self.notifications_dsn,
+        }
+
+
+class RedisSettings(BaseModel):
+    """Redis connection and the allocation of its 16 logical databases.
+
+    The seed names five uses of Redis; each gets its own database so that a
+    FLUSHDB or a key scan in one never touches another. 5-15 are unallocated.
+    """
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379")
+    db_sessions: int = Field(default=0, ge=0, le=15)  # auth service sessions
+    db_portfolio: int = Field(default=1, ge=0, le=15)  # portfolio calculations
+    db_quotes: int = Field(default=2, ge=0, le=15)  # real-time quotes (this pipeline)
+    db_analytics: int = Field(default=3, ge=0, le=15)  # analytics aggregations, bars
+    db_notifications: int = Field(default=4, ge=0, le=15)  # notification queues
+    quote_key_prefix: str = "quote:"
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class BatchSettings(BaseModel):
+    #: Most records taken from Kafka and written in one COPY transaction.
+    max_rows: int = Field(default=5_000, ge=1)
+    #: Longest a fetch waits for records before writing what it has.
+    max_wait_ms: int = Field(default=100, ge=1)
+
+
+class ValidationSettings(BaseModel):
+    """Rules a tick must pass to be ingested; a failing tick goes to the DLQ."""
+
+    symbol_pattern: str = r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$"
+    max_future_s: float = Field(default=5.0, ge=0)
+    max_past_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    max_message_bytes: int = Field(default=4096, ge=64)
+
+
+class RetrySettings(BaseModel):
+    initial_backoff_s: float = Field(default=0.2, gt=0)
+    max_backoff_s: float = Field(default=10.0, gt=0)
+
+
+class MetricsSettings(BaseModel):
+    #: Port of the Prometheus /metrics endpoint; 0 disables the HTTP server.
+    port: int = Field(default=9108, ge=0, le=65535)
+    host: str = "127.0.0.1"
+
+
+class LogSettings(BaseModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool = Field(default=False, alias="json")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEXANEST_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    timescale: TimescaleSettings = TimescaleSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    batch: BatchSettings = BatchSettings()
+    validation: ValidationSettings = ValidationSettings()
+    retry: RetrySettings = RetrySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    #: Where `db-backup` and friends write; relative paths are from the working directory.
+    backup_dir: Path = Path("backups")
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Build the settings from the environment and ``env_file`` (default ``.env``)."""
+    if env_file is None:
+        return Settings()
+    return Settings(_env_file=env_file)  # type: ignore[call-arg]

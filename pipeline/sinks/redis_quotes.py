@@ -1,0 +1,116 @@
+"""``RedisQuoteSink``: the latest quote of each symbol, one round trip per batch.
+
+A quote is a hash ``quote:<SYMBOL>`` with ``price``, ``bid``, ``ask``, ``size``
+(decimal strings), ``exchange``, ``ts_ns`` (the tick's exchange time), ``seq``
+and ``updated_ns`` (when the pipeline wrote it). A small Lua script applies a
+batch atomically and only moves a quote forward in tick time, so a late or
+replayed tick never overwrites a newer quote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import redis.asyncio as redis
+from redis.exceptions import BusyLoadingError, TimeoutError as RedisTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from nexanest.pipeline import metrics
+from nexanest.pipeline.errors import RetryableError
+from nexanest.schemas.ticks import Tick, format_e9
+
+# Timestamps and sequence numbers are compared as decimal strings (by length,
+# then lexically): Lua numbers are doubles and would round 19-digit nanoseconds.
+_APPLY_QUOTES: Final = """
+local function newer(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local n = 8
+local applied = 0
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * n
+  local ts, seq = ARGV[b + 1], ARGV[b + 2]
+  local cur = redis.call('HMGET', key, 'ts_ns', 'seq')
+  local take = true
+  if cur[1] then
+    if ts == cur[1] then
+      take = newer(seq, cur[2] or '')
+    else
+      take = newer(ts, cur[1])
+    end
+  end
+  if take then
+    redis.call('HSET', key, 'ts_ns', ts, 'seq', seq, 'price', ARGV[b + 3], 'bid', ARGV[b + 4],
+      'ask', ARGV[b + 5], 'size', ARGV[b + 6], 'exchange', ARGV[b + 7], 'updated_ns', ARGV[b + 8])
+    applied = applied + 1
+  end
+end
+return applied
+"""
+
+RETRYABLE_REDIS_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+
+
+def _later(a: Tick, b: Tick) -> bool:
+    return (a.ts_ns, a.seq) > (b.ts_ns, b.seq)
+
+
+class RedisQuoteSink:
+    name = "redis_quotes"
+
+    def __init__(self, client: redis.Redis, key_prefix: str = "quote:") -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._script = client.register_script(_APPLY_QUOTES)
+        self._latest: dict[str, Tick] = {}
+
+    def write(self, rows: Sequence[Tick]) -> None:
+        """Keep only the latest tick per symbol: Redis sees one update per symbol."""
+        latest = self._latest
+        for tick in rows:
+            held = latest.get(tick.symbol)
+            if held is None or _later(tick, held):
+                latest[tick.symbol] = tick
+
+    async def flush(self) -> int:
+        if not self._latest:
+            return 0
+        started = time.perf_counter()
+        ticks = list(self._latest.values())
+        updated_ns = str(time.time_ns())
+        keys = [self._prefix + t.symbol for t in ticks]
+        args: list[str] = []
+        for t in ticks:
+            args += (
+                str(t.ts_ns),
+                str(t.seq),
+                format_e9(t.price_e9),
+                "" if t.bid_e9 is None else format_e9(t.bid_e9),
+                "" if t.ask_e9 is None else format_e9(t.ask_e9),
+                format_e9(t.size_e9),
+                t.exchange,
+                updated_ns,
+            )
+        try:
+            await self._script(keys=keys, args=args)
+        except RETRYABLE_REDIS_ERRORS as exc:
+            raise RetryableError("redis", exc) from exc
+        visible_ns = time.time_ns()
+        metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        metrics.TICKS_WRITTEN.labels(self.name).inc(len(ticks))
+        for t in ticks:
+            metrics.TICK_TO_QUOTE_SECONDS.observe(max(0, visible_ns - t.ts_ns) / 1e9)
+        self._latest = {}
+        return len(ticks)
+
+    async def close(self) -> None:
+        self._latest = {}
+
+
+async def read_quote(client: redis.Redis, symbol: str, key_prefix: str = "quote:") -> dict[str, str]:
+    """The quote hash of ``symbol``, decoded; empty when the symbol has none."""
+    raw = await client.hgetall(key_prefix + symbol)
+    return {k.decode(): v.decode() for k, v in raw.items()}

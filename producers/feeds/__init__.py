@@ -1,0 +1,1 @@
+"""Feed adapters: each yields ``Tick`` batches from one kind of source."""
