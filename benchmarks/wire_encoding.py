@@ -35,8 +35,12 @@ def sample_ticks(n: int) -> list[Tick]:
     ]
 
 
-def measure(name: str, enc: msgspec.msgpack.Encoder | msgspec.json.Encoder,
-            dec: msgspec.msgpack.Decoder[Tick] | msgspec.json.Decoder[Tick], ticks: list[Tick]) -> dict[str, float]:
+def measure(
+    name: str,
+    enc: msgspec.msgpack.Encoder | msgspec.json.Encoder,
+    dec: msgspec.msgpack.Decoder[Tick] | msgspec.json.Decoder[Tick],
+    ticks: list[Tick],
+) -> dict[str, float]:
     t0 = time.perf_counter_ns()
     blobs = [enc.encode(t) for t in ticks]
     t1 = time.perf_counter_ns()

@@ -55,9 +55,7 @@ def open_quotes_redis(settings: Settings) -> redis.Redis:
     )
 
 
-async def run_consumer(
-    settings: Settings, stop: asyncio.Event, *, until_idle_s: float | None = None
-) -> IngestStats:
+async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
     """Run until ``stop`` is set or the topic has been idle for ``until_idle_s``."""
     kafka = settings.kafka
     await ensure_topics(kafka)

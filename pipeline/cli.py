@@ -88,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synthetic_args(s, default_rate=1000.0)
     s.add_argument("--count", type=_positive_int, help="stop after this many ticks")
     s.add_argument("--duration", type=_non_negative_float, help="stop after this many seconds")
-    s.add_argument(
-        "--start-ns", type=int, help="tick time of the first tick, ns since the epoch (default: now)"
-    )
+    s.add_argument("--start-ns", type=int, help="tick time of the first tick, ns since the epoch (default: now)")
 
     p = sub.add_parser("consume", help="ingest the ticks topic into TimescaleDB and Redis")
     p.add_argument(

@@ -51,7 +51,8 @@ class EventEmitter:
         try:
             if self._pool is not None:
                 await self._pool.execute(
-                    "INSERT INTO system_events (time, event_id, component, event_type, severity, message, host, details)"
+                    "INSERT INTO system_events"
+                    " (time, event_id, component, event_type, severity, message, host, details)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
                     datetime.fromtimestamp(event.ts_ns / 1e9, tz=UTC),
                     uuid.UUID(event.event_id),
@@ -63,9 +64,7 @@ class EventEmitter:
                     json.dumps(event.details),
                 )
             if self._producer is not None:
-                await self._producer.send_and_wait(
-                    self._topic, encode_event(event), key=self._component.encode()
-                )
+                await self._producer.send_and_wait(self._topic, encode_event(event), key=self._component.encode())
         except Exception as exc:  # noqa: BLE001 - an event must never take its component down
             _log.warning("system_event_not_stored", event_type=event_type, error=repr(exc))
         return event

@@ -7,12 +7,14 @@ auto-commit: offsets move only after the batch is durable downstream.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import KafkaSettings
 
 
@@ -69,10 +71,22 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[NewTopic] | No
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between list and create
+            response = await admin.create_topics(missing)
+            # aiokafka reports per-topic errors in the response instead of raising.
+            for name, code, *rest in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    message = rest[0] if rest else ""
+                    raise ConfigurationError(f"cannot create Kafka topic {name!r}: error {code} {message}")
+            await _wait_until_listed(admin, {t.name for t in missing})
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+async def _wait_until_listed(admin: AIOKafkaAdminClient, names: set[str], timeout_s: float = 10.0) -> None:
+    """Topic creation is asynchronous in the broker; wait until metadata shows it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not names <= set(await admin.list_topics()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise ConfigurationError(f"Kafka topics {sorted(names)} not visible {timeout_s:.0f}s after creation")
+        await asyncio.sleep(0.1)

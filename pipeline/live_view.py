@@ -7,6 +7,7 @@ what a dashboard shows cannot disagree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -61,10 +62,8 @@ async def show(stop: asyncio.Event, interval_s: float = 1.0, out: TextIO = sys.s
     tty = out.isatty()
     prev = Snapshot.take()
     while not stop.is_set():
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
         now = Snapshot.take()
         line = render(prev, now)
         out.write(f"\r\x1b[2K{line}" if tty else f"{line}\n")

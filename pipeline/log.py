@@ -40,7 +40,9 @@ def configure_logging(settings: LogSettings) -> None:
             cache_logger_on_first_use=True,
         )
     # aiokafka logs through the standard library; keep it at warnings and above.
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    )
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -20,12 +20,8 @@ PRODUCE_ERRORS = Counter(
 )
 
 # Consumer side.
-TICKS_CONSUMED = Counter(
-    "nexanest_consumer_messages_total", "Messages taken from Kafka", ["topic"], registry=REGISTRY
-)
-TICKS_WRITTEN = Counter(
-    "nexanest_sink_rows_written_total", "Rows made durable by a sink", ["sink"], registry=REGISTRY
-)
+TICKS_CONSUMED = Counter("nexanest_consumer_messages_total", "Messages taken from Kafka", ["topic"], registry=REGISTRY)
+TICKS_WRITTEN = Counter("nexanest_sink_rows_written_total", "Rows made durable by a sink", ["sink"], registry=REGISTRY)
 TICKS_REJECTED = Counter(
     "nexanest_consumer_rejected_total", "Messages set aside to the dead-letter topic", ["reason"], registry=REGISTRY
 )

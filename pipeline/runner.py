@@ -107,9 +107,7 @@ class IngestLoop:
         """
         idle_since = time.monotonic()
         while not stop.is_set():
-            records = await self._consumer.getmany(
-                timeout_ms=self._batch.max_wait_ms, max_records=self._batch.max_rows
-            )
+            records = await self._consumer.getmany(timeout_ms=self._batch.max_wait_ms, max_records=self._batch.max_rows)
             if not records:
                 if until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
                     break
@@ -134,9 +132,7 @@ class IngestLoop:
                     rows.append(stock_price_row(result, partition, msg.offset))
                     ticks.append(result)
                 else:
-                    rejected.append(
-                        Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, result[0], result[1])
-                    )
+                    rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, result[0], result[1]))
             count += len(messages)
             next_offsets[tp] = messages[-1].offset + 1
 
@@ -173,7 +169,6 @@ class IngestLoop:
         while True:
             try:
                 await sink.flush()
-                return
             except RetryableError as exc:
                 self.stats.retries += 1
                 metrics.RETRIES.labels(exc.service).inc()
@@ -181,6 +176,8 @@ class IngestLoop:
                 _log.warning("flush_retry", sink=sink.name, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self._retry.max_backoff_s)
+            else:
+                return
 
     async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
         """Commit to Kafka; failure here is harmless for correctness (the database
@@ -189,7 +186,8 @@ class IngestLoop:
         for attempt in range(3):
             try:
                 await self._consumer.commit(offsets)
-                return
             except KafkaError as exc:
                 _log.warning("kafka_commit_failed", error=repr(exc), attempt=attempt + 1)
                 await asyncio.sleep(self._retry.initial_backoff_s)
+            else:
+                return

@@ -165,12 +165,12 @@ cmd_install() {
 
 cmd_start() {
   ensure_dirs
-  require_installed
   local pid
   if pid=$(running_pid); then
     log "already running (pid $pid) on $BOOTSTRAP"
     return 0
   fi
+  installed || cmd_install
   local port
   for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
     if port_open "$port"; then

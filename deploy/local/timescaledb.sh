@@ -201,8 +201,8 @@ build_from_source() {
 }
 
 cmd_install() {
+  pg_install_server # first: it creates the postgres user that ensure_dirs chowns to
   ensure_dirs
-  pg_install_server
   if extension_installed; then
     log "TimescaleDB $(installed_version) is installed for PostgreSQL $PG_VERSION"
     return 0

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Final
 
 import redis.asyncio as redis
-from redis.exceptions import BusyLoadingError, TimeoutError as RedisTimeoutError
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import RetryableError
@@ -113,4 +114,8 @@ class RedisQuoteSink:
 async def read_quote(client: redis.Redis, symbol: str, key_prefix: str = "quote:") -> dict[str, str]:
     """The quote hash of ``symbol``, decoded; empty when the symbol has none."""
     raw = await client.hgetall(key_prefix + symbol)
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode()

@@ -58,13 +58,14 @@ class SyntheticFeed:
 
     @property
     def total(self) -> int | None:
-        """How many ticks the feed will yield, or None when it runs until stopped."""
+        """How many ticks the feed will yield, or None when it runs until stopped
+        (or, flat out with a duration, until that much wall time has passed)."""
         c = self.config
         limits = []
         if c.count is not None:
             limits.append(c.count)
-        if c.duration_s is not None:
-            limits.append(int(c.duration_s * (c.rate or 1_000_000)))
+        if c.duration_s is not None and c.rate:
+            limits.append(int(c.duration_s * c.rate))
         return min(limits) if limits else None
 
     def generate(self) -> Iterator[Tick]:
@@ -106,9 +107,13 @@ class SyntheticFeed:
         c = self.config
         source = self.generate()
         if not c.paced or not c.rate:
+            # Flat out: a duration is wall time, since the tick count is unknown.
+            deadline = None if c.duration_s is None else time.monotonic() + c.duration_s
             while batch := _take(source, _BATCH):
                 yield batch
                 await asyncio.sleep(0)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
             return
         per_step = max(1, round(c.rate * _PACE_S))
         started = time.monotonic()

@@ -1,0 +1,113 @@
+# NexaNest market data pipeline. `make help` lists the targets.
+# Two commands for a newcomer on a fresh machine:
+#   make run    set up everything, start the local stack, run the pipeline on a synthetic feed
+#   make test   set up everything, start the local stack, run lint, types and all tests
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STACK := deploy/local/stack.sh
+DB ?= auth
+# Options for `make run`, e.g. make run RUN_ARGS="--symbols 200 --rate 10000"
+RUN_ARGS ?= --symbols 100 --rate 2000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
+        unit integration bench db-start db-stop db-status db-connect-postgres db-connect-timescale \
+        db-logs db-backup clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+# --- setup -------------------------------------------------------------------
+
+env: ## generate .env with local credentials (once; never overwritten)
+	@deploy/local/env.sh
+
+$(BIN)/python:
+	@deploy/local/python.sh "$(PYTHON)" "$(VENV)"
+
+# The editable install maps the nexanest.* namespace onto the top-level folders
+# through a link tree of the modules; it is redone when a module is added or
+# removed (the stamp's name carries a hash of the module list) or dependencies change.
+MODULES_HASH := $(shell find schemas pipeline consumers producers -name '*.py' 2>/dev/null | sort | md5sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(MODULES_HASH)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@rm -f $(VENV)/.installed-*
+	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install the package with dev tools
+
+lock: ## re-resolve the newest allowed versions into constraints.txt
+	@rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q -U pip \
+	  && .lock-venv/bin/pip install -q '.[dev]' && .lock-venv/bin/pip freeze --exclude nexanest > constraints.txt \
+	  && rm -rf .lock-venv && echo "constraints.txt updated"
+
+services: ## install the services (apt packages, TimescaleDB build, Kafka jars)
+	@$(STACK) install
+
+setup: env services venv ## everything `run` and `test` need, idempotent
+
+# --- the stack ---------------------------------------------------------------
+
+stack-up: env ## start PostgreSQL, TimescaleDB, Redis and Kafka (installs what is missing)
+	@$(STACK) up
+
+stack-down: ## stop all four services
+	@$(STACK) down
+
+stack-status: ## one line per service
+	@$(STACK) status
+
+db-start: env ## start the databases (PostgreSQL, TimescaleDB, Redis)
+	@$(STACK) up postgres timescaledb redis
+
+db-stop: ## stop the databases
+	@$(STACK) down postgres timescaledb redis
+
+db-status: ## up/down, version, port and TimescaleDB edition of each service
+	@$(STACK) status
+
+db-connect-postgres: ## psql into a service database (DB=auth|portfolio|analytics|notifications)
+	@PGPASSWORD=$$(grep -E '^NEXANEST_POSTGRES_PASSWORD=' .env | cut -d= -f2-) \
+	  psql -h 127.0.0.1 -p 5432 -U nexanest -d $(DB)
+
+db-connect-timescale: ## psql into TimescaleDB as the owner role
+	@PGPASSWORD=$$(grep -E '^NEXANEST_TIMESCALE_PASSWORD=' .env | cut -d= -f2-) \
+	  psql -h 127.0.0.1 -p 5433 -U timescale -d timescale
+
+db-logs: ## the last lines of every service log (SERVICE=name -f to follow one)
+	@if [ -n "$(SERVICE)" ]; then $(STACK) logs $(SERVICE) -f; else \
+	  for s in postgres timescaledb redis kafka; do echo "== $$s"; $(STACK) logs $$s 2>/dev/null | tail -n 20; done; fi
+
+db-backup: ## pg_dump every database into backups/<timestamp>/
+	@deploy/local/backup.sh
+
+# --- the pipeline --------------------------------------------------------------
+
+migrate: venv ## apply schema migrations and create Kafka topics
+	@$(BIN)/nexanest migrate && $(BIN)/nexanest topics
+
+run: setup stack-up migrate ## set up, start the stack, run producer + consumer with a live view (Ctrl-C stops)
+	@$(BIN)/nexanest run $(RUN_ARGS)
+
+# --- quality -----------------------------------------------------------------
+
+lint: venv ## ruff (lint + format check) and mypy --strict
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+unit: venv ## unit tests only (no services needed)
+	@$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+test: setup stack-up migrate lint ## set up, start the stack, lint, and run every test
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup stack-up migrate ## end-to-end benchmark against the raw COPY ceiling
+	@$(BIN)/python benchmarks/e2e_throughput.py $(BENCH_ARGS)
+
+clean: ## remove the virtual environment and caches (not the services' data)
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Back up every database of the local stack with pg_dump (custom format) into
+# BACKUP_DIR/<UTC timestamp>/, one file per database, plus a SHA256SUMS file.
+# Usage: backup.sh [BACKUP_DIR]   (default: ./backups)
+# TimescaleDB dumps restore with timescaledb_pre_restore()/post_restore() around
+# pg_restore; restore and verification come in a later change.
+SERVICE_NAME=backup
+. "$(dirname "$0")/lib.sh"
+
+dest_root=${1:-$REPO_DIR/backups}
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+dest="$dest_root/$stamp"
+mkdir -p "$dest"
+chmod 700 "$dest"
+
+dump() {
+  local port=$1 db=$2 out="$dest/$2.dump"
+  log "pg_dump $db (port $port)"
+  # Dump as the cluster superuser over the local socket; write as the caller.
+  as_service_user "$PG_BIN/pg_dump" -h "$RUN_DIR" -p "$port" -U postgres -Fc -d "$db" >"$out" 2> >(grep -v 'circular foreign-key' >&2)
+  [ -s "$out" ] || die "pg_dump of $db produced nothing"
+}
+
+for db in auth portfolio analytics notifications; do dump 5432 "$db"; done
+dump 5433 timescale
+(cd "$dest" && sha256sum ./*.dump >SHA256SUMS)
+log "backup written to $dest ($(du -sh "$dest" | cut -f1))"
+echo "$dest"

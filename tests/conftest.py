@@ -1,0 +1,105 @@
+"""Shared fixtures. Integration tests talk to the real services.
+
+The ``stack`` fixture makes sure PostgreSQL, TimescaleDB, Redis and Kafka answer
+on loopback, starting them once per session with the project's own
+``deploy/local/stack.sh`` when they do not; if they cannot be started the run
+fails (it never skips). Each test then works in its own topics, consumer group,
+Redis key prefix and ``source`` tag, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+
+from nexanest.pipeline.migrate import migrate
+from nexanest.pipeline.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICE_PORTS = {"postgres": 5432, "timescaledb": 5433, "redis": 6379, "kafka": 9092}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    down = [name for name, port in SERVICE_PORTS.items() if not _port_open(port)]
+    if down:
+        result = subprocess.run(
+            [str(REPO / "deploy/local/stack.sh"), "up", *down],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        still_down = [name for name in down if not _port_open(SERVICE_PORTS[name])]
+        if result.returncode != 0 or still_down:
+            pytest.fail(
+                f"could not start {', '.join(still_down or down)} with deploy/local/stack.sh up:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
+                pytrace=False,
+            )
+    env_file = REPO / ".env"
+    if not env_file.exists():
+        pytest.fail(f"{env_file} is missing: run `make env` (deploy/local/env.sh)", pytrace=False)
+    return load_settings(env_file)
+
+
+@pytest.fixture(scope="session")
+async def migrated(stack: Settings) -> Settings:
+    await migrate(stack)
+    return stack
+
+
+@pytest.fixture
+def test_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def isolated(migrated: Settings, test_id: str) -> Settings:
+    """Settings with this test's own topics, group and Redis key prefix."""
+    return migrated.model_copy(
+        update={
+            "kafka": migrated.kafka.model_copy(
+                update={
+                    "ticks_topic": f"test.{test_id}.ticks",
+                    "dead_letter_topic": f"test.{test_id}.ticks.dlq",
+                    "events_topic": f"test.{test_id}.events",
+                    "consumer_group": f"test-{test_id}",
+                }
+            ),
+            "redis": migrated.redis.model_copy(update={"quote_key_prefix": f"test:{test_id}:quote:"}),
+            "metrics": migrated.metrics.model_copy(update={"port": 0}),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def timescale_pool(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool as the ingest role: tests see the database with the pipeline's rights."""
+    pool = await asyncpg.create_pool(migrated.timescale.dsn.get_secret_value(), min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def quotes_redis(migrated: Settings, test_id: str) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(migrated.redis.url.get_secret_value(), db=migrated.redis.db_quotes)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"test:{test_id}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from nexanest.pipeline.settings import ValidationSettings
+from nexanest.pipeline.validation import REASONS, TickValidator
+from nexanest.schemas.ticks import Tick, encode_tick
+
+NOW_NS = 1_764_000_000_000_000_000
+GOOD = Tick(
+    symbol="AAPL",
+    exchange="XNAS",
+    price_e9=187_250_000_000,
+    size_e9=100 * 10**9,
+    ts_ns=NOW_NS - 1_000_000,
+    source="t",
+    seq=1,
+    bid_e9=187_240_000_000,
+    ask_e9=187_260_000_000,
+)
+
+
+@pytest.fixture
+def validator() -> TickValidator:
+    return TickValidator(ValidationSettings())
+
+
+def test_good_tick_passes(validator: TickValidator) -> None:
+    assert validator.check(encode_tick(GOOD), NOW_NS) == GOOD
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "undecodable"),
+        (b"\x93garbage", "undecodable"),
+        (b"x" * 5000, "oversized"),
+        (encode_tick(msgspec.structs.replace(GOOD, v=2)), "unsupported_version"),
+        (encode_tick(msgspec.structs.replace(GOOD, symbol="aapl")), "bad_symbol"),
+        (encode_tick(msgspec.structs.replace(GOOD, symbol="")), "bad_symbol"),
+        (encode_tick(msgspec.structs.replace(GOOD, symbol="A B")), "bad_symbol"),
+        (encode_tick(msgspec.structs.replace(GOOD, price_e9=0)), "bad_price"),
+        (encode_tick(msgspec.structs.replace(GOOD, price_e9=-5)), "bad_price"),
+        (encode_tick(msgspec.structs.replace(GOOD, size_e9=-1)), "bad_size"),
+        (encode_tick(msgspec.structs.replace(GOOD, bid_e9=GOOD.ask_e9 + 1)), "crossed_quote"),  # type: ignore[operator]
+        (encode_tick(msgspec.structs.replace(GOOD, bid_e9=0)), "crossed_quote"),
+        (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 60 * 10**9)), "future_timestamp"),
+        (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS - 8 * 86400 * 10**9)), "stale_timestamp"),
+    ],
+)
+def test_each_rule_names_its_reason(validator: TickValidator, raw: bytes | None, reason: str) -> None:
+    result = validator.check(raw, NOW_NS)
+    assert isinstance(result, tuple)
+    assert result[0] == reason
+    assert reason in REASONS
+
+
+def test_rules_follow_settings() -> None:
+    strict = TickValidator(ValidationSettings(max_future_s=0, symbol_pattern=r"^[A-Z]{1,5}$"))
+    ahead = msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 1)
+    assert strict.check_tick(ahead, NOW_NS)[0] == "future_timestamp"  # type: ignore[index]
+    assert strict.check_tick(msgspec.structs.replace(GOOD, symbol="BTC-USD"), NOW_NS)[0] == "bad_symbol"  # type: ignore[index]
+
+
+def test_one_sided_quote_is_accepted(validator: TickValidator) -> None:
+    tick = msgspec.structs.replace(GOOD, bid_e9=None)
+    assert validator.check_tick(tick, NOW_NS) == tick
