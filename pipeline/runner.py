@@ -55,6 +55,9 @@ class IngestStats:
     rejected: int = 0
     retries: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Monotonic times of the first fetch that returned records and of the end of the last batch.
+    first_batch_at: float | None = None
+    last_batch_at: float | None = None
 
 
 class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -112,8 +115,10 @@ class IngestLoop:
                 if until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
                     break
                 continue
+            if self.stats.first_batch_at is None:
+                self.stats.first_batch_at = time.monotonic()
             await self._ingest(records)
-            idle_since = time.monotonic()
+            idle_since = self.stats.last_batch_at = time.monotonic()
         return self.stats
 
     async def _ingest(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:

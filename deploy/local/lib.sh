@@ -43,7 +43,9 @@ as_service_user() {
 ensure_dirs() {
   mkdir -p "$STATE_DIR" "$CACHE_DIR" "$RUN_DIR" "$LOG_DIR"
   chmod 755 "$STATE_DIR" "$RUN_DIR" "$LOG_DIR"
-  if is_root; then chown "$SERVICE_USER" "$RUN_DIR" "$LOG_DIR"; fi
+  # On a fresh machine the postgres user only exists once postgresql is installed;
+  # each service's start calls ensure_dirs again after its install.
+  if is_root && id -u "$SERVICE_USER" >/dev/null 2>&1; then chown "$SERVICE_USER" "$RUN_DIR" "$LOG_DIR"; fi
 }
 
 # apt-get install only what is missing; `apt-get update` at most once per run.
@@ -90,6 +92,14 @@ env_value() {
 # with its unix socket in $RUN_DIR. No systemd, no pg_createcluster.
 
 pg_install_server() {
+  # Debian's postgresql-NN package creates and (under systemd) starts a "main"
+  # cluster on the first free port, which could take 5433 from TimescaleDB.
+  # We run our own clusters, so tell postgresql-common not to create one.
+  apt_install postgresql-common
+  local conf=/etc/postgresql-common/createcluster.conf
+  if is_root && [ -f "$conf" ] && ! grep -qE '^create_main_cluster *= *false' "$conf"; then
+    printf '\n# nexanest: clusters are created by deploy/local\ncreate_main_cluster = false\n' >>"$conf"
+  fi
   apt_install "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION"
 }
 

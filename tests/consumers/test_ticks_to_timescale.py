@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 async def publish(settings: Settings, feed: SyntheticFeed) -> int:
+    await ensure_topics(settings.kafka)
     producer = make_producer(settings.kafka)
     await producer.start()
     try:
