@@ -24,12 +24,15 @@ import os
 import platform
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
+import uvloop
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.settings import Settings, load_settings
+from nexanest.pipeline.log import configure_logging
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -126,5 +129,14 @@ if __name__ == "__main__":
     parser.add_argument("--ticks", type=int, default=200_000, help="ticks to push through (default 200000)")
     parser.add_argument("--symbols", type=int, default=200, help="symbols (default 200)")
     parser.add_argument("--seed", type=int, default=1)
-    result = asyncio.run(main(parser.parse_args()))
-    print(json.dumps(result, indent=2))
+    parser.add_argument(
+        "--output", type=Path, default=None, help="also write the JSON here (default benchmarks/results/<time>.json)"
+    )
+    args = parser.parse_args()
+    configure_logging(LogSettings(level="warning"))
+    result = uvloop.run(main(args))  # the event loop the `nexanest` command uses
+    text = json.dumps(result, indent=2)
+    print(text)
+    out = args.output or Path(__file__).parent / "results" / f"e2e_throughput-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
