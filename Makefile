@@ -37,7 +37,9 @@ STAMP := $(VENV)/.installed-$(MODULES_HASH)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	@rm -f $(VENV)/.installed-*
-	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict
+	@echo "[python] installing nexanest and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict \
+	  >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 venv: $(STAMP) ## create .venv and install the package with dev tools
