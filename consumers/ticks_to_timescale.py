@@ -63,17 +63,20 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
     quotes_redis = open_quotes_redis(settings)
     producer = make_producer(kafka, client_suffix="consumer-dlq")
     consumer = make_consumer(kafka)
-    timescale = TimescaleSink(pool, kafka.consumer_group)
-    consumer.subscribe([kafka.ticks_topic], listener=ResumeFromDatabase(consumer, timescale, kafka.ticks_topic))
+    timescale = TimescaleSink(pool, kafka.consumer_group, exactly_once=settings.consumer.exactly_once)
+    quotes = RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix)
+    listener = ResumeFromDatabase(consumer, timescale, kafka.ticks_topic, settings.retry)
+    consumer.subscribe([kafka.ticks_topic], listener=listener)
     events = EventEmitter(COMPONENT, pool=pool, producer=producer, topic=kafka.events_topic)
     loop = IngestLoop(
         consumer,
         validator=TickValidator(settings.validation),
         timescale=timescale,
-        quotes=RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix),
+        quotes=quotes,
         dead_letters=DeadLetterSink(producer, kafka.dead_letter_topic),
         batch=settings.batch,
         retry=settings.retry,
+        listener=listener,
     )
     try:
         await producer.start()

@@ -37,6 +37,15 @@ class InvalidMessage(PipelineError):
         self.detail = detail
 
 
+class FencedError(PipelineError):
+    """Another consumer claimed a partition this one was writing; the batch was
+    rolled back and must be discarded, not retried."""
+
+    def __init__(self, partitions: list[tuple[str, int]]) -> None:
+        super().__init__(f"fenced out of {', '.join(f'{t}[{p}]' for t, p in partitions)}")
+        self.partitions = partitions
+
+
 class Backpressure(PipelineError):
     """A sink cannot take more now; stop fetching for ``retry_after_s``."""
 

@@ -62,3 +62,15 @@ def serve_metrics(host: str, port: int) -> None:
     """Expose /metrics over HTTP (a daemon thread); port 0 disables it."""
     if port:
         start_http_server(port, addr=host, registry=REGISTRY)
+
+
+DUPLICATES_SKIPPED = Counter(
+    "nexanest_sink_duplicates_skipped_total",
+    "Rows not inserted because the same tick (source, seq, time) was already stored",
+    registry=REGISTRY,
+)
+FENCED = Counter(
+    "nexanest_consumer_fenced_total",
+    "Batches discarded because another consumer had claimed their partition",
+    registry=REGISTRY,
+)

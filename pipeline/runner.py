@@ -4,15 +4,24 @@ The loop owns the offsets; the sinks own the data. Per batch, in this order:
 
 1. ``getmany`` up to ``batch.max_rows`` records;
 2. decode and validate each (bad ones become ``Rejected`` rows, never raise);
-3. flush the dead-letter sink (rejected records are safe in Kafka),
-   then TimescaleDB (rows and offsets in one transaction), then Redis quotes;
-4. commit the offsets to Kafka (for lag tooling; TimescaleDB's copy is the one
-   the consumer resumes from).
+3. flush the dead-letter sink (rejected records are safe in Kafka before their
+   offsets can move);
+4. one TimescaleDB transaction: COPY the rows, move this consumer's offsets
+   (checked against its partition claims), update the Redis quotes, COMMIT;
+5. commit the offsets to Kafka too (for lag tooling; the consumer resumes from
+   TimescaleDB's copy).
 
-A retryable failure retries the same flush with jittered exponential backoff;
-no new records are fetched meanwhile, so memory stays bounded by one batch.
-Because the loop flushes and commits before it fetches again, a rebalance
-(which aiokafka runs inside ``getmany``) never finds uncommitted work.
+Exactly once: a crash before step 4 commits leaves neither rows nor offsets, so
+the batch is read again; a crash after it finds the offsets stored with the
+rows, so it is not. Redis is updated inside the transaction, before COMMIT: a
+quote can run ahead of the table by one uncommitted batch (which Kafka holds and
+will replay) but never behind it, and re-applying a tick is a no-op.
+
+A retryable failure retries the batch with jittered exponential backoff; no new
+records are fetched meanwhile, so memory stays bounded by one batch. Because
+the loop commits before it fetches again, a rebalance (which aiokafka runs
+inside ``getmany``) never finds uncommitted work. A consumer fenced out of a
+partition (another consumer claimed it) discards the batch and rejoins.
 """
 
 from __future__ import annotations
@@ -20,16 +29,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline import metrics
-from nexanest.pipeline.errors import RetryableError
+from nexanest.pipeline.errors import FencedError, RetryableError
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
@@ -41,12 +49,6 @@ from nexanest.schemas.ticks import Tick
 _log = get_logger(__name__)
 
 
-class Flushable(Protocol):
-    name: str
-
-    async def flush(self) -> int: ...
-
-
 @dataclass
 class IngestStats:
     batches: int = 0
@@ -54,6 +56,7 @@ class IngestStats:
     written: int = 0
     rejected: int = 0
     retries: int = 0
+    fenced: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     #: Monotonic times of the first fetch that returned records and of the end of the last batch.
     first_batch_at: float | None = None
@@ -61,23 +64,39 @@ class IngestStats:
 
 
 class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, seek each partition to the offset TimescaleDB stored with
-    the last batch it committed; Kafka's committed offset is only a fallback."""
+    """On assignment, claim each partition in TimescaleDB (fencing its previous
+    owner) and seek to the offset stored with the last batch committed for it;
+    Kafka's committed offset is only the fallback for a never-written partition."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, sink: TimescaleSink, topic: str) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, sink: TimescaleSink, topic: str, retry: RetrySettings | None = None
+    ) -> None:
         self._consumer = consumer
         self._sink = sink
         self._topic = topic
+        self._retry = retry or RetrySettings()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Nothing to do: the loop commits every batch before it fetches again."""
+        """The loop commits every batch before it fetches again; only forget the claims."""
+        self._sink.release([(tp.topic, tp.partition) for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        stored = await self._sink.stored_offsets(self._topic)
-        for tp in assigned:
-            if tp.topic == self._topic and tp.partition in stored:
-                self._consumer.seek(tp, stored[tp.partition])
-        _log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned), from_db=len(stored))
+        mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
+        backoff = self._retry.initial_backoff_s
+        while True:
+            try:
+                stored = await self._sink.claim(self._topic, mine)
+                break
+            except RetryableError as exc:
+                _log.warning("claim_retry", error=str(exc), retry_in_s=round(backoff, 3))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._retry.max_backoff_s)
+        resumed = 0
+        for partition, next_offset in stored.items():
+            if next_offset is not None:
+                self._consumer.seek(TopicPartition(self._topic, partition), next_offset)
+                resumed += 1
+        _log.info("partitions_assigned", partitions=mine, resumed_from_db=resumed)
 
 
 class IngestLoop:
@@ -91,9 +110,11 @@ class IngestLoop:
         dead_letters: DeadLetterSink,
         batch: BatchSettings,
         retry: RetrySettings,
+        listener: ConsumerRebalanceListener | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
+        self._listener = listener
         self._validator = validator
         self._timescale = timescale
         self._quotes = quotes
@@ -146,8 +167,12 @@ class IngestLoop:
         self._timescale.advance({(tp.topic, tp.partition): off for tp, off in next_offsets.items()})
         self._quotes.write(ticks)
 
-        for sink in (self._dead_letters, self._timescale, self._quotes):
-            await self._flush_with_retry(sink)
+        await self._retrying("kafka", self._dead_letters.flush)
+        try:
+            await self._retrying("timescaledb", self._write_batch)
+        except FencedError as exc:
+            self._on_fenced(exc)
+            return
         await self._commit(next_offsets)
 
         stats = self.stats
@@ -166,19 +191,36 @@ class IngestLoop:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
         _log.debug("batch_ingested", rows=len(rows), rejected=len(rejected), partitions=len(next_offsets))
 
-    async def _flush_with_retry(self, sink: Flushable) -> None:
+    async def _write_batch(self) -> None:
+        """Rows, offsets and quotes: Redis is written inside the database
+        transaction, so a Redis failure commits nothing and the batch is retried."""
+        await self._timescale.flush(before_commit=self._quotes.flush)
+
+    def _on_fenced(self, exc: FencedError) -> None:
+        """Another consumer owns these partitions now: drop the batch (it is that
+        consumer's to write) and rejoin the group, which re-claims and re-seeks."""
+        metrics.FENCED.inc()
+        self.stats.fenced += 1
+        self._timescale.discard()
+        self._quotes.discard()
+        _log.warning("fenced", partitions=exc.partitions)
+        topics = self._consumer.subscription()
+        self._consumer.unsubscribe()
+        self._consumer.subscribe(topics=list(topics), listener=self._listener)
+
+    async def _retrying(self, service: str, step: Callable[[], Awaitable[object]]) -> None:
         """Retry a retryable failure until it succeeds. A first stop request does
         not abandon the batch (the data in hand is written before the loop
         exits); a second one ends the process from the signal handler."""
         backoff = self._retry.initial_backoff_s
         while True:
             try:
-                await sink.flush()
+                await step()
             except RetryableError as exc:
                 self.stats.retries += 1
                 metrics.RETRIES.labels(exc.service).inc()
                 delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not crypto
-                _log.warning("flush_retry", sink=sink.name, error=str(exc), retry_in_s=round(delay, 3))
+                _log.warning("batch_retry", step=service, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self._retry.max_backoff_s)
             else:

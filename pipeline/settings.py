@@ -99,6 +99,16 @@ class ValidationSettings(BaseModel):
     max_message_bytes: int = Field(default=4096, ge=64)
 
 
+class ConsumerSettings(BaseModel):
+    #: Store offsets in TimescaleDB with each batch and fence stale writers. Off
+    #: means plain commit-after-write to Kafka (at-least-once); only benchmarks
+    #: that measure what exactly-once costs should turn it off.
+    exactly_once: bool = True
+    #: On start, re-apply the latest stored tick of each symbol seen in this
+    #: window to its Redis quote (covers a Redis that lost its last writes).
+    quote_rebuild_window_s: float = Field(default=300.0, ge=0)
+
+
 class RetrySettings(BaseModel):
     initial_backoff_s: float = Field(default=0.2, gt=0)
     max_backoff_s: float = Field(default=10.0, gt=0)
@@ -130,6 +140,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     batch: BatchSettings = BatchSettings()
     validation: ValidationSettings = ValidationSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
     retry: RetrySettings = RetrySettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

@@ -107,6 +107,9 @@ class RedisQuoteSink:
         self._latest = {}
         return len(ticks)
 
+    def discard(self) -> None:
+        self._latest = {}
+
     async def close(self) -> None:
         self._latest = {}
 

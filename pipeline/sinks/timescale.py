@@ -8,7 +8,7 @@ batch is neither lost nor written twice, and the hot path stays a plain COPY.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
@@ -16,7 +16,7 @@ from typing import Final
 import asyncpg
 
 from nexanest.pipeline import metrics
-from nexanest.pipeline.errors import RetryableError
+from nexanest.pipeline.errors import FencedError, RetryableError
 from nexanest.schemas.ticks import Tick
 
 COLUMNS: Final = (
@@ -79,21 +79,59 @@ def stock_price_row(tick: Tick, partition: int, offset: int) -> StockPriceRow:
     )
 
 
+_CLAIM = """
+INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset, generation)
+SELECT $1, $2, p, NULL, 1 FROM unnest($3::int[]) AS p
+ON CONFLICT (consumer_group, topic, partition)
+DO UPDATE SET generation = ingest_offsets.generation + 1, updated_at = now()
+RETURNING partition, next_offset, generation
+"""
+
+_ADVANCE_FENCED = """
+WITH moved AS (
+    UPDATE ingest_offsets AS o
+       SET next_offset = v.next_offset, updated_at = now()
+      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS v(topic, partition, next_offset, generation)
+     WHERE o.consumer_group = $1 AND o.topic = v.topic AND o.partition = v.partition
+       AND o.generation = v.generation
+ RETURNING o.topic, o.partition
+)
+SELECT topic, partition FROM moved
+"""
+
+_INSERT_SKIPPING_DUPLICATES = """
+INSERT INTO {table} ({columns})
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[],
+                     $7::text[], $8::text[], $9::bigint[], $10::int[], $11::bigint[])
+ON CONFLICT DO NOTHING
+"""
+
+
 class TimescaleSink:
     """Buffers ``stock_prices`` rows and the offsets they advance to.
 
-    ``flush`` is one transaction: COPY the rows, upsert the offsets. On a
-    retryable error the buffer is kept and ``flush`` can be called again.
+    ``flush`` is one transaction: COPY the rows, move the offsets of the
+    partitions this consumer has claimed (fenced by generation), run the
+    caller's ``before_commit`` step, commit. On a retryable error nothing is
+    committed and the buffer is kept, so ``flush`` can be called again.
+
+    With ``exactly_once=False`` offsets are not stored (plain at-least-once,
+    for measuring what exactly-once costs).
     """
 
     name = "timescale"
 
-    def __init__(self, pool: asyncpg.Pool, consumer_group: str, table: str = "stock_prices") -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, consumer_group: str, *, table: str = "stock_prices", exactly_once: bool = True
+    ) -> None:
         self._pool = pool
         self._group = consumer_group
         self._table = table
+        self._exactly_once = exactly_once
+        self._insert_skipping_duplicates = _INSERT_SKIPPING_DUPLICATES.format(table=table, columns=", ".join(COLUMNS))
         self._rows: list[StockPriceRow] = []
         self._offsets: dict[TopicPartition, int] = {}
+        self._generations: dict[TopicPartition, int] = {}
 
     def write(self, rows: Sequence[StockPriceRow]) -> None:
         self._rows.extend(rows)
@@ -102,38 +140,99 @@ class TimescaleSink:
         """Record that the buffered rows consume the log up to ``next_offsets``."""
         self._offsets.update(next_offsets)
 
-    async def flush(self) -> int:
+    def discard(self) -> None:
+        """Drop the buffer (after a fence: another consumer owns those records now)."""
+        self._rows = []
+        self._offsets = {}
+
+    async def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
+        """Claim partitions for this consumer; return the stored next offset of each.
+
+        Incrementing the generation fences whoever held them before: a batch it
+        is still writing will fail its generation check and roll back.
+        """
+        if not self._exactly_once or not partitions:
+            return {}
+        try:
+            rows = await self._pool.fetch(_CLAIM, self._group, topic, list(partitions))
+        except RETRYABLE_DB_ERRORS as exc:
+            raise RetryableError("timescaledb", exc) from exc
+        for r in rows:
+            self._generations[(topic, r["partition"])] = r["generation"]
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    def release(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            self._generations.pop(tp, None)
+
+    async def flush(self, before_commit: Callable[[], Awaitable[object]] | None = None) -> int:
+        """Write the buffer in one transaction; ``before_commit`` runs inside it.
+
+        Raises ``RetryableError`` (nothing committed, buffer kept) and
+        ``FencedError`` (nothing committed; call ``discard``). If ``before_commit``
+        raises, nothing is committed and its exception propagates.
+        """
         if not self._rows and not self._offsets:
+            if before_commit is not None:
+                await before_commit()
             return 0
         started = time.perf_counter()
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                if self._rows:
-                    await conn.copy_records_to_table(self._table, records=self._rows, columns=COLUMNS)
-                if self._offsets:
-                    await conn.executemany(
-                        """
-                        INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset)
-                        VALUES ($1, $2, $3, $4)
-                        ON CONFLICT (consumer_group, topic, partition)
-                        DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
-                        """,
-                        [(self._group, topic, part, off) for (topic, part), off in self._offsets.items()],
-                    )
+            try:
+                written = await self._write(before_commit, skip_duplicates=False)
+            except asyncpg.UniqueViolationError:
+                # Some tick of this batch is stored already (a feed adapter's retry,
+                # a DLQ replay): redo the batch, skipping what exists.
+                written = await self._write(before_commit, skip_duplicates=True)
+                metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
         except RETRYABLE_DB_ERRORS as exc:
             raise RetryableError("timescaledb", exc) from exc
-        written = len(self._rows)
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
         self._rows = []
         self._offsets = {}
         return written
 
+    async def _write(self, before_commit: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool) -> int:
+        rows = self._rows
+        async with self._pool.acquire() as conn, conn.transaction():
+            written = 0
+            if rows and skip_duplicates:
+                status = await conn.execute(self._insert_skipping_duplicates, *map(list, zip(*rows, strict=True)))
+                written = int(status.rsplit(" ", 1)[-1])
+            elif rows:
+                await conn.copy_records_to_table(self._table, records=rows, columns=COLUMNS)
+                written = len(rows)
+            if self._offsets and self._exactly_once:
+                await self._advance_fenced(conn)
+            if before_commit is not None:
+                await before_commit()
+        return written
+
+    async def _advance_fenced(self, conn: asyncpg.Connection) -> None:
+        items = list(self._offsets.items())
+        gens = self._generations
+        unclaimed = [tp for tp, _ in items if tp not in gens]
+        if unclaimed:
+            raise FencedError(unclaimed)
+        moved = await conn.fetch(
+            _ADVANCE_FENCED,
+            self._group,
+            [t for (t, _), _ in items],
+            [p for (_, p), _ in items],
+            [off for _, off in items],
+            [gens[tp] for tp, _ in items],
+        )
+        if len(moved) != len(items):
+            done = {(r["topic"], r["partition"]) for r in moved}
+            raise FencedError([tp for tp, _ in items if tp not in done])
+
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition, as the database last committed it."""
         try:
             rows = await self._pool.fetch(
-                "SELECT partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2",
+                "SELECT partition, next_offset FROM ingest_offsets"
+                " WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL",
                 self._group,
                 topic,
             )
@@ -143,5 +242,5 @@ class TimescaleSink:
 
     async def close(self) -> None:
         """The pool belongs to the caller; nothing buffered survives a close."""
-        self._rows = []
-        self._offsets = {}
+        self.discard()
+        self._generations = {}

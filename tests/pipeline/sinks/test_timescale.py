@@ -7,6 +7,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from nexanest.pipeline.errors import FencedError, RetryableError
 from nexanest.pipeline.sinks.timescale import TimescaleSink, ns_to_datetime, stock_price_row
 from nexanest.schemas.ticks import Tick
 
@@ -32,6 +33,7 @@ def make_tick(source: str, seq: int, price_e9: int = 187_250_000_001) -> Tick:
 async def test_rows_and_offsets_commit_together(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     source = f"sink-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
+    assert await sink.claim("ticks", [3]) == {3: None}
     sink.write([stock_price_row(make_tick(source, i), partition=3, offset=100 + i) for i in range(10)])
     sink.advance({("ticks", 3): 110})
     assert await sink.flush() == 10
@@ -52,6 +54,7 @@ async def test_failed_copy_stores_no_offsets(timescale_pool: asyncpg.Pool, test_
     """A batch the database rejects must not move the stored offsets: same transaction."""
     source = f"sink-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
+    await sink.claim("ticks", [0])
     bad = stock_price_row(make_tick(source, 1, price_e9=-1), partition=0, offset=5)  # violates CHECK (price > 0)
     sink.write([stock_price_row(make_tick(source, 0), partition=0, offset=4), bad])
     sink.advance({("ticks", 0): 6})
@@ -59,3 +62,65 @@ async def test_failed_copy_stores_no_offsets(timescale_pool: asyncpg.Pool, test_
         await sink.flush()
     assert await sink.stored_offsets("ticks") == {}
     assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
+
+
+async def test_a_fenced_writer_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+    """A consumer that lost its partition to another cannot write a batch for it afterwards."""
+    source = f"fence-{test_id}"
+    group = f"g-{test_id}"
+    stale = TimescaleSink(timescale_pool, consumer_group=group)
+    await stale.claim("ticks", [0])
+    stale.write([stock_price_row(make_tick(source, 0), partition=0, offset=0)])
+    stale.advance({("ticks", 0): 1})
+    assert await stale.flush() == 1
+
+    owner = TimescaleSink(timescale_pool, consumer_group=group)
+    assert await owner.claim("ticks", [0]) == {0: 1}  # the new owner resumes where the old one stopped
+
+    stale.write([stock_price_row(make_tick(source, 1), partition=0, offset=1)])
+    stale.advance({("ticks", 0): 2})
+    with pytest.raises(FencedError) as fenced:
+        await stale.flush()
+    assert fenced.value.partitions == [("ticks", 0)]
+    stale.discard()
+
+    owner.write([stock_price_row(make_tick(source, 1), partition=0, offset=1)])
+    owner.advance({("ticks", 0): 2})
+    assert await owner.flush() == 1
+    rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
+    assert [r["source_seq"] for r in rows] == [0, 1]
+    assert await owner.stored_offsets("ticks") == {0: 2}
+
+
+async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+    source = f"dup-{test_id}"
+    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
+    await sink.claim("ticks", [0])
+    sink.write([stock_price_row(make_tick(source, i), partition=0, offset=i) for i in range(3)])
+    sink.advance({("ticks", 0): 3})
+    assert await sink.flush() == 3
+    # A feed adapter retried ticks 1 and 2 (same source, seq and time), then sent 3 and 4.
+    sink.write([stock_price_row(make_tick(source, i), partition=0, offset=2 + i) for i in range(1, 5)])
+    sink.advance({("ticks", 0): 7})
+    assert await sink.flush() == 2
+    rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
+    assert [r["source_seq"] for r in rows] == [0, 1, 2, 3, 4]
+    assert await sink.stored_offsets("ticks") == {0: 7}
+
+
+async def test_failure_before_commit_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+    """The Redis step runs inside the transaction: if it fails, rows and offsets roll back."""
+    source = f"pre-{test_id}"
+    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
+    await sink.claim("ticks", [0])
+    sink.write([stock_price_row(make_tick(source, 0), partition=0, offset=0)])
+    sink.advance({("ticks", 0): 1})
+
+    async def redis_down() -> None:
+        raise RetryableError("redis", ConnectionError("refused"))
+
+    with pytest.raises(RetryableError):
+        await sink.flush(before_commit=redis_down)
+    assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
+    assert await sink.stored_offsets("ticks") == {}
+    assert await sink.flush() == 1  # the buffer was kept for the retry
