@@ -15,6 +15,7 @@ from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.events import EventEmitter
 from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
@@ -80,9 +81,10 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
     )
     try:
         await producer.start()
+        rebuilt = await rebuild_quotes(pool, quotes, settings.consumer.quote_rebuild_window_s)
         await consumer.start()
         await events.emit("started", f"consuming {kafka.ticks_topic} as group {kafka.consumer_group}")
-        _log.info("consumer_started", topic=kafka.ticks_topic, group=kafka.consumer_group)
+        _log.info("consumer_started", topic=kafka.ticks_topic, group=kafka.consumer_group, quotes_rebuilt=rebuilt)
         stats = await loop.run(stop, until_idle_s=until_idle_s)
     except Exception as exc:
         await events.emit("error", f"consumer failed: {exc!r}", Severity.ERROR)

@@ -82,6 +82,9 @@ def isolated(migrated: Settings, test_id: str) -> Settings:
             ),
             "redis": migrated.redis.model_copy(update={"quote_key_prefix": f"test:{test_id}:quote:"}),
             "metrics": migrated.metrics.model_copy(update={"port": 0}),
+            # Other tests' recent ticks share symbol names; rebuilding quotes from
+            # them would mix them into this test's keys (tested on its own).
+            "consumer": migrated.consumer.model_copy(update={"quote_rebuild_window_s": 0.0}),
         }
     )
 
