@@ -41,9 +41,13 @@ class FencedError(PipelineError):
     """Another consumer claimed a partition this one was writing; the batch was
     rolled back and must be discarded, not retried."""
 
-    def __init__(self, partitions: list[tuple[str, int]]) -> None:
+    def __init__(
+        self, partitions: list[tuple[str, int]], generations: dict[tuple[str, int], int] | None = None
+    ) -> None:
         super().__init__(f"fenced out of {', '.join(f'{t}[{p}]' for t, p in partitions)}")
         self.partitions = partitions
+        #: The claim generation the failed batch used per partition (absent: none held).
+        self.generations = generations or {}
 
 
 class Backpressure(PipelineError):

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline import metrics
@@ -82,21 +82,43 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
+        resumed = await self.claim_and_seek(mine)
+        _log.info("partitions_assigned", partitions=mine, resumed_from_db=resumed)
+
+    async def claim_and_seek(self, partitions: list[int], *, seek_unstored: bool = False) -> int:
+        """Claim ``partitions`` (retrying while the database is away) and seek each
+        to its stored offset; with ``seek_unstored``, a partition never written
+        goes back to Kafka's committed offset (or the start). Returns how many
+        partitions resumed from a stored offset."""
         backoff = self._retry.initial_backoff_s
         while True:
             try:
-                stored = await self._sink.claim(self._topic, mine)
+                stored = await self._sink.claim(self._topic, partitions)
                 break
             except RetryableError as exc:
                 _log.warning("claim_retry", error=str(exc), retry_in_s=round(backoff, 3))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._retry.max_backoff_s)
         resumed = 0
+        assigned = self._consumer.assignment()
         for partition, next_offset in stored.items():
-            if next_offset is not None:
-                self._consumer.seek(TopicPartition(self._topic, partition), next_offset)
-                resumed += 1
-        _log.info("partitions_assigned", partitions=mine, resumed_from_db=resumed)
+            tp = TopicPartition(self._topic, partition)
+            if tp not in assigned:
+                continue  # a newer rebalance took it meanwhile; its own assignment will seek
+            try:
+                if next_offset is not None:
+                    self._consumer.seek(tp, next_offset)
+                    resumed += 1
+                elif seek_unstored:
+                    committed = await self._consumer.committed(tp)
+                    if committed is None:
+                        await self._consumer.seek_to_beginning(tp)
+                    else:
+                        self._consumer.seek(tp, committed)
+            except (AssertionError, IllegalStateError) as exc:
+                # aiokafka asserts when the assignment changes under a seek.
+                _log.warning("seek_skipped", partition=partition, error=repr(exc))
+        return resumed
 
 
 class IngestLoop:
@@ -110,7 +132,7 @@ class IngestLoop:
         dead_letters: DeadLetterSink,
         batch: BatchSettings,
         retry: RetrySettings,
-        listener: ConsumerRebalanceListener | None = None,
+        listener: ResumeFromDatabase | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
@@ -171,7 +193,7 @@ class IngestLoop:
         try:
             await self._retrying("timescaledb", self._write_batch)
         except FencedError as exc:
-            self._on_fenced(exc)
+            await self._on_fenced(exc)
             return
         await self._commit(next_offsets)
 
@@ -196,17 +218,30 @@ class IngestLoop:
         transaction, so a Redis failure commits nothing and the batch is retried."""
         await self._timescale.flush(before_commit=self._quotes.flush)
 
-    def _on_fenced(self, exc: FencedError) -> None:
-        """Another consumer owns these partitions now: drop the batch (it is that
-        consumer's to write) and rejoin the group, which re-claims and re-seeks."""
+    async def _on_fenced(self, exc: FencedError) -> None:
+        """A batch lost its claim: drop it, it is not ours to write.
+
+        If our own rebalance listener re-claimed the partition while the batch
+        was in flight, the generation moved on and the listener has already
+        seeked to the stored offset: nothing more to do. Otherwise another
+        consumer claimed it; if Kafka still assigns it to us, claim it back and
+        re-read from the stored offset (each write stays guarded, so the two
+        can only waste work, never double it); if not, aiokafka's next
+        rebalance hands it over.
+        """
         metrics.FENCED.inc()
         self.stats.fenced += 1
         self._timescale.discard()
         self._quotes.discard()
-        _log.warning("fenced", partitions=exc.partitions)
-        topics = self._consumer.subscription()
-        self._consumer.unsubscribe()
-        self._consumer.subscribe(topics=list(topics), listener=self._listener)
+        taken = [tp for tp in exc.partitions if self._timescale.generation(tp) == exc.generations.get(tp)]
+        _log.warning("fenced", partitions=exc.partitions, taken_by_another=taken)
+        if not taken or self._listener is None:
+            return
+        assigned = self._consumer.assignment()
+        still_ours = [p for t, p in taken if TopicPartition(t, p) in assigned]
+        self._timescale.release([tp for tp in taken if tp[1] not in still_ours])
+        if still_ours:
+            await self._listener.claim_and_seek(still_ours, seek_unstored=True)
 
     async def _retrying(self, service: str, step: Callable[[], Awaitable[object]]) -> None:
         """Retry a retryable failure until it succeeds. A first stop request does

@@ -28,6 +28,11 @@ class KafkaSettings(BaseModel):
     #: bounds how many consumers of one group can share the work.
     partitions: int = Field(default=6, ge=1)
     consumer_group: str = "nexanest-ticks-to-timescale"
+    #: Static group membership: a consumer restarted with the same id within
+    #: the session timeout gets its partitions back without a rebalance.
+    group_instance_id: str | None = None
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     #: Producer batching: a short linger trades ~ms of latency for far fewer requests.
     linger_ms: int = Field(default=5, ge=0)
     max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
@@ -36,6 +41,9 @@ class KafkaSettings(BaseModel):
     #: Upper bound for one fetch across partitions; keeps consumer memory bounded.
     fetch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
     max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    #: Consumer group of `nexanest dlq replay`: its committed offsets mark the
+    #: dead letters already examined, so a second replay re-sends nothing.
+    dlq_replay_group: str = "nexanest-dlq-replay"
 
 
 class TimescaleSettings(BaseModel):

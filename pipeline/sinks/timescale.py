@@ -161,6 +161,10 @@ class TimescaleSink:
             self._generations[(topic, r["partition"])] = r["generation"]
         return {r["partition"]: r["next_offset"] for r in rows}
 
+    def generation(self, tp: TopicPartition) -> int | None:
+        """The generation of this consumer's claim on ``tp``, if it holds one."""
+        return self._generations.get(tp)
+
     def release(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self._generations.pop(tp, None)
@@ -225,7 +229,8 @@ class TimescaleSink:
         )
         if len(moved) != len(items):
             done = {(r["topic"], r["partition"]) for r in moved}
-            raise FencedError([tp for tp, _ in items if tp not in done])
+            lost = [tp for tp, _ in items if tp not in done]
+            raise FencedError(lost, {tp: gens[tp] for tp in lost})
 
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition, as the database last committed it."""

@@ -1,0 +1,302 @@
+"""The consumer under faults, against the real services: nothing lost, nothing doubled.
+
+Every test ends by comparing the table with the produced set: exactly the
+produced (source, seq) pairs, each once. Service restarts use the project's own
+deploy/local scripts; consumers that are killed run as real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.runner import IngestLoop
+from nexanest.pipeline.settings import Settings
+from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.producers.publisher import TickPublisher
+from nexanest.schemas.ticks import encode_tick
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def feed_config(test_id: str, count: int, *, rate: float = 50_000, paced: bool = False) -> SyntheticConfig:
+    return SyntheticConfig(
+        symbols=40,
+        rate=rate,
+        count=count,
+        seed=int(test_id[:6], 16),
+        start_ns=time.time_ns() - 120 * 10**9,
+        source=f"fault-{test_id}",
+        paced=paced,
+    )
+
+
+async def publish(settings: Settings, config: SyntheticConfig) -> int:
+    await ensure_topics(settings.kafka)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        return await TickPublisher(producer, settings.kafka.ticks_topic, config.source).publish_all(
+            SyntheticFeed(config).ticks()
+        )
+    finally:
+        await producer.stop()
+
+
+async def assert_exactly_once(pool: asyncpg.Pool, source: str, produced: int) -> None:
+    rows, distinct, lo, hi = await pool.fetchrow(
+        "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq)"
+        " FROM stock_prices WHERE source = $1",
+        source,
+    )
+    missing = produced - distinct
+    duplicates = rows - distinct
+    assert (missing, duplicates) == (0, 0), f"{missing} missing, {duplicates} duplicate rows"
+    assert (lo, hi) == (0, produced - 1)
+
+
+def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
+    k = settings.kafka
+    env = {
+        **os.environ,
+        "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
+        "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
+        "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
+        "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
+        "NEXANEST_REDIS__QUOTE_KEY_PREFIX": settings.redis.quote_key_prefix,
+        "NEXANEST_METRICS__PORT": "0",
+        "NEXANEST_CONSUMER__QUOTE_REBUILD_WINDOW_S": "0",
+        "NEXANEST_LOG__LEVEL": "warning",
+    }
+    env.update(extra)
+    return env
+
+
+def start_consumer(settings: Settings, *, until_idle_s: float = 3.0, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", str(until_idle_s)],
+        cwd=REPO,
+        env=consumer_env(settings, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"consumer still running after {timeout_s}s:\n{err.decode()[-3000:]}")
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def restart_service(service: str, down_s: float) -> None:
+    """Stop ``service`` with its deploy/local script, wait ``down_s``, start it again."""
+    script = str(REPO / "deploy/local" / f"{service}.sh")
+    subprocess.run([script, "stop"], check=True, capture_output=True, timeout=60)
+    time.sleep(down_s)
+    subprocess.run([script, "start"], check=True, capture_output=True, timeout=120)
+
+
+async def rows_of(pool: asyncpg.Pool, source: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source))
+
+
+# -- crashes --------------------------------------------------------------------
+
+
+class CrashBeforeKafkaCommit(Exception):
+    pass
+
+
+async def test_crash_between_database_commit_and_kafka_commit_repeats_nothing(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test that must never break: the batch is in the table, Kafka never
+    heard of it, the consumer dies. The next one must neither repeat nor skip it."""
+    config = feed_config(test_id, 10_000)
+    assert await publish(isolated, config) == 10_000
+    settings = isolated.model_copy(update={"batch": isolated.batch.model_copy(update={"max_rows": 1_000})})
+
+    batches = 0
+    real_commit = IngestLoop._commit
+
+    async def commit_then_crash(self: IngestLoop, next_offsets: dict) -> None:  # type: ignore[type-arg]
+        nonlocal batches
+        batches += 1
+        if batches == 3:
+            raise CrashBeforeKafkaCommit
+        await real_commit(self, next_offsets)
+
+    monkeypatch.setattr(IngestLoop, "_commit", commit_then_crash)
+    with pytest.raises(CrashBeforeKafkaCommit):
+        await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
+    monkeypatch.setattr(IngestLoop, "_commit", real_commit)
+    # Kafka's committed offset is now behind the table; the table's offsets win.
+    await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
+    await assert_exactly_once(timescale_pool, config.source, 10_000)
+
+
+async def test_repeated_kill_9_loses_and_doubles_nothing(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    produced = 60_000
+    config = feed_config(test_id, produced)
+    assert await publish(isolated, config) == produced
+    rng = random.Random(test_id)
+    # Static membership: each restarted consumer takes the partitions straight
+    # back instead of waiting out the killed one's session.
+    member = {"NEXANEST_KAFKA__GROUP_INSTANCE_ID": f"kill9-{test_id}", "NEXANEST_BATCH__MAX_ROWS": "500"}
+    kills = 0
+    for _ in range(6):
+        before = await rows_of(timescale_pool, config.source)
+        proc = start_consumer(isolated, **member)
+        deadline = time.monotonic() + 30
+        # Wait until it is writing (polling the table: there is no event to await), then kill it mid-stream.
+        while await rows_of(timescale_pool, config.source) == before and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(rng.uniform(0.0, 0.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        await asyncio.to_thread(proc.wait, 30)
+    assert kills >= 4, "the consumer finished before it could be killed; produce more"
+    assert 0 < await rows_of(timescale_pool, config.source) < produced
+    await asyncio.to_thread(finish, start_consumer(isolated, **member))
+    await assert_exactly_once(timescale_pool, config.source, produced)
+
+
+# -- service restarts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("service", "down_s"), [("timescaledb", 3.0), ("redis", 3.0), ("kafka", 2.0)])
+async def test_consumer_rides_out_a_service_restart(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str, service: str, down_s: float
+) -> None:
+    """Ticks keep arriving while a service goes away and comes back: the consumer
+    waits, retries with backoff and catches up by itself."""
+    produced = 24_000
+    config = feed_config(test_id, produced, rate=3_000, paced=True)
+    await ensure_topics(isolated.kafka)
+    consumer = start_consumer(isolated, until_idle_s=6.0, NEXANEST_RETRY__MAX_BACKOFF_S="1")
+    producing = asyncio.create_task(publish(isolated, config))
+    await asyncio.sleep(2.5)
+    await asyncio.to_thread(restart_service, service, down_s)
+    assert await producing == produced
+    await asyncio.to_thread(finish, consumer, 180)
+    if service == "timescaledb":
+        await timescale_pool.expire_connections()
+    await assert_exactly_once(timescale_pool, config.source, produced)
+
+
+# -- rebalances -----------------------------------------------------------------
+
+
+async def test_consumers_joining_and_leaving_a_group_write_each_tick_once(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    produced = 30_000
+    config = feed_config(test_id, produced, rate=3_000, paced=True)
+    await ensure_topics(isolated.kafka)
+    first = start_consumer(isolated, until_idle_s=8.0, NEXANEST_BATCH__MAX_ROWS="500")
+    producing = asyncio.create_task(publish(isolated, config))
+    await asyncio.sleep(2.0)
+    second = start_consumer(isolated, until_idle_s=6.0, NEXANEST_BATCH__MAX_ROWS="500")
+    await asyncio.sleep(2.0)
+    third = start_consumer(isolated, until_idle_s=6.0, NEXANEST_BATCH__MAX_ROWS="500")
+    await asyncio.sleep(2.5)
+    second.send_signal(signal.SIGTERM)  # leaves cleanly
+    await asyncio.sleep(1.5)
+    third.send_signal(signal.SIGKILL)  # vanishes; its partitions move after the session timeout
+    assert await producing == produced
+    await asyncio.to_thread(finish, second, 60)
+    await asyncio.to_thread(finish, first, 180)
+    # The killed member's partitions move once its session times out; a last
+    # member drains whatever the first one had not been given by then.
+    await asyncio.to_thread(finish, start_consumer(isolated))
+    await assert_exactly_once(timescale_pool, config.source, produced)
+
+
+# -- poison input ---------------------------------------------------------------
+
+
+def poison(rng: random.Random, good: bytes) -> bytes:
+    """One malformed message of a random kind."""
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(0, 300))
+    if kind == 1:
+        return good[: rng.randrange(1, len(good))]  # truncated
+    if kind == 2:
+        return b"x" * rng.randrange(5_000, 20_000)  # oversized
+    fields = msgspec.msgpack.decode(good)
+    if kind == 3:
+        fields["price_e9"] = rng.choice(["1.5", None, [], {"a": 1}])
+    elif kind == 4:
+        fields["price_e9"] = rng.choice([float("nan"), float("inf"), -float("inf"), 1.5])
+    elif kind == 5:
+        fields["size_e9"] = -rng.randrange(1, 10**12)
+    elif kind == 6:
+        fields["symbol"] = rng.choice(["", "lower", "A" * 200, "\x00\x01", "SP ACE"])
+    else:
+        fields.pop(rng.choice(["symbol", "price_e9", "ts_ns", "seq", "source"]))
+    return msgspec.msgpack.encode(fields)
+
+
+async def test_poison_burst_goes_to_the_dlq_and_good_ticks_are_written(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    rng = random.Random(test_id)
+    good_ticks = list(SyntheticFeed(feed_config(test_id, 5_000)).generate())
+    encoded = [encode_tick(t) for t in good_ticks]
+    bad_count = 10_000
+    stream: list[tuple[bytes, bytes]] = [(t.symbol.encode(), e) for t, e in zip(good_ticks, encoded, strict=True)]
+    for _ in range(bad_count):
+        stream.insert(rng.randrange(len(stream) + 1), (b"POISON", poison(rng, rng.choice(encoded))))
+
+    await ensure_topics(isolated.kafka)
+    producer = make_producer(isolated.kafka)
+    await producer.start()
+    try:
+        futures = [await producer.send(isolated.kafka.ticks_topic, value, key=key) for key, value in stream]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+    stats = await run_consumer(isolated, asyncio.Event(), until_idle_s=3.0)
+    assert stats.consumed == len(stream)
+    assert stats.rejected == bad_count
+    assert set(stats.rejected_by_reason) <= {"undecodable", "oversized", "bad_size", "bad_symbol"}
+    await assert_exactly_once(timescale_pool, good_ticks[0].source, len(good_ticks))
+
+    dlq = AIOKafkaConsumer(
+        isolated.kafka.dead_letter_topic,
+        bootstrap_servers=isolated.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await dlq.start()
+    try:
+        topic = isolated.kafka.dead_letter_topic
+        partitions = [TopicPartition(topic, p) for p in dlq.partitions_for_topic(topic) or ()]
+        end = sum((await dlq.end_offsets(partitions)).values())
+    finally:
+        await dlq.stop()
+    assert end == bad_count
