@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline import metrics
@@ -205,9 +205,11 @@ class IngestLoop:
         for r in rejected:
             stats.rejected_by_reason[r.reason] = stats.rejected_by_reason.get(r.reason, 0) + 1
         metrics.BATCH_SIZE.observe(count)
+        assigned = self._consumer.assignment()
         for tp in next_offsets:
             metrics.TICKS_CONSUMED.labels(tp.topic).inc(len(records[tp]))
-            highwater = self._consumer.highwater(tp)
+            # The group may have rebalanced while the batch was written.
+            highwater = self._consumer.highwater(tp) if tp in assigned else None
             if highwater is not None:
                 lag = highwater - next_offsets[tp]
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
@@ -263,11 +265,18 @@ class IngestLoop:
 
     async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
         """Commit to Kafka; failure here is harmless for correctness (the database
-        holds the offsets), so it is retried a few times and then left to the next batch."""
-        offsets = {tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items()}
+        holds the offsets), so a transient error is retried a few times and then
+        left to the next batch, and a partition the group moved meanwhile is skipped."""
+        assigned = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items() if tp in assigned}
         for attempt in range(3):
+            if not offsets:
+                return
             try:
                 await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                _log.info("kafka_commit_skipped", reason=repr(exc))  # rebalanced; the new owner commits
+                return
             except KafkaError as exc:
                 _log.warning("kafka_commit_failed", error=repr(exc), attempt=attempt + 1)
                 await asyncio.sleep(self._retry.initial_backoff_s)
