@@ -97,7 +97,8 @@ def start_consumer(settings: Settings, *, until_idle_s: float = 3.0, **extra: st
     )
 
 
-def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120) -> str:
+    """Wait for a consumer process to exit cleanly; return what it logged."""
     try:
         _, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -105,6 +106,7 @@ def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
         _, err = proc.communicate()
         pytest.fail(f"consumer still running after {timeout_s}s:\n{err.decode()[-3000:]}")
     assert proc.returncode == 0, err.decode()[-3000:]
+    return err.decode()
 
 
 def restart_service(service: str, down_s: float) -> None:
@@ -200,7 +202,9 @@ async def test_consumer_rides_out_a_service_restart(
     await asyncio.sleep(2.5)
     await asyncio.to_thread(restart_service, service, down_s)
     assert await producing == produced
-    await asyncio.to_thread(finish, consumer, 180)
+    logged = await asyncio.to_thread(finish, consumer, 180)
+    if service in ("timescaledb", "redis"):
+        assert "batch_retry" in logged, "the outage never reached the consumer"
     if service == "timescaledb":
         await timescale_pool.expire_connections()
     await assert_exactly_once(timescale_pool, config.source, produced)
