@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from nexanest.pipeline import metrics
+from nexanest.pipeline.live_view import Snapshot, render
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_endpoint_serves_the_pipeline_metrics() -> None:
+    port = free_port()
+    metrics.serve_metrics("127.0.0.1", port)
+    metrics.TICKS_REJECTED.labels("bad_price").inc(3)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    for declared in (
+        "nexanest_producer_ticks_total counter",
+        "nexanest_consumer_messages_total counter",
+        "nexanest_sink_rows_written_total counter",
+        "nexanest_sink_flush_seconds histogram",
+        "nexanest_quote_latency_seconds histogram",
+        "nexanest_consumer_lag_messages gauge",
+    ):
+        assert f"# TYPE {declared}" in body
+    assert 'nexanest_consumer_rejected_total{reason="bad_price"}' in body
+
+
+def test_every_metric_follows_the_naming_rule() -> None:
+    names = [family.name for family in metrics.REGISTRY.collect()]
+    assert names
+    assert all(name.startswith("nexanest_") for name in names)
+
+
+def test_live_view_line_shows_rates_from_two_snapshots() -> None:
+    before = Snapshot(at=10.0, produced=1_000, consumed=900, written=800, rejected=1, lag=50)
+    after = Snapshot(at=12.0, produced=5_000, consumed=4_900, written=4_800, rejected=3, lag=20)
+    line = render(before, after)
+    assert "in     2,000/s" in line
+    assert "out     2,000/s" in line
+    assert "rows written        4,800" in line
+    assert "dead-lettered       3" in line
+    assert "lag       20" in line
