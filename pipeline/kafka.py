@@ -80,16 +80,26 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[NewTopic] | No
                 if code not in (0, TopicAlreadyExistsError.errno):
                     message = rest[0] if rest else ""
                     raise ConfigurationError(f"cannot create Kafka topic {name!r}: error {code} {message}")
-            await _wait_until_listed(admin, {t.name for t in missing})
+            await _wait_until_ready(admin, {t.name for t in missing})
         return [t.name for t in missing]
     finally:
         await admin.close()
 
 
-async def _wait_until_listed(admin: AIOKafkaAdminClient, names: set[str], timeout_s: float = 10.0) -> None:
-    """Topic creation is asynchronous in the broker; wait until metadata shows it."""
+async def _wait_until_ready(admin: AIOKafkaAdminClient, names: set[str], timeout_s: float = 10.0) -> None:
+    """Topic creation is asynchronous in the broker: wait until every partition
+    of the new topics has a leader, so the first sends do not bounce."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while not names <= set(await admin.list_topics()):
+    while not await _all_led(admin, names):
         if asyncio.get_running_loop().time() > deadline:
-            raise ConfigurationError(f"Kafka topics {sorted(names)} not visible {timeout_s:.0f}s after creation")
+            raise ConfigurationError(f"Kafka topics {sorted(names)} have no leaders {timeout_s:.0f}s after creation")
         await asyncio.sleep(0.1)
+
+
+async def _all_led(admin: AIOKafkaAdminClient, names: set[str]) -> bool:
+    if not names <= set(await admin.list_topics()):
+        return False
+    described = await admin.describe_topics(sorted(names))
+    return all(
+        t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
+    )
