@@ -9,6 +9,7 @@ With the idempotent producer a retried send is never duplicated in Kafka.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -36,23 +37,44 @@ class TickPublisher:
         producer's own retries; the caller decides whether to retry the batch
         (safe: the feed's ``source``/``seq`` identify the ticks).
         """
+        await self._acknowledged(await self._enqueue(ticks))
+
+    async def _enqueue(self, ticks: Sequence[Tick]) -> tuple[int, list[asyncio.Future[object]]]:
+        """Hand a batch to the producer's accumulator; return its delivery futures."""
         send = self._producer.send
         topic = self._topic
-        futures = [await send(topic, encode_tick(t), key=t.symbol.encode()) for t in ticks]
+        return len(ticks), [await send(topic, encode_tick(t), key=t.symbol.encode()) for t in ticks]
+
+    async def _acknowledged(self, queued: tuple[int, list[asyncio.Future[object]]]) -> None:
+        count, futures = queued
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
-        self._produced.inc(len(ticks) - len(failed))
-        self.published += len(ticks) - len(failed)
+        self._produced.inc(count - len(failed))
+        self.published += count - len(failed)
         if failed:
             self._errors.inc(len(failed))
             first = failed[0]
             raise first if isinstance(first, KafkaError) else KafkaError(repr(first))
 
-    async def publish_all(self, batches: AsyncIterator[Sequence[Tick]], stop: asyncio.Event | None = None) -> int:
-        """Publish every batch the feed yields, until it ends or ``stop`` is set."""
-        async for batch in batches:
-            await self.publish(batch)
-            if stop is not None and stop.is_set():
-                break
-        await self._producer.flush()
+    async def publish_all(
+        self, batches: AsyncIterator[Sequence[Tick]], stop: asyncio.Event | None = None, *, in_flight: int = 8
+    ) -> int:
+        """Publish every batch the feed yields, until it ends or ``stop`` is set.
+
+        Up to ``in_flight`` batches await their acknowledgements while the next
+        ones are sent, so a paced feed is not slowed by the broker's round trip;
+        a delivery failure still surfaces (as ``KafkaError``) within a few batches.
+        """
+        pending: deque[tuple[int, list[asyncio.Future[object]]]] = deque()
+        try:
+            async for batch in batches:
+                pending.append(await self._enqueue(batch))
+                if len(pending) > in_flight:
+                    await self._acknowledged(pending.popleft())
+                if stop is not None and stop.is_set():
+                    break
+            while pending:
+                await self._acknowledged(pending.popleft())
+        finally:
+            await self._producer.flush()
         return self.published
