@@ -15,8 +15,8 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
-        unit integration bench db-start db-stop db-status db-connect-postgres db-connect-timescale \
-        db-logs db-backup clean
+        unit integration bench bench-quick bench-throughput bench-profile bench-venv db-start db-stop db-status \
+        db-connect-postgres db-connect-timescale db-logs db-backup clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -109,8 +109,40 @@ unit: venv ## unit tests only (no services needed)
 test: setup stack-up migrate lint ## set up, start the stack, lint, and run every test
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: setup stack-up migrate ## end-to-end benchmark against the raw COPY ceiling
+# --- benchmarks (issue 5) ----------------------------------------------------
+# The suite compares the pipeline with tools that must not enter the project's
+# .venv (Quix Streams, profilers): they live in a separate, git-ignored
+# .venv-bench built from the pinned benchmarks/requirements-bench.txt.
+BENCH_VENV ?= .venv-bench
+BENCH_REQ := benchmarks/requirements-bench.txt
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell md5sum $(BENCH_REQ) 2>/dev/null | cut -c1-12)
+# Extra options for the suite, e.g. make bench BENCH_ARGS="--ticks 2000000 --rates 5000,20000,50000"
+BENCH_ARGS ?=
+# Options for bench-profile, e.g. make bench-profile PROFILE_ARGS="--ticks 500000 --native"
+PROFILE_ARGS ?=
+
+$(BENCH_STAMP): $(BENCH_REQ)
+	@[ -x $(BENCH_VENV)/bin/python ] || { echo "[bench] creating $(BENCH_VENV)"; $(PYTHON) -m venv $(BENCH_VENV); }
+	@rm -f $(BENCH_VENV)/.installed-*
+	@echo "[bench] installing $(BENCH_REQ) into $(BENCH_VENV) (log: $(BENCH_VENV)/install.log)"
+	@$(BENCH_VENV)/bin/python -m pip install -q -U pip >$(BENCH_VENV)/install.log 2>&1 \
+	  && $(BENCH_VENV)/bin/python -m pip install -q -r $(BENCH_REQ) >>$(BENCH_VENV)/install.log 2>&1 \
+	  || { cat $(BENCH_VENV)/install.log; exit 1; }
+	@touch $@
+
+bench-venv: $(BENCH_STAMP) ## the separate benchmark venv (Quix Streams, py-spy), pinned
+
+bench: setup stack-up migrate bench-venv ## the benchmark suite: limits, pipeline, alternatives, freshness, memory (minutes)
+	@$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
+
+bench-quick: setup stack-up migrate bench-venv ## the same suite on fewer ticks (under 5 minutes)
+	@$(BIN)/python benchmarks/suite.py --quick $(BENCH_ARGS)
+
+bench-throughput: setup stack-up migrate ## only the end-to-end run against the raw COPY ceiling
 	@$(BIN)/python benchmarks/e2e_throughput.py $(BENCH_ARGS)
+
+bench-profile: setup stack-up migrate bench-venv ## py-spy profile of the consumer at saturation, top costs
+	@$(BIN)/python benchmarks/profile_consumer.py $(PROFILE_ARGS)
 
 clean: ## remove the virtual environment and caches (not the services' data)
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
