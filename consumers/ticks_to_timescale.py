@@ -83,16 +83,26 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         await producer.start()
         rebuilt = await rebuild_quotes(pool, quotes, settings.consumer.quote_rebuild_window_s)
         await consumer.start()
-        await events.emit("started", f"consuming {kafka.ticks_topic} as group {kafka.consumer_group}")
+        await events.emit(
+            "started",
+            f"consuming {kafka.ticks_topic} as group {kafka.consumer_group}",
+            topic=kafka.ticks_topic,
+            group=kafka.consumer_group,
+            quotes_rebuilt=rebuilt,
+        )
         _log.info("consumer_started", topic=kafka.ticks_topic, group=kafka.consumer_group, quotes_rebuilt=rebuilt)
         stats = await loop.run(stop, until_idle_s=until_idle_s)
     except Exception as exc:
-        await events.emit("error", f"consumer failed: {exc!r}", Severity.ERROR)
+        await events.emit(
+            "error", f"consumer failed: {exc!r}", Severity.ERROR, topic=kafka.ticks_topic, group=kafka.consumer_group
+        )
         raise
     else:
         await events.emit(
             "stopped",
             "consumer stopped cleanly",
+            topic=kafka.ticks_topic,
+            group=kafka.consumer_group,
             consumed=stats.consumed,
             written=stats.written,
             rejected=stats.rejected,

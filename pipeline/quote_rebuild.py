@@ -66,5 +66,5 @@ async def rebuild_quotes(pool: asyncpg.Pool, quotes: RedisQuoteSink, window_s: f
             for r in rows
         ]
     )
-    await quotes.flush()
+    await quotes.flush(observe_latency=False)
     return len(rows)

@@ -76,7 +76,9 @@ class RedisQuoteSink:
             if held is None or _later(tick, held):
                 latest[tick.symbol] = tick
 
-    async def flush(self) -> int:
+    async def flush(self, *, observe_latency: bool = True) -> int:
+        """Apply the buffered quotes in one round trip; ``observe_latency=False``
+        for re-applied old ticks (a rebuild), which would read as huge latencies."""
         if not self._latest:
             return 0
         started = time.perf_counter()
@@ -102,8 +104,9 @@ class RedisQuoteSink:
         visible_ns = time.time_ns()
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(len(ticks))
-        for t in ticks:
-            metrics.TICK_TO_QUOTE_SECONDS.observe(max(0, visible_ns - t.ts_ns) / 1e9)
+        if observe_latency:
+            for t in ticks:
+                metrics.TICK_TO_QUOTE_SECONDS.observe(max(0, visible_ns - t.ts_ns) / 1e9)
         self._latest = {}
         return len(ticks)
 
