@@ -21,6 +21,7 @@ from typing import Any
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import Settings, load_settings
+from nexanest.pipeline.validation import REASONS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -40,6 +41,9 @@ examples:
   nexanest consume --until-idle 5             ingest until the topic is drained
   nexanest run                                producer + consumer with a live view
   nexanest quote SYN0001                      the latest quote of a symbol
+  nexanest verify --from -1h --to -1m         every tick of the last hour in TimescaleDB, once?
+  nexanest dlq inspect                        dead letters by reason, with samples
+  nexanest dlq replay --reason bad_symbol --dry-run
 """
 
 
@@ -55,6 +59,41 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+_TIME_HELP = "now, an offset like -10m or -1h30m, ns since the epoch, or ISO-8601 (UTC unless a zone is given)"
+
+
+def _time_arg(text: str) -> int:
+    from nexanest.pipeline.verify import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_TIME_OPTIONS = ("--from", "--to", "--since")
+
+
+def _join_time_values(argv: Sequence[str]) -> list[str]:
+    """``--from -10m`` -> ``--from=-10m``: argparse takes a value that starts
+    with a dash for an option (and only knows negative numbers), so an offset
+    into the past would otherwise need the ``=`` form."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in _TIME_OPTIONS:
+            value = next(args, None)
+            if value is not None and value[:1] == "-" and value[1:2].isdigit():
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +144,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quote", help="print the latest quote of a symbol from Redis")
     p.add_argument("symbol")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "verify",
+        help="check that TimescaleDB holds every tick Kafka holds in a time window, exactly once",
+        description="Compare the ticks topic with stock_prices for ticks whose ts_ns is in [FROM, TO): "
+        "missing, duplicated and unexpected ticks by (source, seq), counts and price sums per partition "
+        "and symbol. Exit status 0 when nothing is missing or duplicated, 1 otherwise.",
+    )
+    p.add_argument("--topic", help="the ticks topic (default: settings kafka.ticks_topic)")
+    p.add_argument("--from", dest="from_ns", type=_time_arg, required=True, metavar="T", help=_TIME_HELP)
+    p.add_argument(
+        "--to", dest="to_ns", type=_time_arg, default="now", metavar="T", help="end, exclusive (default now)"
+    )
+    p.add_argument("--source", help="only this feed source (default: every source seen in Kafka)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--all", action="store_true", help="list every symbol, not only those that differ")
+
+    p = sub.add_parser("dlq", help="inspect the dead-letter topic, or replay what now passes validation")
+    actions = p.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
+    s = actions.add_parser(
+        "inspect",
+        help="dead letters counted by reason, with samples",
+        description="Read the whole dead-letter topic (no consumer group) and count its records by reason.",
+    )
+    s.add_argument("--limit", type=_positive_int, default=3, help="samples shown per reason (default 3)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s = actions.add_parser(
+        "replay",
+        help="re-publish dead letters that pass the current rules",
+        description="Re-validate dead letters with the current validation settings; re-publish those that "
+        "pass to the ticks topic (original key and bytes, header nexanest.replayed_from), report those that "
+        "still fail. Progress is committed as consumer group kafka.dlq_replay_group, so a second run "
+        "re-sends nothing.",
+    )
+    s.add_argument(
+        "--reason",
+        action="append",
+        choices=REASONS,
+        metavar="REASON",
+        help=f"only dead letters rejected for this reason (repeatable; others stay for a later replay): "
+        f"{', '.join(REASONS)}",
+    )
+    s.add_argument("--since", type=_time_arg, metavar="T", help=f"pass over records rejected before T ({_TIME_HELP})")
+    s.add_argument("--dry-run", action="store_true", help="judge and report, send and commit nothing")
+    s.add_argument("--limit", type=_positive_int, default=20, help="still-failing records listed (default 20)")
+    s.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -262,6 +347,44 @@ async def cmd_quote(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from nexanest.pipeline.verify import format_ns, format_report, verify
+
+    if args.from_ns >= args.to_ns:
+        print(
+            f"nexanest verify: --from {format_ns(args.from_ns)} is not before --to {format_ns(args.to_ns)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    topic = args.topic or settings.kafka.ticks_topic
+    report = await verify(settings, topic, args.from_ns, args.to_ns, args.source, progress=_stderr_line)
+    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report, all_symbols=args.all))
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from nexanest.pipeline import dlq
+
+    if args.dlq_action == "inspect":
+        inspected = await dlq.inspect(settings, limit=args.limit, progress=_stderr_line)
+        print(json.dumps(inspected.to_json(), indent=2) if args.json else dlq.format_inspect(inspected))
+        return EXIT_OK
+    replayed = await dlq.replay(
+        settings,
+        reasons=args.reason,
+        since_ns=args.since,
+        dry_run=args.dry_run,
+        limit=args.limit,
+        progress=_stderr_line,
+    )
+    print(json.dumps(replayed.to_json(), indent=2) if args.json else dlq.format_replay(replayed))
+    return EXIT_OK
+
+
 async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
     """A progress line on stderr every few seconds, for long produce/consume runs."""
     from nexanest.pipeline.live_view import _total
@@ -313,7 +436,7 @@ def _run(coro_fn: Callable[[asyncio.Event], Awaitable[int]]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_time_values(sys.argv[1:] if argv is None else argv))
     try:
         settings = load_settings(args.env_file)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -340,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "consume": lambda stop: cmd_consume(settings, args, stop),
         "run": lambda stop: cmd_run(settings, args, stop),
         "quote": lambda stop: cmd_quote(settings, args),
+        "verify": lambda stop: cmd_verify(settings, args),
+        "dlq": lambda stop: cmd_dlq(settings, args),
     }
     try:
         return _run(commands[args.command])

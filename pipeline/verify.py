@@ -1,0 +1,568 @@
+"""``nexanest verify``: does TimescaleDB hold every tick Kafka holds, exactly once?
+
+For the ticks whose ``ts_ns`` lies in ``[from_ns, to_ns)``, ``verify`` reads the
+ticks topic and ``stock_prices`` and compares them tick by tick, a tick being
+named by ``(source, seq)`` (``source_seq`` in the table):
+
+* **missing**: distinct ticks in Kafka that are not in the table;
+* **duplicates**: rows beyond the first of each ``(source, seq)`` in the table;
+* **unexpected**: distinct ``(source, seq)`` in the table that Kafka does not
+  hold (retention deleted them, or something else wrote the table).
+
+The result is ``ok`` when nothing is missing or duplicated. Per Kafka
+partition and per symbol it also reports counts and exact price sums, so a
+difference can be located.
+
+What it reads, and how the sides are lined up:
+
+* Kafka: a group-less reader (nothing is committed, no group is disturbed)
+  over every partition, from the first record whose Kafka timestamp is at or
+  after ``from_ns - validation.max_future_s`` (a valid tick can be stamped that
+  far ahead of the record) up to the end offsets captured at the start. Each
+  record is checked with the pipeline's ``TickValidator``; one that fails is
+  counted under ``invalid`` by reason (the consumer set it aside in the
+  dead-letter topic), not as missing. The time-window rules are judged against
+  the record's Kafka timestamp, the nearest thing to when the consumer judged
+  it: a verify run next week must not call this week's ticks stale. A tick
+  that is in the topic more than once (a dead letter replayed after a rule
+  change, a producer that retried without idempotence) counts once, and the
+  extra copies are counted as ``kafka_repeats``.
+* TimescaleDB: ``(kafka_partition, source, source_seq, symbol, price)`` of the
+  rows in the window for the sources seen in Kafka (or ``source``), streamed
+  with a server-side cursor as the ingest role. The table does not record the
+  topic, so rows are matched by ``source``: sources must not be shared between
+  topics.
+* The window is applied at microsecond resolution, that of
+  ``stock_prices.time``: a tick is inside if ``ts_ns // 1000`` lies in
+  ``[from_ns // 1000, to_ns // 1000)``, on both sides alike.
+
+Ticks the consumer has not reached yet are missing, so choose ``to_ns`` behind
+the consumer's lag. Memory is one set of ``seq`` integers per source for Kafka
+and one ``array`` of them for the table (a few tens of bytes per tick), plus
+small per-partition and per-symbol counters.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+from aiokafka.errors import KafkaError
+
+from nexanest.pipeline.errors import ConfigurationError, PipelineError
+from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.topic_reader import BoundedReader
+from nexanest.pipeline.validation import TickValidator
+from nexanest.schemas.ticks import Tick, decode_tick, format_e9
+
+Progress = Callable[[str], None]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_PROGRESS_EVERY_S: Final = 2.0
+_DB_PREFETCH: Final = 10_000
+
+# -- time arguments -------------------------------------------------------------
+
+_UNIT_NS: Final = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60 * 1_000_000_000,
+    "h": 3_600 * 1_000_000_000,
+    "d": 86_400 * 1_000_000_000,
+    "w": 7 * 86_400 * 1_000_000_000,
+}
+_PART: Final = r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d|w)"
+_RELATIVE: Final = re.compile(rf"([+-])((?:{_PART})+)")
+_FRACTION: Final = re.compile(r"(T?\d{2}:\d{2}:\d{2}|T\d{6})[.,](\d+)")
+#: Integers below this are rejected as times: they are seconds or milliseconds
+#: typed where nanoseconds were meant (1e17 ns is March 1973), and a window in
+#: 1970 would verify nothing and report success.
+_MIN_PLAUSIBLE_NS: Final = 10**17
+
+
+def parse_time(text: str, now_ns: int | None = None) -> int:
+    """Parse a time argument into ns since the epoch.
+
+    Accepted: ``now``; a signed offset from now such as ``-10m``, ``-1h30m``,
+    ``+5s`` or ``-0.5s`` (units ns, us, ms, s, m, h, d, w); an integer number of
+    ns since the epoch (``0`` or at least 1e17, anything between is rejected as
+    a likely unit mistake); or ISO-8601 (``2025-11-25T14:30:00Z``,
+    ``2025-11-25 14:30:00.123456789+01:00``, ``2025-11-25``), where a time
+    without a zone is UTC and fractions keep all nine digits.
+    Raises ``ValueError`` with a hint on anything else.
+    """
+    text = text.strip()
+    now = time.time_ns() if now_ns is None else now_ns
+    if text.lower() == "now":
+        return now
+    if text.isdigit():
+        value = int(text)
+        if 0 < value < _MIN_PLAUSIBLE_NS:
+            raise ValueError(
+                f"{text!r} is not a plausible time in ns since the epoch (seconds or ms?); "
+                "give ns, an ISO-8601 time, or an offset like -10m"
+            )
+        return value
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        sign, body = relative.groups()[:2]
+        offset = sum(int(Decimal(n) * _UNIT_NS[u]) for n, u in re.findall(_PART, body))
+        return now + offset if sign == "+" else now - offset
+    if re.fullmatch(r"-?\d+", text):
+        raise ValueError(f"{text!r}: a relative time needs a unit, e.g. -10s or -5m")
+    return _parse_iso(text)
+
+
+def _parse_iso(text: str) -> int:
+    extra_ns = 0
+    fraction = _FRACTION.search(text)
+    if fraction:
+        digits = fraction.group(2)
+        if len(digits) > 9:
+            raise ValueError(f"{text!r}: more than 9 fractional digits")
+        extra_ns = int(digits.ljust(9, "0"))
+        text = text[: fraction.start(2) - 1] + text[fraction.end(2) :]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"cannot read {text!r} as a time: use now, an offset like -10m, ns since the epoch, "
+            "or ISO-8601 such as 2025-11-25T14:30:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed - _EPOCH) // timedelta(microseconds=1) * 1_000 + extra_ns
+
+
+def format_ns(ts_ns: int) -> str:
+    """ISO-8601 in UTC with all nine fractional digits, e.g. ``2025-11-25T14:30:00.000000001Z``."""
+    seconds, frac = divmod(ts_ns, 1_000_000_000)
+    base = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}Z" if frac else f"{base}Z"
+
+
+# -- the report -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts and exact price sums (x 1e9) of one partition or symbol on both sides."""
+
+    kafka: int = 0
+    kafka_sum_e9: int = 0
+    db: int = 0
+    db_sum_e9: int = 0
+
+    @property
+    def matches(self) -> bool:
+        return self.kafka == self.db and self.kafka_sum_e9 == self.db_sum_e9
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kafka": self.kafka,
+            "db": self.db,
+            "kafka_sum": format_e9(self.kafka_sum_e9),
+            "db_sum": format_e9(self.db_sum_e9),
+            "matches": self.matches,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SeqRange:
+    """``seq`` values ``first..last`` (inclusive) of one source."""
+
+    source: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.source}:{span}"
+
+
+@dataclass
+class VerifyReport:
+    topic: str
+    from_ns: int
+    to_ns: int
+    #: The sources compared (seen in Kafka, or the one asked for).
+    sources: list[str]
+    #: Records read from Kafka, in the window or not.
+    kafka_records: int = 0
+    #: Distinct valid ticks in the window.
+    kafka_ticks: int = 0
+    #: Extra copies of a tick already seen in the topic.
+    kafka_repeats: int = 0
+    #: Records in the window that fail validation, by reason (expected in the dead-letter topic).
+    invalid: dict[str, int] = field(default_factory=dict)
+    #: Rows of the compared sources in the window.
+    db_rows: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    unexpected: int = 0
+    #: The first few (source, seq) ranges of each kind, for a closer look.
+    missing_sample: list[SeqRange] = field(default_factory=list)
+    duplicate_sample: list[SeqRange] = field(default_factory=list)
+    unexpected_sample: list[SeqRange] = field(default_factory=list)
+    partitions: dict[int, Tally] = field(default_factory=dict)
+    symbols: dict[str, Tally] = field(default_factory=dict)
+    #: Partitions where retention has deleted records that may have been in the window.
+    truncated_partitions: list[int] = field(default_factory=list)
+    #: At most this many ranges are kept in each sample.
+    sample_ranges: int = 20
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.duplicates == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "from_ns": self.from_ns,
+            "to_ns": self.to_ns,
+            "from": format_ns(self.from_ns),
+            "to": format_ns(self.to_ns),
+            "sources": self.sources,
+            "ok": self.ok,
+            "missing": self.missing,
+            "duplicates": self.duplicates,
+            "unexpected": self.unexpected,
+            "kafka_records": self.kafka_records,
+            "kafka_ticks": self.kafka_ticks,
+            "kafka_repeats": self.kafka_repeats,
+            "invalid": dict(sorted(self.invalid.items())),
+            "db_rows": self.db_rows,
+            "missing_sample": [str(r) for r in self.missing_sample],
+            "duplicate_sample": [str(r) for r in self.duplicate_sample],
+            "unexpected_sample": [str(r) for r in self.unexpected_sample],
+            "partitions": {str(p): t.to_json() for p, t in sorted(self.partitions.items())},
+            "symbols": {s: t.to_json() for s, t in sorted(self.symbols.items())},
+            "truncated_partitions": self.truncated_partitions,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+# -- verify -------------------------------------------------------------------------
+
+
+class _Throttle:
+    """Calls ``emit`` at most every few seconds; long reads report, short ones stay quiet."""
+
+    def __init__(self, emit: Progress | None) -> None:
+        self._emit = emit
+        self._last = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if self._emit is not None and time.monotonic() - self._last >= _PROGRESS_EVERY_S:
+            self._emit(message)
+            self._last = time.monotonic()
+
+
+async def verify(
+    settings: Settings,
+    topic: str,
+    from_ns: int,
+    to_ns: int,
+    source: str | None = None,
+    *,
+    progress: Progress | None = None,
+    sample_ranges: int = 20,
+) -> VerifyReport:
+    """Compare ``topic`` with ``stock_prices`` for ticks in ``[from_ns, to_ns)``.
+
+    Read-only on both sides. ``progress`` receives a line every few seconds
+    during long reads. Raises ``ValueError`` for an empty window and
+    ``ConfigurationError`` when the topic does not exist or TimescaleDB cannot
+    be reached, ``PipelineError`` when either side fails mid-way.
+    """
+    if from_ns >= to_ns:
+        raise ValueError(f"empty window: from {format_ns(from_ns)} is not before to {format_ns(to_ns)}")
+    started = time.monotonic()
+    try:
+        return await _verify(settings, topic, from_ns, to_ns, source, progress, sample_ranges, started)
+    except KafkaError as exc:
+        raise PipelineError(f"verify: reading {topic} failed: {exc!r}") from exc
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise PipelineError(f"verify: reading stock_prices failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _verify(
+    settings: Settings,
+    topic: str,
+    from_ns: int,
+    to_ns: int,
+    source: str | None,
+    progress: Progress | None,
+    sample_ranges: int,
+    started: float,
+) -> VerifyReport:
+    report = VerifyReport(
+        topic, from_ns, to_ns, sources=[] if source is None else [source], sample_ranges=sample_ranges
+    )
+    kafka_seqs = await _read_kafka(settings, report, source, progress)
+    if source is None:
+        report.sources = sorted(kafka_seqs)
+    db_seqs = await _read_db(settings, report, progress)
+    _compare(report, kafka_seqs, db_seqs)
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+async def _read_kafka(
+    settings: Settings, report: VerifyReport, only_source: str | None, progress: Progress | None
+) -> dict[str, set[int]]:
+    """Tally the topic's ticks in the window; return the distinct seqs per source."""
+    check = TickValidator(settings.validation).check
+    from_us, to_us = report.from_ns // 1_000, report.to_ns // 1_000
+    slack_ms = int(settings.validation.max_future_s * 1_000) + 1_000
+    seqs: dict[str, set[int]] = {}
+    partitions, symbols, invalid = report.partitions, report.symbols, report.invalid
+    throttle = _Throttle(progress)
+    async with BoundedReader(
+        settings.kafka, report.topic, from_ms=report.from_ns // 1_000_000 - slack_ms, client_suffix="verify"
+    ) as reader:
+        report.truncated_partitions = sorted(p for p, r in reader.ranges.items() if r.truncated)
+        for p in reader.ranges:
+            partitions.setdefault(p, Tally())
+        total = reader.total
+        async for batch in reader.batches():
+            for record in batch:
+                judged_at_ns = record.timestamp * 1_000_000 if record.timestamp > 0 else time.time_ns()
+                result = check(record.value, judged_at_ns)
+                if not isinstance(result, Tick):
+                    if _invalid_in_window(record.value, record.timestamp, report, only_source):
+                        invalid[result[0]] = invalid.get(result[0], 0) + 1
+                    continue
+                if not from_us <= result.ts_ns // 1_000 < to_us:
+                    continue
+                if only_source is not None and result.source != only_source:
+                    continue
+                seen = seqs.get(result.source)
+                if seen is None:
+                    seen = seqs[result.source] = set()
+                if result.seq in seen:
+                    report.kafka_repeats += 1
+                    continue
+                seen.add(result.seq)
+                cell = partitions[record.partition]
+                cell.kafka += 1
+                cell.kafka_sum_e9 += result.price_e9
+                cell = symbols.get(result.symbol) or symbols.setdefault(result.symbol, Tally())
+                cell.kafka += 1
+                cell.kafka_sum_e9 += result.price_e9
+            throttle(f"verify: kafka {reader.read:,}/{total:,} records read")
+        report.kafka_records = reader.read
+    report.kafka_ticks = sum(len(s) for s in seqs.values())
+    return seqs
+
+
+def _invalid_in_window(value: bytes | None, timestamp_ms: int, report: VerifyReport, only_source: str | None) -> bool:
+    """Whether a record that failed validation belongs to the window: by its
+    own ``ts_ns`` and ``source`` where it decodes, else by its Kafka timestamp
+    (such a record names no source, so ``only_source`` cannot exclude it)."""
+    try:
+        tick = decode_tick(value or b"")
+    except msgspec.DecodeError:
+        return report.from_ns // 1_000_000 <= timestamp_ms < -(-report.to_ns // 1_000_000)
+    if only_source is not None and tick.source != only_source:
+        return False
+    return report.from_ns // 1_000 <= tick.ts_ns // 1_000 < report.to_ns // 1_000
+
+
+async def _read_db(settings: Settings, report: VerifyReport, progress: Progress | None) -> dict[str, array[int]]:
+    """Tally the table's rows in the window; return all seqs per source (with repeats)."""
+    seqs: dict[str, array[int]] = {s: array("q") for s in report.sources}
+    if not report.sources:
+        return seqs
+    ts = settings.timescale
+    try:
+        conn = await asyncpg.connect(
+            ts.dsn.get_secret_value(), timeout=ts.connect_timeout_s, command_timeout=ts.command_timeout_s
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigurationError(f"cannot connect to TimescaleDB ({type(exc).__name__}: {exc})") from exc
+    from_dt = _EPOCH + timedelta(microseconds=report.from_ns // 1_000)
+    to_dt = _EPOCH + timedelta(microseconds=report.to_ns // 1_000)
+    partitions, symbols = report.partitions, report.symbols
+    throttle = _Throttle(progress)
+    rows = 0
+    try:
+        async with conn.transaction(readonly=True):
+            cursor = conn.cursor(
+                "SELECT kafka_partition, source, source_seq, symbol, price FROM stock_prices"
+                " WHERE time >= $1 AND time < $2 AND source = ANY($3::text[])",
+                from_dt,
+                to_dt,
+                report.sources,
+                prefetch=_DB_PREFETCH,
+            )
+            async for partition, source, seq, symbol, price in cursor:
+                seqs[source].append(seq)
+                price_e9 = int(price.scaleb(9))
+                cell = partitions.get(partition) or partitions.setdefault(partition, Tally())
+                cell.db += 1
+                cell.db_sum_e9 += price_e9
+                cell = symbols.get(symbol) or symbols.setdefault(symbol, Tally())
+                cell.db += 1
+                cell.db_sum_e9 += price_e9
+                rows += 1
+                if rows % _DB_PREFETCH == 0:
+                    throttle(f"verify: timescaledb {rows:,} rows read")
+    finally:
+        await conn.close()
+    report.db_rows = rows
+    return seqs
+
+
+class _RangeSample:
+    """Counts values and keeps the first ``cap`` runs of consecutive ones as ranges."""
+
+    def __init__(self, cap: int, into: list[SeqRange]) -> None:
+        self._cap = cap
+        self._into = into
+        self._source = ""
+        self._first = self._last = 0
+        self._open = False
+
+    def begin(self, source: str) -> None:
+        self._flush()
+        self._source = source
+
+    def add(self, seq: int) -> None:
+        if self._open and seq == self._last + 1:
+            self._last = seq
+            return
+        self._flush()
+        self._first = self._last = seq
+        self._open = True
+
+    def end(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._open and len(self._into) < self._cap:
+            self._into.append(SeqRange(self._source, self._first, self._last))
+        self._open = False
+
+
+def _compare(report: VerifyReport, kafka: dict[str, set[int]], db: dict[str, array[int]]) -> None:
+    """Walk the sorted seqs of each source on both sides at once."""
+    cap = report.sample_ranges
+    missing = _RangeSample(cap, report.missing_sample)
+    dups = _RangeSample(cap, report.duplicate_sample)
+    unexpected = _RangeSample(cap, report.unexpected_sample)
+    for source in sorted(set(kafka) | set(db)):
+        for sample in (missing, dups, unexpected):
+            sample.begin(source)
+        ks = sorted(kafka.get(source, ()))
+        ds = sorted(db.get(source, ()))
+        i = j = 0
+        nk, nd = len(ks), len(ds)
+        while i < nk or j < nd:
+            if j >= nd or (i < nk and ks[i] < ds[j]):
+                report.missing += 1
+                missing.add(ks[i])
+                i += 1
+                continue
+            seq = ds[j]
+            run = _run_length(ds, j)
+            j += run
+            if run > 1:
+                report.duplicates += run - 1
+                dups.add(seq)
+            if i < nk and ks[i] == seq:
+                i += 1
+            else:
+                report.unexpected += 1
+                unexpected.add(seq)
+        del ks, ds
+    for sample in (missing, dups, unexpected):
+        sample.end()
+
+
+def _run_length(values: list[int], start: int) -> int:
+    end = start + 1
+    while end < len(values) and values[end] == values[start]:
+        end += 1
+    return end - start
+
+
+# -- rendering ----------------------------------------------------------------------
+
+
+def format_report(report: VerifyReport, *, all_symbols: bool = False, max_symbols: int = 30) -> str:
+    """The report as a text table. Symbols are listed in full up to
+    ``max_symbols`` (or with ``all_symbols``); beyond that only those whose
+    two sides differ."""
+    out: list[str] = []
+    sources = ", ".join(report.sources) if report.sources else "none seen"
+    out.append(f"verify {report.topic}  [{format_ns(report.from_ns)}, {format_ns(report.to_ns)})  sources: {sources}")
+    invalid = ", ".join(f"{k}={v:,}" for k, v in sorted(report.invalid.items()))
+    out.append(
+        f"kafka        {report.kafka_ticks:,} ticks in the window ({report.kafka_records:,} records read"
+        + (f", {report.kafka_repeats:,} repeated" if report.kafka_repeats else "")
+        + ")"
+    )
+    out.append(
+        f"invalid      {sum(report.invalid.values()):,} (expected in the dead-letter topic{invalid and ': '}{invalid})"
+    )
+    out.append(f"timescaledb  {report.db_rows:,} rows")
+    out.append("")
+    out.extend(_table("partition", {str(p): t for p, t in sorted(report.partitions.items())}))
+    out.append("")
+    symbols = sorted(report.symbols.items())
+    shown = symbols if all_symbols or len(symbols) <= max_symbols else [(s, t) for s, t in symbols if not t.matches]
+    out.extend(_table("symbol", dict(shown)))
+    if len(shown) < len(symbols):
+        out.append(f"({len(symbols) - len(shown):,} more symbols match on both sides; --all lists them)")
+    out.append("")
+    for label, count, sample in (
+        ("missing", report.missing, report.missing_sample),
+        ("duplicates", report.duplicates, report.duplicate_sample),
+        ("unexpected", report.unexpected, report.unexpected_sample),
+    ):
+        line = f"{label:<12} {count:,}"
+        if sample:
+            line += "   " + " ".join(str(r) for r in sample) + (" ..." if len(sample) >= report.sample_ranges else "")
+        out.append(line)
+    if report.truncated_partitions:
+        out.append(
+            f"note: retention has deleted the oldest records of partitions {report.truncated_partitions}; "
+            "rows of ticks no longer in Kafka count as unexpected"
+        )
+    if report.kafka_ticks == 0 and not report.invalid:
+        out.append("note: Kafka holds no ticks in this window")
+    verdict = "OK" if report.ok else "FAIL: ticks missing or duplicated in TimescaleDB"
+    out.append(f"result       {verdict}  ({report.elapsed_s:.1f}s)")
+    return "\n".join(out)
+
+
+def _table(title: str, rows: dict[str, Tally]) -> Iterable[str]:
+    header = (title, "kafka", "db", "kafka sum", "db sum", "")
+    body = [
+        (
+            key,
+            f"{t.kafka:,}",
+            f"{t.db:,}",
+            format_e9(t.kafka_sum_e9),
+            format_e9(t.db_sum_e9),
+            "ok" if t.matches else "DIFFERS",
+        )
+        for key, t in rows.items()
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    for row in [header, *body]:
+        yield "  ".join(
+            cell.ljust(widths[i]) if i in (0, 5) else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
