@@ -85,11 +85,11 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
         resumed = await self.claim_and_seek(mine)
         _log.info("partitions_assigned", partitions=mine, resumed_from_db=resumed)
 
-    async def claim_and_seek(self, partitions: list[int], *, seek_unstored: bool = False) -> int:
+    async def claim_and_seek(self, partitions: list[int], *, fallback_offsets: dict[int, int] | None = None) -> int:
         """Claim ``partitions`` (retrying while the database is away) and seek each
-        to its stored offset; with ``seek_unstored``, a partition never written
-        goes back to Kafka's committed offset (or the start). Returns how many
-        partitions resumed from a stored offset."""
+        to its stored offset; a partition never written goes to its entry in
+        ``fallback_offsets``, if any (else where Kafka's fetch position is).
+        Returns how many partitions resumed from a stored offset."""
         backoff = self._retry.initial_backoff_s
         while True:
             try:
@@ -109,12 +109,8 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
                 if next_offset is not None:
                     self._consumer.seek(tp, next_offset)
                     resumed += 1
-                elif seek_unstored:
-                    committed = await self._consumer.committed(tp)
-                    if committed is None:
-                        await self._consumer.seek_to_beginning(tp)
-                    else:
-                        self._consumer.seek(tp, committed)
+                elif fallback_offsets and partition in fallback_offsets:
+                    self._consumer.seek(tp, fallback_offsets[partition])
             except (AssertionError, IllegalStateError) as exc:
                 # aiokafka asserts when the assignment changes under a seek.
                 _log.warning("seek_skipped", partition=partition, error=repr(exc))
@@ -169,11 +165,18 @@ class IngestLoop:
         ticks: list[Tick] = []
         rejected: list[Rejected] = []
         next_offsets: dict[TopicPartition, int] = {}
+        first_offsets: dict[TopicPartition, int] = {}
         now_ns = self._clock_ns()
         check = self._validator.check
         count = 0
         for tp, messages in records.items():
             partition = tp.partition
+            if self._timescale.exactly_once and self._timescale.generation((tp.topic, partition)) is None:
+                # aiokafka may fetch a newly assigned partition before our listener
+                # has claimed it: leave these records for after the claim.
+                self._seek_if_assigned(tp, messages[0].offset)
+                continue
+            first_offsets[tp] = messages[0].offset
             for msg in messages:
                 result = check(msg.value, now_ns)
                 if isinstance(result, Tick):
@@ -183,6 +186,8 @@ class IngestLoop:
                     rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, result[0], result[1]))
             count += len(messages)
             next_offsets[tp] = messages[-1].offset + 1
+        if not next_offsets:
+            return
 
         self._dead_letters.write(rejected)
         self._timescale.write(rows)
@@ -193,7 +198,7 @@ class IngestLoop:
         try:
             await self._retrying("timescaledb", self._write_batch)
         except FencedError as exc:
-            await self._on_fenced(exc)
+            await self._on_fenced(exc, first_offsets)
             return
         await self._commit(next_offsets)
 
@@ -220,30 +225,41 @@ class IngestLoop:
         transaction, so a Redis failure commits nothing and the batch is retried."""
         await self._timescale.flush(before_commit=self._quotes.flush)
 
-    async def _on_fenced(self, exc: FencedError) -> None:
-        """A batch lost its claim: drop it, it is not ours to write.
+    async def _on_fenced(self, exc: FencedError, first_offsets: dict[TopicPartition, int]) -> None:
+        """A batch lost a claim and was rolled back whole: drop it, and make sure
+        every record in it is read again by whoever owns its partition.
 
-        If our own rebalance listener re-claimed the partition while the batch
-        was in flight, the generation moved on and the listener has already
-        seeked to the stored offset: nothing more to do. Otherwise another
-        consumer claimed it; if Kafka still assigns it to us, claim it back and
-        re-read from the stored offset (each write stays guarded, so the two
-        can only waste work, never double it); if not, aiokafka's next
-        rebalance hands it over.
+        Each partition of the batch that is still assigned to us goes back to
+        where the batch started. A fenced partition whose claim our own
+        listener renewed meanwhile is just re-read; one that another consumer
+        claimed is claimed back if Kafka still assigns it to us (each write stays
+        guarded, so the two can only waste work, never double it) and re-read
+        from the stored offset; one no longer assigned is left to its new owner.
         """
         metrics.FENCED.inc()
         self.stats.fenced += 1
         self._timescale.discard()
         self._quotes.discard()
-        taken = [tp for tp in exc.partitions if self._timescale.generation(tp) == exc.generations.get(tp)]
-        _log.warning("fenced", partitions=exc.partitions, taken_by_another=taken)
+        taken = {tp for tp in exc.partitions if self._timescale.generation(tp) == exc.generations.get(tp)}
+        _log.warning("fenced", partitions=exc.partitions, taken_by_another=sorted(taken))
+        for tp, first in first_offsets.items():
+            if (tp.topic, tp.partition) not in taken:
+                self._seek_if_assigned(tp, first)
         if not taken or self._listener is None:
             return
         assigned = self._consumer.assignment()
         still_ours = [p for t, p in taken if TopicPartition(t, p) in assigned]
         self._timescale.release([tp for tp in taken if tp[1] not in still_ours])
         if still_ours:
-            await self._listener.claim_and_seek(still_ours, seek_unstored=True)
+            fallback = {tp.partition: off for tp, off in first_offsets.items() if tp.partition in still_ours}
+            await self._listener.claim_and_seek(still_ours, fallback_offsets=fallback)
+
+    def _seek_if_assigned(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            if tp in self._consumer.assignment():
+                self._consumer.seek(tp, offset)
+        except (AssertionError, IllegalStateError) as exc:  # assignment changed under the seek
+            _log.warning("seek_skipped", partition=tp.partition, error=repr(exc))
 
     async def _retrying(self, service: str, step: Callable[[], Awaitable[object]]) -> None:
         """Retry a retryable failure until it succeeds. A first stop request does

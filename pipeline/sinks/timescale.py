@@ -161,6 +161,10 @@ class TimescaleSink:
             self._generations[(topic, r["partition"])] = r["generation"]
         return {r["partition"]: r["next_offset"] for r in rows}
 
+    @property
+    def exactly_once(self) -> bool:
+        return self._exactly_once
+
     def generation(self, tp: TopicPartition) -> int | None:
         """The generation of this consumer's claim on ``tp``, if it holds one."""
         return self._generations.get(tp)

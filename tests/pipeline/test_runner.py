@@ -1,0 +1,140 @@
+"""The consumer loop's offset handling, with in-memory fakes (no services).
+
+The integration and fault tests prove the loop against the real services;
+these pin down the two races that random timing hits only rarely: records
+fetched before the partition is claimed, and a batch rolled back by a fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from nexanest.pipeline.errors import FencedError
+from nexanest.pipeline.runner import IngestLoop
+from nexanest.pipeline.settings import BatchSettings, RetrySettings, ValidationSettings
+from nexanest.pipeline.validation import TickValidator
+from nexanest.schemas.ticks import Tick, encode_tick
+
+TOPIC = "ticks"
+
+
+def record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
+    tick = Tick(symbol="AAA", exchange="X", price_e9=10**9, size_e9=1, ts_ns=time.time_ns(), source="t", seq=offset)
+    value = encode_tick(tick)
+    return ConsumerRecord(TOPIC, partition, offset, 0, 0, b"AAA", value, None, 3, len(value), [])
+
+
+class FakeConsumer:
+    def __init__(self, batches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]) -> None:
+        self._batches = batches
+        self.assigned = {TopicPartition(TOPIC, p) for p in range(3)}
+        self.seeks: list[tuple[int, int]] = []
+        self.commits: list[dict[TopicPartition, Any]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(0)
+        return self._batches.pop(0) if self._batches else {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append(offsets)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+class FakeTimescale:
+    exactly_once = True
+
+    def __init__(self, claimed: dict[tuple[str, int], int], fence_once: list[tuple[str, int]] | None = None) -> None:
+        self.claimed = claimed
+        self._fence_once = fence_once
+        self.rows: list[Any] = []
+        self.committed_rows: list[Any] = []
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def generation(self, tp: tuple[str, int]) -> int | None:
+        return self.claimed.get(tp)
+
+    def write(self, rows: Sequence[Any]) -> None:
+        self.rows.extend(rows)
+
+    def advance(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.offsets.update(offsets)
+
+    def discard(self) -> None:
+        self.rows, self.offsets = [], {}
+
+    def release(self, tps: Sequence[tuple[str, int]]) -> None:
+        for tp in tps:
+            self.claimed.pop(tp, None)
+
+    async def flush(self, before_commit: Any = None) -> int:
+        if self._fence_once:
+            fenced, self._fence_once = self._fence_once, None
+            raise FencedError(fenced, {tp: self.claimed[tp] + 1 for tp in fenced})  # renewed by our listener
+        self.committed_rows.extend(self.rows)
+        written = len(self.rows)
+        self.discard()
+        return written
+
+
+class FakeSink:
+    name = "fake"
+
+    def write(self, rows: Sequence[Any]) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+    async def flush(self) -> int:
+        return 0
+
+
+def make_loop(consumer: FakeConsumer, timescale: FakeTimescale) -> IngestLoop:
+    return IngestLoop(
+        consumer,  # type: ignore[arg-type]
+        validator=TickValidator(ValidationSettings()),
+        timescale=timescale,  # type: ignore[arg-type]
+        quotes=FakeSink(),  # type: ignore[arg-type]
+        dead_letters=FakeSink(),  # type: ignore[arg-type]
+        batch=BatchSettings(),
+        retry=RetrySettings(),
+    )
+
+
+async def test_records_of_an_unclaimed_partition_wait_for_the_claim() -> None:
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = FakeConsumer([{p0: [record(0, 5), record(0, 6)], p1: [record(1, 40), record(1, 41)]}])
+    timescale = FakeTimescale(claimed={(TOPIC, 0): 1})  # partition 1 not claimed yet
+    stats = await make_loop(consumer, timescale).run(asyncio.Event(), until_idle_s=0.01)
+    assert [r[10] for r in timescale.committed_rows] == [5, 6]  # kafka_offset column
+    assert consumer.seeks == [(1, 40)]  # partition 1 goes back to be read after its claim
+    assert stats.written == 2
+    assert [set(c) for c in consumer.commits] == [{p0}]
+
+
+async def test_a_fenced_batch_is_read_again_from_where_it_started() -> None:
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = FakeConsumer([{p0: [record(0, 5), record(0, 6)], p1: [record(1, 40)]}])
+    timescale = FakeTimescale(claimed={(TOPIC, 0): 1, (TOPIC, 1): 1}, fence_once=[(TOPIC, 0)])
+    stats = await make_loop(consumer, timescale).run(asyncio.Event(), until_idle_s=0.01)
+    assert timescale.committed_rows == []
+    assert stats.fenced == 1
+    assert stats.written == 0
+    # The whole transaction rolled back: both partitions go back to the batch start,
+    # not only the fenced one, and nothing is committed to Kafka.
+    assert sorted(consumer.seeks) == [(0, 5), (1, 40)]
+    assert consumer.commits == []
