@@ -19,6 +19,7 @@ from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
+from nexanest.pipeline.sinks.ohlcv import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.pipeline.validation import TickValidator
@@ -61,10 +62,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
     kafka = settings.kafka
     await ensure_topics(kafka)
     pool = await open_timescale_pool(settings)
+    try:
+        rollups = await resolve_rollups(pool, settings.consumer.rollups)
+    except BaseException:
+        await pool.close()
+        raise
     quotes_redis = open_quotes_redis(settings)
     producer = make_producer(kafka, client_suffix="consumer-dlq")
     consumer = make_consumer(kafka)
-    timescale = TimescaleSink(pool, kafka.consumer_group, exactly_once=settings.consumer.exactly_once)
+    timescale = TimescaleSink(
+        pool, kafka.consumer_group, exactly_once=settings.consumer.exactly_once, rollups=rollups == "pipeline"
+    )
     quotes = RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix)
     listener = ResumeFromDatabase(consumer, timescale, kafka.ticks_topic, settings.retry)
     consumer.subscribe([kafka.ticks_topic], listener=listener)
@@ -89,8 +97,15 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
             topic=kafka.ticks_topic,
             group=kafka.consumer_group,
             quotes_rebuilt=rebuilt,
+            rollups=rollups,
         )
-        _log.info("consumer_started", topic=kafka.ticks_topic, group=kafka.consumer_group, quotes_rebuilt=rebuilt)
+        _log.info(
+            "consumer_started",
+            topic=kafka.ticks_topic,
+            group=kafka.consumer_group,
+            quotes_rebuilt=rebuilt,
+            rollups=rollups,
+        )
         stats = await loop.run(stop, until_idle_s=until_idle_s)
     except Exception as exc:
         await events.emit(

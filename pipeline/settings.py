@@ -115,6 +115,13 @@ class ConsumerSettings(BaseModel):
     #: On start, re-apply the latest stored tick of each symbol seen in this
     #: window to its Redis quote (covers a Redis that lost its last writes).
     quote_rebuild_window_s: float = Field(default=300.0, ge=0)
+    #: Who keeps the OHLCV bars (views ohlcv_1m/5m/1h/1d) current: ``pipeline``
+    #: merges each batch into rollup tables in the COPY transaction (the Apache
+    #: edition), ``native`` leaves it to continuous aggregates (the community
+    #: edition), ``auto`` picks by the license the consumer finds at start, and
+    #: ``off`` writes no bars (benchmarks, or a bulk load followed by
+    #: ``nexanest bars repair``).
+    rollups: Literal["auto", "pipeline", "native", "off"] = "auto"
 
 
 class RetrySettings(BaseModel):

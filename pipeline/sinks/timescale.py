@@ -3,6 +3,8 @@
 Writing the consumed offsets next to the rows means the database itself knows
 how far it has ingested: after a crash the consumer resumes from there, so a
 batch is neither lost nor written twice, and the hot path stays a plain COPY.
+With rollups on (the Apache edition), the batch's OHLCV bars are merged into
+the rollup tables in that same transaction (``pipeline/sinks/ohlcv.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncpg
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.sinks.ohlcv import Bars, minute_bars, upsert_bars
 from nexanest.schemas.ticks import Tick
 
 COLUMNS: Final = (
@@ -117,18 +120,33 @@ class TimescaleSink:
 
     With ``exactly_once=False`` offsets are not stored (plain at-least-once,
     for measuring what exactly-once costs).
+
+    With ``rollups=True`` the same transaction also merges the bars of the
+    rows it inserted into the OHLCV rollup tables (whatever ``table`` is), so
+    bars commit exactly when their ticks do; a tick skipped as a duplicate adds
+    nothing to them.
     """
 
     name = "timescale"
 
     def __init__(
-        self, pool: asyncpg.Pool, consumer_group: str, *, table: str = "stock_prices", exactly_once: bool = True
+        self,
+        pool: asyncpg.Pool,
+        consumer_group: str,
+        *,
+        table: str = "stock_prices",
+        exactly_once: bool = True,
+        rollups: bool = False,
     ) -> None:
         self._pool = pool
         self._group = consumer_group
         self._table = table
         self._exactly_once = exactly_once
+        self._rollups = rollups
         self._insert_skipping_duplicates = _INSERT_SKIPPING_DUPLICATES.format(table=table, columns=", ".join(COLUMNS))
+        if rollups:
+            # The bars must count only the rows this statement really inserted.
+            self._insert_skipping_duplicates += f"RETURNING {', '.join(COLUMNS)}\n"
         self._rows: list[StockPriceRow] = []
         self._offsets: dict[TopicPartition, int] = {}
         self._generations: dict[TopicPartition, int] = {}
@@ -185,13 +203,15 @@ class TimescaleSink:
                 await before_commit()
             return 0
         started = time.perf_counter()
+        # Aggregated before taking a connection: no CPU work inside the transaction.
+        bars = minute_bars(self._rows) if self._rollups else None
         try:
             try:
-                written = await self._write(before_commit, skip_duplicates=False)
+                written = await self._write(before_commit, skip_duplicates=False, bars=bars)
             except asyncpg.UniqueViolationError:
                 # Some tick of this batch is stored already (a feed adapter's retry,
                 # a DLQ replay): redo the batch, skipping what exists.
-                written = await self._write(before_commit, skip_duplicates=True)
+                written = await self._write(before_commit, skip_duplicates=True, bars=None)
                 metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
         except RETRYABLE_DB_ERRORS as exc:
             raise RetryableError("timescaledb", exc) from exc
@@ -201,16 +221,26 @@ class TimescaleSink:
         self._offsets = {}
         return written
 
-    async def _write(self, before_commit: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool) -> int:
+    async def _write(
+        self, before_commit: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool, bars: Bars | None
+    ) -> int:
+        """One transaction. ``bars``: the batch's 1m bars for the COPY path; the
+        duplicate path aggregates the rows its INSERT returns instead."""
         rows = self._rows
         async with self._pool.acquire() as conn, conn.transaction():
             written = 0
-            if rows and skip_duplicates:
+            if rows and skip_duplicates and self._rollups:
+                inserted = await conn.fetch(self._insert_skipping_duplicates, *map(list, zip(*rows, strict=True)))
+                written = len(inserted)
+                bars = minute_bars(inserted)
+            elif rows and skip_duplicates:
                 status = await conn.execute(self._insert_skipping_duplicates, *map(list, zip(*rows, strict=True)))
                 written = int(status.rsplit(" ", 1)[-1])
             elif rows:
                 await conn.copy_records_to_table(self._table, records=rows, columns=COLUMNS)
                 written = len(rows)
+            if bars:
+                await upsert_bars(conn, bars)
             if self._offsets and self._exactly_once:
                 await self._advance_fenced(conn)
             if before_commit is not None:

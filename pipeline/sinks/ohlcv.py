@@ -1,0 +1,371 @@
+"""OHLCV bars kept by the pipeline, for TimescaleDB's Apache edition.
+
+The community edition keeps bars in continuous aggregates by itself
+(``schemas/sql/timescale/0003_ohlcv.timescale.sql``); the Apache edition has
+none, so ``TimescaleSink`` maintains rollup tables (``0003_ohlcv.apache.sql``)
+inside the transaction that COPYs the ticks: a batch's bars commit with its
+rows and offsets, or not at all, so bars are exactly-once like the rows.
+
+Per batch: one pass over the rows in Python builds the 1 minute bars
+(``minute_bars``), the 5m, 1h and 1d bars are folded from those
+(``coarser_bars``), and each resolution is one set-based upsert (``upsert_bars``)
+whose ``ON CONFLICT`` merges the batch into what is stored: open/close by
+(tick time, source_seq), high/low by greatest/least, volume, trade count and
+sum(price * size) by addition. Merging is commutative and associative, so
+batches may bring ticks of any bucket in any order; a late tick updates its
+past bar however long ago that bar closed.
+
+``repair`` recomputes every bar of a range from ``stock_prices``.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+import asyncpg
+
+from nexanest.pipeline.edition import Edition, detect_edition
+from nexanest.pipeline.errors import ConfigurationError
+
+Resolution = Literal["1m", "5m", "1h", "1d"]
+RESOLUTIONS: Final[tuple[Resolution, ...]] = ("1m", "5m", "1h", "1d")
+WIDTHS: Final[Mapping[Resolution, timedelta]] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+#: The query surface (same name and columns on both editions).
+VIEWS: Final[Mapping[Resolution, str]] = {r: f"ohlcv_{r}" for r in RESOLUTIONS}
+#: The Apache edition's tables behind the views.
+ROLLUP_TABLES: Final[Mapping[Resolution, str]] = {r: f"ohlcv_{r}_rollup" for r in RESOLUTIONS}
+#: The community edition's continuous aggregates behind the views.
+CAGGS: Final[Mapping[Resolution, str]] = {r: f"ohlcv_{r}_cagg" for r in RESOLUTIONS}
+
+RollupSetting = Literal["auto", "pipeline", "native", "off"]
+RollupMode = Literal["pipeline", "native", "off"]
+
+# Positions in a stock_prices row (pipeline.sinks.timescale.COLUMNS order, which is
+# also the order of the duplicate path's RETURNING).
+_TIME, _SYMBOL, _PRICE, _SIZE, _SEQ = 0, 1, 2, 3, 8
+
+# Prices and sizes have up to 20 digits, their products 40, sums more: far past the
+# default 28-digit context. Bars must be exact, so any rounding raises instead.
+_EXACT: Final = decimal.Context(prec=100, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+
+
+@dataclass(slots=True)
+class Bar:
+    """One symbol's bucket, with what later merges need: the (time, seq) that
+    chose open and close, and pv = sum(price * size) for the VWAP."""
+
+    open: Decimal
+    open_time: datetime
+    open_seq: int
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    close_time: datetime
+    close_seq: int
+    volume: Decimal
+    trade_count: int
+    pv: Decimal
+
+    def merge(self, other: Bar) -> None:
+        """Fold ``other`` (same symbol and bucket) into this bar; ``_UPSERT`` is the SQL twin."""
+        if (other.open_time, other.open_seq) < (self.open_time, self.open_seq):
+            self.open, self.open_time, self.open_seq = other.open, other.open_time, other.open_seq
+        if (other.close_time, other.close_seq) > (self.close_time, self.close_seq):
+            self.close, self.close_time, self.close_seq = other.close, other.close_time, other.close_seq
+        self.high = max(self.high, other.high)
+        self.low = min(self.low, other.low)
+        self.volume += other.volume
+        self.trade_count += other.trade_count
+        self.pv += other.pv
+
+
+BarKey = tuple[str, datetime]  # (symbol, bucket start, UTC)
+Bars = dict[BarKey, Bar]
+
+
+def minute_bars(rows: Iterable[Sequence[Any]]) -> Bars:
+    """The 1 minute bars of ``rows`` (``stock_prices`` rows, COLUMNS order), in one pass.
+
+    Raises ``decimal.Inexact`` rather than round (it cannot with NUMERIC(20, 9) inputs).
+    """
+    # Keyed by the minute's fields while aggregating: reading them is ~5x cheaper
+    # per row than datetime.replace(); the bucket datetime is built once per bar.
+    by_minute: dict[tuple[str, int, int, int, int, int], Bar] = {}
+    with decimal.localcontext(_EXACT):
+        for row in rows:
+            t: datetime = row[_TIME]
+            seq: int = row[_SEQ]
+            price: Decimal = row[_PRICE]
+            size: Decimal = row[_SIZE]
+            # Stored times are UTC datetimes; time_bucket's minute grid is the UTC one.
+            key = (row[_SYMBOL], t.year, t.month, t.day, t.hour, t.minute)
+            bar = by_minute.get(key)
+            if bar is None:
+                by_minute[key] = Bar(price, t, seq, price, price, price, t, seq, size, 1, price * size)
+                continue
+            if t < bar.open_time or (t == bar.open_time and seq < bar.open_seq):
+                bar.open, bar.open_time, bar.open_seq = price, t, seq
+            if t > bar.close_time or (t == bar.close_time and seq > bar.close_seq):
+                bar.close, bar.close_time, bar.close_seq = price, t, seq
+            if price > bar.high:
+                bar.high = price
+            elif price < bar.low:
+                bar.low = price
+            bar.volume += size
+            bar.trade_count += 1
+            bar.pv += price * size
+    return {(k[0], datetime(k[1], k[2], k[3], k[4], k[5], tzinfo=UTC)): bar for k, bar in by_minute.items()}
+
+
+# time_bucket's default origin (2000-01-03, a Monday, midnight UTC) lies on every grid
+# below, so flooring the UTC fields gives the same buckets.
+_FLOOR: Final[Mapping[Resolution, Callable[[datetime], datetime]]] = {
+    "1m": lambda b: b,
+    "5m": lambda b: b.replace(minute=b.minute - b.minute % 5),
+    "1h": lambda b: b.replace(minute=0),
+    "1d": lambda b: b.replace(hour=0, minute=0),
+}
+
+
+def coarser_bars(bars: Bars, resolution: Resolution) -> Bars:
+    """Fold finer bars (any resolution that divides ``resolution``) into ``resolution``."""
+    floor = _FLOOR[resolution]
+    out: Bars = {}
+    with decimal.localcontext(_EXACT):
+        for (symbol, bucket), bar in bars.items():
+            key = (symbol, floor(bucket))
+            into = out.get(key)
+            if into is None:
+                out[key] = replace(bar)
+            else:
+                into.merge(bar)
+    return out
+
+
+def all_resolutions(minute: Bars) -> dict[Resolution, Bars]:
+    """1m bars and the 5m, 1h and 1d bars folded from them, each from the one below."""
+    out: dict[Resolution, Bars] = {"1m": minute}
+    finer = minute
+    for resolution in RESOLUTIONS[1:]:
+        finer = out[resolution] = coarser_bars(finer, resolution)
+    return out
+
+
+_COLUMNS: Final = (
+    "symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq, volume, trade_count, pv"
+)
+
+# One statement per resolution and batch. Keys are unique within a batch (the
+# Python side aggregated them), as ON CONFLICT DO UPDATE requires. Every SET
+# expression reads the stored row as it was, so the CASEs compare old to new.
+# Decimals travel as text: asyncpg's binary numeric encoding costs several
+# microseconds a value, str() and the server's numeric_in a fraction of that.
+_UPSERT: Final = f"""
+INSERT INTO {{table}} AS r ({_COLUMNS})
+SELECT symbol, bucket, open::numeric, open_time, open_seq, high::numeric, low::numeric, close::numeric,
+       close_time, close_seq, volume::numeric, trade_count, pv::numeric
+  FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
+              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[],
+              $11::text[], $12::bigint[], $13::text[])
+       AS u(symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq,
+            volume, trade_count, pv)
+ON CONFLICT (symbol, bucket) DO UPDATE SET
+    open = CASE WHEN (EXCLUDED.open_time, EXCLUDED.open_seq) < (r.open_time, r.open_seq)
+                THEN EXCLUDED.open ELSE r.open END,
+    open_time = CASE WHEN (EXCLUDED.open_time, EXCLUDED.open_seq) < (r.open_time, r.open_seq)
+                     THEN EXCLUDED.open_time ELSE r.open_time END,
+    open_seq = CASE WHEN (EXCLUDED.open_time, EXCLUDED.open_seq) < (r.open_time, r.open_seq)
+                    THEN EXCLUDED.open_seq ELSE r.open_seq END,
+    high = GREATEST(r.high, EXCLUDED.high),
+    low = LEAST(r.low, EXCLUDED.low),
+    close = CASE WHEN (EXCLUDED.close_time, EXCLUDED.close_seq) > (r.close_time, r.close_seq)
+                 THEN EXCLUDED.close ELSE r.close END,
+    close_time = CASE WHEN (EXCLUDED.close_time, EXCLUDED.close_seq) > (r.close_time, r.close_seq)
+                      THEN EXCLUDED.close_time ELSE r.close_time END,
+    close_seq = CASE WHEN (EXCLUDED.close_time, EXCLUDED.close_seq) > (r.close_time, r.close_seq)
+                     THEN EXCLUDED.close_seq ELSE r.close_seq END,
+    volume = r.volume + EXCLUDED.volume,
+    trade_count = r.trade_count + EXCLUDED.trade_count,
+    pv = r.pv + EXCLUDED.pv
+"""
+_UPSERTS: Final[Mapping[Resolution, str]] = {r: _UPSERT.format(table=ROLLUP_TABLES[r]) for r in RESOLUTIONS}
+
+
+def _columns(bars: Bars) -> list[list[Any]]:
+    # Sorted keys: concurrent writers (a fenced consumer still finishing, a
+    # rebalance overlap) then lock rows in the same order and cannot deadlock.
+    items = sorted(bars.items(), key=lambda kv: kv[0])
+    return [
+        [k[0] for k, _ in items],
+        [k[1] for k, _ in items],
+        [str(b.open) for _, b in items],
+        [b.open_time for _, b in items],
+        [b.open_seq for _, b in items],
+        [str(b.high) for _, b in items],
+        [str(b.low) for _, b in items],
+        [str(b.close) for _, b in items],
+        [b.close_time for _, b in items],
+        [b.close_seq for _, b in items],
+        [str(b.volume) for _, b in items],
+        [b.trade_count for _, b in items],
+        [str(b.pv) for _, b in items],
+    ]
+
+
+async def upsert_bars(conn: asyncpg.Connection, minute: Bars) -> None:
+    """Merge a batch's 1m bars, and the coarser bars folded from them, into the
+    rollup tables: one statement per resolution, in the caller's transaction,
+    always 1m first (the same table order as ``repair``'s lock)."""
+    if not minute:
+        return
+    for resolution, bars in all_resolutions(minute).items():
+        await conn.execute(_UPSERTS[resolution], *_columns(bars))
+
+
+async def resolve_rollups(conn: Any, setting: RollupSetting) -> RollupMode:
+    """Who keeps the bars for this database (``conn``: a connection or pool).
+
+    ``auto`` is ``native`` on the community edition and ``pipeline`` elsewhere.
+    Raises ``ConfigurationError`` for a choice the database cannot serve:
+    ``native`` without continuous aggregates, ``pipeline`` without the rollup
+    tables (not migrated, or migrated as the community edition).
+    """
+    if setting == "off":
+        return "off"
+    edition: Edition = await detect_edition(conn)
+    mode: RollupMode = ("native" if edition == "timescale" else "pipeline") if setting == "auto" else setting
+    if mode == "native" and edition != "timescale":
+        raise ConfigurationError(
+            "consumer.rollups = native needs continuous aggregates, which this TimescaleDB "
+            f"edition ({edition}) does not have; use auto or pipeline"
+        )
+    if mode == "pipeline" and await conn.fetchval("SELECT to_regclass($1)", ROLLUP_TABLES["1m"]) is None:
+        raise ConfigurationError(
+            f"consumer.rollups = pipeline needs the {ROLLUP_TABLES['1m']} table: run `nexanest migrate` "
+            "(on the community edition the migration builds continuous aggregates instead; use auto or native)"
+        )
+    return mode
+
+
+# -- repair -------------------------------------------------------------------
+
+# The rollups are merged by every batch; a repair that read ticks while a batch
+# was between its COPY and its upsert could miss that batch's ticks and then
+# overwrite its bars. SHARE ROW EXCLUSIVE conflicts with the batches' ROW
+# EXCLUSIVE: in-flight batches finish first, new ones wait for the repair.
+# Same table order as upsert_bars, so neither side can deadlock the other.
+_LOCK: Final = f"LOCK TABLE {', '.join(ROLLUP_TABLES[r] for r in RESOLUTIONS)} IN SHARE ROW EXCLUSIVE MODE"
+
+_DELETE: Final = "DELETE FROM {table} WHERE bucket >= $1 AND bucket < $2{symbol}"
+
+# 1m from the ticks, in one set-based statement; tick_order() (from the migration)
+# packs (time, source_seq) into one exact value, so first()/last() break ties by seq.
+_REBUILD_1M: Final = f"""
+INSERT INTO {ROLLUP_TABLES["1m"]} ({_COLUMNS})
+SELECT symbol, time_bucket(INTERVAL '1 minute', time),
+       first(price, tick_order(time, source_seq)), min(time), first(source_seq, tick_order(time, source_seq)),
+       max(price), min(price),
+       last(price, tick_order(time, source_seq)), max(time), last(source_seq, tick_order(time, source_seq)),
+       sum(size), count(*), sum(price * size)
+  FROM stock_prices
+ WHERE time >= $1 AND time < $2{{symbol}}
+ GROUP BY symbol, time_bucket(INTERVAL '1 minute', time)
+"""
+
+# Each coarser resolution from the one below it, as the continuous aggregates do.
+_REBUILD_FROM_FINER: Final = f"""
+INSERT INTO {{table}} ({_COLUMNS})
+SELECT symbol, time_bucket(INTERVAL '{{width}}', bucket),
+       first(open, tick_order(open_time, open_seq)), min(open_time), first(open_seq, tick_order(open_time, open_seq)),
+       max(high), min(low),
+       last(close, tick_order(close_time, close_seq)), max(close_time),
+       last(close_seq, tick_order(close_time, close_seq)),
+       sum(volume), sum(trade_count), sum(pv)
+  FROM {{finer}}
+ WHERE bucket >= $1 AND bucket < $2{{symbol}}
+ GROUP BY symbol, time_bucket(INTERVAL '{{width}}', bucket)
+"""
+_WIDTH_SQL: Final[Mapping[Resolution, str]] = {"1m": "1 minute", "5m": "5 minutes", "1h": "1 hour", "1d": "1 day"}
+
+_DAY: Final = timedelta(days=1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    #: The range actually recomputed: the requested one widened to whole UTC days.
+    start: datetime
+    end: datetime
+    symbol: str | None
+    edition: Edition
+    #: Bars written per resolution (the Apache path; the native path refreshes instead).
+    bars: dict[Resolution, int]
+    #: Bars that existed before, per resolution (the Apache path).
+    replaced: dict[Resolution, int]
+
+
+def repair_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """``[start, end)`` widened to whole UTC days: the 1d grid contains every finer
+    one, so every bar touching the range is recomputed whole, at every resolution."""
+    lo = _EPOCH + (start - _EPOCH) // _DAY * _DAY
+    hi = _EPOCH + -((_EPOCH - end) // _DAY) * _DAY
+    return lo, max(hi, lo + _DAY)
+
+
+def _sql(template: str, symbol: str | None, **names: str) -> str:
+    return template.format(symbol="" if symbol is None else " AND symbol = $3", **names)
+
+
+async def repair(admin: asyncpg.Connection, start: datetime, end: datetime, symbol: str | None = None) -> RepairReport:
+    """Recompute every bar of ``[start, end)`` (widened to whole days) from ``stock_prices``.
+
+    ``admin`` is a connection as the owner role (the ingest role may not delete
+    bars). On the Apache edition each day is one transaction: lock the rollup
+    tables against concurrent batches, then per resolution DELETE the day's bars
+    and INSERT them recomputed, 1m from the ticks and each coarser one from the
+    one below. Batches wait for at most one day's repair. On the community
+    edition it refreshes the continuous aggregates over the range, lowest level
+    first (``symbol`` cannot narrow a refresh there).
+    """
+    lo, hi = repair_range(start, end)
+    edition = await detect_edition(admin)
+    written: dict[Resolution, int] = dict.fromkeys(RESOLUTIONS, 0)
+    replaced: dict[Resolution, int] = dict.fromkeys(RESOLUTIONS, 0)
+    if edition == "timescale":
+        for resolution in RESOLUTIONS:
+            # A refresh commits as it goes, so it must not run in a transaction (nor in a
+            # prepared statement's): a plain query, with our own datetimes as literals.
+            await admin.execute(
+                f"CALL refresh_continuous_aggregate('{CAGGS[resolution]}',"
+                f" TIMESTAMPTZ '{lo.isoformat()}', TIMESTAMPTZ '{hi.isoformat()}')"
+            )
+        return RepairReport(lo, hi, symbol, edition, {}, {})
+    args: tuple[Any, ...] = () if symbol is None else (symbol,)
+    day = lo
+    while day < hi:
+        async with admin.transaction():
+            await admin.execute(_LOCK)
+            finer = ""
+            for resolution in RESOLUTIONS:
+                table = ROLLUP_TABLES[resolution]
+                deleted = await admin.execute(_sql(_DELETE, symbol, table=table), day, day + _DAY, *args)
+                if resolution == "1m":
+                    insert = _sql(_REBUILD_1M, symbol)
+                else:
+                    insert = _sql(_REBUILD_FROM_FINER, symbol, table=table, finer=finer, width=_WIDTH_SQL[resolution])
+                inserted = await admin.execute(insert, day, day + _DAY, *args)
+                replaced[resolution] += int(deleted.rsplit(" ", 1)[-1])
+                written[resolution] += int(inserted.rsplit(" ", 1)[-1])
+                finer = table
+        day += _DAY
+    return RepairReport(lo, hi, symbol, edition, written, replaced)
