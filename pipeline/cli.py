@@ -44,6 +44,8 @@ examples:
   nexanest verify --from -1h --to -1m         every tick of the last hour in TimescaleDB, once?
   nexanest dlq inspect                        dead letters by reason, with samples
   nexanest dlq replay --reason bad_symbol --dry-run
+  nexanest bars SYN0001 --interval 5m --from -2h    OHLCV bars of a symbol
+  nexanest bars repair --from -1d --to now    recompute bars from the raw ticks
 """
 
 
@@ -190,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="judge and report, send and commit nothing")
     s.add_argument("--limit", type=_positive_int, default=20, help="still-failing records listed (default 20)")
     s.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "bars",
+        help="print OHLCV bars of a symbol, or repair bars from the raw ticks",
+        description="nexanest bars SYMBOL: the bars (open, high, low, close, volume, trades, VWAP) of SYMBOL "
+        "whose bucket overlaps [FROM, TO), from the views ohlcv_1m/5m/1h/1d. "
+        "nexanest bars repair: recompute every bar of [FROM, TO), widened to whole UTC days, from "
+        "stock_prices, as the owner role (Apache edition: rollup tables, one transaction per day; "
+        "community edition: refresh of the continuous aggregates).",
+    )
+    p.add_argument("target", metavar="SYMBOL|repair", help="a symbol, or the word repair")
+    p.add_argument("--interval", choices=["1m", "5m", "1h", "1d"], default="1m", help="bar width (default 1m)")
+    p.add_argument("--from", dest="from_ns", type=_time_arg, required=True, metavar="T", help=_TIME_HELP)
+    p.add_argument(
+        "--to", dest="to_ns", type=_time_arg, default="now", metavar="T", help="end, exclusive (default now)"
+    )
+    p.add_argument("--symbol", help="repair: only this symbol (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -385,6 +405,29 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_bars(settings: Settings, args: argparse.Namespace) -> int:
+    from nexanest.pipeline import bars
+
+    if args.from_ns >= args.to_ns:
+        print("nexanest bars: --from is not before --to", file=sys.stderr)
+        return EXIT_USAGE
+    if args.target == "repair":
+        report = await bars.repair_bars(settings, args.from_ns, args.to_ns, args.symbol)
+        print(json.dumps(bars.repair_json(report)) if args.json else bars.format_repair(report))
+        return EXIT_OK
+    if args.symbol is not None:
+        print("nexanest bars: --symbol is for `bars repair`; give the symbol as the first argument", file=sys.stderr)
+        return EXIT_USAGE
+    rows = await bars.read_bars(settings, args.target, args.interval, args.from_ns, args.to_ns)
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows]))
+    elif rows:
+        print(bars.format_bars(rows, args.interval))
+    else:
+        print(f"no {args.interval} bars for {args.target!r} in that range", file=sys.stderr)
+    return EXIT_OK
+
+
 async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
     """A progress line on stderr every few seconds, for long produce/consume runs."""
     from nexanest.pipeline.live_view import _total
@@ -465,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quote": lambda stop: cmd_quote(settings, args),
         "verify": lambda stop: cmd_verify(settings, args),
         "dlq": lambda stop: cmd_dlq(settings, args),
+        "bars": lambda stop: cmd_bars(settings, args),
     }
     try:
         return _run(commands[args.command])

@@ -1,0 +1,132 @@
+"""``nexanest bars``: arguments and formatting (unit), reading and repairing
+through the command against the real TimescaleDB (integration)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from nexanest.pipeline.bars import BarRow, format_bars
+from nexanest.pipeline.cli import EXIT_OK, EXIT_USAGE, _join_time_values, build_parser, cmd_bars
+from nexanest.pipeline.edition import detect_edition
+from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS
+from nexanest.pipeline.sinks.timescale import TimescaleSink, stock_price_row
+from nexanest.schemas.ticks import Tick
+
+S = 10**9
+T0 = datetime(2025, 2, 3, 14, 30, tzinfo=UTC)
+T0_NS = int(T0.timestamp()) * S
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(_join_time_values(argv))
+
+
+def test_bars_arguments() -> None:
+    args = parse("bars", "AAPL", "--interval", "5m", "--from", "-2h", "--json")
+    assert (args.target, args.interval, args.json, args.symbol) == ("AAPL", "5m", True, None)
+    assert args.from_ns < args.to_ns
+    args = parse("bars", "repair", "--from", "2025-02-03", "--to", "2025-02-04", "--symbol", "AAPL")
+    assert (args.target, args.symbol) == ("repair", "AAPL")
+    assert args.from_ns == int(datetime(2025, 2, 3, tzinfo=UTC).timestamp()) * S
+    assert parse("bars", "AAPL", "--from", "-1d").interval == "1m"
+
+
+def test_every_resolution_is_an_interval() -> None:
+    for resolution in RESOLUTIONS:
+        assert parse("bars", "AAPL", "--from", "-1h", "--interval", resolution).interval == resolution
+
+
+@pytest.mark.parametrize("argv", [("bars", "AAPL"), ("bars", "AAPL", "--from", "-1h", "--interval", "2m")])
+def test_bad_bars_arguments_are_usage_errors(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse(*argv)
+    assert exit_info.value.code == EXIT_USAGE
+    assert "error" in capsys.readouterr().err
+
+
+def test_bars_print_exact_numbers_without_padding_zeros() -> None:
+    bar = BarRow(T0, "AAPL", Decimal("187.250000000"), Decimal("188.000000001"), Decimal("187"), Decimal("187.5"),
+                 Decimal("1200.000000000"), 3, None)  # fmt: skip
+    assert bar.to_json() == {
+        "bucket": "2025-02-03T14:30:00Z",
+        "symbol": "AAPL",
+        "open": "187.25",
+        "high": "188.000000001",
+        "low": "187",
+        "close": "187.5",
+        "volume": "1200",
+        "trade_count": 3,
+        "vwap": None,
+    }
+    header, line = format_bars([bar], "1m").splitlines()
+    assert header.split() == ["bucket", "(UTC)", "open", "high", "low", "close", "volume", "trades", "vwap"]
+    assert line.split() == ["2025-02-03", "14:30", "187.25", "188.000000001", "187", "187.5", "1200", "3"]
+    assert format_bars([bar], "1d").splitlines()[1].split()[0] == "2025-02-03"
+
+
+@pytest.fixture
+async def apache_only(timescale_pool: asyncpg.Pool) -> None:
+    edition = await detect_edition(timescale_pool)
+    if edition != "apache":
+        pytest.skip(f"writes bars through the pipeline's rollups; this server's timescaledb.license is {edition}")
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("apache_only")
+async def test_bars_command_reads_the_view_and_repair_is_recorded(
+    migrated: Settings, timescale_pool: asyncpg.Pool, test_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, symbol = f"bars-{test_id}", f"BARS{test_id.upper()}"
+    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    # 14:30:10, 14:31:50, 14:36:50: two 5m buckets, three 1m buckets.
+    sink.write(
+        [
+            stock_price_row(Tick(symbol, "X", (100 + i) * S, S, T0_NS + (10 + 100 * i * i) * S, source, i), 0, i)
+            for i in range(3)
+        ]
+    )
+    await sink.flush()
+
+    # A range that starts inside a bucket still shows that bucket.
+    args = parse("bars", symbol, "--interval", "5m", "--from", "2025-02-03T14:33:00Z", "--to", "2025-02-03T15:00Z")
+    assert await cmd_bars(migrated, args) == EXIT_OK
+    args.json = True
+    assert await cmd_bars(migrated, args) == EXIT_OK
+    *table, as_json = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in table] == [
+        ["bucket", "(UTC)", "open"],
+        ["2025-02-03", "14:30", "100"],
+        ["2025-02-03", "14:35", "102"],
+    ]
+    assert [(b["bucket"], b["open"], b["close"], b["trade_count"]) for b in json.loads(as_json)] == [
+        ("2025-02-03T14:30:00Z", "100", "101", 2),
+        ("2025-02-03T14:35:00Z", "102", "102", 1),
+    ]
+
+    args = parse("bars", "repair", "--from", "2025-02-03T14:00Z", "--to", "2025-02-03T15:00Z", "--symbol", symbol)
+    args.json = True
+    assert await cmd_bars(migrated, args) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["start"] == "2025-02-03T00:00:00Z"
+    assert report["bars"] == {"1m": 3, "5m": 2, "1h": 1, "1d": 1}
+    assert report["replaced"] == report["bars"]
+    logged = await timescale_pool.fetchval(
+        "SELECT count(*) FROM system_events WHERE event_type = 'aggregate_repaired' AND details->>'symbol' = $1",
+        symbol,
+    )
+    assert logged == 1
+
+
+async def test_symbol_is_only_for_repair(capsys: pytest.CaptureFixture[str]) -> None:
+    """Usage errors, found before anything connects."""
+    settings = Settings()
+    assert await cmd_bars(settings, parse("bars", "AAPL", "--from", "-1h", "--symbol", "AAPL")) == EXIT_USAGE
+    assert "--symbol is for `bars repair`" in capsys.readouterr().err
+    assert await cmd_bars(settings, parse("bars", "AAPL", "--from", "-1h", "--to", "-2h")) == EXIT_USAGE
