@@ -102,6 +102,9 @@ class ValidationSettings(BaseModel):
     """Rules a tick must pass to be ingested; a failing tick goes to the DLQ."""
 
     symbol_pattern: str = r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$"
+    #: When set, only these symbols are accepted (others: ``unknown_symbol``).
+    #: As an environment variable, a JSON list: ``'["AAPL","MSFT"]'``.
+    known_symbols: list[str] | None = None
     max_future_s: float = Field(default=5.0, ge=0)
     max_past_s: float = Field(default=7 * 24 * 3600.0, ge=0)
     max_message_bytes: int = Field(default=4096, ge=64)

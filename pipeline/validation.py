@@ -8,9 +8,14 @@ dead-letter record and the ``reason`` label of
 reason             example that fails
 ================== =========================================================
 oversized          a 10 kB value (limit ``validation.max_message_bytes``)
-undecodable        ``b"\\x93garbage"``, or a map missing ``price_e9``
+undecodable        not MessagePack at all: ``b"\\xc1"``, truncated bytes, no value
+schema_violation   MessagePack of the wrong shape: a map missing ``price_e9``,
+                   ``price_e9 = "1.5"`` or ``NaN`` (prices are integers, so a
+                   non-finite price can only arrive as a wrong type), an array
 unsupported_version ``v = 2`` (this consumer reads version 1)
 bad_symbol         ``"aapl"``, ``""``, ``"A B"`` (``validation.symbol_pattern``)
+unknown_symbol     a well-formed symbol not in ``validation.known_symbols``
+                   (only when that list is set)
 bad_price          ``price_e9 <= 0``
 bad_size           ``size_e9 < 0``
 crossed_quote      ``bid_e9 > ask_e9``, or a non-positive bid or ask
@@ -33,8 +38,10 @@ from nexanest.schemas.ticks import TICK_SCHEMA_VERSION, Tick, decode_tick
 REASONS: Final = (
     "oversized",
     "undecodable",
+    "schema_violation",
     "unsupported_version",
     "bad_symbol",
+    "unknown_symbol",
     "bad_price",
     "bad_size",
     "crossed_quote",
@@ -48,6 +55,7 @@ class TickValidator:
 
     def __init__(self, settings: ValidationSettings) -> None:
         self._symbol_ok = re.compile(settings.symbol_pattern).fullmatch
+        self._known = None if settings.known_symbols is None else frozenset(settings.known_symbols)
         self._max_bytes = settings.max_message_bytes
         self._max_future_ns = int(settings.max_future_s * 1e9)
         self._max_past_ns = int(settings.max_past_s * 1e9)
@@ -64,7 +72,9 @@ class TickValidator:
             return ("oversized", f"{len(raw)} bytes > {self._max_bytes}")
         try:
             tick = decode_tick(raw)
-        except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+            return ("schema_violation", str(exc)[:200])
+        except msgspec.DecodeError as exc:
             return ("undecodable", str(exc)[:200])
         return self.check_tick(tick, now_ns)
 
@@ -73,6 +83,8 @@ class TickValidator:
             return ("unsupported_version", f"v={tick.v}")
         if self._symbol_ok(tick.symbol) is None:
             return ("bad_symbol", repr(tick.symbol[:64]))
+        if self._known is not None and tick.symbol not in self._known:
+            return ("unknown_symbol", tick.symbol)
         if tick.price_e9 <= 0:
             return ("bad_price", f"price_e9={tick.price_e9}")
         if tick.size_e9 < 0:

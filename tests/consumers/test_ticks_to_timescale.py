@@ -165,10 +165,10 @@ async def test_malformed_messages_are_set_aside_and_good_ones_written(
     crossed = msgspec.structs.replace(good(10), bid_e9=12 * 10**9)
     messages: list[tuple[bytes, str]] = [
         (encode_tick(good(1)), "ok"),
-        (b"\x00\xffnot msgpack", "undecodable"),
+        (b"\xc1\xffnot msgpack", "undecodable"),
         (encode_tick(good(2)), "ok"),
         (encode_tick(crossed), "crossed_quote"),
-        (msgspec.msgpack.encode({"symbol": "GOOD", "price_e9": "NaN"}), "undecodable"),
+        (msgspec.msgpack.encode({"symbol": "GOOD", "price_e9": "NaN"}), "schema_violation"),
         (encode_tick(msgspec.structs.replace(good(11), symbol="bad symbol")), "bad_symbol"),
         (encode_tick(good(3)), "ok"),
     ]
@@ -184,7 +184,7 @@ async def test_malformed_messages_are_set_aside_and_good_ones_written(
     stats = await run_consumer(isolated, asyncio.Event(), until_idle_s=2.0)
     assert stats.consumed == 7
     assert stats.written == 3
-    assert stats.rejected_by_reason == {"undecodable": 2, "crossed_quote": 1, "bad_symbol": 1}
+    assert stats.rejected_by_reason == {"undecodable": 1, "schema_violation": 1, "crossed_quote": 1, "bad_symbol": 1}
     seqs = await timescale_pool.fetch(
         "SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY source_seq", source
     )

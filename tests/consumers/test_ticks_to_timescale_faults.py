@@ -25,6 +25,7 @@ from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.runner import IngestLoop
 from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.verify import verify
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import encode_tick
@@ -58,7 +59,14 @@ async def publish(settings: Settings, config: SyntheticConfig) -> int:
         await producer.stop()
 
 
-async def assert_exactly_once(pool: asyncpg.Pool, source: str, produced: int) -> None:
+async def assert_exactly_once(
+    pool: asyncpg.Pool, source: str, produced: int, settings: Settings | None = None, start_ns: int | None = None
+) -> None:
+    """The operators' check (`nexanest verify`) when the topic is known, plus a direct count."""
+    if settings is not None and start_ns is not None:
+        report = await verify(settings, settings.kafka.ticks_topic, start_ns, start_ns + 3600 * 10**9, source=source)
+        assert (report.missing, report.duplicates, report.unexpected) == (0, 0, 0), report
+        assert report.db_rows == produced
     rows, distinct, lo, hi = await pool.fetchrow(
         "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq)"
         " FROM stock_prices WHERE source = $1",
@@ -153,7 +161,7 @@ async def test_crash_between_database_commit_and_kafka_commit_repeats_nothing(
     monkeypatch.setattr(IngestLoop, "_commit", real_commit)
     # Kafka's committed offset is now behind the table; the table's offsets win.
     await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
-    await assert_exactly_once(timescale_pool, config.source, 10_000)
+    await assert_exactly_once(timescale_pool, config.source, 10_000, settings, config.start_ns)
 
 
 async def test_repeated_kill_9_loses_and_doubles_nothing(
@@ -182,7 +190,7 @@ async def test_repeated_kill_9_loses_and_doubles_nothing(
     assert kills >= 4, "the consumer finished before it could be killed; produce more"
     assert 0 < await rows_of(timescale_pool, config.source) < produced
     await asyncio.to_thread(finish, start_consumer(isolated, **member))
-    await assert_exactly_once(timescale_pool, config.source, produced)
+    await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
 
 
 # -- service restarts ---------------------------------------------------------------
@@ -207,7 +215,7 @@ async def test_consumer_rides_out_a_service_restart(
         assert "batch_retry" in logged, "the outage never reached the consumer"
     if service == "timescaledb":
         await timescale_pool.expire_connections()
-    await assert_exactly_once(timescale_pool, config.source, produced)
+    await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
 
 
 # -- rebalances -----------------------------------------------------------------
@@ -235,7 +243,7 @@ async def test_consumers_joining_and_leaving_a_group_write_each_tick_once(
     # The killed member's partitions move once its session times out; a last
     # member drains whatever the first one had not been given by then.
     await asyncio.to_thread(finish, start_consumer(isolated))
-    await assert_exactly_once(timescale_pool, config.source, produced)
+    await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
 
 
 # -- poison input ---------------------------------------------------------------
@@ -287,7 +295,7 @@ async def test_poison_burst_goes_to_the_dlq_and_good_ticks_are_written(
     stats = await run_consumer(isolated, asyncio.Event(), until_idle_s=3.0)
     assert stats.consumed == len(stream)
     assert stats.rejected == bad_count
-    assert set(stats.rejected_by_reason) <= {"undecodable", "oversized", "bad_size", "bad_symbol"}
+    assert set(stats.rejected_by_reason) <= {"undecodable", "schema_violation", "oversized", "bad_size", "bad_symbol"}
     await assert_exactly_once(timescale_pool, good_ticks[0].source, len(good_ticks))
 
     dlq = AIOKafkaConsumer(

@@ -177,7 +177,7 @@ async def test_replay_republishes_only_what_now_passes_and_only_once(
         (b"BRK.b", lower[1]),
         (b"GOOD", crossed),
         (b"rds.a", lower[2]),
-        (b"junk", b"\x00\xffnot msgpack"),
+        (b"junk", b"\xc1\xffnot msgpack"),
         (b"GOOD", encode_tick(tick(source, 6))),
     ]
     origins = await send(settings, messages)
@@ -206,8 +206,8 @@ async def test_replay_republishes_only_what_now_passes_and_only_once(
     assert {(s.key, s.value) for s in samples} <= set(zip([b"brk.b", b"BRK.b", b"rds.a"], lower, strict=True))
     assert all(s.detail.startswith("'") for s in samples)  # the validator's detail: the symbol's repr
     junk = seen.by_reason["undecodable"].samples[0]
-    assert junk.value == b"\x00\xffnot msgpack"
-    assert "hex 00ff6e6f74" in format_inspect(seen)
+    assert junk.value == b"\xc1\xffnot msgpack"
+    assert "hex c1ff6e6f74" in format_inspect(seen)
 
     # A run limited to crossed quotes: still failing, and the other reasons stay for later.
     limited = await replay(settings, reasons=["crossed_quote"])
@@ -285,7 +285,7 @@ async def test_replay_since_passes_older_dead_letters_over_for_good(dlq_settings
 async def test_dlq_commands(dlq_settings: Settings, test_id: str) -> None:
     settings = dlq_settings
     source = f"dlq-cli-{test_id}"
-    origins = await send(settings, [(b"x", encode_tick(tick(source, 1, symbol="lower"))), (b"y", b"\x93garbage")])
+    origins = await send(settings, [(b"x", encode_tick(tick(source, 1, symbol="lower"))), (b"y", b"\xc1garbage")])
     await run_consumer(settings, asyncio.Event(), until_idle_s=1.0)
     letters = await dead_letters(settings)
     assert {(d.source_partition, d.source_offset): d.reason for d in letters} == {
@@ -320,7 +320,7 @@ async def test_dlq_commands(dlq_settings: Settings, test_id: str) -> None:
     assert code == 0, out
     doc = json.loads(out)
     assert {r: v["count"] for r, v in doc["by_reason"].items()} == dict(count)
-    assert doc["by_reason"]["undecodable"]["samples"][0]["value_preview"].startswith("8 bytes  hex 93676172")
+    assert doc["by_reason"]["undecodable"]["samples"][0]["value_preview"].startswith("8 bytes  hex c1676172")
 
     code, out = await nexanest("dlq", "replay", "--reason", "bad_symbol", "--dry-run")
     assert code == 0, out

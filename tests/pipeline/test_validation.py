@@ -34,7 +34,9 @@ def test_good_tick_passes(validator: TickValidator) -> None:
     ("raw", "reason"),
     [
         (None, "undecodable"),
-        (b"\x93garbage", "undecodable"),
+        (b"\x93garbage", "schema_violation"),
+        (b"\xc1", "undecodable"),
+        (msgspec.msgpack.encode({"symbol": "AAPL", "price_e9": float("nan")}), "schema_violation"),
         (b"x" * 5000, "oversized"),
         (encode_tick(msgspec.structs.replace(GOOD, v=2)), "unsupported_version"),
         (encode_tick(msgspec.structs.replace(GOOD, symbol="aapl")), "bad_symbol"),
@@ -61,6 +63,12 @@ def test_rules_follow_settings() -> None:
     ahead = msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 1)
     assert strict.check_tick(ahead, NOW_NS)[0] == "future_timestamp"  # type: ignore[index]
     assert strict.check_tick(msgspec.structs.replace(GOOD, symbol="BTC-USD"), NOW_NS)[0] == "bad_symbol"  # type: ignore[index]
+
+
+def test_known_symbols_when_configured() -> None:
+    listed = TickValidator(ValidationSettings(known_symbols=["AAPL"]))
+    assert listed.check_tick(GOOD, NOW_NS) == GOOD
+    assert listed.check_tick(msgspec.structs.replace(GOOD, symbol="MSFT"), NOW_NS)[0] == "unknown_symbol"  # type: ignore[index]
 
 
 def test_one_sided_quote_is_accepted(validator: TickValidator) -> None:
