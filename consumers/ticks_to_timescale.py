@@ -19,6 +19,7 @@ from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
+from nexanest.pipeline.sinks.indices import IndexSink
 from nexanest.pipeline.sinks.ohlcv import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
@@ -74,6 +75,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         pool, kafka.consumer_group, exactly_once=settings.consumer.exactly_once, rollups=rollups == "pipeline"
     )
     quotes = RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix)
+    indices = (
+        IndexSink(
+            pool,
+            RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix, name="redis_index_quotes"),
+            settings.indices,
+            seed_window_s=settings.consumer.index_seed_window_s,
+            refresh_s=settings.consumer.index_refresh_s,
+        )
+        if settings.indices
+        else None
+    )
     listener = ResumeFromDatabase(consumer, timescale, kafka.ticks_topic, settings.retry)
     consumer.subscribe([kafka.ticks_topic], listener=listener)
     events = EventEmitter(COMPONENT, pool=pool, producer=producer, topic=kafka.events_topic)
@@ -86,10 +98,12 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         batch=settings.batch,
         retry=settings.retry,
         listener=listener,
+        after_commit=[indices] if indices is not None else [],
     )
     try:
         await producer.start()
         rebuilt = await rebuild_quotes(pool, quotes, settings.consumer.quote_rebuild_window_s)
+        index_prices = await indices.seed() if indices is not None else 0
         await consumer.start()
         await events.emit(
             "started",
@@ -98,6 +112,8 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
             group=kafka.consumer_group,
             quotes_rebuilt=rebuilt,
             rollups=rollups,
+            indices=len(settings.indices),
+            index_prices_seeded=index_prices,
         )
         _log.info(
             "consumer_started",

@@ -8,7 +8,10 @@ The loop owns the offsets; the sinks own the data. Per batch, in this order:
    offsets can move);
 4. one TimescaleDB transaction: COPY the rows, move this consumer's offsets
    (checked against its partition claims), update the Redis quotes, COMMIT;
-5. commit the offsets to Kafka too (for lag tooling; the consumer resumes from
+5. flush the ``after_commit`` sinks (derived data such as market indices), each
+   with the same retry: they run only once the ticks are durable and never
+   roll them back; a fenced batch is discarded from them too;
+6. commit the offsets to Kafka too (for lag tooling; the consumer resumes from
    TimescaleDB's copy).
 
 Exactly once: a crash before step 4 commits leaves neither rows nor offsets, so
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -43,6 +46,7 @@ from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import StockPriceRow, TimescaleSink, stock_price_row
+from nexanest.pipeline.types import AfterCommitSink
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick
 
@@ -129,6 +133,7 @@ class IngestLoop:
         batch: BatchSettings,
         retry: RetrySettings,
         listener: ResumeFromDatabase | None = None,
+        after_commit: Sequence[AfterCommitSink[Tick]] = (),
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
@@ -137,6 +142,7 @@ class IngestLoop:
         self._timescale = timescale
         self._quotes = quotes
         self._dead_letters = dead_letters
+        self._after_commit = list(after_commit)
         self._batch = batch
         self._retry = retry
         self._clock_ns = clock_ns
@@ -193,6 +199,8 @@ class IngestLoop:
         self._timescale.write(rows)
         self._timescale.advance({(tp.topic, tp.partition): off for tp, off in next_offsets.items()})
         self._quotes.write(ticks)
+        for sink in self._after_commit:
+            sink.write(ticks)
 
         await self._retrying("kafka", self._dead_letters.flush)
         try:
@@ -200,6 +208,8 @@ class IngestLoop:
         except FencedError as exc:
             await self._on_fenced(exc, first_offsets)
             return
+        for sink in self._after_commit:
+            await self._retrying(sink.name, sink.flush)
         await self._commit(next_offsets)
 
         stats = self.stats
@@ -240,6 +250,8 @@ class IngestLoop:
         self.stats.fenced += 1
         self._timescale.discard()
         self._quotes.discard()
+        for sink in self._after_commit:
+            sink.discard()
         taken = {tp for tp in exc.partitions if self._timescale.generation(tp) == exc.generations.get(tp)}
         _log.warning("fenced", partitions=exc.partitions, taken_by_another=sorted(taken))
         for tp, first in first_offsets.items():

@@ -9,10 +9,11 @@ component its sub-model; library code never reads the environment.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEFAULT_DSN = SecretStr("postgresql://localhost:5433/timescale")
@@ -125,6 +126,51 @@ class ConsumerSettings(BaseModel):
     #: ``off`` writes no bars (benchmarks, or a bulk load followed by
     #: ``nexanest bars repair``).
     rollups: Literal["auto", "pipeline", "native", "off"] = "auto"
+    #: Market indices start from the latest stored tick of each constituent in
+    #: this window (a constituent with none waits for its next tick).
+    index_seed_window_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    #: At most this often, re-read constituents' latest stored prices before an
+    #: index is computed: with several consumers in the group, each sees only
+    #: the ticks of its own partitions. 0: never (one consumer per group).
+    index_refresh_s: float = Field(default=5.0, ge=0)
+
+
+class IndexDefinition(BaseModel):
+    """A market index the consumer computes from the latest price of each
+    constituent (``pipeline/sinks/indices.py``), stored in ``market_indices``
+    and quoted in Redis as ``quote:<name>`` like a symbol.
+
+    - ``price_weighted``: ``sum(price) / divisor`` (divisor: the number of
+      constituents unless given, i.e. their average price);
+    - ``equal_weight``: ``base_value * mean(price / base_price)``, so the index
+      is ``base_value`` when every constituent is at its base price.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Also its Redis quote key, so it must not be a traded symbol.
+    name: str = Field(pattern=r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
+    method: Literal["equal_weight", "price_weighted"]
+    symbols: list[str] = Field(min_length=1)
+    divisor: Decimal | None = Field(default=None, gt=0)
+    base_value: Decimal = Field(default=Decimal(100), gt=0)
+    base_prices: dict[str, Decimal] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IndexDefinition:
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError(f"index {self.name}: a symbol is listed twice")
+        if self.name in self.symbols:
+            raise ValueError(f"index {self.name}: an index cannot be its own constituent")
+        if self.method == "equal_weight":
+            if self.divisor is not None:
+                raise ValueError(f"index {self.name}: divisor is for price_weighted; equal_weight uses base_prices")
+            base = self.base_prices or {}
+            if set(base) != set(self.symbols) or any(p <= 0 for p in base.values()):
+                raise ValueError(f"index {self.name}: equal_weight needs a positive base price for each symbol")
+        elif self.base_prices is not None:
+            raise ValueError(f"index {self.name}: base_prices is for equal_weight; price_weighted uses divisor")
+        return self
 
 
 class RetrySettings(BaseModel):
@@ -162,8 +208,17 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
+    indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
     backup_dir: Path = Path("backups")
+
+    @model_validator(mode="after")
+    def _unique_index_names(self) -> Settings:
+        names = [d.name for d in self.indices]
+        if len(set(names)) != len(names):
+            raise ValueError("two indices share a name")
+        return self
 
 
 def load_settings(env_file: Path | None = None) -> Settings:

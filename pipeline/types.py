@@ -32,6 +32,16 @@ class Sink(Protocol[T_contra]):
     async def close(self) -> None: ...
 
 
+class AfterCommitSink(Sink[T_contra], Protocol[T_contra]):
+    """A sink of derived data that the consumer loop flushes after the batch's
+    TimescaleDB transaction committed (``IngestLoop(after_commit=...)``), with
+    the loop's retry; a failure there never rolls the ticks back."""
+
+    def discard(self) -> None:
+        """Drop what ``write`` buffered: its batch was rolled back (fenced) and
+        will be read again, by this consumer or another."""
+
+
 class FeedAdapter(Protocol):
     """A source of ticks: an exchange connection, a file replay, a simulator."""
 

@@ -62,7 +62,8 @@ def _later(a: Tick, b: Tick) -> bool:
 class RedisQuoteSink:
     name = "redis_quotes"
 
-    def __init__(self, client: redis.Redis, key_prefix: str = "quote:") -> None:
+    def __init__(self, client: redis.Redis, key_prefix: str = "quote:", *, name: str = "redis_quotes") -> None:
+        self.name = name  # the metrics label: index quotes count apart from symbol quotes
         self._client = client
         self._prefix = key_prefix
         self._script = client.register_script(_APPLY_QUOTES)

@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from nexanest.pipeline.errors import FencedError
+from nexanest.pipeline.errors import FencedError, RetryableError
 from nexanest.pipeline.runner import IngestLoop
 from nexanest.pipeline.settings import BatchSettings, RetrySettings, ValidationSettings
 from nexanest.pipeline.validation import TickValidator
@@ -103,7 +103,40 @@ class FakeSink:
         return 0
 
 
-def make_loop(consumer: FakeConsumer, timescale: FakeTimescale) -> IngestLoop:
+class AfterCommitRecorder:
+    """Records what it is given and, on flush, how many rows the table had committed."""
+
+    name = "after"
+
+    def __init__(self, timescale: FakeTimescale, fail_first_flush: bool = False) -> None:
+        self._timescale = timescale
+        self._fail = fail_first_flush
+        self.buffered: list[Tick] = []
+        self.flushes: list[tuple[int, int]] = []  # (ticks flushed, rows committed by then)
+        self.discarded = 0
+
+    def write(self, rows: Sequence[Tick]) -> None:
+        self.buffered.extend(rows)
+
+    def discard(self) -> None:
+        self.discarded += len(self.buffered)
+        self.buffered = []
+
+    async def flush(self) -> int:
+        if self._fail:
+            self._fail = False
+            raise RetryableError("timescaledb", ConnectionResetError("gone"))
+        self.flushes.append((len(self.buffered), len(self._timescale.committed_rows)))
+        n, self.buffered = len(self.buffered), []
+        return n
+
+    async def close(self) -> None:
+        pass
+
+
+def make_loop(
+    consumer: FakeConsumer, timescale: FakeTimescale, after_commit: Sequence[AfterCommitRecorder] = ()
+) -> IngestLoop:
     return IngestLoop(
         consumer,  # type: ignore[arg-type]
         validator=TickValidator(ValidationSettings()),
@@ -111,7 +144,8 @@ def make_loop(consumer: FakeConsumer, timescale: FakeTimescale) -> IngestLoop:
         quotes=FakeSink(),  # type: ignore[arg-type]
         dead_letters=FakeSink(),  # type: ignore[arg-type]
         batch=BatchSettings(),
-        retry=RetrySettings(),
+        retry=RetrySettings(initial_backoff_s=0.001),
+        after_commit=after_commit,
     )
 
 
@@ -138,3 +172,26 @@ async def test_a_fenced_batch_is_read_again_from_where_it_started() -> None:
     # not only the fenced one, and nothing is committed to Kafka.
     assert sorted(consumer.seeks) == [(0, 5), (1, 40)]
     assert consumer.commits == []
+
+
+async def test_after_commit_sinks_flush_once_the_batch_committed_with_retry() -> None:
+    p0 = TopicPartition(TOPIC, 0)
+    consumer = FakeConsumer([{p0: [record(0, 5), record(0, 6)]}, {p0: [record(0, 7)]}])
+    timescale = FakeTimescale(claimed={(TOPIC, 0): 1})
+    after = AfterCommitRecorder(timescale, fail_first_flush=True)
+    stats = await make_loop(consumer, timescale, [after]).run(asyncio.Event(), until_idle_s=0.01)
+    # Each batch's ticks reach the sink after the table committed them; a retryable
+    # failure is retried (not the table's transaction), and only then does Kafka commit.
+    assert after.flushes == [(2, 2), (1, 3)]
+    assert stats.retries == 1
+    assert len(consumer.commits) == 2
+
+
+async def test_a_fenced_batch_is_discarded_from_after_commit_sinks() -> None:
+    p0 = TopicPartition(TOPIC, 0)
+    consumer = FakeConsumer([{p0: [record(0, 5), record(0, 6)]}])
+    timescale = FakeTimescale(claimed={(TOPIC, 0): 1}, fence_once=[(TOPIC, 0)])
+    after = AfterCommitRecorder(timescale)
+    await make_loop(consumer, timescale, [after]).run(asyncio.Event(), until_idle_s=0.01)
+    assert after.discarded == 2
+    assert after.flushes == []
