@@ -45,7 +45,7 @@ from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
-from nexanest.pipeline.sinks.timescale import StockPriceRow, TimescaleSink, stock_price_row
+from nexanest.pipeline.sinks.timescale import TickEntry, TimescaleSink
 from nexanest.pipeline.types import AfterCommitSink
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick
@@ -167,7 +167,7 @@ class IngestLoop:
         return self.stats
 
     async def _ingest(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        rows: list[StockPriceRow] = []
+        rows: list[TickEntry] = []
         ticks: list[Tick] = []
         rejected: list[Rejected] = []
         next_offsets: dict[TopicPartition, int] = {}
@@ -186,7 +186,7 @@ class IngestLoop:
             for msg in messages:
                 result = check(msg.value, now_ns)
                 if isinstance(result, Tick):
-                    rows.append(stock_price_row(result, partition, msg.offset))
+                    rows.append((result, partition, msg.offset))
                     ticks.append(result)
                 else:
                     rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, result[0], result[1]))

@@ -31,6 +31,7 @@ import asyncpg
 
 from nexanest.pipeline.edition import Edition, detect_edition
 from nexanest.pipeline.errors import ConfigurationError
+from nexanest.schemas.ticks import Tick
 
 Resolution = Literal["1m", "5m", "1h", "1d"]
 RESOLUTIONS: Final[tuple[Resolution, ...]] = ("1m", "5m", "1h", "1d")
@@ -125,6 +126,61 @@ def minute_bars(rows: Iterable[Sequence[Any]]) -> Bars:
             bar.trade_count += 1
             bar.pv += price * size
     return {(k[0], datetime(k[1], k[2], k[3], k[4], k[5], tzinfo=UTC)): bar for k, bar in by_minute.items()}
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def minute_bars_of_ticks(entries: Iterable[tuple[Tick, int, int]]) -> Bars:
+    """The 1 minute bars of ``(tick, partition, offset)`` entries, as ``minute_bars``
+    would give for their rows, but aggregated on the wire's integers: Decimal and
+    datetime objects are built once per bar, not per tick (the consumer's hot path).
+    Times are truncated to microseconds first, as the table stores them."""
+    # Per bar: open_us, open_seq, open_e9, high, low, close_us, close_seq, close_e9, volume_e9, count, pv_e18
+    acc: dict[tuple[str, int], list[int]] = {}
+    for tick, _, _ in entries:
+        us = tick.ts_ns // 1000
+        seq, price, size = tick.seq, tick.price_e9, tick.size_e9
+        key = (tick.symbol, us // _MINUTE_US)
+        bar = acc.get(key)
+        if bar is None:
+            acc[key] = [us, seq, price, price, price, us, seq, price, size, 1, price * size]
+            continue
+        if us < bar[0] or (us == bar[0] and seq < bar[1]):
+            bar[0], bar[1], bar[2] = us, seq, price
+        if us > bar[5] or (us == bar[5] and seq > bar[6]):
+            bar[5], bar[6], bar[7] = us, seq, price
+        if price > bar[3]:
+            bar[3] = price
+        elif price < bar[4]:
+            bar[4] = price
+        bar[8] += size
+        bar[9] += 1
+        bar[10] += price * size
+    out: Bars = {}
+    with decimal.localcontext(_EXACT):
+        for (symbol, minute), b in acc.items():
+            out[(symbol, _EPOCH + timedelta(microseconds=minute * _MINUTE_US))] = _bar_of(b)
+    return out
+
+
+def _bar_of(b: list[int]) -> Bar:
+    return Bar(
+        open=Decimal(b[2]).scaleb(-9),
+        open_time=_EPOCH + timedelta(microseconds=b[0]),
+        open_seq=b[1],
+        high=Decimal(b[3]).scaleb(-9),
+        low=Decimal(b[4]).scaleb(-9),
+        close=Decimal(b[7]).scaleb(-9),
+        close_time=_EPOCH + timedelta(microseconds=b[5]),
+        close_seq=b[6],
+        volume=Decimal(b[8]).scaleb(-9),
+        trade_count=b[9],
+        pv=Decimal(b[10]).scaleb(-18),
+    )
+
+
+_MINUTE_US: Final = 60_000_000
 
 
 # time_bucket's default origin (2000-01-03, a Monday, midnight UTC) lies on every grid
@@ -298,7 +354,6 @@ SELECT symbol, time_bucket(INTERVAL '{{width}}', bucket),
 _WIDTH_SQL: Final[Mapping[Resolution, str]] = {"1m": "1 minute", "5m": "5 minutes", "1h": "1 hour", "1d": "1 day"}
 
 _DAY: Final = timedelta(days=1)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

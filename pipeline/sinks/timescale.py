@@ -19,7 +19,8 @@ import asyncpg
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RetryableError
-from nexanest.pipeline.sinks.ohlcv import Bars, minute_bars, upsert_bars
+from nexanest.pipeline.sinks.copy_binary import StockPriceCopyEncoder
+from nexanest.pipeline.sinks.ohlcv import Bars, minute_bars, minute_bars_of_ticks, upsert_bars
 from nexanest.schemas.ticks import Tick
 
 COLUMNS: Final = (
@@ -36,6 +37,8 @@ COLUMNS: Final = (
     "kafka_offset",
 )
 StockPriceRow = tuple[datetime, str, Decimal, Decimal, Decimal | None, Decimal | None, str, str, int, int, int]
+#: A consumed tick with the Kafka partition and offset it came from.
+TickEntry = tuple[Tick, int, int]
 TopicPartition = tuple[str, int]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -147,11 +150,14 @@ class TimescaleSink:
         if rollups:
             # The bars must count only the rows this statement really inserted.
             self._insert_skipping_duplicates += f"RETURNING {', '.join(COLUMNS)}\n"
-        self._rows: list[StockPriceRow] = []
+        self._encoder = StockPriceCopyEncoder()
+        self._rows: list[TickEntry] = []
         self._offsets: dict[TopicPartition, int] = {}
         self._generations: dict[TopicPartition, int] = {}
 
-    def write(self, rows: Sequence[StockPriceRow]) -> None:
+    def write(self, rows: Sequence[TickEntry]) -> None:
+        """Buffer ``(tick, partition, offset)`` entries: the COPY stream is encoded
+        from the ticks' integers, with no Decimal or datetime per value."""
         self._rows.extend(rows)
 
     def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
@@ -204,7 +210,7 @@ class TimescaleSink:
             return 0
         started = time.perf_counter()
         # Aggregated before taking a connection: no CPU work inside the transaction.
-        bars = minute_bars(self._rows) if self._rollups else None
+        bars = minute_bars_of_ticks(self._rows) if self._rollups else None
         try:
             try:
                 written = await self._write(before_commit, skip_duplicates=False, bars=bars)
@@ -226,19 +232,22 @@ class TimescaleSink:
     ) -> int:
         """One transaction. ``bars``: the batch's 1m bars for the COPY path; the
         duplicate path aggregates the rows its INSERT returns instead."""
-        rows = self._rows
+        entries = self._rows
+        # The rare duplicate path inserts typed rows; the hot path COPYs pre-encoded bytes.
+        columns = list(map(list, zip(*(stock_price_row(*e) for e in entries), strict=True))) if skip_duplicates else []
+        data = self._encoder.encode(entries) if entries and not skip_duplicates else None
         async with self._pool.acquire() as conn, conn.transaction():
             written = 0
-            if rows and skip_duplicates and self._rollups:
-                inserted = await conn.fetch(self._insert_skipping_duplicates, *map(list, zip(*rows, strict=True)))
+            if entries and skip_duplicates and self._rollups:
+                inserted = await conn.fetch(self._insert_skipping_duplicates, *columns)
                 written = len(inserted)
                 bars = minute_bars(inserted)
-            elif rows and skip_duplicates:
-                status = await conn.execute(self._insert_skipping_duplicates, *map(list, zip(*rows, strict=True)))
+            elif entries and skip_duplicates:
+                status = await conn.execute(self._insert_skipping_duplicates, *columns)
                 written = int(status.rsplit(" ", 1)[-1])
-            elif rows:
-                await conn.copy_records_to_table(self._table, records=rows, columns=COLUMNS)
-                written = len(rows)
+            elif data is not None:
+                await conn.copy_to_table(self._table, source=data, columns=COLUMNS, format="binary")
+                written = len(entries)
             if bars:
                 await upsert_bars(conn, bars)
             if self._offsets and self._exactly_once:

@@ -16,7 +16,7 @@ from nexanest.pipeline.cli import EXIT_OK, EXIT_USAGE, _join_time_values, build_
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS
-from nexanest.pipeline.sinks.timescale import TimescaleSink, stock_price_row
+from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.schemas.ticks import Tick
 
 S = 10**9
@@ -87,10 +87,7 @@ async def test_bars_command_reads_the_view_and_repair_is_recorded(
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
     # 14:30:10, 14:31:50, 14:36:50: two 5m buckets, three 1m buckets.
     sink.write(
-        [
-            stock_price_row(Tick(symbol, "X", (100 + i) * S, S, T0_NS + (10 + 100 * i * i) * S, source, i), 0, i)
-            for i in range(3)
-        ]
+        [(Tick(symbol, "X", (100 + i) * S, S, T0_NS + (10 + 100 * i * i) * S, source, i), 0, i) for i in range(3)]
     )
     await sink.flush()
 

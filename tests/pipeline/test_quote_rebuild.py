@@ -8,7 +8,7 @@ import redis.asyncio as redis
 
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink, read_quote
-from nexanest.pipeline.sinks.timescale import TimescaleSink, stock_price_row
+from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.schemas.ticks import Tick
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ async def test_lost_quotes_are_rebuilt_from_the_table_and_newer_ones_kept(
         for i, s in enumerate(symbols)
     ]
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
-    sink.write([stock_price_row(t, 0, n) for n, t in enumerate(ticks)])
+    sink.write([(t, 0, n) for n, t in enumerate(ticks)])
     assert await sink.flush() == len(ticks)
 
     prefix = f"test:{test_id}:quote:"

@@ -50,6 +50,11 @@ def row(t: Tick, offset: int = 0) -> Any:
     return stock_price_row(t, partition=0, offset=offset)
 
 
+def entry(t: Tick, offset: int = 0) -> tuple[Tick, int, int]:
+    """What the consumer hands TimescaleSink.write."""
+    return (t, 0, offset)
+
+
 # -- unit: the Python side ----------------------------------------------------
 
 
@@ -268,7 +273,7 @@ async def ingest_stream(pool: asyncpg.Pool, data: st.DataObject, *, rollups: boo
     sink = TimescaleSink(pool, consumer_group=f"g-{uid}", rollups=rollups)
     await sink.claim("ticks", [0])
     for start, end in zip([0, *cuts], [*cuts, len(arrival)], strict=True):
-        sink.write([row(t, offset) for offset, t in enumerate(arrival[start:end], start)])
+        sink.write([entry(t, offset) for offset, t in enumerate(arrival[start:end], start)])
         sink.advance({("ticks", 0): end})
         await sink.flush()
     stored = await pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source)
@@ -317,11 +322,11 @@ async def test_a_late_tick_corrects_bars_that_closed_long_ago(timescale_pool: as
     s = 10**9
     sink.write(
         [
-            row(tick(symbol, source, 10, ten + 10 * s, 100 * s)),
-            row(tick(symbol, source, 11, ten + 50 * s, 101 * s)),
-            row(tick(symbol, source, 12, ten + 7 * MINUTE_NS, 105 * s)),
-            row(tick(symbol, source, 13, ten + 2 * 3600 * s, 107 * s)),
-            row(tick(symbol, source, 14, ten + 30 * 3600 * s, 110 * s)),  # the next day: every bar above closed
+            entry(tick(symbol, source, 10, ten + 10 * s, 100 * s)),
+            entry(tick(symbol, source, 11, ten + 50 * s, 101 * s)),
+            entry(tick(symbol, source, 12, ten + 7 * MINUTE_NS, 105 * s)),
+            entry(tick(symbol, source, 13, ten + 2 * 3600 * s, 107 * s)),
+            entry(tick(symbol, source, 14, ten + 30 * 3600 * s, 110 * s)),  # the next day: every bar above closed
         ]
     )
     await sink.flush()
@@ -331,9 +336,9 @@ async def test_a_late_tick_corrects_bars_that_closed_long_ago(timescale_pool: as
     # A day later the feed delivers three ticks of 10:00 it had lost.
     sink.write(
         [
-            row(tick(symbol, source, 3, ten + 10 * s, 98 * s)),  # same time as the open, lower seq: the new open
-            row(tick(symbol, source, 15, ten + 55 * s, 120 * s)),  # after the close: the new close and high
-            row(tick(symbol, source, 16, ten + 30 * s, 90 * s)),  # the new low
+            entry(tick(symbol, source, 3, ten + 10 * s, 98 * s)),  # same time as the open, lower seq: the new open
+            entry(tick(symbol, source, 15, ten + 55 * s, 120 * s)),  # after the close: the new close and high
+            entry(tick(symbol, source, 16, ten + 30 * s, 90 * s)),  # the new low
         ]
     )
     await sink.flush()
@@ -354,11 +359,11 @@ async def test_a_late_tick_corrects_bars_that_closed_long_ago(timescale_pool: as
 async def test_a_replayed_batch_adds_nothing_to_the_bars(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     source, symbol = f"replay-{test_id}", f"REPLAY{test_id.upper()}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
-    batch = [row(tick(symbol, source, i, BASE_NS + i * 7 * 10**9, (100 + i) * 10**9)) for i in range(20)]
+    batch = [entry(tick(symbol, source, i, BASE_NS + i * 7 * 10**9, (100 + i) * 10**9)) for i in range(20)]
     sink.write(batch)
     assert await sink.flush() == 20
     first = {r: await bars_of(timescale_pool, r, [symbol]) for r in RESOLUTIONS}
-    sink.write([*batch[10:], row(tick(symbol, source, 20, BASE_NS + 5 * 10**9, 99 * 10**9))])  # 10 again, 1 new
+    sink.write([*batch[10:], entry(tick(symbol, source, 20, BASE_NS + 5 * 10**9, 99 * 10**9))])  # 10 again, 1 new
     assert await sink.flush() == 1  # the duplicate path: only the new tick counts
     again = {r: await bars_of(timescale_pool, r, [symbol]) for r in RESOLUTIONS}
     assert sum(b[7] for b in again["1d"]) == sum(b[7] for b in first["1d"]) + 1
@@ -372,7 +377,7 @@ async def test_a_batch_that_fails_before_commit_leaves_no_bars(timescale_pool: a
     the retried batch counts its ticks once."""
     source, symbol = f"fail-{test_id}", f"FAIL{test_id.upper()}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
-    sink.write([row(tick(symbol, source, i, BASE_NS + i * 10**9, (100 + i) * 10**9)) for i in range(5)])
+    sink.write([entry(tick(symbol, source, i, BASE_NS + i * 10**9, (100 + i) * 10**9)) for i in range(5)])
 
     async def redis_down() -> None:
         raise RetryableError("redis", ConnectionError("refused"))
@@ -399,7 +404,7 @@ async def test_repair_recomputes_a_range_from_the_ticks(
     ]
     # Loaded without bars (rollups off, as a bulk load would be): repair builds them all.
     loader = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=False)
-    loader.write([row(t) for t in ticks])
+    loader.write([entry(t) for t in ticks])
     await loader.flush()
     assert await bars_of(timescale_pool, "1m", [fixed, other]) == []
     async with admin_pool.acquire() as admin:

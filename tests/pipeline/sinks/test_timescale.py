@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from nexanest.pipeline.errors import FencedError, RetryableError
-from nexanest.pipeline.sinks.timescale import TimescaleSink, ns_to_datetime, stock_price_row
+from nexanest.pipeline.sinks.timescale import TimescaleSink, ns_to_datetime
 from nexanest.schemas.ticks import Tick
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ async def test_rows_and_offsets_commit_together(timescale_pool: asyncpg.Pool, te
     source = f"sink-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
     assert await sink.claim("ticks", [3]) == {3: None}
-    sink.write([stock_price_row(make_tick(source, i), partition=3, offset=100 + i) for i in range(10)])
+    sink.write([(make_tick(source, i), 3, 100 + i) for i in range(10)])
     sink.advance({("ticks", 3): 110})
     assert await sink.flush() == 10
     assert await sink.stored_offsets("ticks") == {3: 110}
@@ -55,8 +55,8 @@ async def test_failed_copy_stores_no_offsets(timescale_pool: asyncpg.Pool, test_
     source = f"sink-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
     await sink.claim("ticks", [0])
-    bad = stock_price_row(make_tick(source, 1, price_e9=-1), partition=0, offset=5)  # violates CHECK (price > 0)
-    sink.write([stock_price_row(make_tick(source, 0), partition=0, offset=4), bad])
+    bad = (make_tick(source, 1, price_e9=-1), 0, 5)  # violates CHECK (price > 0)
+    sink.write([(make_tick(source, 0), 0, 4), bad])
     sink.advance({("ticks", 0): 6})
     with pytest.raises(asyncpg.CheckViolationError):
         await sink.flush()
@@ -70,21 +70,21 @@ async def test_a_fenced_writer_commits_nothing(timescale_pool: asyncpg.Pool, tes
     group = f"g-{test_id}"
     stale = TimescaleSink(timescale_pool, consumer_group=group)
     await stale.claim("ticks", [0])
-    stale.write([stock_price_row(make_tick(source, 0), partition=0, offset=0)])
+    stale.write([(make_tick(source, 0), 0, 0)])
     stale.advance({("ticks", 0): 1})
     assert await stale.flush() == 1
 
     owner = TimescaleSink(timescale_pool, consumer_group=group)
     assert await owner.claim("ticks", [0]) == {0: 1}  # the new owner resumes where the old one stopped
 
-    stale.write([stock_price_row(make_tick(source, 1), partition=0, offset=1)])
+    stale.write([(make_tick(source, 1), 0, 1)])
     stale.advance({("ticks", 0): 2})
     with pytest.raises(FencedError) as fenced:
         await stale.flush()
     assert fenced.value.partitions == [("ticks", 0)]
     stale.discard()
 
-    owner.write([stock_price_row(make_tick(source, 1), partition=0, offset=1)])
+    owner.write([(make_tick(source, 1), 0, 1)])
     owner.advance({("ticks", 0): 2})
     assert await owner.flush() == 1
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
@@ -96,11 +96,11 @@ async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Po
     source = f"dup-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
     await sink.claim("ticks", [0])
-    sink.write([stock_price_row(make_tick(source, i), partition=0, offset=i) for i in range(3)])
+    sink.write([(make_tick(source, i), 0, i) for i in range(3)])
     sink.advance({("ticks", 0): 3})
     assert await sink.flush() == 3
     # A feed adapter retried ticks 1 and 2 (same source, seq and time), then sent 3 and 4.
-    sink.write([stock_price_row(make_tick(source, i), partition=0, offset=2 + i) for i in range(1, 5)])
+    sink.write([(make_tick(source, i), 0, 2 + i) for i in range(1, 5)])
     sink.advance({("ticks", 0): 7})
     assert await sink.flush() == 2
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
@@ -113,7 +113,7 @@ async def test_failure_before_commit_commits_nothing(timescale_pool: asyncpg.Poo
     source = f"pre-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
     await sink.claim("ticks", [0])
-    sink.write([stock_price_row(make_tick(source, 0), partition=0, offset=0)])
+    sink.write([(make_tick(source, 0), 0, 0)])
     sink.advance({("ticks", 0): 1})
 
     async def redis_down() -> None:
