@@ -49,9 +49,8 @@ from typing import Final
 
 from nexanest.schemas.ticks import Tick
 
-#: The columns, in the order :meth:`StockPriceCopyEncoder.encode` writes them. The
-#: same as ``pipeline.sinks.timescale.COLUMNS`` (a test holds them equal); kept
-#: here so that the sink can import this module without an import cycle.
+#: The columns of ``stock_prices``, in the order :meth:`StockPriceCopyEncoder.encode`
+#: writes them; ``pipeline.sinks.timescale.COLUMNS`` is this tuple.
 COPY_COLUMNS: Final = (
     "time",
     "symbol",

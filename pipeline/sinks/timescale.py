@@ -19,23 +19,12 @@ import asyncpg
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RetryableError
-from nexanest.pipeline.sinks.copy_binary import StockPriceCopyEncoder
+from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.ohlcv import Bars, minute_bars, minute_bars_of_ticks, upsert_bars
 from nexanest.schemas.ticks import Tick
 
-COLUMNS: Final = (
-    "time",
-    "symbol",
-    "price",
-    "size",
-    "bid",
-    "ask",
-    "exchange",
-    "source",
-    "source_seq",
-    "kafka_partition",
-    "kafka_offset",
-)
+#: The columns the sink writes, in COPY order (the encoder defines them).
+COLUMNS: Final = COPY_COLUMNS
 StockPriceRow = tuple[datetime, str, Decimal, Decimal, Decimal | None, Decimal | None, str, str, int, int, int]
 #: A consumed tick with the Kafka partition and offset it came from.
 TickEntry = tuple[Tick, int, int]
