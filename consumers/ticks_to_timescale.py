@@ -12,7 +12,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from nexanest.pipeline.errors import ConfigurationError
-from nexanest.pipeline.events import EventEmitter
+from nexanest.pipeline.events import BatchMonitor, EventEmitter
 from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
@@ -99,6 +99,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         retry=settings.retry,
         listener=listener,
         after_commit=[indices] if indices is not None else [],
+        monitor=BatchMonitor(events, settings.events, topic=kafka.ticks_topic, group=kafka.consumer_group),
     )
     try:
         await producer.start()

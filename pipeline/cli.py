@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,7 @@ examples:
   nexanest dlq replay --reason bad_symbol --dry-run
   nexanest bars SYN0001 --interval 5m --from -2h    OHLCV bars of a symbol
   nexanest bars repair --from -1d --to now    recompute bars from the raw ticks
+  nexanest events --since 10m --severity warning --follow   tail the system events
 """
 
 
@@ -73,6 +75,17 @@ def _time_arg(text: str) -> int:
         return parse_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _since_arg(text: str) -> int:
+    """A time as ``_time_arg`` takes it, or a bare duration (``10m``, ``1h30m``): that long ago."""
+    from nexanest.pipeline.verify import parse_time
+
+    bare = text.strip()
+    if bare[:1].isdigit() and not bare.isdigit():
+        with contextlib.suppress(ValueError):
+            return parse_time("-" + bare)
+    return _time_arg(text)
 
 
 _TIME_OPTIONS = ("--from", "--to", "--since")
@@ -210,6 +223,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--symbol", help="repair: only this symbol (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser(
+        "events",
+        help="print the system events (life cycle and trouble of every component), oldest first",
+        description="Read system_events (as the ingest role): the newest --limit events since --since, "
+        "oldest first; with --follow, keep printing new ones until Ctrl-C.",
+    )
+    p.add_argument(
+        "--since",
+        type=_since_arg,
+        default="1h",
+        metavar="T",
+        help=f"start (default 1h, i.e. an hour ago; a bare duration means that long ago; or {_TIME_HELP})",
+    )
+    p.add_argument("--component", help="only this component and its sub-components (consumer, producer.synthetic)")
+    p.add_argument(
+        "--severity",
+        choices=["debug", "info", "warning", "error", "critical"],
+        default="debug",
+        help="only this severity and worse (default: all)",
+    )
+    p.add_argument("--limit", type=_positive_int, default=200, help="at most this many of the newest (default 200)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep polling for new events (Ctrl-C stops)")
+    p.add_argument("--interval", type=_non_negative_float, default=1.0, help="--follow poll interval in s (default 1)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -262,19 +300,56 @@ def _synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> Any:
     )
 
 
+PRODUCER_COMPONENT = "producer.synthetic"
+
+
 async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
+    from nexanest.pipeline.events import open_event_emitter
     from nexanest.pipeline.kafka import ensure_topics, make_producer
     from nexanest.producers.feeds.synthetic import SyntheticFeed
     from nexanest.producers.publisher import TickPublisher
+    from nexanest.schemas.events import Severity
 
     await ensure_topics(settings.kafka)
     feed = SyntheticFeed(config)
     producer = make_producer(settings.kafka)
     await producer.start()
+    events = await open_event_emitter(settings, PRODUCER_COMPONENT, producer)
+    topic, started = settings.kafka.ticks_topic, time.monotonic()
     try:
-        publisher = TickPublisher(producer, settings.kafka.ticks_topic, config.source)
-        return await publisher.publish_all(feed.ticks(), stop)
+        publisher = TickPublisher(producer, topic, config.source)
+        await events.emit(
+            "started",
+            f"publishing synthetic ticks to {topic} as source {config.source}",
+            topic=topic,
+            source=config.source,
+            symbols=config.symbols,
+            rate=config.rate,
+        )
+        try:
+            published = await publisher.publish_all(feed.ticks(), stop)
+        except Exception as exc:
+            await events.emit(
+                "error",
+                f"producer failed: {exc!r}",
+                Severity.ERROR,
+                topic=topic,
+                source=config.source,
+                published=publisher.published,
+            )
+            raise
+        elapsed = time.monotonic() - started
+        await events.emit(
+            "stopped",
+            f"published {published} ticks in {elapsed:.1f}s",
+            topic=topic,
+            source=config.source,
+            published=published,
+            elapsed_s=round(elapsed, 3),
+        )
+        return published
     finally:
+        await events.close()
         await producer.stop()
 
 
@@ -428,6 +503,30 @@ async def cmd_bars(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_events(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from nexanest.pipeline import events
+    from nexanest.pipeline.sinks.timescale import ns_to_datetime
+    from nexanest.schemas.events import Severity
+
+    def out(event: dict[str, Any]) -> None:
+        print(events.event_json(event) if args.json else events.format_event(event), flush=True)
+
+    shown = await events.tail_events(
+        settings,
+        out,
+        since=ns_to_datetime(args.since),
+        component=args.component,
+        minimum=Severity(args.severity),
+        limit=args.limit,
+        follow=args.follow,
+        interval_s=max(args.interval, 0.1),
+        stop=stop,
+    )
+    if not shown and not args.follow:
+        print("no events match", file=sys.stderr)
+    return EXIT_OK
+
+
 async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
     """A progress line on stderr every few seconds, for long produce/consume runs."""
     from nexanest.pipeline.live_view import _total
@@ -509,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": lambda stop: cmd_verify(settings, args),
         "dlq": lambda stop: cmd_dlq(settings, args),
         "bars": lambda stop: cmd_bars(settings, args),
+        "events": lambda stop: cmd_events(settings, args, stop),
     }
     try:
         return _run(commands[args.command])

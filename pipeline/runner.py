@@ -12,7 +12,8 @@ The loop owns the offsets; the sinks own the data. Per batch, in this order:
    with the same retry: they run only once the ticks are durable and never
    roll them back; a fenced batch is discarded from them too;
 6. commit the offsets to Kafka too (for lag tooling; the consumer resumes from
-   TimescaleDB's copy).
+   TimescaleDB's copy), and hand the batch's dead-letter count and lag to the
+   optional ``BatchMonitor`` (``dlq_burst`` and ``lag_high`` system events).
 
 Exactly once: a crash before step 4 commits leaves neither rows nor offsets, so
 the batch is read again; a crash after it finds the offsets stored with the
@@ -41,6 +42,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.events import BatchMonitor
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
@@ -134,6 +136,7 @@ class IngestLoop:
         retry: RetrySettings,
         listener: ResumeFromDatabase | None = None,
         after_commit: Sequence[AfterCommitSink[Tick]] = (),
+        monitor: BatchMonitor | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
@@ -143,6 +146,7 @@ class IngestLoop:
         self._quotes = quotes
         self._dead_letters = dead_letters
         self._after_commit = list(after_commit)
+        self._monitor = monitor
         self._batch = batch
         self._retry = retry
         self._clock_ns = clock_ns
@@ -228,7 +232,33 @@ class IngestLoop:
             if highwater is not None:
                 lag = highwater - next_offsets[tp]
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+        if self._monitor is not None:  # dlq_burst / lag_high events
+            reasons: dict[str, int] = {}
+            for r in rejected:
+                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+            await self._monitor.after_batch(
+                rejected_by_reason=reasons,
+                lags=await self._assigned_lags(assigned),
+                assigned={(tp.topic, tp.partition) for tp in assigned},
+            )
         _log.debug("batch_ingested", rows=len(rows), rejected=len(rejected), partitions=len(next_offsets))
+
+    async def _assigned_lags(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Lag of every assigned partition that has been fetched from, not only of
+        those in this batch (a partition drained early must not hide one not yet
+        read). A fetched partition has a valid position, so ``position`` does not
+        wait; the timeout only guards the rare reset of an out-of-range offset."""
+        lags: dict[tuple[str, int], int] = {}
+        for tp in assigned:
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self._consumer.position(tp), 0.05)
+            except (TimeoutError, IllegalStateError, KafkaError):
+                continue
+            lags[(tp.topic, tp.partition)] = max(0, highwater - position)
+        return lags
 
     async def _write_batch(self) -> None:
         """Rows, offsets and quotes: Redis is written inside the database

@@ -178,6 +178,17 @@ class RetrySettings(BaseModel):
     max_backoff_s: float = Field(default=10.0, gt=0)
 
 
+class EventsSettings(BaseModel):
+    """When the consumer reports trouble as a system event (``pipeline/events.py``)."""
+
+    #: A batch that dead-letters more than this many messages emits ``dlq_burst``.
+    dlq_burst_messages: int = Field(default=100, ge=0)
+    #: Total lag over the consumer's partitions above this emits ``lag_high``, once
+    #: per crossing; falling to ``lag_recovered_ratio`` of it emits ``lag_recovered``.
+    lag_high_messages: int = Field(default=100_000, ge=1)
+    lag_recovered_ratio: float = Field(default=0.5, gt=0, le=1)
+
+
 class MetricsSettings(BaseModel):
     #: Port of the Prometheus /metrics endpoint; 0 disables the HTTP server.
     port: int = Field(default=9108, ge=0, le=65535)
@@ -208,6 +219,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    events: EventsSettings = EventsSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.

@@ -1,0 +1,182 @@
+"""System events: the batch monitor (unit), the ``events`` command line (unit),
+and emitting, filtering, following and the producer's life cycle against the
+real TimescaleDB and Kafka (integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from nexanest.pipeline.cli import _join_time_values, _produce, build_parser
+from nexanest.pipeline.events import (
+    BatchMonitor,
+    EventEmitter,
+    event_json,
+    fetch_events,
+    format_event,
+    severities_from,
+    tail_events,
+)
+from nexanest.pipeline.settings import EventsSettings, Settings
+from nexanest.producers.feeds.synthetic import SyntheticConfig
+from nexanest.schemas.events import Severity
+
+S = 1_000_000_000
+
+
+class FakeEmitter:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Severity, dict[str, Any]]] = []
+
+    async def emit(self, event_type: str, message: str, severity: Severity = Severity.INFO, **details: Any) -> None:
+        self.events.append((event_type, severity, details))
+
+
+def monitor(**settings: Any) -> tuple[BatchMonitor, FakeEmitter]:
+    emitter = FakeEmitter()
+    return BatchMonitor(emitter, EventsSettings(**settings), group="g"), emitter  # type: ignore[arg-type]
+
+
+ALL = {("t", 0), ("t", 1)}
+
+
+async def test_lag_high_is_emitted_once_per_crossing_and_recovery_once() -> None:
+    mon, emitter = monitor(lag_high_messages=100, lag_recovered_ratio=0.5)
+    for lag in (50, 150, 200, 120, 60, 40, 30, 160, 170):
+        await mon.after_batch(rejected_by_reason={}, lags={("t", 0): lag}, assigned=ALL)
+    assert [(e[0], e[2]["lag"]) for e in emitter.events] == [
+        ("lag_high", 150),
+        ("lag_recovered", 40),
+        ("lag_high", 160),
+    ]
+    assert emitter.events[0][1] == Severity.WARNING
+    assert emitter.events[0][2]["group"] == "g"
+
+
+async def test_lag_is_the_sum_over_assigned_partitions_only() -> None:
+    mon, emitter = monitor(lag_high_messages=100)
+    await mon.after_batch(rejected_by_reason={}, lags={("t", 0): 60}, assigned=ALL)
+    await mon.after_batch(rejected_by_reason={}, lags={("t", 1): 60}, assigned=ALL)  # 60 + 60 from the last batches
+    assert [e[0] for e in emitter.events] == ["lag_high"]
+    # Partition 1 went to another consumer: its lag is no longer ours.
+    await mon.after_batch(rejected_by_reason={}, lags={("t", 0): 40}, assigned={("t", 0)})
+    assert [e[0] for e in emitter.events] == ["lag_high", "lag_recovered"]
+
+
+async def test_dlq_burst_is_emitted_for_a_batch_above_the_threshold() -> None:
+    mon, emitter = monitor(dlq_burst_messages=10)
+    await mon.after_batch(rejected_by_reason={"bad_symbol": 4, "undecodable": 6}, lags={}, assigned=ALL)
+    assert emitter.events == []
+    await mon.after_batch(rejected_by_reason={"bad_symbol": 4, "undecodable": 7}, lags={}, assigned=ALL)
+    ((kind, severity, details),) = emitter.events
+    assert (kind, severity) == ("dlq_burst", Severity.WARNING)
+    assert (details["rejected"], details["reasons"]) == (11, "bad_symbol=4, undecodable=7")
+
+
+def test_severity_means_that_level_and_worse() -> None:
+    assert severities_from(Severity.WARNING) == ["warning", "error", "critical"]
+    assert severities_from(Severity.DEBUG)[0] == "debug"
+
+
+def test_an_event_prints_as_one_line_or_one_json_object() -> None:
+    event = {
+        "time": datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC),
+        "event_id": "e1",
+        "component": "producer.synthetic",
+        "event_type": "stopped",
+        "severity": "info",
+        "message": "published 10 ticks",
+        "host": "h",
+        "details": {"published": 10},
+    }
+    line = format_event(event)
+    assert line.startswith("2026-01-02 03:04:05.678Z  info     producer.synthetic")
+    assert line.endswith("published 10 ticks  [published=10]")
+    assert json.loads(event_json(event))["time"] == "2026-01-02T03:04:05.678000+00:00"
+
+
+def test_events_arguments() -> None:
+    def parse(*argv: str) -> Any:
+        return build_parser().parse_args(_join_time_values(argv))
+
+    before = time.time_ns()
+    args = parse("events", "--since", "10m", "--component", "consumer", "--severity", "warning", "--follow", "--json")
+    assert before - 600 * S - S <= args.since <= time.time_ns() - 600 * S
+    assert (args.component, args.severity, args.follow, args.json) == ("consumer", "warning", True, True)
+    assert before - 3600 * S - S <= parse("events").since <= time.time_ns() - 3600 * S  # default: 1h
+    assert before - 90 * 60 * S - S <= parse("events", "--since", "-1h30m").since <= time.time_ns() - 90 * 60 * S
+    assert parse("events", "--since", "2026-01-02").since == int(datetime(2026, 1, 2, tzinfo=UTC).timestamp()) * S
+
+
+@pytest.mark.integration
+async def test_events_are_stored_filtered_and_followed(
+    migrated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    base = f"test.{test_id}"
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    a = EventEmitter(f"{base}.a", pool=timescale_pool, producer=None, topic="unused")
+    b = EventEmitter(f"{base}.b", pool=timescale_pool, producer=None, topic="unused")
+    await a.emit("started", "a starts", answer=42)
+    await b.emit("lag_high", "b lags", Severity.WARNING, lag=7)
+    await a.emit("error", "a fails", Severity.ERROR)
+
+    everything = await fetch_events(timescale_pool, since=since, component=base)
+    assert [(e["component"], e["event_type"]) for e in everything] == [
+        (f"{base}.a", "started"),
+        (f"{base}.b", "lag_high"),
+        (f"{base}.a", "error"),
+    ]  # oldest first; the prefix matches both sub-components
+    assert everything[0]["details"] == {"answer": 42}
+    warnings = await fetch_events(timescale_pool, since=since, component=base, minimum=Severity.WARNING)
+    assert [e["event_type"] for e in warnings] == ["lag_high", "error"]
+    only_a = await fetch_events(timescale_pool, since=since, component=f"{base}.a")
+    assert [e["event_type"] for e in only_a] == ["started", "error"]
+    newest = await fetch_events(timescale_pool, since=since, component=base, limit=2)
+    assert [e["event_type"] for e in newest] == ["lag_high", "error"]
+    assert await fetch_events(timescale_pool, since=since, component=f"{base}.a.x") == []
+
+    # --follow: the two already there, then one emitted while following, each once.
+    seen: list[str] = []
+    stop = asyncio.Event()
+    follow = asyncio.create_task(
+        tail_events(
+            migrated, lambda e: seen.append(e["message"]), since=since, component=f"{base}.a", follow=True,
+            interval_s=0.1, stop=stop,
+        )
+    )  # fmt: skip
+    for _ in range(100):
+        if len(seen) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await a.emit("stopped", "a stops")
+    for _ in range(100):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # a few more polls: nothing is shown twice
+    stop.set()
+    assert await follow == 3
+    assert seen == ["a starts", "a fails", "a stops"]
+
+
+@pytest.mark.integration
+async def test_the_producer_reports_started_and_stopped_with_counts(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    config = SyntheticConfig(symbols=3, rate=0, count=250, seed=1, source=f"events-{test_id}", paced=False)
+    assert await _produce(isolated, config, asyncio.Event()) == 250
+    rows = await timescale_pool.fetch(
+        "SELECT event_type, severity, details FROM system_events"
+        " WHERE component = 'producer.synthetic' AND details->>'source' = $1 ORDER BY time",
+        config.source,
+    )
+    assert [(r["event_type"], r["severity"]) for r in rows] == [("started", "info"), ("stopped", "info")]
+    started, stopped = (json.loads(r["details"]) for r in rows)
+    assert (started["topic"], started["symbols"]) == (isolated.kafka.ticks_topic, 3)
+    assert stopped["published"] == 250
