@@ -48,6 +48,7 @@ examples:
   nexanest bars SYN0001 --interval 5m --from -2h    OHLCV bars of a symbol
   nexanest bars repair --from -1d --to now    recompute bars from the raw ticks
   nexanest events --since 10m --severity warning --follow   tail the system events
+  nexanest maintain --dry-run                 what retention would drop (or which policies it would set)
 """
 
 
@@ -86,6 +87,19 @@ def _since_arg(text: str) -> int:
         with contextlib.suppress(ValueError):
             return parse_time("-" + bare)
     return _time_arg(text)
+
+
+def _duration_arg(text: str) -> float:
+    """A positive duration such as 30m or 1h30m, in seconds."""
+    from nexanest.pipeline.verify import parse_time
+
+    try:
+        seconds = parse_time("+" + text.strip().lstrip("+"), now_ns=0) / 1e9
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive duration like 30m or 1h, got {text}")
+    return seconds
 
 
 _TIME_OPTIONS = ("--from", "--to", "--since")
@@ -248,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep polling for new events (Ctrl-C stops)")
     p.add_argument("--interval", type=_non_negative_float, default=1.0, help="--follow poll interval in s (default 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser(
+        "maintain",
+        help="enforce data retention: drop old chunks (Apache edition) or set native policies (community)",
+        description="Retention per settings.retention (NEXANEST_RETENTION__*: raw ticks 30 days, 1m bars 365, "
+        "coarser bars forever, system events 90, market indices 365; 0 = forever). Apache edition: drop whole "
+        "chunks older than that, as the owner role. Community edition: make the native retention, compression "
+        "and continuous-aggregate refresh policies match. A real run is recorded as a system event.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would be dropped or changed, change nothing")
+    p.add_argument(
+        "--every",
+        type=_duration_arg,
+        metavar="D",
+        help="run again every D (e.g. 1h, 30m) until Ctrl-C, instead of once",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -527,6 +558,28 @@ async def cmd_events(settings: Settings, args: argparse.Namespace, stop: asyncio
     return EXIT_OK
 
 
+async def cmd_maintain(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    import asyncpg
+
+    from nexanest.pipeline import maintain
+
+    while True:
+        try:
+            report = await maintain.maintain(settings, dry_run=args.dry_run)
+        except (PipelineError, OSError, asyncpg.PostgresError) as exc:
+            if args.every is None:
+                raise
+            print(f"nexanest maintain failed (next try in {args.every:g}s): {exc}", file=sys.stderr, flush=True)
+        else:
+            print(json.dumps(report.to_json()) if args.json else maintain.format_report(report), flush=True)
+        if args.every is None:
+            return EXIT_OK
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.every)
+        if stop.is_set():
+            return EXIT_OK
+
+
 async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
     """A progress line on stderr every few seconds, for long produce/consume runs."""
     from nexanest.pipeline.live_view import _total
@@ -609,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dlq": lambda stop: cmd_dlq(settings, args),
         "bars": lambda stop: cmd_bars(settings, args),
         "events": lambda stop: cmd_events(settings, args, stop),
+        "maintain": lambda stop: cmd_maintain(settings, args, stop),
     }
     try:
         return _run(commands[args.command])

@@ -189,6 +189,22 @@ class EventsSettings(BaseModel):
     lag_recovered_ratio: float = Field(default=0.5, gt=0, le=1)
 
 
+class RetentionSettings(BaseModel):
+    """How long `nexanest maintain` keeps each kind of data, in days; 0 keeps it
+    forever. Whole chunks go once all their rows are older (``drop_chunks``)."""
+
+    raw_ticks_days: float = Field(default=30.0, ge=0)  # stock_prices
+    bars_1m_days: float = Field(default=365.0, ge=0)
+    bars_5m_days: float = Field(default=0.0, ge=0)
+    bars_1h_days: float = Field(default=0.0, ge=0)
+    bars_1d_days: float = Field(default=0.0, ge=0)
+    system_events_days: float = Field(default=90.0, ge=0)
+    market_indices_days: float = Field(default=365.0, ge=0)
+    #: Community edition only: compress stock_prices chunks older than this (0: never).
+    #: Kept above validation.max_past_s (7 days), so late ticks land in uncompressed chunks.
+    compress_ticks_after_days: float = Field(default=8.0, ge=0)
+
+
 class MetricsSettings(BaseModel):
     #: Port of the Prometheus /metrics endpoint; 0 disables the HTTP server.
     port: int = Field(default=9108, ge=0, le=65535)
@@ -220,6 +236,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     events: EventsSettings = EventsSettings()
+    retention: RetentionSettings = RetentionSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
