@@ -6,8 +6,9 @@ The loop owns the offsets; the sinks own the data. Per batch, in this order:
 2. decode and validate each (bad ones become ``Rejected`` rows, never raise);
 3. flush the dead-letter sink (rejected records are safe in Kafka before their
    offsets can move);
-4. one TimescaleDB transaction: COPY the rows, move this consumer's offsets
-   (checked against its partition claims), update the Redis quotes, COMMIT;
+4. one TimescaleDB transaction: update the Redis quotes, COPY the rows (and
+   merge their OHLCV bars), move this consumer's offsets (checked against its
+   partition claims), COMMIT;
 5. flush the ``after_commit`` sinks (derived data such as market indices), each
    with the same retry: they run only once the ticks are durable and never
    roll them back; a fenced batch is discarded from them too;
@@ -17,15 +18,17 @@ The loop owns the offsets; the sinks own the data. Per batch, in this order:
 
 Exactly once: a crash before step 4 commits leaves neither rows nor offsets, so
 the batch is read again; a crash after it finds the offsets stored with the
-rows, so it is not. Redis is updated inside the transaction, before COMMIT: a
-quote can run ahead of the table by one uncommitted batch (which Kafka holds and
-will replay) but never behind it, and re-applying a tick is a no-op.
+rows, so it is not. Redis is updated first inside the transaction, so a fresh
+quote waits for no database work: a quote can run ahead of the table by one
+uncommitted batch (which Kafka holds and will replay) but never behind it, and
+re-applying a tick is a no-op.
 
 A retryable failure retries the batch with jittered exponential backoff; no new
 records are fetched meanwhile, so memory stays bounded by one batch. Because
 the loop commits before it fetches again, a rebalance (which aiokafka runs
-inside ``getmany``) never finds uncommitted work. A consumer fenced out of a
-partition (another consumer claimed it) discards the batch and rejoins.
+inside ``getmany``) never finds uncommitted work. A batch fenced out of a
+partition (another consumer claimed it) is discarded and every partition in it
+re-read from where the batch started (see ``_on_fenced``).
 """
 
 from __future__ import annotations
@@ -263,7 +266,7 @@ class IngestLoop:
     async def _write_batch(self) -> None:
         """Rows, offsets and quotes: Redis is written inside the database
         transaction, so a Redis failure commits nothing and the batch is retried."""
-        await self._timescale.flush(before_commit=self._quotes.flush)
+        await self._timescale.flush(in_transaction=self._quotes.flush)
 
     async def _on_fenced(self, exc: FencedError, first_offsets: dict[TopicPartition, int]) -> None:
         """A batch lost a claim and was rolled back whole: drop it, and make sure

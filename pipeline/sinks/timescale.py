@@ -107,7 +107,7 @@ class TimescaleSink:
 
     ``flush`` is one transaction: COPY the rows, move the offsets of the
     partitions this consumer has claimed (fenced by generation), run the
-    caller's ``before_commit`` step, commit. On a retryable error nothing is
+    caller's ``in_transaction`` step (first), commit. On a retryable error nothing is
     committed and the buffer is kept, so ``flush`` can be called again.
 
     With ``exactly_once=False`` offsets are not stored (plain at-least-once,
@@ -186,27 +186,27 @@ class TimescaleSink:
         for tp in partitions:
             self._generations.pop(tp, None)
 
-    async def flush(self, before_commit: Callable[[], Awaitable[object]] | None = None) -> int:
-        """Write the buffer in one transaction; ``before_commit`` runs inside it.
+    async def flush(self, in_transaction: Callable[[], Awaitable[object]] | None = None) -> int:
+        """Write the buffer in one transaction; ``in_transaction`` runs inside it.
 
         Raises ``RetryableError`` (nothing committed, buffer kept) and
-        ``FencedError`` (nothing committed; call ``discard``). If ``before_commit``
+        ``FencedError`` (nothing committed; call ``discard``). If ``in_transaction``
         raises, nothing is committed and its exception propagates.
         """
         if not self._rows and not self._offsets:
-            if before_commit is not None:
-                await before_commit()
+            if in_transaction is not None:
+                await in_transaction()
             return 0
         started = time.perf_counter()
         # Aggregated before taking a connection: no CPU work inside the transaction.
         bars = minute_bars_of_ticks(self._rows) if self._rollups else None
         try:
             try:
-                written = await self._write(before_commit, skip_duplicates=False, bars=bars)
+                written = await self._write(in_transaction, skip_duplicates=False, bars=bars)
             except asyncpg.UniqueViolationError:
                 # Some tick of this batch is stored already (a feed adapter's retry,
                 # a DLQ replay): redo the batch, skipping what exists.
-                written = await self._write(before_commit, skip_duplicates=True, bars=None)
+                written = await self._write(in_transaction, skip_duplicates=True, bars=None)
                 metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
         except RETRYABLE_DB_ERRORS as exc:
             raise RetryableError("timescaledb", exc) from exc
@@ -217,7 +217,7 @@ class TimescaleSink:
         return written
 
     async def _write(
-        self, before_commit: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool, bars: Bars | None
+        self, in_transaction: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool, bars: Bars | None
     ) -> int:
         """One transaction. ``bars``: the batch's 1m bars for the COPY path; the
         duplicate path aggregates the rows its INSERT returns instead."""
@@ -226,6 +226,10 @@ class TimescaleSink:
         columns = list(map(list, zip(*(stock_price_row(*e) for e in entries), strict=True))) if skip_duplicates else []
         data = self._encoder.encode(entries) if entries and not skip_duplicates else None
         async with self._pool.acquire() as conn, conn.transaction():
+            if in_transaction is not None:
+                # First, so that what it publishes (the Redis quotes) waits for no
+                # database work; if it fails, nothing has been written yet.
+                await in_transaction()
             written = 0
             if entries and skip_duplicates and self._rollups:
                 inserted = await conn.fetch(self._insert_skipping_duplicates, *columns)
@@ -241,8 +245,6 @@ class TimescaleSink:
                 await upsert_bars(conn, bars)
             if self._offsets and self._exactly_once:
                 await self._advance_fenced(conn)
-            if before_commit is not None:
-                await before_commit()
         return written
 
     async def _advance_fenced(self, conn: asyncpg.Connection) -> None:

@@ -80,7 +80,7 @@ class FakeTimescale:
         for tp in tps:
             self.claimed.pop(tp, None)
 
-    async def flush(self, before_commit: Any = None) -> int:
+    async def flush(self, in_transaction: Any = None) -> int:
         if self._fence_once:
             fenced, self._fence_once = self._fence_once, None
             raise FencedError(fenced, {tp: self.claimed[tp] + 1 for tp in fenced})  # renewed by our listener

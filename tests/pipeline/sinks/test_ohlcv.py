@@ -372,7 +372,7 @@ async def test_a_replayed_batch_adds_nothing_to_the_bars(timescale_pool: asyncpg
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("apache_edition")
-async def test_a_batch_that_fails_before_commit_leaves_no_bars(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+async def test_a_batch_that_fails_in_transaction_leaves_no_bars(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     """The bars roll back with the rows (here: Redis fails after the upserts), and
     the retried batch counts its ticks once."""
     source, symbol = f"fail-{test_id}", f"FAIL{test_id.upper()}"
@@ -383,7 +383,7 @@ async def test_a_batch_that_fails_before_commit_leaves_no_bars(timescale_pool: a
         raise RetryableError("redis", ConnectionError("refused"))
 
     with pytest.raises(RetryableError):
-        await sink.flush(before_commit=redis_down)
+        await sink.flush(in_transaction=redis_down)
     assert await bars_of(timescale_pool, "1m", [symbol]) == []
     assert await sink.flush() == 5
     assert [b[7] for b in await bars_of(timescale_pool, "1m", [symbol])] == [5]

@@ -108,7 +108,7 @@ async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Po
     assert await sink.stored_offsets("ticks") == {0: 7}
 
 
-async def test_failure_before_commit_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+async def test_failure_in_transaction_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     """The Redis step runs inside the transaction: if it fails, rows and offsets roll back."""
     source = f"pre-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
@@ -120,7 +120,7 @@ async def test_failure_before_commit_commits_nothing(timescale_pool: asyncpg.Poo
         raise RetryableError("redis", ConnectionError("refused"))
 
     with pytest.raises(RetryableError):
-        await sink.flush(before_commit=redis_down)
+        await sink.flush(in_transaction=redis_down)
     assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
     assert await sink.stored_offsets("ticks") == {}
     assert await sink.flush() == 1  # the buffer was kept for the retry
