@@ -145,7 +145,7 @@ async def test_apache_maintain_drops_chunks_older_than_the_retention_and_keeps_t
 ) -> None:
     conn, table = scratch_hypertable
     if await conn.fetchval("SELECT current_setting('timescaledb.license', true)") == "timescale":
-        pytest.skip("the community edition enforces retention with native policies (tested below)")
+        pytest.skip("timescale license: retention is enforced by native policies (tested below)")
     rules = [RetentionRule(table, "scratch", 30 * DAY)]
 
     dry = await maintain(migrated, dry_run=True, rules=rules)

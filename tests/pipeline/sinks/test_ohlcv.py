@@ -220,7 +220,7 @@ def apache_edition(edition: str) -> None:
 async def timescale_license(timescale_pool: asyncpg.Pool) -> None:
     license_setting = await timescale_pool.fetchval("SELECT current_setting('timescaledb.license', true)")
     if license_setting != "timescale":
-        pytest.skip(
+        pytest.skip(  # the license decides, never a missing service
             "native continuous aggregates need SHOW timescaledb.license = 'timescale'; "
             f"this server's license is {license_setting!r}"
         )
