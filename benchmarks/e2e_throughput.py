@@ -32,26 +32,14 @@ import uvloop
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 
 
 def bench_settings(base: Settings, run_id: str) -> Settings:
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={
-                    "ticks_topic": f"bench.{run_id}.ticks",
-                    "dead_letter_topic": f"bench.{run_id}.ticks.dlq",
-                    "events_topic": f"bench.{run_id}.events",
-                    "consumer_group": f"bench-{run_id}",
-                }
-            ),
-            "redis": base.redis.model_copy(update={"quote_key_prefix": f"bench:{run_id}:quote:"}),
-        }
-    )
+    return namespaced(base, f"bench.{run_id}")
 
 
 async def copy_ceiling(settings: Settings, config: SyntheticConfig, batch_rows: int) -> float:

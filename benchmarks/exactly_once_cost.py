@@ -24,41 +24,18 @@ import asyncpg
 import uvloop
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
-from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
-from nexanest.producers.publisher import TickPublisher
+from nexanest.producers.publisher import publish_feed
 
 
 def run_settings(base: Settings, name: str, *, exactly_once: bool) -> Settings:
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={
-                    "ticks_topic": f"bench.{name}.ticks",
-                    "dead_letter_topic": f"bench.{name}.ticks.dlq",
-                    "events_topic": f"bench.{name}.events",
-                    "consumer_group": f"bench-{name}",
-                }
-            ),
-            "redis": base.redis.model_copy(update={"quote_key_prefix": f"bench:{name}:quote:"}),
-            "consumer": base.consumer.model_copy(update={"exactly_once": exactly_once, "quote_rebuild_window_s": 0}),
-            "metrics": base.metrics.model_copy(update={"port": 0}),
-        }
-    )
+    return namespaced(base, f"bench.{name}", exactly_once=exactly_once, quote_rebuild_window_s=0)
 
 
 async def publish(settings: Settings, config: SyntheticConfig) -> None:
-    await ensure_topics(settings.kafka)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
-        await TickPublisher(producer, settings.kafka.ticks_topic, config.source).publish_all(
-            SyntheticFeed(config).ticks()
-        )
-    finally:
-        await producer.stop()
+    await publish_feed(settings.kafka, SyntheticFeed(config), config.source)
 
 
 async def ingest_rate(settings: Settings, expected: int) -> float:

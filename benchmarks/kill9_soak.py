@@ -28,7 +28,7 @@ import uvloop
 
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment, namespaced
 from nexanest.pipeline.verify import verify
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -37,31 +37,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def soak_settings(base: Settings, name: str) -> Settings:
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={
-                    "ticks_topic": f"soak.{name}.ticks",
-                    "dead_letter_topic": f"soak.{name}.ticks.dlq",
-                    "events_topic": f"soak.{name}.events",
-                    "consumer_group": f"soak-{name}",
-                }
-            ),
-        }
-    )
+    return namespaced(base, f"soak.{name}")
 
 
 def consumer_process(settings: Settings, name: str) -> subprocess.Popen[bytes]:
-    k = settings.kafka
     env = {
         **os.environ,
-        "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
-        "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
-        "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
-        "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
+        **namespace_environment(settings),
         "NEXANEST_KAFKA__GROUP_INSTANCE_ID": f"soak-{name}",
-        "NEXANEST_REDIS__QUOTE_KEY_PREFIX": f"soak:{name}:quote:",
-        "NEXANEST_METRICS__PORT": "0",
         "NEXANEST_LOG__LEVEL": "warning",
     }
     return subprocess.Popen(

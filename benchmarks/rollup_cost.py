@@ -40,48 +40,23 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.edition import detect_edition
-from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks.ohlcv import repair
 from nexanest.pipeline.sinks.timescale import ns_to_datetime
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
-from nexanest.producers.publisher import TickPublisher
+from nexanest.producers.publisher import publish_feed
 
 MODES = ("rollups_on", "rollups_off")
 RUN_SPACING_NS = 600 * 10**9
 
 
 def run_settings(base: Settings, name: str, *, rollups: bool) -> Settings:
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={
-                    "ticks_topic": f"bench.{name}.ticks",
-                    "dead_letter_topic": f"bench.{name}.ticks.dlq",
-                    "events_topic": f"bench.{name}.events",
-                    "consumer_group": f"bench-{name}",
-                }
-            ),
-            "redis": base.redis.model_copy(update={"quote_key_prefix": f"bench:{name}:quote:"}),
-            "consumer": base.consumer.model_copy(
-                update={"rollups": "pipeline" if rollups else "off", "quote_rebuild_window_s": 0}
-            ),
-            "metrics": base.metrics.model_copy(update={"port": 0}),
-        }
-    )
+    return namespaced(base, f"bench.{name}", rollups="pipeline" if rollups else "off", quote_rebuild_window_s=0)
 
 
 async def publish(settings: Settings, config: SyntheticConfig) -> None:
-    await ensure_topics(settings.kafka)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
-        await TickPublisher(producer, settings.kafka.ticks_topic, config.source).publish_all(
-            SyntheticFeed(config).ticks()
-        )
-    finally:
-        await producer.stop()
+    await publish_feed(settings.kafka, SyntheticFeed(config), config.source)
 
 
 async def ingest_rate(settings: Settings, expected: int) -> float:
@@ -121,7 +96,7 @@ async def clean_up(base: Settings, names: list[str], start_ns: int, end_ns: int)
     quotes = redis.Redis.from_url(base.redis.url.get_secret_value(), db=base.redis.db_quotes)
     try:
         for name in names:
-            keys = [k async for k in quotes.scan_iter(match=f"bench:{name}:*")]
+            keys = [k async for k in quotes.scan_iter(match=f"bench.{name}:*")]
             if keys:
                 await quotes.delete(*keys)
     finally:

@@ -89,6 +89,7 @@ class RedisSettings(BaseModel):
     db_analytics: int = Field(default=3, ge=0, le=15)  # analytics aggregations, bars
     db_notifications: int = Field(default=4, ge=0, le=15)  # notification queues
     quote_key_prefix: str = "quote:"
+    bar_key_prefix: str = "bar:"  # latest OHLCV bars, in db_analytics (pipeline rollups only)
     socket_timeout_s: float = Field(default=5.0, gt=0)
 
 
@@ -255,3 +256,40 @@ def load_settings(env_file: Path | None = None) -> Settings:
     if env_file is None:
         return Settings()
     return Settings(_env_file=env_file)  # type: ignore[call-arg]
+
+
+def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settings:
+    """A copy of ``settings`` with topics, consumer group and Redis quote keys of
+    its own (``<namespace>.ticks``, ``<namespace>.ticks.dlq``, ...), and no metrics
+    HTTP server: for tests, benchmarks and side-by-side runs that share one stack
+    but must not see each other's data. ``consumer`` overrides ConsumerSettings."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "ticks_topic": f"{namespace}.ticks",
+                    "dead_letter_topic": f"{namespace}.ticks.dlq",
+                    "events_topic": f"{namespace}.events",
+                    "consumer_group": namespace,
+                }
+            ),
+            "redis": settings.redis.model_copy(update={"quote_key_prefix": f"{namespace}:quote:"}),
+            "metrics": settings.metrics.model_copy(update={"port": 0}),
+            "consumer": settings.consumer.model_copy(update=consumer),
+        }
+    )
+
+
+def namespace_environment(settings: Settings) -> dict[str, str]:
+    """The ``NEXANEST_*`` variables that give a child ``nexanest`` process the same
+    topics, consumer group, quote keys and consumer options as ``settings``."""
+    k, c = settings.kafka, settings.consumer
+    return {
+        "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
+        "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
+        "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
+        "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
+        "NEXANEST_REDIS__QUOTE_KEY_PREFIX": settings.redis.quote_key_prefix,
+        "NEXANEST_METRICS__PORT": str(settings.metrics.port),
+        "NEXANEST_CONSUMER__QUOTE_REBUILD_WINDOW_S": str(c.quote_rebuild_window_s),
+    }

@@ -16,7 +16,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from nexanest.pipeline import metrics
+from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.settings import KafkaSettings
+from nexanest.pipeline.types import FeedAdapter
 from nexanest.schemas.ticks import Tick, encode_tick
 
 _log = get_logger(__name__)
@@ -78,3 +81,15 @@ class TickPublisher:
         finally:
             await self._producer.flush()
         return self.published
+
+
+async def publish_feed(settings: KafkaSettings, feed: FeedAdapter, source: str) -> int:
+    """Publish everything ``feed`` yields to the ticks topic (created if missing)
+    with a producer of its own; return the number of acknowledged ticks."""
+    await ensure_topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        return await TickPublisher(producer, settings.ticks_topic, source).publish_all(feed.ticks())
+    finally:
+        await producer.stop()

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as redis
 
 from nexanest.pipeline.migrate import migrate
-from nexanest.pipeline.settings import Settings, load_settings
+from nexanest.pipeline.settings import Settings, load_settings, namespaced
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_PORTS = {"postgres": 5432, "timescaledb": 5433, "redis": 6379, "kafka": 9092}
@@ -69,24 +69,10 @@ def test_id() -> str:
 
 @pytest.fixture
 def isolated(migrated: Settings, test_id: str) -> Settings:
-    """Settings with this test's own topics, group and Redis key prefix."""
-    return migrated.model_copy(
-        update={
-            "kafka": migrated.kafka.model_copy(
-                update={
-                    "ticks_topic": f"test.{test_id}.ticks",
-                    "dead_letter_topic": f"test.{test_id}.ticks.dlq",
-                    "events_topic": f"test.{test_id}.events",
-                    "consumer_group": f"test-{test_id}",
-                }
-            ),
-            "redis": migrated.redis.model_copy(update={"quote_key_prefix": f"test:{test_id}:quote:"}),
-            "metrics": migrated.metrics.model_copy(update={"port": 0}),
-            # Other tests' recent ticks share symbol names; rebuilding quotes from
-            # them would mix them into this test's keys (tested on its own).
-            "consumer": migrated.consumer.model_copy(update={"quote_rebuild_window_s": 0.0}),
-        }
-    )
+    """Settings with this test's own topics, group and Redis key prefix. Other
+    tests' recent ticks share symbol names, so quotes are not rebuilt from them
+    into this test's keys (the rebuild is tested on its own)."""
+    return namespaced(migrated, f"test.{test_id}", quote_rebuild_window_s=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +88,9 @@ async def timescale_pool(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
 async def quotes_redis(migrated: Settings, test_id: str) -> AsyncIterator[redis.Redis]:
     client = redis.Redis.from_url(migrated.redis.url.get_secret_value(), db=migrated.redis.db_quotes)
     yield client
-    keys = [k async for k in client.scan_iter(match=f"test:{test_id}:*")]
+    keys = []
+    for pattern in (f"test:{test_id}:*", f"test.{test_id}:*"):
+        keys += [k async for k in client.scan_iter(match=pattern)]
     if keys:
         await client.delete(*keys)
     await client.aclose()

@@ -21,20 +21,14 @@ from nexanest.pipeline.sinks.dead_letter import HEADER_OFFSET, HEADER_REASON
 from nexanest.pipeline.sinks.redis_quotes import read_quote
 from nexanest.pipeline.sinks.timescale import e9_to_decimal
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
-from nexanest.producers.publisher import TickPublisher
+from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import Tick, encode_tick, format_e9
 
 pytestmark = pytest.mark.integration
 
 
 async def publish(settings: Settings, feed: SyntheticFeed) -> int:
-    await ensure_topics(settings.kafka)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
-        return await TickPublisher(producer, settings.kafka.ticks_topic, feed.config.source).publish_all(feed.ticks())
-    finally:
-        await producer.stop()
+    return await publish_feed(settings.kafka, feed, feed.config.source)
 
 
 async def committed_and_end_offsets(settings: Settings) -> tuple[dict[int, int | None], dict[int, int]]:

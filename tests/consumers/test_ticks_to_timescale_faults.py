@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.runner import IngestLoop
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.pipeline.verify import verify
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
-from nexanest.producers.publisher import TickPublisher
+from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import encode_tick
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -48,15 +48,7 @@ def feed_config(test_id: str, count: int, *, rate: float = 50_000, paced: bool =
 
 
 async def publish(settings: Settings, config: SyntheticConfig) -> int:
-    await ensure_topics(settings.kafka)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
-        return await TickPublisher(producer, settings.kafka.ticks_topic, config.source).publish_all(
-            SyntheticFeed(config).ticks()
-        )
-    finally:
-        await producer.stop()
+    return await publish_feed(settings.kafka, SyntheticFeed(config), config.source)
 
 
 async def assert_exactly_once(
@@ -79,20 +71,7 @@ async def assert_exactly_once(
 
 
 def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
-    k = settings.kafka
-    env = {
-        **os.environ,
-        "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
-        "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
-        "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
-        "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
-        "NEXANEST_REDIS__QUOTE_KEY_PREFIX": settings.redis.quote_key_prefix,
-        "NEXANEST_METRICS__PORT": "0",
-        "NEXANEST_CONSUMER__QUOTE_REBUILD_WINDOW_S": "0",
-        "NEXANEST_LOG__LEVEL": "warning",
-    }
-    env.update(extra)
-    return env
+    return {**os.environ, **namespace_environment(settings), "NEXANEST_LOG__LEVEL": "warning", **extra}
 
 
 def start_consumer(settings: Settings, *, until_idle_s: float = 3.0, **extra: str) -> subprocess.Popen[bytes]:
