@@ -18,6 +18,7 @@ from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
 from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.sinks.bar_cache import BarCacheSink
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
 from nexanest.pipeline.sinks.indices import IndexSink
 from nexanest.pipeline.sinks.ohlcv import resolve_rollups
@@ -58,6 +59,16 @@ def open_quotes_redis(settings: Settings) -> redis.Redis:
     )
 
 
+def open_analytics_redis(settings: Settings) -> redis.Redis:
+    r = settings.redis
+    return redis.Redis.from_url(
+        r.url.get_secret_value(),
+        db=r.db_analytics,
+        socket_timeout=r.socket_timeout_s,
+        socket_connect_timeout=r.socket_timeout_s,
+    )
+
+
 async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
     """Run until ``stop`` is set or the topic has been idle for ``until_idle_s``."""
     kafka = settings.kafka
@@ -86,6 +97,12 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         if settings.indices
         else None
     )
+    # The latest bars go to Redis only when this process keeps them (pipeline
+    # rollups): they are the merged rows its own upserts return.
+    analytics_redis = open_analytics_redis(settings) if rollups == "pipeline" else None
+    bar_cache = (
+        BarCacheSink(analytics_redis, timescale, settings.redis.bar_key_prefix) if analytics_redis is not None else None
+    )
     listener = ResumeFromDatabase(consumer, timescale, kafka.ticks_topic, settings.retry)
     consumer.subscribe([kafka.ticks_topic], listener=listener)
     events = EventEmitter(COMPONENT, pool=pool, producer=producer, topic=kafka.events_topic)
@@ -98,7 +115,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         batch=settings.batch,
         retry=settings.retry,
         listener=listener,
-        after_commit=[indices] if indices is not None else [],
+        after_commit=[s for s in (indices, bar_cache) if s is not None],
         monitor=BatchMonitor(events, settings.events, topic=kafka.ticks_topic, group=kafka.consumer_group),
     )
     try:
@@ -145,4 +162,6 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         await consumer.stop()
         await producer.stop()
         await quotes_redis.aclose()
+        if analytics_redis is not None:
+            await analytics_redis.aclose()
         await pool.close()

@@ -259,7 +259,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
 
 
 def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settings:
-    """A copy of ``settings`` with topics, consumer group and Redis quote keys of
+    """A copy of ``settings`` with topics, consumer group and Redis quote and bar keys of
     its own (``<namespace>.ticks``, ``<namespace>.ticks.dlq``, ...), and no metrics
     HTTP server: for tests, benchmarks and side-by-side runs that share one stack
     but must not see each other's data. ``consumer`` overrides ConsumerSettings."""
@@ -273,7 +273,9 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
                     "consumer_group": namespace,
                 }
             ),
-            "redis": settings.redis.model_copy(update={"quote_key_prefix": f"{namespace}:quote:"}),
+            "redis": settings.redis.model_copy(
+                update={"quote_key_prefix": f"{namespace}:quote:", "bar_key_prefix": f"{namespace}:bar:"}
+            ),
             "metrics": settings.metrics.model_copy(update={"port": 0}),
             "consumer": settings.consumer.model_copy(update=consumer),
         }
@@ -290,6 +292,7 @@ def namespace_environment(settings: Settings) -> dict[str, str]:
         "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
         "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
         "NEXANEST_REDIS__QUOTE_KEY_PREFIX": settings.redis.quote_key_prefix,
+        "NEXANEST_REDIS__BAR_KEY_PREFIX": settings.redis.bar_key_prefix,
         "NEXANEST_METRICS__PORT": str(settings.metrics.port),
         "NEXANEST_CONSUMER__QUOTE_REBUILD_WINDOW_S": str(c.quote_rebuild_window_s),
     }

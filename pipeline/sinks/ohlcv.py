@@ -254,7 +254,40 @@ ON CONFLICT (symbol, bucket) DO UPDATE SET
     trade_count = r.trade_count + EXCLUDED.trade_count,
     pv = r.pv + EXCLUDED.pv
 """
-_UPSERTS: Final[Mapping[Resolution, str]] = {r: _UPSERT.format(table=ROLLUP_TABLES[r]) for r in RESOLUTIONS}
+# The upsert as a data-modifying CTE whose RETURNING gives the merged rows as
+# stored (the batch's partial bar folded into what was there), of which only the
+# latest bucket per symbol leaves the server: what the Redis bar cache keeps.
+# The view's columns, vwap computed as the views do.
+_UPSERT_RETURNING_LATEST: Final = f"""
+WITH merged AS (
+{_UPSERT}
+RETURNING symbol, bucket, open, high, low, close, volume, trade_count,
+          (pv / NULLIF(volume, 0))::NUMERIC(20, 9) AS vwap
+)
+SELECT DISTINCT ON (symbol) symbol, bucket, open, high, low, close, volume, trade_count, vwap
+  FROM merged
+ ORDER BY symbol, bucket DESC
+"""
+_UPSERTS: Final[Mapping[Resolution, str]] = {
+    r: _UPSERT_RETURNING_LATEST.format(table=ROLLUP_TABLES[r]) for r in RESOLUTIONS
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBar:
+    """A bar as the rollup table holds it after a batch's merge (the ``ohlcv_*``
+    views' columns); ``vwap`` is None for a bar of zero volume."""
+
+    resolution: Resolution
+    symbol: str
+    bucket: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trade_count: int
+    vwap: Decimal | None
 
 
 def _columns(bars: Bars) -> list[list[Any]]:
@@ -278,14 +311,21 @@ def _columns(bars: Bars) -> list[list[Any]]:
     ]
 
 
-async def upsert_bars(conn: asyncpg.Connection, minute: Bars) -> None:
+async def upsert_bars(conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
     """Merge a batch's 1m bars, and the coarser bars folded from them, into the
     rollup tables: one statement per resolution, in the caller's transaction,
-    always 1m first (the same table order as ``repair``'s lock)."""
+    always 1m first (the same table order as ``repair``'s lock).
+
+    Returns, per resolution, the latest bar of each symbol the batch touched, as
+    merged and stored (not the batch's partial bar). They are only true once the
+    caller's transaction commits."""
     if not minute:
-        return
+        return []
+    out: list[StoredBar] = []
     for resolution, bars in all_resolutions(minute).items():
-        await conn.execute(_UPSERTS[resolution], *_columns(bars))
+        rows = await conn.fetch(_UPSERTS[resolution], *_columns(bars))
+        out.extend(StoredBar(resolution, *r) for r in rows)
+    return out
 
 
 async def resolve_rollups(conn: Any, setting: RollupSetting) -> RollupMode:

@@ -20,7 +20,7 @@ import asyncpg
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RetryableError
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
-from nexanest.pipeline.sinks.ohlcv import Bars, minute_bars, minute_bars_of_ticks, upsert_bars
+from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, minute_bars, minute_bars_of_ticks, upsert_bars
 from nexanest.schemas.ticks import Tick
 
 #: The columns the sink writes, in COPY order (the encoder defines them).
@@ -116,7 +116,9 @@ class TimescaleSink:
     With ``rollups=True`` the same transaction also merges the bars of the
     rows it inserted into the OHLCV rollup tables (whatever ``table`` is), so
     bars commit exactly when their ticks do; a tick skipped as a duplicate adds
-    nothing to them.
+    nothing to them. The merged bars the upsert returned (latest per symbol and
+    resolution) are handed out of the committed transaction by
+    ``take_flushed_bars`` (for the Redis bar cache, an after-commit sink).
     """
 
     name = "timescale"
@@ -143,6 +145,7 @@ class TimescaleSink:
         self._rows: list[TickEntry] = []
         self._offsets: dict[TopicPartition, int] = {}
         self._generations: dict[TopicPartition, int] = {}
+        self._flushed_bars: list[StoredBar] = []
 
     def write(self, rows: Sequence[TickEntry]) -> None:
         """Buffer ``(tick, partition, offset)`` entries: the COPY stream is encoded
@@ -196,17 +199,18 @@ class TimescaleSink:
         if not self._rows and not self._offsets:
             if in_transaction is not None:
                 await in_transaction()
+            self._flushed_bars = []
             return 0
         started = time.perf_counter()
         # Aggregated before taking a connection: no CPU work inside the transaction.
         bars = minute_bars_of_ticks(self._rows) if self._rollups else None
         try:
             try:
-                written = await self._write(in_transaction, skip_duplicates=False, bars=bars)
+                written, stored = await self._write(in_transaction, skip_duplicates=False, bars=bars)
             except asyncpg.UniqueViolationError:
                 # Some tick of this batch is stored already (a feed adapter's retry,
                 # a DLQ replay): redo the batch, skipping what exists.
-                written = await self._write(in_transaction, skip_duplicates=True, bars=None)
+                written, stored = await self._write(in_transaction, skip_duplicates=True, bars=None)
                 metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
         except RETRYABLE_DB_ERRORS as exc:
             raise RetryableError("timescaledb", exc) from exc
@@ -214,13 +218,23 @@ class TimescaleSink:
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
         self._rows = []
         self._offsets = {}
+        # Committed: only now are the merged bars true (a rolled-back attempt's are dropped).
+        self._flushed_bars = stored
         return written
+
+    def take_flushed_bars(self) -> list[StoredBar]:
+        """The merged bars the last successful ``flush`` committed (latest per symbol
+        and resolution among those its batch touched; empty without rollups), once:
+        a second call returns nothing until the next flush."""
+        bars, self._flushed_bars = self._flushed_bars, []
+        return bars
 
     async def _write(
         self, in_transaction: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool, bars: Bars | None
-    ) -> int:
-        """One transaction. ``bars``: the batch's 1m bars for the COPY path; the
-        duplicate path aggregates the rows its INSERT returns instead."""
+    ) -> tuple[int, list[StoredBar]]:
+        """One transaction; returns the rows written and the merged bars. ``bars``:
+        the batch's 1m bars for the COPY path; the duplicate path aggregates the
+        rows its INSERT returns instead."""
         entries = self._rows
         # The rare duplicate path inserts typed rows; the hot path COPYs pre-encoded bytes.
         columns = list(map(list, zip(*(stock_price_row(*e) for e in entries), strict=True))) if skip_duplicates else []
@@ -231,6 +245,7 @@ class TimescaleSink:
                 # database work; if it fails, nothing has been written yet.
                 await in_transaction()
             written = 0
+            stored: list[StoredBar] = []
             if entries and skip_duplicates and self._rollups:
                 inserted = await conn.fetch(self._insert_skipping_duplicates, *columns)
                 written = len(inserted)
@@ -242,10 +257,10 @@ class TimescaleSink:
                 await conn.copy_to_table(self._table, source=data, columns=COLUMNS, format="binary")
                 written = len(entries)
             if bars:
-                await upsert_bars(conn, bars)
+                stored = await upsert_bars(conn, bars)
             if self._offsets and self._exactly_once:
                 await self._advance_fenced(conn)
-        return written
+        return written, stored
 
     async def _advance_fenced(self, conn: asyncpg.Connection) -> None:
         items = list(self._offsets.items())
@@ -283,3 +298,4 @@ class TimescaleSink:
         """The pool belongs to the caller; nothing buffered survives a close."""
         self.discard()
         self._generations = {}
+        self._flushed_bars = []
