@@ -137,6 +137,28 @@ class BatchMonitor:
     def lag_high(self) -> bool:
         return self._lag_high
 
+    async def batch_failed(self, step: str, error: str) -> None:
+        """The first failure of a batch write (the loop retries it until it succeeds)."""
+        await self._events.emit(
+            "batch_failed",
+            f"batch write to {step} failed, retrying with backoff: {error[:300]}",
+            Severity.WARNING,
+            step=step,
+            error=error[:500],
+            **self._context,
+        )
+
+    async def batch_recovered(self, step: str, retries: int, outage_s: float) -> None:
+        await self._events.emit(
+            "batch_recovered",
+            f"batch write to {step} succeeded after {retries} retries ({outage_s:.1f}s)",
+            Severity.INFO,
+            step=step,
+            retries=retries,
+            outage_s=round(outage_s, 3),
+            **self._context,
+        )
+
     async def after_batch(
         self,
         *,

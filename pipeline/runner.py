@@ -311,17 +311,25 @@ class IngestLoop:
         not abandon the batch (the data in hand is written before the loop
         exits); a second one ends the process from the signal handler."""
         backoff = self._retry.initial_backoff_s
+        failures, failed_at = 0, 0.0
         while True:
             try:
                 await step()
             except RetryableError as exc:
                 self.stats.retries += 1
                 metrics.RETRIES.labels(exc.service).inc()
+                if failures == 0:
+                    failed_at = time.monotonic()
+                    if self._monitor is not None:  # one batch_failed event per outage, not per retry
+                        await self._monitor.batch_failed(service, str(exc))
+                failures += 1
                 delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not crypto
                 _log.warning("batch_retry", step=service, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self._retry.max_backoff_s)
             else:
+                if failures and self._monitor is not None:
+                    await self._monitor.batch_recovered(service, failures, time.monotonic() - failed_at)
                 return
 
     async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:

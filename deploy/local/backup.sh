@@ -29,5 +29,12 @@ dump() {
 for db in auth portfolio analytics notifications; do dump 5432 "$db"; done
 dump 5433 timescale
 (cd "$dest" && sha256sum ./*.dump >SHA256SUMS)
-log "backup written to $dest ($(du -sh "$dest" | cut -f1))"
+size=$(du -sh "$dest" | cut -f1)
+# Record a backup_done system event (table only; the shell has no Kafka client).
+pg_sql 5433 timescale -v dest="$dest" -v size="$size" -v host="$(hostname)" <<'SQL' || log "could not record the backup_done event"
+INSERT INTO system_events (time, event_id, component, event_type, severity, message, host, details)
+VALUES (now(), gen_random_uuid(), 'ops.backup', 'backup_done', 'info', 'backup written to ' || :'dest', :'host',
+        jsonb_build_object('path', :'dest', 'size', :'size'));
+SQL
+log "backup written to $dest ($size)"
 echo "$dest"

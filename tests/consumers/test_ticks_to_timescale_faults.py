@@ -195,6 +195,14 @@ async def test_consumer_rides_out_a_service_restart(
     if service == "timescaledb":
         await timescale_pool.expire_connections()
     await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
+    if service in ("timescaledb", "redis"):
+        # The outage is reported as events: batch_failed (in the table unless the
+        # table itself was down) and batch_recovered once the write went through.
+        recovered = await timescale_pool.fetchval(
+            "SELECT count(*) FROM system_events WHERE event_type = 'batch_recovered' AND details->>'group' = $1",
+            isolated.kafka.consumer_group,
+        )
+        assert recovered >= 1
 
 
 # -- rebalances -----------------------------------------------------------------
