@@ -46,6 +46,7 @@ from typing import Any
 
 import asyncpg
 import uvloop
+from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
@@ -251,8 +252,4 @@ if __name__ == "__main__":
     parser.add_argument("--output", type=Path, default=None, help="JSON file (default benchmarks/results/<time>.json)")
     args = parser.parse_args()
     result = uvloop.run(main(args))  # the event loop the `nexanest` command uses
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = args.output or Path(__file__).parent / "results" / f"chunk_sizing-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    print_and_save("chunk_sizing", result, args.output)

@@ -31,7 +31,6 @@ the owner role and dropped at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -43,6 +42,7 @@ from typing import Any
 
 import asyncpg
 import uvloop
+from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_HEADER, COPY_TRAILER, StockPriceCopyEncoder
@@ -236,8 +236,4 @@ if __name__ == "__main__":
     parser.add_argument("--output", type=Path, default=None, help="JSON file (default benchmarks/results/<time>.json)")
     args = parser.parse_args()
     result = uvloop.run(main(args))  # the event loop the `nexanest` command uses
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = args.output or Path(__file__).parent / "results" / f"copy_encoding-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    print_and_save("copy_encoding", result, args.output)

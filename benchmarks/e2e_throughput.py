@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
+from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
@@ -123,8 +123,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
     result = uvloop.run(main(args))  # the event loop the `nexanest` command uses
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = args.output or Path(__file__).parent / "results" / f"e2e_throughput-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    print_and_save("e2e_throughput", result, args.output)

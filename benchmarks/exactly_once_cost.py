@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import uvloop
+from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.log import configure_logging
@@ -88,8 +87,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
     result = uvloop.run(main(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = Path(__file__).parent / "results" / f"exactly_once_cost-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    print_and_save("exactly_once_cost", result, None)

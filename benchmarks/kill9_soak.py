@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
+from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
@@ -136,9 +136,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
     result = uvloop.run(main(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = Path(__file__).parent / "results" / f"kill9_soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    print_and_save("kill9_soak", result, None)
     sys.exit(0 if result["ok"] else 1)

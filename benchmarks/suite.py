@@ -80,7 +80,7 @@ from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consume
 from nexanest.pipeline import metrics
 from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -206,14 +206,9 @@ class Bench:
 
     def env(self, settings: Settings) -> dict[str, str]:
         """Environment for a ``nexanest`` subprocess running with ``settings``."""
-        k = settings.kafka
         return {
             **os.environ,
-            "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
-            "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
-            "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
-            "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
-            "NEXANEST_REDIS__QUOTE_KEY_PREFIX": settings.redis.quote_key_prefix,
+            **namespace_environment(settings),
             "NEXANEST_METRICS__PORT": "0",
             "NEXANEST_LOG__LEVEL": "warning",
         }

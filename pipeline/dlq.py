@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -58,7 +58,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline.errors import PipelineError
-from nexanest.pipeline.kafka import make_producer
+from nexanest.pipeline.kafka import consumer_options, make_producer
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import KafkaSettings, Settings
 from nexanest.pipeline.sinks.dead_letter import (
@@ -69,16 +69,14 @@ from nexanest.pipeline.sinks.dead_letter import (
     HEADER_REJECTED_NS,
     HEADER_TOPIC,
 )
-from nexanest.pipeline.topic_reader import BoundedReader, topic_partitions
+from nexanest.pipeline.topic_reader import BoundedReader, Progress, ProgressThrottle, topic_partitions
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick
 
 HEADER_REPLAYED_FROM: Final = "nexanest.replayed_from"
 
-Progress = Callable[[str], None]
 
 _log = get_logger(__name__)
-_PROGRESS_EVERY_S: Final = 2.0
 _STALL_TIMEOUT_S: Final = 60.0
 _PASSED_OVER_SINCE: Final = "rejected before --since"
 _PASSED_OVER_REPEAT: Final = "same origin as a dead letter re-published before it"
@@ -229,17 +227,6 @@ def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
     )
 
 
-class _Throttle:
-    def __init__(self, emit: Progress | None) -> None:
-        self._emit = emit
-        self._last = time.monotonic()
-
-    def __call__(self, message: str) -> None:
-        if self._emit is not None and time.monotonic() - self._last >= _PROGRESS_EVERY_S:
-            self._emit(message)
-            self._last = time.monotonic()
-
-
 # -- inspect ------------------------------------------------------------------------
 
 
@@ -295,7 +282,7 @@ async def _inspect(settings: Settings, limit: int, progress: Progress | None) ->
     kafka = settings.kafka
     report = InspectReport(kafka.dead_letter_topic, kafka.dlq_replay_group)
     done = await replay_progress(kafka)
-    throttle = _Throttle(progress)
+    throttle = ProgressThrottle(progress)
     async with BoundedReader(kafka, kafka.dead_letter_topic, client_suffix="dlq-inspect") as reader:
         report.truncated_partitions = sorted(p for p, r in reader.ranges.items() if r.truncated)
         total = reader.total
@@ -458,17 +445,7 @@ async def replay(
     await topic_partitions(kafka, kafka.ticks_topic)
     selected = None if reasons is None else sorted(set(reasons))
     report = ReplayReport(kafka.dead_letter_topic, kafka.ticks_topic, dry_run, selected, since_ns)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=f"{kafka.client_id}-dlq-replay",
-        group_id=kafka.dlq_replay_group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        fetch_max_bytes=kafka.fetch_max_bytes,
-        max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
+    consumer = AIOKafkaConsumer(group_id=kafka.dlq_replay_group, **consumer_options(kafka, "dlq-replay"))
     assignment = _Assignment()
     consumer.subscribe([kafka.dead_letter_topic], listener=assignment)
     producer = None if dry_run else make_producer(kafka, client_suffix="dlq-replay")
@@ -477,7 +454,7 @@ async def replay(
         if producer is not None:
             await producer.start()
         await consumer.start()
-        await replayer.run(_Throttle(progress))
+        await replayer.run(ProgressThrottle(progress))
     except KafkaError as exc:
         raise PipelineError(f"dlq replay: Kafka failed: {exc!r}") from exc
     finally:
@@ -519,7 +496,7 @@ class _Replayer:
         #: Origins re-published by this run: a record the consumer dead-lettered twice goes out once.
         self._republished: set[tuple[str, int | None, int]] = set()
 
-    async def run(self, throttle: _Throttle) -> None:
+    async def run(self, throttle: ProgressThrottle) -> None:
         consumer, assignment = self._consumer, self._assignment
         last_progress = time.monotonic()
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -31,21 +32,30 @@ def make_producer(settings: KafkaSettings, *, client_suffix: str = "producer") -
     )
 
 
+def consumer_options(settings: KafkaSettings, client_suffix: str) -> dict[str, Any]:
+    """What every consumer of the pipeline shares: no auto-commit, committed
+    transactions only, bounded fetches. Callers add their group."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-{client_suffix}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "fetch_max_bytes": settings.fetch_max_bytes,
+        "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+
+
 def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
+    """The ticks consumer: a member of ``group_id`` (default: the consumer group)."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-consumer",
         group_id=group_id or settings.consumer_group,
         group_instance_id=settings.group_instance_id,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        fetch_max_bytes=settings.fetch_max_bytes,
-        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
-        request_timeout_ms=settings.request_timeout_ms,
+        **consumer_options(settings, "consumer"),
     )
 
 

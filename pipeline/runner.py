@@ -227,21 +227,21 @@ class IngestLoop:
         for r in rejected:
             stats.rejected_by_reason[r.reason] = stats.rejected_by_reason.get(r.reason, 0) + 1
         metrics.BATCH_SIZE.observe(count)
-        assigned = self._consumer.assignment()
         for tp in next_offsets:
             metrics.TICKS_CONSUMED.labels(tp.topic).inc(len(records[tp]))
-            # The group may have rebalanced while the batch was written.
-            highwater = self._consumer.highwater(tp) if tp in assigned else None
-            if highwater is not None:
-                lag = highwater - next_offsets[tp]
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+        # The group may have rebalanced while the batch was written: lag is
+        # taken once, over what is assigned now, for the gauge and the monitor.
+        assigned = self._consumer.assignment()
+        lags = await self._assigned_lags(assigned)
+        for (topic, partition), lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         if self._monitor is not None:  # dlq_burst / lag_high events
             reasons: dict[str, int] = {}
             for r in rejected:
                 reasons[r.reason] = reasons.get(r.reason, 0) + 1
             await self._monitor.after_batch(
                 rejected_by_reason=reasons,
-                lags=await self._assigned_lags(assigned),
+                lags=lags,
                 assigned={(tp.topic, tp.partition) for tp in assigned},
             )
         _log.debug("batch_ingested", rows=len(rows), rejected=len(rejected), partitions=len(next_offsets))

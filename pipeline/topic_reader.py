@@ -11,7 +11,7 @@ opened later sees a superset.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -20,10 +20,28 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
+from nexanest.pipeline.kafka import consumer_options
 from nexanest.pipeline.settings import KafkaSettings
 
 #: Records per ``getmany``: bounds the memory of one batch, like the consumer's ``batch.max_rows``.
 DEFAULT_BATCH_RECORDS = 5_000
+
+#: A progress callback for long reads (the CLI prints to stderr; tests pass none).
+Progress = Callable[[str], None]
+
+
+class ProgressThrottle:
+    """Calls ``emit`` at most every ``every_s`` seconds: long reads report, short ones stay quiet."""
+
+    def __init__(self, emit: Progress | None, every_s: float = 2.0) -> None:
+        self._emit = emit
+        self._every_s = every_s
+        self._last = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if self._emit is not None and time.monotonic() - self._last >= self._every_s:
+            self._emit(message)
+            self._last = time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +113,7 @@ class BoundedReader:
         self._from_ms = from_ms
         self._batch_records = batch_records
         self._stall_timeout_s = stall_timeout_s
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            client_id=f"{kafka.client_id}-{client_suffix}",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            fetch_max_bytes=kafka.fetch_max_bytes,
-            max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
-            request_timeout_ms=kafka.request_timeout_ms,
-        )
+        self._consumer = AIOKafkaConsumer(group_id=None, **consumer_options(kafka, client_suffix))
         #: Per partition, what ``batches`` will read; filled by ``open``.
         self.ranges: dict[int, PartitionRange] = {}
         #: Records yielded so far.

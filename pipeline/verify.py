@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -59,14 +59,11 @@ from aiokafka.errors import KafkaError
 
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.topic_reader import BoundedReader
+from nexanest.pipeline.topic_reader import BoundedReader, Progress, ProgressThrottle
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick, decode_tick, format_e9
 
-Progress = Callable[[str], None]
-
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_PROGRESS_EVERY_S: Final = 2.0
 _DB_PREFETCH: Final = 10_000
 
 # -- time arguments -------------------------------------------------------------
@@ -256,19 +253,6 @@ class VerifyReport:
 # -- verify -------------------------------------------------------------------------
 
 
-class _Throttle:
-    """Calls ``emit`` at most every few seconds; long reads report, short ones stay quiet."""
-
-    def __init__(self, emit: Progress | None) -> None:
-        self._emit = emit
-        self._last = time.monotonic()
-
-    def __call__(self, message: str) -> None:
-        if self._emit is not None and time.monotonic() - self._last >= _PROGRESS_EVERY_S:
-            self._emit(message)
-            self._last = time.monotonic()
-
-
 async def verify(
     settings: Settings,
     topic: str,
@@ -328,7 +312,7 @@ async def _read_kafka(
     slack_ms = int(settings.validation.max_future_s * 1_000) + 1_000
     seqs: dict[str, set[int]] = {}
     partitions, symbols, invalid = report.partitions, report.symbols, report.invalid
-    throttle = _Throttle(progress)
+    throttle = ProgressThrottle(progress)
     async with BoundedReader(
         settings.kafka, report.topic, from_ms=report.from_ns // 1_000_000 - slack_ms, client_suffix="verify"
     ) as reader:
@@ -395,7 +379,7 @@ async def _read_db(settings: Settings, report: VerifyReport, progress: Progress 
     from_dt = _EPOCH + timedelta(microseconds=report.from_ns // 1_000)
     to_dt = _EPOCH + timedelta(microseconds=report.to_ns // 1_000)
     partitions, symbols = report.partitions, report.symbols
-    throttle = _Throttle(progress)
+    throttle = ProgressThrottle(progress)
     rows = 0
     try:
         async with conn.transaction(readonly=True):
