@@ -250,15 +250,17 @@ class IngestLoop:
         """Lag of every assigned partition that has been fetched from, not only of
         those in this batch (a partition drained early must not hide one not yet
         read). A fetched partition has a valid position, so ``position`` does not
-        wait; the timeout only guards the rare reset of an out-of-range offset."""
+        wait; the timeout only guards the rare reset of an out-of-range offset.
+        A rebalance can run during those awaits: a partition it took away is
+        skipped (aiokafka asserts on it), not an error."""
         lags: dict[tuple[str, int], int] = {}
         for tp in assigned:
-            highwater = self._consumer.highwater(tp)
-            if highwater is None:
-                continue
             try:
+                highwater = self._consumer.highwater(tp)
+                if highwater is None:
+                    continue
                 position = await asyncio.wait_for(self._consumer.position(tp), 0.05)
-            except (TimeoutError, IllegalStateError, KafkaError):
+            except (AssertionError, TimeoutError, IllegalStateError, KafkaError):
                 continue
             lags[(tp.topic, tp.partition)] = max(0, highwater - position)
         return lags
