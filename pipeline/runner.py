@@ -1,34 +1,44 @@
-"""The consumer loop: fetch a batch, validate, write every sink, then commit.
+"""The consumer loop: take records, publish quotes, write the batch, commit.
 
-The loop owns the offsets; the sinks own the data. Per batch, in this order:
+The loop owns the offsets; the sinks own the data. Two things run at once, so
+that neither the quotes nor the fetch wait for the database:
 
-1. ``getmany`` up to ``batch.max_rows`` records;
-2. decode and validate each (bad ones become ``Rejected`` rows, never raise);
-3. flush the dead-letter sink (rejected records are safe in Kafka before their
-   offsets can move);
-4. one TimescaleDB transaction: update the Redis quotes, COPY the rows (and
-   merge their OHLCV bars), move this consumer's offsets (checked against its
-   partition claims), COMMIT;
-5. flush the ``after_commit`` sinks (derived data such as market indices), each
-   with the same retry: they run only once the ticks are durable and never
-   roll them back; a fenced batch is discarded from them too;
-6. commit the offsets to Kafka too (for lag tooling; the consumer resumes from
-   TimescaleDB's copy), and hand the batch's dead-letter count and lag to the
-   optional ``BatchMonitor`` (``dlq_burst`` and ``lag_high`` system events).
+* **Taking** (the loop itself): ``getmany`` up to the room left in the next
+  batch; decode and validate each record (bad ones become ``Rejected`` rows,
+  never raise); publish the latest quote of each symbol to Redis at once (one
+  round trip); add the rest to the next batch.
+* **Writing** (one task at a time, batch after batch, in order): flush the
+  dead-letter sink (rejected records are safe in Kafka before their offsets can
+  move); one TimescaleDB transaction: COPY the rows (and merge their OHLCV
+  bars), move this consumer's offsets (checked against its partition claims),
+  COMMIT; flush the ``after_commit`` sinks (derived data such as market
+  indices, only once the ticks are durable, never rolling them back); commit the
+  offsets to Kafka too (for lag tooling; the consumer resumes from
+  TimescaleDB's copy); hand the batch's dead-letter count and lag to the
+  optional ``BatchMonitor`` (``dlq_burst`` and ``lag_high`` system events).
 
-Exactly once: a crash before step 4 commits leaves neither rows nor offsets, so
-the batch is read again; a crash after it finds the offsets stored with the
-rows, so it is not. Redis is updated first inside the transaction, so a fresh
-quote waits for no database work: a quote can run ahead of the table by one
-uncommitted batch (which Kafka holds and will replay) but never behind it, and
-re-applying a tick is a no-op.
+A write starts as soon as the one before it has finished, with everything taken
+meanwhile: batches grow with the load (up to ``batch.max_rows``) and shrink when
+it is light, so the table is as fresh as the database allows, and the decoding
+of one batch overlaps the database's work on the one before. Memory stays
+bounded by two batches: when the next batch is full and the write before it is
+still running (a slow or stalled database, retries), the loop stops fetching.
 
-A retryable failure retries the batch with jittered exponential backoff; no new
-records are fetched meanwhile, so memory stays bounded by one batch. Because
-the loop commits before it fetches again, a rebalance (which aiokafka runs
-inside ``getmany``) never finds uncommitted work. A batch fenced out of a
-partition (another consumer claimed it) is discarded and every partition in it
-re-read from where the batch started (see ``_on_fenced``).
+Exactly once: a crash before a batch's transaction commits leaves neither its
+rows nor its offsets, so it is read again; a crash after it finds the offsets
+stored with the rows, so it is not. A quote is published before its tick is
+written: it can run ahead of the table by the batches in hand (which Kafka
+holds and will replay) but never behind it, and re-applying a tick is a no-op
+(the quote script only moves a quote forward in tick time). A Redis outage
+holds up taking (quotes are retried, the write in flight finishes); a database
+outage holds up writing (the batch is retried with jittered exponential
+backoff, and taking stops at the bound above).
+
+A batch fenced out of a partition (another consumer claimed it) is discarded,
+with the batch taken behind it, and every partition in them is re-read from
+where the fenced batch started (see ``_on_fenced``). aiokafka runs rebalances
+concurrently with the loop; records of a partition not yet claimed are left to
+be read again after the claim.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -126,6 +137,21 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
         return resumed
 
 
+@dataclass
+class _Batch:
+    """Records taken from Kafka and validated, waiting for (or in) their write."""
+
+    rows: list[TickEntry] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: Per partition: the first offset taken (where a discarded batch is re-read
+    #: from), the offset after the last one, and how many records were taken.
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    taken: dict[TopicPartition, int] = field(default_factory=dict)
+    count: int = 0
+
+
 class IngestLoop:
     def __init__(
         self,
@@ -153,35 +179,87 @@ class IngestLoop:
         self._batch = batch
         self._retry = retry
         self._clock_ns = clock_ns
+        self._next = _Batch()
+        self._writing: asyncio.Task[None] | None = None
+        self._writing_batch = _Batch()
         self.stats = IngestStats()
 
     async def run(self, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
         """Consume until ``stop`` is set (or nothing arrives for ``until_idle_s``).
 
-        Returns after the batch in hand is flushed and committed.
+        Returns once everything taken is written and committed.
         """
         idle_since = time.monotonic()
-        while not stop.is_set():
-            records = await self._consumer.getmany(timeout_ms=self._batch.max_wait_ms, max_records=self._batch.max_rows)
-            if not records:
-                if until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
-                    break
-                continue
-            if self.stats.first_batch_at is None:
-                self.stats.first_batch_at = time.monotonic()
-            await self._ingest(records)
-            idle_since = self.stats.last_batch_at = time.monotonic()
+        fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
+        try:
+            while not stop.is_set():
+                if self._writing is None and self._next.count:
+                    self._start_write()
+                room = self._batch.max_rows - self._next.count
+                if room <= 0:  # the next batch is full: wait for the write before it
+                    fenced = await self._settle_write()
+                    if fenced is not None:
+                        await self._on_fenced(*fenced)
+                    continue
+                if fetch is None:
+                    fetch = asyncio.ensure_future(
+                        self._consumer.getmany(timeout_ms=self._batch.max_wait_ms, max_records=room)
+                    )
+                waiting: set[asyncio.Future[Any]] = {fetch}
+                if self._writing is not None:
+                    waiting.add(self._writing)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if self._writing is not None and self._writing in done:
+                    fenced = await self._settle_write()
+                    if fenced is not None:
+                        # Nothing fetched before the seeks below may be taken: its
+                        # partitions go back to where it started too.
+                        exc, first = fenced
+                        await asyncio.wait([fetch])
+                        if not fetch.cancelled() and fetch.exception() is None:
+                            for tp, messages in fetch.result().items():
+                                first.setdefault(tp, messages[0].offset)
+                        fetch = None
+                        await self._on_fenced(exc, first)
+                        continue
+                if fetch in done:
+                    records, fetch = fetch.result(), None
+                    if records:
+                        if self.stats.first_batch_at is None:
+                            self.stats.first_batch_at = time.monotonic()
+                        await self._take(records)
+                        idle_since = time.monotonic()
+                    elif (
+                        until_idle_s is not None
+                        and self._writing is None
+                        and not self._next.count
+                        and time.monotonic() - max(idle_since, self.stats.last_batch_at or 0.0) >= until_idle_s
+                    ):
+                        break
+        except BaseException:
+            if self._writing is not None:
+                self._writing.cancel()
+            raise
+        finally:
+            if fetch is not None:
+                # Records of a fetch in flight are not taken: never committed, read again.
+                await asyncio.wait([fetch])
+        # Stopping: write what was taken (its quotes are out already).
+        while self._writing is not None or self._next.count:
+            if self._writing is None:
+                self._start_write()
+            fenced = await self._settle_write()
+            if fenced is not None:
+                await self._on_fenced(*fenced)
         return self.stats
 
-    async def _ingest(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        rows: list[TickEntry] = []
-        ticks: list[Tick] = []
-        rejected: list[Rejected] = []
-        next_offsets: dict[TopicPartition, int] = {}
-        first_offsets: dict[TopicPartition, int] = {}
+    async def _take(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Validate ``records`` into the next batch and publish their quotes."""
+        batch = self._next
+        rows, ticks, rejected = batch.rows, batch.ticks, batch.rejected
+        fresh: list[Tick] = []
         now_ns = self._clock_ns()
         check = self._validator.check
-        count = 0
         for tp, messages in records.items():
             partition = tp.partition
             if self._timescale.exactly_once and self._timescale.generation((tp.topic, partition)) is None:
@@ -189,46 +267,68 @@ class IngestLoop:
                 # has claimed it: leave these records for after the claim.
                 self._seek_if_assigned(tp, messages[0].offset)
                 continue
-            first_offsets[tp] = messages[0].offset
+            batch.first_offsets.setdefault(tp, messages[0].offset)
             for msg in messages:
                 result = check(msg.value, now_ns)
                 if isinstance(result, Tick):
                     rows.append((result, partition, msg.offset))
-                    ticks.append(result)
+                    fresh.append(result)
                 else:
                     rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, result[0], result[1]))
-            count += len(messages)
-            next_offsets[tp] = messages[-1].offset + 1
-        if not next_offsets:
-            return
+            batch.count += len(messages)
+            batch.taken[tp] = batch.taken.get(tp, 0) + len(messages)
+            batch.next_offsets[tp] = messages[-1].offset + 1
+        if fresh:
+            ticks.extend(fresh)
+            self._quotes.write(fresh)
+            await self._retrying("redis", self._quotes.flush)
 
-        self._dead_letters.write(rejected)
-        self._timescale.write(rows)
-        self._timescale.advance({(tp.topic, tp.partition): off for tp, off in next_offsets.items()})
-        self._quotes.write(ticks)
+    def _start_write(self) -> None:
+        batch, self._next = self._next, _Batch()
+        self._writing_batch = batch
+        self._writing = asyncio.create_task(self._write(batch), name="ingest-write")
+
+    async def _settle_write(self) -> tuple[FencedError, dict[TopicPartition, int]] | None:
+        """Wait for the write in flight. If it was fenced, discard it and the batch
+        taken behind it, and return the error with where each of their partitions
+        must be read again from."""
+        task, self._writing = self._writing, None
+        if task is None:
+            return None
+        try:
+            await task
+        except FencedError as exc:
+            behind, self._next = self._next, _Batch()
+            first = {**behind.first_offsets, **self._writing_batch.first_offsets}
+            return exc, first
+        return None
+
+    async def _write(self, batch: _Batch) -> None:
+        """Write one batch to every sink in order, then commit it to Kafka."""
+        self._dead_letters.write(batch.rejected)
+        self._timescale.write(batch.rows)
+        self._timescale.advance({(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()})
         for sink in self._after_commit:
-            sink.write(ticks)
+            sink.write(batch.ticks)
 
         await self._retrying("kafka", self._dead_letters.flush)
-        try:
-            await self._retrying("timescaledb", self._write_batch)
-        except FencedError as exc:
-            await self._on_fenced(exc, first_offsets)
-            return
+        await self._retrying("timescaledb", self._timescale.flush)  # FencedError: see _settle_write
         for sink in self._after_commit:
             await self._retrying(sink.name, sink.flush)
-        await self._commit(next_offsets)
+        await self._commit(batch.next_offsets)
 
         stats = self.stats
         stats.batches += 1
-        stats.consumed += count
-        stats.written += len(rows)
-        stats.rejected += len(rejected)
-        for r in rejected:
+        stats.consumed += batch.count
+        stats.written += len(batch.rows)
+        stats.rejected += len(batch.rejected)
+        reasons: dict[str, int] = {}
+        for r in batch.rejected:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
             stats.rejected_by_reason[r.reason] = stats.rejected_by_reason.get(r.reason, 0) + 1
-        metrics.BATCH_SIZE.observe(count)
-        for tp in next_offsets:
-            metrics.TICKS_CONSUMED.labels(tp.topic).inc(len(records[tp]))
+        metrics.BATCH_SIZE.observe(batch.count)
+        for tp, taken in batch.taken.items():
+            metrics.TICKS_CONSUMED.labels(tp.topic).inc(taken)
         # The group may have rebalanced while the batch was written: lag is
         # taken once, over what is assigned now, for the gauge and the monitor.
         assigned = self._consumer.assignment()
@@ -236,15 +336,13 @@ class IngestLoop:
         for (topic, partition), lag in lags.items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         if self._monitor is not None:  # dlq_burst / lag_high events
-            reasons: dict[str, int] = {}
-            for r in rejected:
-                reasons[r.reason] = reasons.get(r.reason, 0) + 1
             await self._monitor.after_batch(
                 rejected_by_reason=reasons,
                 lags=lags,
                 assigned={(tp.topic, tp.partition) for tp in assigned},
             )
-        _log.debug("batch_ingested", rows=len(rows), rejected=len(rejected), partitions=len(next_offsets))
+        stats.last_batch_at = time.monotonic()
+        _log.debug("batch_ingested", rows=len(batch.rows), rejected=len(batch.rejected), partitions=len(batch.taken))
 
     async def _assigned_lags(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
         """Lag of every assigned partition that has been fetched from, not only of
@@ -265,14 +363,10 @@ class IngestLoop:
             lags[(tp.topic, tp.partition)] = max(0, highwater - position)
         return lags
 
-    async def _write_batch(self) -> None:
-        """Rows, offsets and quotes: Redis is written inside the database
-        transaction, so a Redis failure commits nothing and the batch is retried."""
-        await self._timescale.flush(in_transaction=self._quotes.flush)
-
     async def _on_fenced(self, exc: FencedError, first_offsets: dict[TopicPartition, int]) -> None:
-        """A batch lost a claim and was rolled back whole: drop it, and make sure
-        every record in it is read again by whoever owns its partition.
+        """A batch lost a claim and was rolled back whole: drop it (and the batch
+        taken behind it), and make sure every record in them is read again by
+        whoever owns its partition; ``first_offsets`` is where each starts.
 
         Each partition of the batch that is still assigned to us goes back to
         where the batch started. A fenced partition whose claim our own
@@ -284,7 +378,6 @@ class IngestLoop:
         metrics.FENCED.inc()
         self.stats.fenced += 1
         self._timescale.discard()
-        self._quotes.discard()
         for sink in self._after_commit:
             sink.discard()
         taken = {tp for tp in exc.partitions if self._timescale.generation(tp) == exc.generations.get(tp)}

@@ -105,9 +105,10 @@ ON CONFLICT DO NOTHING
 class TimescaleSink:
     """Buffers ``stock_prices`` rows and the offsets they advance to.
 
-    ``flush`` is one transaction: COPY the rows, move the offsets of the
-    partitions this consumer has claimed (fenced by generation), run the
-    caller's ``in_transaction`` step (first), commit. On a retryable error nothing is
+    ``flush`` is one transaction: run the caller's optional ``in_transaction``
+    step (first: a step that must commit or fail with the rows), COPY the rows,
+    move the offsets of the partitions this consumer has claimed (fenced by
+    generation), commit. On a retryable error nothing is
     committed and the buffer is kept, so ``flush`` can be called again.
 
     With ``exactly_once=False`` offsets are not stored (plain at-least-once,
@@ -241,8 +242,7 @@ class TimescaleSink:
         data = self._encoder.encode(entries) if entries and not skip_duplicates else None
         async with self._pool.acquire() as conn, conn.transaction():
             if in_transaction is not None:
-                # First, so that what it publishes (the Redis quotes) waits for no
-                # database work; if it fails, nothing has been written yet.
+                # First: if it fails, nothing has been written yet.
                 await in_transaction()
             written = 0
             stored: list[StoredBar] = []

@@ -1,4 +1,4 @@
-"""The consumer loop's offset handling, with in-memory fakes (no services).
+"""The consumer loop's offset handling and pipelining, with in-memory fakes (no services).
 
 The integration and fault tests prove the loop against the real services;
 these pin down the two races that random timing hits only rarely: records
@@ -135,15 +135,20 @@ class AfterCommitRecorder:
 
 
 def make_loop(
-    consumer: FakeConsumer, timescale: FakeTimescale, after_commit: Sequence[AfterCommitRecorder] = ()
+    consumer: FakeConsumer,
+    timescale: FakeTimescale,
+    after_commit: Sequence[AfterCommitRecorder] = (),
+    *,
+    quotes: FakeSink | None = None,
+    batch: BatchSettings | None = None,
 ) -> IngestLoop:
     return IngestLoop(
         consumer,  # type: ignore[arg-type]
         validator=TickValidator(ValidationSettings()),
         timescale=timescale,  # type: ignore[arg-type]
-        quotes=FakeSink(),  # type: ignore[arg-type]
+        quotes=quotes or FakeSink(),  # type: ignore[arg-type]
         dead_letters=FakeSink(),  # type: ignore[arg-type]
-        batch=BatchSettings(),
+        batch=batch or BatchSettings(),
         retry=RetrySettings(initial_backoff_s=0.001),
         after_commit=after_commit,
     )
@@ -195,3 +200,85 @@ async def test_a_fenced_batch_is_discarded_from_after_commit_sinks() -> None:
     await make_loop(consumer, timescale, [after]).run(asyncio.Event(), until_idle_s=0.01)
     assert after.discarded == 2
     assert after.flushes == []
+
+
+class HeldTimescale(FakeTimescale):
+    """A table whose transactions wait until the test lets them commit."""
+
+    def __init__(self, claimed: dict[tuple[str, int], int], fence_once: list[tuple[str, int]] | None = None) -> None:
+        super().__init__(claimed, fence_once)
+        self.release_commit = asyncio.Event()
+        self.flushing = asyncio.Event()
+
+    async def flush(self, in_transaction: Any = None) -> int:
+        self.flushing.set()
+        await self.release_commit.wait()
+        return await super().flush(in_transaction)
+
+
+class RecordingQuotes(FakeSink):
+    def __init__(self) -> None:
+        self.buffered: list[Tick] = []
+        self.published: list[int] = []  # tick seqs, in the order they reached "Redis"
+
+    def write(self, rows: Sequence[Any]) -> None:
+        self.buffered.extend(rows)
+
+    async def flush(self) -> int:
+        self.published += [t.seq for t in self.buffered]
+        n, self.buffered = len(self.buffered), []
+        return n
+
+
+class CountingConsumer(FakeConsumer):
+    def __init__(self, batches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]) -> None:
+        super().__init__(batches)
+        self.fetches: list[int] = []  # max_records of each getmany
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self.fetches.append(max_records)
+        return await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_quotes_and_fetching_do_not_wait_for_the_write_and_memory_stays_at_two_batches() -> None:
+    p0 = TopicPartition(TOPIC, 0)
+    batches = [{p0: [record(0, 2 * i), record(0, 2 * i + 1)]} for i in range(5)]
+    consumer = CountingConsumer(batches)
+    timescale = HeldTimescale(claimed={(TOPIC, 0): 1})
+    quotes = RecordingQuotes()
+    loop = make_loop(consumer, timescale, quotes=quotes, batch=BatchSettings(max_rows=2, max_wait_ms=1))
+    run = asyncio.create_task(loop.run(asyncio.Event(), until_idle_s=0.01))
+    await timescale.flushing.wait()
+    for _ in range(20):  # let the loop take all it will while the first write is held
+        await asyncio.sleep(0)
+    # The first batch is being written and the second one taken behind it, quotes
+    # already out for both; with the next batch full, the loop stopped fetching.
+    assert quotes.published == [0, 1, 2, 3]
+    assert timescale.committed_rows == []
+    assert consumer.fetches == [2, 2]
+    timescale.release_commit.set()
+    stats = await run
+    assert [offset for _, _, offset in timescale.committed_rows] == list(range(10))
+    assert quotes.published == list(range(10))
+    assert stats.written == 10
+    assert [c[p0].offset for c in consumer.commits][-1] == 10
+
+
+async def test_a_fenced_batch_discards_the_batch_taken_behind_it_too() -> None:
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = FakeConsumer([{p0: [record(0, 5), record(0, 6)]}, {p0: [record(0, 7)], p1: [record(1, 40)]}])
+    timescale = HeldTimescale(claimed={(TOPIC, 0): 1, (TOPIC, 1): 1}, fence_once=[(TOPIC, 0)])
+    loop = make_loop(consumer, timescale, batch=BatchSettings(max_rows=10, max_wait_ms=1))
+    run = asyncio.create_task(loop.run(asyncio.Event(), until_idle_s=0.01))
+    await timescale.flushing.wait()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    timescale.release_commit.set()
+    stats = await run
+    # Partition 0 goes back to where the fenced batch started (not to 7, where the
+    # batch behind it did), partition 1 to where the batch behind started; the
+    # fake consumer has nothing more to give, so nothing is written or committed.
+    assert sorted(consumer.seeks) == [(0, 5), (1, 40)]
+    assert timescale.committed_rows == []
+    assert stats.fenced == 1
+    assert consumer.commits == []
