@@ -1,6 +1,6 @@
 """The benchmark suite of issue 5: every figure next to its reference, in one run.
 
-    python benchmarks/suite.py [--quick] [--ticks N] [--symbols 300] [--seed 1] [--rates 5000,20000]
+    python benchmarks/suite.py [--quick] [--ticks N] [--symbols 300] [--seed 1] [--rates 5000,20000,50000]
     make bench          # the default sizes (1M ticks; several minutes on 2 cores)
     make bench-quick    # --quick: 200k ticks, shorter freshness runs (under 5 minutes)
 
@@ -105,6 +105,10 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 
 
+#: Offered rates of the freshness runs, by ``--quick``.
+DEFAULT_RATES = {False: "5000,20000,50000", True: "5000,20000"}
+
+
 class CountMismatch(Exception):
     """A consumer did not write (or read) every row it should have."""
 
@@ -132,7 +136,7 @@ class Plan:
             ticks=args.ticks or (200_000 if quick else 1_000_000),
             symbols=args.symbols,
             seed=args.seed,
-            rates=tuple(int(r) for r in args.rates.split(",") if r),
+            rates=tuple(int(r) for r in (args.rates or DEFAULT_RATES[quick]).split(",") if r),
             fresh_s=args.fresh_seconds or (10.0 if quick else 20.0),
             warmup_s=args.warmup_seconds,
             naive_budget_s=args.naive_budget or (15.0 if quick else 30.0),
@@ -1378,7 +1382,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ticks", type=int, default=0, help="ticks in the feed (default 1,000,000; quick 200,000)")
     parser.add_argument("--symbols", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rates", default="5000,20000", help="offered rates for freshness, ticks/s, comma-separated")
+    parser.add_argument(
+        "--rates",
+        default="",
+        help=f"offered ticks/s for freshness, comma-separated ({DEFAULT_RATES[False]}; quick {DEFAULT_RATES[True]})",
+    )
     parser.add_argument("--fresh-seconds", type=float, default=0, help="producer run per rate (default 20; quick 10)")
     parser.add_argument("--warmup-seconds", type=float, default=1.0, help="latencies ignored at the start of a rate")
     parser.add_argument("--naive-budget", type=float, default=0, help="seconds for the naive consumer (30; quick 15)")
