@@ -53,9 +53,14 @@ REASONS: Final = (
 class TickValidator:
     """Decodes and checks raw tick bytes. Pure apart from reading the clock."""
 
+    #: Symbols that passed the pattern (and the known list) are remembered, up to
+    #: this many, so the hot path pays a set lookup instead of a regex per tick.
+    MAX_REMEMBERED_SYMBOLS: Final = 100_000
+
     def __init__(self, settings: ValidationSettings) -> None:
         self._symbol_ok = re.compile(settings.symbol_pattern).fullmatch
         self._known = None if settings.known_symbols is None else frozenset(settings.known_symbols)
+        self._good_symbols: set[str] = set()
         self._max_bytes = settings.max_message_bytes
         self._max_future_ns = int(settings.max_future_s * 1e9)
         self._max_past_ns = int(settings.max_past_s * 1e9)
@@ -81,10 +86,15 @@ class TickValidator:
     def check_tick(self, tick: Tick, now_ns: int | None = None) -> Tick | tuple[str, str]:
         if tick.v != TICK_SCHEMA_VERSION:
             return ("unsupported_version", f"v={tick.v}")
-        if self._symbol_ok(tick.symbol) is None:
-            return ("bad_symbol", repr(tick.symbol[:64]))
-        if self._known is not None and tick.symbol not in self._known:
-            return ("unknown_symbol", tick.symbol)
+        symbol = tick.symbol
+        if symbol not in self._good_symbols:
+            if self._symbol_ok(symbol) is None:
+                return ("bad_symbol", repr(symbol[:64]))
+            if self._known is not None and symbol not in self._known:
+                return ("unknown_symbol", symbol)
+            if len(self._good_symbols) >= self.MAX_REMEMBERED_SYMBOLS:
+                self._good_symbols.clear()  # unbounded input must not grow memory
+            self._good_symbols.add(symbol)
         if tick.price_e9 <= 0:
             return ("bad_price", f"price_e9={tick.price_e9}")
         if tick.size_e9 < 0:

@@ -55,10 +55,6 @@ return applied
 RETRYABLE_REDIS_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
 
-def _later(a: Tick, b: Tick) -> bool:
-    return (a.ts_ns, a.seq) > (b.ts_ns, b.seq)
-
-
 class RedisQuoteSink:
     name = "redis_quotes"
 
@@ -74,7 +70,8 @@ class RedisQuoteSink:
         latest = self._latest
         for tick in rows:
             held = latest.get(tick.symbol)
-            if held is None or _later(tick, held):
+            # Later in (tick time, seq), inlined: this runs once per tick.
+            if held is None or tick.ts_ns > held.ts_ns or (tick.ts_ns == held.ts_ns and tick.seq > held.seq):
                 latest[tick.symbol] = tick
 
     async def flush(self, *, observe_latency: bool = True) -> int:

@@ -74,3 +74,18 @@ def test_known_symbols_when_configured() -> None:
 def test_one_sided_quote_is_accepted(validator: TickValidator) -> None:
     tick = msgspec.structs.replace(GOOD, bid_e9=None)
     assert validator.check_tick(tick, NOW_NS) == tick
+
+
+def test_a_remembered_good_symbol_does_not_let_a_bad_one_through() -> None:
+    validator = TickValidator(ValidationSettings(known_symbols=["AAPL"]))
+    assert validator.check_tick(GOOD, NOW_NS) == GOOD
+    assert validator.check_tick(GOOD, NOW_NS) == GOOD  # from the remembered set
+    assert validator.check_tick(msgspec.structs.replace(GOOD, symbol="MSFT"), NOW_NS)[0] == "unknown_symbol"  # type: ignore[index]
+    assert validator.check_tick(msgspec.structs.replace(GOOD, symbol="aapl"), NOW_NS)[0] == "bad_symbol"  # type: ignore[index]
+
+
+def test_the_remembered_symbols_stay_bounded() -> None:
+    validator = TickValidator(ValidationSettings())
+    for i in range(TickValidator.MAX_REMEMBERED_SYMBOLS + 10):
+        assert isinstance(validator.check_tick(msgspec.structs.replace(GOOD, symbol=f"S{i}"), NOW_NS), Tick)
+    assert len(validator._good_symbols) <= TickValidator.MAX_REMEMBERED_SYMBOLS
