@@ -62,6 +62,7 @@ from nexanest.pipeline.kafka import consumer_options, make_producer
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import KafkaSettings, Settings
 from nexanest.pipeline.sinks.dead_letter import (
+    DEAD_LETTER_HEADERS,
     HEADER_DETAIL,
     HEADER_OFFSET,
     HEADER_PARTITION,
@@ -98,6 +99,8 @@ class DeadLetter(NamedTuple):
     source_partition: int | None
     source_offset: int | None
     rejected_ns: int | None
+    #: The headers the record had when it was rejected (without the dead-letter ones).
+    original_headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def rejected_at_ns(self) -> int:
@@ -139,6 +142,9 @@ def parse_dead_letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
         source_partition=_int_or_none(headers.get(HEADER_PARTITION)),
         source_offset=_int_or_none(headers.get(HEADER_OFFSET)),
         rejected_ns=_int_or_none(headers.get(HEADER_REJECTED_NS)),
+        original_headers=tuple(
+            (k, v) for k, v in record.headers if k not in DEAD_LETTER_HEADERS and k != HEADER_REPLAYED_FROM
+        ),
     )
 
 
@@ -599,7 +605,7 @@ class _Replayer:
                     self._kafka.ticks_topic,
                     value=letter.value,
                     key=letter.key,
-                    headers=[(HEADER_REPLAYED_FROM, origin.encode())],
+                    headers=[*letter.original_headers, (HEADER_REPLAYED_FROM, origin.encode())],
                 )
             )
 

@@ -274,7 +274,7 @@ class IngestLoop:
                     rows.append((result, partition, msg.offset))
                     fresh.append(result)
                 else:
-                    rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, result[0], result[1]))
+                    rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, *result, msg.headers))
             batch.count += len(messages)
             batch.taken[tp] = batch.taken.get(tp, 0) + len(messages)
             batch.next_offsets[tp] = messages[-1].offset + 1

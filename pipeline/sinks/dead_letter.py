@@ -1,9 +1,10 @@
 """``DeadLetterSink``: messages that cannot be ingested, kept with their reason.
 
 Each rejected record is re-published to the dead-letter topic with its
-original key and bytes untouched and the reason in headers, so it can be
-inspected and replayed. ``flush`` returns only once Kafka has acknowledged
-every one: the consumer commits past a bad record only after it is safe here.
+original key, bytes and headers untouched and the reason in headers of its own
+(``nexanest.*``), so it can be inspected and replayed as it first arrived.
+``flush`` returns only once Kafka has acknowledged every one: the consumer
+commits past a bad record only after it is safe here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ HEADER_TOPIC: Final = "nexanest.source.topic"
 HEADER_PARTITION: Final = "nexanest.source.partition"
 HEADER_OFFSET: Final = "nexanest.source.offset"
 HEADER_REJECTED_NS: Final = "nexanest.rejected_ns"
+#: The headers this sink adds; an original header of the same name is not kept
+#: (it would be read as ours), every other original header is.
+DEAD_LETTER_HEADERS: Final = frozenset(
+    (HEADER_REASON, HEADER_DETAIL, HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET, HEADER_REJECTED_NS)
+)
 
 
 class Rejected(NamedTuple):
@@ -35,6 +41,8 @@ class Rejected(NamedTuple):
     value: bytes | None
     reason: str
     detail: str
+    #: The record's own headers, as consumed.
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class DeadLetterSink:
@@ -60,6 +68,7 @@ class DeadLetterSink:
                     value=r.value or b"",
                     key=r.key,
                     headers=[
+                        *((k, v) for k, v in r.headers if k not in DEAD_LETTER_HEADERS),
                         (HEADER_REASON, r.reason.encode()),
                         (HEADER_DETAIL, r.detail.encode(errors="replace")),
                         (HEADER_TOPIC, r.topic.encode()),

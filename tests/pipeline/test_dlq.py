@@ -30,6 +30,7 @@ from nexanest.pipeline.dlq import (
 )
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.sinks.dead_letter import HEADER_REASON
 from nexanest.pipeline.topic_reader import BoundedReader
 from nexanest.schemas.ticks import Tick, encode_tick
 
@@ -135,13 +136,20 @@ def tick(source: str, seq: int, symbol: str = "GOOD", **changes: int) -> Tick:
     return msgspec.structs.replace(base, **changes) if changes else base
 
 
-async def send(settings: Settings, messages: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-    """Publish in order; return each message's (partition, offset)."""
+async def send(
+    settings: Settings, messages: list[tuple[bytes, bytes]], headers: dict[int, list[tuple[str, bytes]]] | None = None
+) -> list[tuple[int, int]]:
+    """Publish in order (message ``i`` with ``headers[i]``, if any); return each
+    message's (partition, offset)."""
     await ensure_topics(settings.kafka)
     producer = make_producer(settings.kafka)
     await producer.start()
+    extra = headers or {}
     try:
-        sent = [await producer.send_and_wait(settings.kafka.ticks_topic, value, key=key) for key, value in messages]
+        sent = [
+            await producer.send_and_wait(settings.kafka.ticks_topic, value, key=key, headers=extra.get(i))
+            for i, (key, value) in enumerate(messages)
+        ]
     finally:
         await producer.stop()
     return [(m.partition, m.offset) for m in sent]
@@ -180,9 +188,14 @@ async def test_replay_republishes_only_what_now_passes_and_only_once(
         (b"junk", b"\xc1\xffnot msgpack"),
         (b"GOOD", encode_tick(tick(source, 6))),
     ]
-    origins = await send(settings, messages)
+    # The feed's own headers travel with a dead letter and back on replay; one
+    # that poses as ours does not survive as ours.
+    traced = [("trace-id", b"t-42"), (HEADER_REASON, b"forged")]
+    origins = await send(settings, messages, headers={1: traced})
     await run_consumer(settings, asyncio.Event(), until_idle_s=2.0)
     letters = await dead_letters(settings)
+    first = next(d for d in letters if (d.source_partition, d.source_offset) == origins[1])
+    assert (first.reason, first.original_headers) == ("bad_symbol", (("trace-id", b"t-42"),))
     assert {(d.source_topic, d.source_partition, d.source_offset): d.reason for d in letters} == {
         (settings.kafka.ticks_topic, *origins[i]): reason
         for i, reason in (
@@ -241,6 +254,8 @@ async def test_replay_republishes_only_what_now_passes_and_only_once(
     for r in replayed:
         letter = at[dict(r.headers)[HEADER_REPLAYED_FROM].decode()]
         assert (letter.reason, letter.key, letter.value) == ("bad_symbol", r.key, r.value)
+        assert [(k, v) for k, v in r.headers if k != HEADER_REPLAYED_FROM] == list(letter.original_headers)
+    assert sum(("trace-id", b"t-42") in r.headers for r in replayed) == 1
 
     # A second replay sends nothing (it starts past every dead letter); the topic still holds them all.
     again = await replay(widened(settings))
