@@ -5,8 +5,10 @@
 
 The claim under test: when TimescaleDB stops accepting writes, the consumer
 stops fetching from Kafka, so its memory stays bounded by what it has fetched
-but not written (one batch of ``batch.max_rows`` records, plus whatever the
-Kafka client prefetched, itself capped by ``kafka.fetch_max_bytes``), however
+but not written (``pipeline/runner.py``: at most two batches of
+``batch.max_rows`` records, the one being written and the one taken behind it,
+plus whatever the Kafka client prefetched, itself capped by
+``kafka.fetch_max_bytes``), however
 far the topic runs ahead; and once the database is back, ingest resumes by
 itself with nothing lost or doubled.
 
@@ -369,7 +371,10 @@ async def stall_database(
             await conn.execute("LOCK TABLE stock_prices IN ACCESS EXCLUSIVE MODE")
             stall.from_s = trace.now()
             stall.lock_wait_s = stall.from_s - stall.requested_s
-            log(f"stall: lock held from t={stall.from_s:.1f}s (waited {stall.lock_wait_s:.2f}s for the batch in hand)")
+            log(
+                f"stall: lock held from t={stall.from_s:.1f}s"
+                f" (waited {stall.lock_wait_s:.2f}s for a batch being written)"
+            )
             publisher = asyncio.ensure_future(publish(settings, iter(tail), source))
             end_at = stall.from_s + opts.stall_s
             # Observe early (the consumer must be waiting within a batch time),
@@ -479,11 +484,13 @@ def analyse(trace: Trace, stall: Stall, settings: Settings) -> dict[str, Any]:
             "fetch_max_bytes": k.fetch_max_bytes,
             "max_partition_fetch_bytes": k.max_partition_fetch_bytes,
             "partitions": k.partitions,
-            "fetched_unwritten_bytes_bound": prefetch_bytes,
+            "records_in_hand_bound": 2 * b.max_rows,
+            "prefetch_bytes_bound": prefetch_bytes,
             "note": (
-                "fetched but unwritten: the batch in hand (<= batch.max_rows records) plus the Kafka client's "
-                "prefetch buffer (one fetch response, <= min(fetch_max_bytes, max_partition_fetch_bytes x "
-                "partitions) of compressed record batches)"
+                "fetched but unwritten: at most two batches of batch.max_rows records (pipeline/runner.py: the "
+                "one being written and the one taken behind it; taking stops when that one is full) plus the "
+                "Kafka client's prefetch buffer (one fetch response, <= min(fetch_max_bytes, "
+                "max_partition_fetch_bytes x partitions) of compressed record batches)"
             ),
         },
         "ingest": {
@@ -791,7 +798,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"t={s['from_s']:.1f} s to t={s['to_s']:.1f} s ({s['held_s']:.1f} s); the consumer's session was seen "
         + (
             f"waiting for {wait['mode']} on {wait['relation']} (pg_locks; pg_stat_activity: wait event "
-            f"{wait.get('wait_event_type', '?')}/{wait.get('wait_event', '?')}, `{wait.get('query', '?')}`)"
+            f"{wait.get('wait_event_type', '?')}/{wait.get('wait_event', '?')}, `{wait.get('query', '?')}…`)"
             if wait and s["consumer_blocked"]
             else "**not** waiting on it at every observation"
         )
@@ -807,8 +814,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"resumed {_n(ing['resumed_after_release_s'], 2)} s after release |",
         f"| peak (VmHWM) | {_n(r['peak'])} | | |",
         "",
-        f"Bound from the settings: batch.max_rows {b['batch_max_rows']:,} records in hand plus the Kafka client's "
-        f"prefetch, at most {b['fetched_unwritten_bytes_bound'] / MIB:g} MiB (fetch_max_bytes "
+        f"Bound from the settings: at most {b['records_in_hand_bound']:,} records in hand (two batches of "
+        f"batch.max_rows {b['batch_max_rows']:,}: the one being written and the one taken behind it) plus the "
+        f"Kafka client's prefetch, at most {b['prefetch_bytes_bound'] / MIB:g} MiB (fetch_max_bytes "
         f"{b['fetch_max_bytes'] / MIB:g} MiB, max_partition_fetch_bytes {b['max_partition_fetch_bytes'] / MIB:g} MiB "
         f"x {b['partitions']} partitions). RSS growth during the stall {_n(r['growth_during_stall'])} MB, trend over "
         f"it {_n(r['trend_during_stall'])} MB: **bounded: {'yes' if result['bounded'] else 'NO'}** "
