@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -291,6 +292,24 @@ def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> N
         help=f"ticks per second, 0 = as fast as possible (default {default_rate:g})",
     )
     p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same ticks (default 42)")
+    p.add_argument(
+        "--source",
+        type=_source_tag,
+        default=None,
+        help="the source tag stored with every tick; (source, seq) names a tick, so by default each run gets "
+        "its own, synthetic-<UTC start time>-<4 hex> (printed at start; `nexanest verify --source` takes it)",
+    )
+
+
+def _source_tag(text: str) -> str:
+    if not text or len(text) > 64 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a source tag is 1-64 printable characters, not {text!r}")
+    return text
+
+
+def _run_source() -> str:
+    """A source tag of this run: seq starts at 0 every run, so runs must not share one."""
+    return f"synthetic-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
 # -- commands -----------------------------------------------------------------
@@ -327,6 +346,7 @@ def _synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> Any:
         duration_s=getattr(args, "duration", None),
         seed=args.seed,
         start_ns=getattr(args, "start_ns", None),
+        source=args.source or _run_source(),
         paced=paced,
     )
 
@@ -386,6 +406,7 @@ async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
 
 async def cmd_produce(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     config = _synthetic_config(args)
+    print(f"source {config.source}", file=sys.stderr, flush=True)
     started = time.monotonic()
     progress = asyncio.create_task(_progress(stop, "published", "nexanest_producer_ticks_total"))
     try:
@@ -419,7 +440,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace, stop: asyncio.Ev
 
     config = _synthetic_config(args)
     print(
-        f"running: synthetic feed ({args.symbols} symbols, {args.rate:g} ticks/s) -> Kafka "
+        f"running: synthetic feed ({args.symbols} symbols, {args.rate:g} ticks/s, source {config.source}) -> Kafka "
         f"{settings.kafka.ticks_topic} -> TimescaleDB stock_prices + Redis quotes. Ctrl-C to stop.",
         flush=True,
     )

@@ -1,4 +1,4 @@
-"""The ``verify`` and ``dlq`` command lines: argument parsing only (unit)."""
+"""The command lines: argument parsing only (unit)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from nexanest.pipeline.cli import _join_time_values, build_parser
+from nexanest.pipeline.cli import _join_time_values, _synthetic_config, build_parser
 
 S = 1_000_000_000
 
@@ -43,9 +43,19 @@ def test_dlq_arguments() -> None:
     assert parse("dlq", "inspect", "--limit", "5").limit == 5
 
 
+def test_each_synthetic_run_gets_its_own_source_unless_given() -> None:
+    first = _synthetic_config(parse("produce", "synthetic")).source
+    second = _synthetic_config(parse("produce", "synthetic")).source
+    assert first.startswith("synthetic-")
+    assert second.startswith("synthetic-")
+    assert first != second  # seq restarts at 0 each run: a shared tag would make ticks ambiguous
+    assert _synthetic_config(parse("run", "--source", "feed-a")).source == "feed-a"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ("produce", "synthetic", "--source", ""),
         ("verify",),  # --from is required
         ("verify", "--from", "1764000000"),  # seconds, not ns
         ("verify", "--from", "-10"),  # no unit
