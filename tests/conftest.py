@@ -68,11 +68,20 @@ def test_id() -> str:
 
 
 @pytest.fixture
-def isolated(migrated: Settings, test_id: str) -> Settings:
+async def isolated(migrated: Settings, test_id: str) -> AsyncIterator[Settings]:
     """Settings with this test's own topics, group and Redis key prefix. Other
     tests' recent ticks share symbol names, so quotes are not rebuilt from them
-    into this test's keys (the rebuild is tested on its own)."""
-    return namespaced(migrated, f"test.{test_id}", quote_rebuild_window_s=0.0)
+    into this test's keys (the rebuild is tested on its own). Its Redis keys
+    (quotes, index quotes, cached bars) are removed afterwards."""
+    yield namespaced(migrated, f"test.{test_id}", quote_rebuild_window_s=0.0)
+    for db in {migrated.redis.db_quotes, migrated.redis.db_analytics}:
+        client = redis.Redis.from_url(migrated.redis.url.get_secret_value(), db=db)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"test.{test_id}:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture(scope="session")
