@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import re
 import shlex
@@ -879,7 +880,7 @@ def main() -> int:
         if not re.fullmatch(r"b[0-9a-f]{8}", args.clean_up):
             print(f"{args.clean_up!r} is not a run id of this benchmark (b and 8 hex digits)", file=sys.stderr)
             return 2
-        print(uvloop.run(clean_up_run(load_settings(), args.clean_up)))
+        print(json.dumps(uvloop.run(clean_up_run(load_settings(), args.clean_up)), indent=2, default=str))
         return 0
     if args.stall_seconds < 4:
         print("--stall-seconds must be at least 4 (three observations of the waiting consumer)", file=sys.stderr)

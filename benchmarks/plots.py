@@ -44,6 +44,7 @@ matplotlib.use("Agg")  # files only: no display on the benchmark machines
 import matplotlib.pyplot as plt  # the backend is chosen above, before pyplot loads
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -56,6 +57,7 @@ P99_TARGET_MS = 50.0
 PIPELINE_COLOR = "#d62728"
 OTHER_COLOR = "#1f77b4"
 LIMIT_COLOR = "#7f7f7f"
+THOUSANDS = StrMethodFormatter("{x:,.0f}")
 
 
 class PlotError(Exception):
@@ -273,6 +275,7 @@ def plot_growth(doc: dict[str, Any], path: Path, out_dir: Path) -> Path | str:
     ax.set_ylim(bottom=0)
     ax.set_xlabel("rows in stock_prices (millions)")
     ax.set_ylabel("ticks/s")
+    ax.yaxis.set_major_formatter(THOUSANDS)
     right = ax.twinx()
     right.step(xs, chunks, where="post", color=LIMIT_COLOR, alpha=0.6, label="chunks")
     right.set_ylabel("chunks", color=LIMIT_COLOR)
@@ -314,6 +317,7 @@ def plot_scale_out(doc: dict[str, Any], path: Path, out_dir: Path) -> Path | str
     ax.set_xticks(xs, [f"{n:g}" for n in xs])
     ax.set_xlabel("consumers in the group")
     ax.set_ylabel("ticks/s")
+    ax.yaxis.set_major_formatter(THOUSANDS)
     ax.set_ylim(0, max([t for _, t in points] + [one * max(xs) if one else 0.0]) * 1.2)
     ax.legend(fontsize=8, loc="upper left")
     cores = doc.get("machine", {}).get("cores")
