@@ -464,6 +464,8 @@ def analyse(trace: Trace, stall: Stall, settings: Settings) -> dict[str, Any]:
             "steady_before": _round(steady_mb),
             "max_during_stall": _round(max_stall_mb),
             "peak": round(max(max(hwm, kb) for _, kb, hwm in trace.rss) / 1024, 2),
+            # When the highest VmRSS sample was taken: VmHWM says how high, not when.
+            "peak_sample_at_s": round(max(trace.rss, key=lambda s: s[1])[0], 2),
             "after": _round(_median_mb(after)),
             "at_stall_start": round(early[0] / 1024, 2) if early else None,
             "at_stall_end": round(late[-1] / 1024, 2) if late else None,
@@ -813,7 +815,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{_n(ing['rows_committed_during_stall'], 0)} rows committed | {_n(lag['at_stall_end'], 0)} at its end |",
         f"| after the stall (steady) | {_n(r['after'])} | {_n(ing['ticks_per_s_after_stall'], 0)} | "
         f"resumed {_n(ing['resumed_after_release_s'], 2)} s after release |",
-        f"| peak (VmHWM) | {_n(r['peak'])} | | |",
+        f"| peak (VmHWM; highest sample at t={_n(r['peak_sample_at_s'])} s) | {_n(r['peak'])} | | |",
         "",
         f"Bound from the settings: at most {b['records_in_hand_bound']:,} records in hand (two batches of "
         f"batch.max_rows {b['batch_max_rows']:,}: the one being written and the one taken behind it) plus the "
