@@ -3,12 +3,19 @@ bars maintained in the COPY transaction (``consumer.rollups = pipeline``, the
 Apache edition's path) against the same consumer writing no bars (``off``),
 side by side in one run.
 
-    python benchmarks/rollup_cost.py [--ticks 200000] [--rounds 2] [--symbols 200]
+    python benchmarks/rollup_cost.py [--ticks 200000] [--rounds 2] [--symbols 200] [--no-baseline]
+
+Unless ``--no-baseline``, a third mode runs the rollups as they were done before
+``upsert_bars`` became one statement (``upsert_bars_per_resolution``: 5m/1h/1d
+folded in Python, four statements), so the two forms are compared on the same
+ticks in the same run. For every rollups run the time each batch spent in the
+rollup upsert is recorded too (``rollup_ms_per_batch``: median, p90, over all
+batches of that mode).
 
 The same synthetic ticks (one seed) are published to a fresh topic per run,
 under a source name of its own and ten minutes of tick time apart, so the
 uniqueness rule never fires and each run's bars are its own. Each round
-consumes one topic with rollups on and one with them off, alternating which
+consumes one topic per mode, rotating which
 goes first; the best rate of each mode is kept (the approach of
 ``exactly_once_cost.py``), and the medians are reported too (on a shared
 machine a single best run can flatter either side). A rollups run only counts if its 1m bars add up to
@@ -29,6 +36,7 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -41,13 +49,42 @@ from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
-from nexanest.pipeline.sinks.ohlcv import repair
+from nexanest.pipeline.sinks import timescale as timescale_sink
+from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, repair, upsert_bars, upsert_bars_per_resolution
 from nexanest.pipeline.sinks.timescale import ns_to_datetime
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 
-MODES = ("rollups_on", "rollups_off")
 RUN_SPACING_NS = 600 * 10**9
+
+Upsert = Callable[[asyncpg.Connection, Bars], Awaitable[list[StoredBar]]]
+#: The rollup modes: which upsert the consumer's TimescaleSink calls.
+FORMS: dict[str, Upsert] = {"rollups_on": upsert_bars, "rollups_on_per_resolution": upsert_bars_per_resolution}
+
+
+class TimedUpsert:
+    """Stands in for the sink's ``upsert_bars`` (the benchmark patches the name
+    ``TimescaleSink`` calls) and records how long each batch's call took."""
+
+    def __init__(self, upsert: Upsert) -> None:
+        self._upsert = upsert
+        self.seconds: list[float] = []
+
+    async def __call__(self, conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
+        started = time.perf_counter()
+        try:
+            return await self._upsert(conn, minute)
+        finally:
+            self.seconds.append(time.perf_counter() - started)
+
+
+def ms_summary(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {
+        "batches": len(ordered),
+        "median": round(1000 * statistics.median(ordered), 1),
+        "p90": round(1000 * ordered[int(0.9 * (len(ordered) - 1))], 1),
+    }
 
 
 def run_settings(base: Settings, name: str, *, rollups: bool) -> Settings:
@@ -120,14 +157,21 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     run_id = uuid.uuid4().hex[:8]
     # Inside the validator's 7-day window, far from what `make run` writes now.
     start_ns = time.time_ns() - 5 * 24 * 3600 * 10**9
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = (
+        ("rollups_on", "rollups_off")
+        if args.no_baseline
+        else ("rollups_on", "rollups_on_per_resolution", "rollups_off")
+    )
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    upsert_seconds: dict[str, list[float]] = {mode: [] for mode in modes if mode in FORMS}
     names: list[str] = []
     try:
         for round_no in range(args.rounds):
-            order = MODES if round_no % 2 == 0 else MODES[::-1]
+            # Rotate which mode goes first: on a shared machine the first run of a round may differ.
+            order = modes[round_no % len(modes) :] + modes[: round_no % len(modes)]
             for mode in order:
                 name = f"ro-{run_id}-{round_no}-{mode.replace('_', '-')}"
-                settings = run_settings(base, name, rollups=mode == "rollups_on")
+                settings = run_settings(base, name, rollups=mode in FORMS)
                 config = SyntheticConfig(
                     symbols=args.symbols,
                     rate=100_000,
@@ -139,8 +183,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 )
                 names.append(name)
                 await publish(settings, config)
-                rates[mode].append(await ingest_rate(settings, args.ticks))
-                if mode == "rollups_on":
+                timed = TimedUpsert(FORMS.get(mode, upsert_bars))
+                timescale_sink.upsert_bars = timed  # type: ignore[assignment]  # the name TimescaleSink calls
+                try:
+                    rates[mode].append(await ingest_rate(settings, args.ticks))
+                finally:
+                    timescale_sink.upsert_bars = upsert_bars
+                if mode in FORMS:
+                    upsert_seconds[mode] += timed.seconds
                     admin = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
                     try:
                         await check_bars(admin, name, args.ticks)
@@ -151,7 +201,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             end_ns = start_ns + len(names) * RUN_SPACING_NS + int(timedelta(hours=1).total_seconds()) * 10**9
             await clean_up(base, names, start_ns, end_ns)
     best_on, best_off = max(rates["rollups_on"]), max(rates["rollups_off"])
-    return {
+    result: dict[str, object] = {
         "benchmark": "rollup_cost",
         "machine": {"cores": os.cpu_count()},
         "edition": edition,
@@ -166,8 +216,17 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "median_on_to_off_ratio": round(
             statistics.median(rates["rollups_on"]) / statistics.median(rates["rollups_off"]), 3
         ),
-        "all_runs": {k: [round(v) for v in vs] for k, vs in rates.items()},
     }
+    if "rollups_on_per_resolution" in rates:
+        per_resolution = rates["rollups_on_per_resolution"]
+        result["per_resolution_ticks_per_s"] = round(max(per_resolution))
+        result["per_resolution_on_to_off_ratio"] = round(max(per_resolution) / best_off, 3)
+        result["per_resolution_median_on_to_off_ratio"] = round(
+            statistics.median(per_resolution) / statistics.median(rates["rollups_off"]), 3
+        )
+    result["rollup_ms_per_batch"] = {mode: ms_summary(s) for mode, s in upsert_seconds.items() if s}
+    result["all_runs"] = {k: [round(v) for v in vs] for k, vs in rates.items()}
+    return result
 
 
 if __name__ == "__main__":
@@ -175,6 +234,9 @@ if __name__ == "__main__":
     parser.add_argument("--ticks", type=int, default=200_000, help="ticks per run (default 200000)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each mode (default 2)")
     parser.add_argument("--symbols", type=int, default=200, help="symbols in the feed (default 200)")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the previous four-statement form (rollups_on_per_resolution)"
+    )
     args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
     result = uvloop.run(main(args))

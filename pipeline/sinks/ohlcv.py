@@ -7,13 +7,16 @@ inside the transaction that COPYs the ticks: a batch's bars commit with its
 rows and offsets, or not at all, so bars are exactly-once like the rows.
 
 Per batch: one pass over the rows in Python builds the 1 minute bars
-(``minute_bars``), the 5m, 1h and 1d bars are folded from those
-(``coarser_bars``), and each resolution is one set-based upsert (``upsert_bars``)
-whose ``ON CONFLICT`` merges the batch into what is stored: open/close by
+(``minute_bars``), and one statement (``upsert_bars``, one round trip) folds the
+5m, 1h and 1d bars from those in SQL and upserts all four resolutions, each
+``ON CONFLICT`` merging the batch into what is stored: open/close by
 (tick time, source_seq), high/low by greatest/least, volume, trade count and
-sum(price * size) by addition. Merging is commutative and associative, so
-batches may bring ticks of any bucket in any order; a late tick updates its
-past bar however long ago that bar closed.
+sum(price * size) by addition. (``upsert_bars_per_resolution``, the previous
+form with the folding in Python, ``coarser_bars``, and one statement per
+resolution, stays as the baseline the benchmark and tests compare with.)
+Merging is commutative and associative, so batches may bring ticks of any
+bucket in any order; a late tick updates its past bar however long ago that
+bar closed.
 
 ``repair`` recomputes every bar of a range from ``stock_prices``.
 """
@@ -28,6 +31,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 import asyncpg
+import msgspec
 
 from nexanest.pipeline.edition import Edition, detect_edition
 from nexanest.pipeline.errors import ConfigurationError
@@ -221,20 +225,10 @@ _COLUMNS: Final = (
     "symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq, volume, trade_count, pv"
 )
 
-# One statement per resolution and batch. Keys are unique within a batch (the
-# Python side aggregated them), as ON CONFLICT DO UPDATE requires. Every SET
-# expression reads the stored row as it was, so the CASEs compare old to new.
-# Decimals travel as text: asyncpg's binary numeric encoding costs several
-# microseconds a value, str() and the server's numeric_in a fraction of that.
-_UPSERT: Final = f"""
-INSERT INTO {{table}} AS r ({_COLUMNS})
-SELECT symbol, bucket, open::numeric, open_time, open_seq, high::numeric, low::numeric, close::numeric,
-       close_time, close_seq, volume::numeric, trade_count, pv::numeric
-  FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
-              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[],
-              $11::text[], $12::bigint[], $13::text[])
-       AS u(symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq,
-            volume, trade_count, pv)
+# How a stored bar (r) absorbs a batch's partial bar of the same key (EXCLUDED); the
+# SQL twin of Bar.merge. Every SET expression reads the stored row as it was, so
+# the CASEs compare old to new.
+_MERGE: Final = """
 ON CONFLICT (symbol, bucket) DO UPDATE SET
     open = CASE WHEN (EXCLUDED.open_time, EXCLUDED.open_seq) < (r.open_time, r.open_seq)
                 THEN EXCLUDED.open ELSE r.open END,
@@ -253,24 +247,141 @@ ON CONFLICT (symbol, bucket) DO UPDATE SET
     volume = r.volume + EXCLUDED.volume,
     trade_count = r.trade_count + EXCLUDED.trade_count,
     pv = r.pv + EXCLUDED.pv
+RETURNING symbol, bucket, open, high, low, close, volume, trade_count, pv
 """
-# The upsert as a data-modifying CTE whose RETURNING gives the merged rows as
-# stored (the batch's partial bar folded into what was there), of which only the
-# latest bucket per symbol leaves the server: what the Redis bar cache keeps.
-# The view's columns, vwap computed as the views do.
-_UPSERT_RETURNING_LATEST: Final = f"""
-WITH merged AS (
-{_UPSERT}
-RETURNING symbol, bucket, open, high, low, close, volume, trade_count,
-          (pv / NULLIF(volume, 0))::NUMERIC(20, 9) AS vwap
+
+# -- one statement per batch (upsert_bars) -------------------------------------
+#
+# Measured on 5,000-tick batches over 300 symbols, the bars already stored (as in
+# a running consumer): the four statements of upsert_bars_per_resolution took
+# ~83 ms a batch, of which the server executed ~6 ms per statement. The rest was
+# client work: folding 5m/1h/1d in Python (~9 ms), building 4 x 13 argument
+# arrays (~3 ms), asyncpg encoding them element by element (~5.5 ms per statement;
+# a timestamptz element ~3 us, text ~1.3 us) and decoding 4 x 300 returned rows
+# into Decimals (~2-3 ms per statement); the 4 round trips were the least of it
+# (0.15 ms each). This statement takes the 1m bars only, folds the coarser ones in
+# SQL (a few tenths of a ms for 900 groups), merges all four resolutions and returns
+# the latest merged bar per symbol and resolution as one JSON value: ~54 ms a batch,
+# of which the server's execution is now ~39 ms (1,200 conflicting upserts).
+# benchmarks/rollup_cost.py measures both forms side by side.
+
+# Times travel as epoch microseconds: an interval times a float8 below 2**53 is
+# exact, so this is exact for times within ~285 years of 1970 (the tick validator
+# accepts a window of days around now). Seconds-only intervals: adding days to a
+# timestamptz would depend on the session time zone.
+_US_TO_TIMESTAMPTZ: Final = "(TIMESTAMPTZ 'epoch' + {us} * INTERVAL '1 microsecond')"
+
+
+def _fold_into(table: str, width: str) -> str:
+    """The coarser bars of the batch's 1m bars ``u``, merged into ``table``.
+
+    Open and close by (time, seq) with ordered aggregates: the 1m bars of one
+    symbol have distinct open (and close) times, so there are no ties."""
+    return f"""
+INSERT INTO {table} AS r ({_COLUMNS})
+SELECT symbol, time_bucket(INTERVAL '{width}', bucket) AS coarse,
+       (array_agg(open ORDER BY open_time, open_seq))[1], min(open_time),
+       (array_agg(open_seq ORDER BY open_time, open_seq))[1],
+       max(high), min(low),
+       (array_agg(close ORDER BY close_time DESC, close_seq DESC))[1], max(close_time),
+       (array_agg(close_seq ORDER BY close_time DESC, close_seq DESC))[1],
+       sum(volume), sum(trade_count), sum(pv)
+  FROM u
+ GROUP BY symbol, coarse
+ ORDER BY symbol, coarse
+{_MERGE}"""
+
+
+def _latest(resolution: Resolution, cte: str) -> str:
+    return f"(SELECT DISTINCT ON (symbol) '{resolution}' AS resolution, * FROM {cte} ORDER BY symbol, bucket DESC)"
+
+
+_BATCH_CTES: Final[Mapping[Resolution, str]] = {"1m": "m1", "5m": "m5", "1h": "h1", "1d": "d1"}
+
+# Order matters twice. The rollup tables appear 1m, 5m, 1h, 1d: PostgreSQL takes
+# their ROW EXCLUSIVE locks at the start of the statement in that order, the order of
+# repair's LOCK TABLE, so neither can deadlock the other. And ``latest`` reads the
+# CTEs in that order, so their upserts run one after the other in it (each input
+# sorted by key: concurrent writers lock rows in the same order).
+# Numbers (bigint and numeric columns) travel as the text of an array literal:
+# PostgreSQL's array_in parses it in C, where asyncpg's array codec spends about a
+# microsecond per element. A number never needs quoting; symbols travel as a real text[].
+_UPSERT_BATCH: Final = f"""
+WITH u AS MATERIALIZED (
+    SELECT symbol,
+           {_US_TO_TIMESTAMPTZ.format(us="bucket_us")} AS bucket,
+           open::NUMERIC(20, 9) AS open,
+           {_US_TO_TIMESTAMPTZ.format(us="open_us")} AS open_time,
+           open_seq,
+           high::NUMERIC(20, 9) AS high,
+           low::NUMERIC(20, 9) AS low,
+           close::NUMERIC(20, 9) AS close,
+           {_US_TO_TIMESTAMPTZ.format(us="close_us")} AS close_time,
+           close_seq,
+           volume::NUMERIC(40, 9) AS volume,
+           trade_count,
+           pv::NUMERIC(60, 18) AS pv
+      FROM unnest($1::text[], $2::text::bigint[], $3::text::text[], $4::text::bigint[], $5::text::bigint[],
+                  $6::text::text[], $7::text::text[], $8::text::text[], $9::text::bigint[], $10::text::bigint[],
+                  $11::text::text[], $12::text::bigint[], $13::text::text[])
+           AS b(symbol, bucket_us, open, open_us, open_seq, high, low, close, close_us, close_seq,
+                volume, trade_count, pv)
+),
+m1 AS (
+INSERT INTO {ROLLUP_TABLES["1m"]} AS r ({_COLUMNS})
+SELECT {_COLUMNS} FROM u ORDER BY symbol, bucket
+{_MERGE}),
+m5 AS ({_fold_into(ROLLUP_TABLES["5m"], "5 minutes")}),
+h1 AS ({_fold_into(ROLLUP_TABLES["1h"], "1 hour")}),
+d1 AS ({_fold_into(ROLLUP_TABLES["1d"], "1 day")}),
+latest AS (
+    {" UNION ALL ".join(_latest(r, _BATCH_CTES[r]) for r in RESOLUTIONS)}
 )
-SELECT DISTINCT ON (symbol) symbol, bucket, open, high, low, close, volume, trade_count, vwap
-  FROM merged
- ORDER BY symbol, bucket DESC
+SELECT json_agg(json_build_array(
+           resolution, symbol, (extract(epoch FROM bucket - TIMESTAMPTZ 'epoch') * 1000000)::bigint,
+           open, high, low, close, volume, trade_count, (pv / NULLIF(volume, 0))::NUMERIC(20, 9)))::text
+  FROM latest
 """
-_UPSERTS: Final[Mapping[Resolution, str]] = {
-    r: _UPSERT_RETURNING_LATEST.format(table=ROLLUP_TABLES[r]) for r in RESOLUTIONS
-}
+
+# One returned bar: resolution, symbol, bucket (epoch us), open, high, low, close,
+# volume, trade_count, vwap. JSON numbers decode to Decimal exactly, with the
+# scale PostgreSQL printed (as asyncpg's numeric decoding gives it).
+_BatchRow = tuple[Resolution, str, int, Decimal, Decimal, Decimal, Decimal, Decimal, int, Decimal | None]
+_BATCH_ROWS: Final = msgspec.json.Decoder(list[_BatchRow])
+
+
+def _literal(values: Iterable[object]) -> str:
+    """An array literal of numbers (ints or Decimals: never anything to quote)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _epoch_us(t: datetime) -> int:
+    return (t - _EPOCH) // _MICROSECOND
+
+
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def _batch_arguments(minute: Bars) -> list[str | list[str]]:
+    # Sorted keys: concurrent writers (a fenced consumer still finishing, a
+    # rebalance overlap) then lock rows in the same order and cannot deadlock.
+    items = sorted(minute.items(), key=lambda kv: kv[0])
+    bars = [b for _, b in items]
+    return [
+        [k[0] for k, _ in items],
+        _literal(_epoch_us(k[1]) for k, _ in items),
+        _literal(b.open for b in bars),
+        _literal(_epoch_us(b.open_time) for b in bars),
+        _literal(b.open_seq for b in bars),
+        _literal(b.high for b in bars),
+        _literal(b.low for b in bars),
+        _literal(b.close for b in bars),
+        _literal(_epoch_us(b.close_time) for b in bars),
+        _literal(b.close_seq for b in bars),
+        _literal(b.volume for b in bars),
+        _literal(b.trade_count for b in bars),
+        _literal(b.pv for b in bars),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,9 +401,57 @@ class StoredBar:
     vwap: Decimal | None
 
 
+async def upsert_bars(conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
+    """Merge a batch's 1m bars, and the 5m, 1h and 1d bars folded from them, into
+    the rollup tables: one statement (one round trip) in the caller's
+    transaction, tables locked and written 1m first (the order of ``repair``'s lock).
+
+    Returns, per resolution, the latest bar of each symbol the batch touched, as
+    merged and stored (not the batch's partial bar). They are only true once the
+    caller's transaction commits."""
+    if not minute:
+        return []
+    data = await conn.fetchval(_UPSERT_BATCH, *_batch_arguments(minute))
+    return [
+        StoredBar(res, symbol, _EPOCH + timedelta(microseconds=us), o, h, lo, c, v, n, vwap)
+        for res, symbol, us, o, h, lo, c, v, n, vwap in _BATCH_ROWS.decode(data)
+    ]
+
+
+# -- four statements per batch (the previous form) -----------------------------
+
+# One statement per resolution and batch, with the coarser bars folded in Python
+# (all_resolutions). Kept as the baseline benchmarks/rollup_cost.py measures
+# upsert_bars against, and as a second implementation the tests compare it with.
+# Decimals travel as text: asyncpg's binary numeric encoding costs several
+# microseconds a value, str() and the server's numeric_in a fraction of that.
+_UPSERT: Final = f"""
+INSERT INTO {{table}} AS r ({_COLUMNS})
+SELECT symbol, bucket, open::numeric, open_time, open_seq, high::numeric, low::numeric, close::numeric,
+       close_time, close_seq, volume::numeric, trade_count, pv::numeric
+  FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
+              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[],
+              $11::text[], $12::bigint[], $13::text[])
+       AS u(symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq,
+            volume, trade_count, pv)
+{_MERGE}"""
+# The upsert as a data-modifying CTE whose RETURNING gives the merged rows as
+# stored, of which only the latest bucket per symbol leaves the server.
+_UPSERT_RETURNING_LATEST: Final = f"""
+WITH merged AS (
+{_UPSERT}
+)
+SELECT DISTINCT ON (symbol) symbol, bucket, open, high, low, close, volume, trade_count,
+       (pv / NULLIF(volume, 0))::NUMERIC(20, 9) AS vwap
+  FROM merged
+ ORDER BY symbol, bucket DESC
+"""
+_UPSERTS: Final[Mapping[Resolution, str]] = {
+    r: _UPSERT_RETURNING_LATEST.format(table=ROLLUP_TABLES[r]) for r in RESOLUTIONS
+}
+
+
 def _columns(bars: Bars) -> list[list[Any]]:
-    # Sorted keys: concurrent writers (a fenced consumer still finishing, a
-    # rebalance overlap) then lock rows in the same order and cannot deadlock.
     items = sorted(bars.items(), key=lambda kv: kv[0])
     return [
         [k[0] for k, _ in items],
@@ -311,14 +470,10 @@ def _columns(bars: Bars) -> list[list[Any]]:
     ]
 
 
-async def upsert_bars(conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
-    """Merge a batch's 1m bars, and the coarser bars folded from them, into the
-    rollup tables: one statement per resolution, in the caller's transaction,
-    always 1m first (the same table order as ``repair``'s lock).
-
-    Returns, per resolution, the latest bar of each symbol the batch touched, as
-    merged and stored (not the batch's partial bar). They are only true once the
-    caller's transaction commits."""
+async def upsert_bars_per_resolution(conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
+    """What ``upsert_bars`` does, as it was done before: the coarser bars folded
+    in Python and one statement per resolution, 1m first. Same contract and
+    same result; four round trips and about half again the time."""
     if not minute:
         return []
     out: list[StoredBar] = []
