@@ -44,7 +44,7 @@ integers are big-endian. The values:
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from nexanest.schemas.ticks import Tick
@@ -252,3 +252,23 @@ class StockPriceCopyEncoder:
         out[_PLACEHOLDER - len(COPY_HEADER) : _PLACEHOLDER] = COPY_HEADER
         del out[: _PLACEHOLDER - len(COPY_HEADER)]
         return out
+
+    def encode_parts(self, rows: Sequence[tuple[Tick, int, int]], rows_per_part: int) -> Iterator[bytes]:
+        """The stream ``encode(rows)`` gives, in parts of ``rows_per_part`` rows,
+        encoded one part at a time as the caller asks for it: the caller can
+        let other work run between parts (a large batch encodes in tens of
+        milliseconds, too long to hold an event loop), and the server parses
+        one part while the next is encoded. The parts joined are exactly
+        ``encode(rows)``."""
+        if rows_per_part < 1:
+            raise ValueError("rows_per_part must be at least 1")
+        if len(rows) <= rows_per_part:
+            yield bytes(self.encode(rows))
+            return
+        head, tail = len(COPY_HEADER), len(COPY_TRAILER)
+        last = len(rows) - rows_per_part
+        for start in range(0, len(rows), rows_per_part):
+            part = self.encode(rows[start : start + rows_per_part])
+            # Every part is a whole stream: keep the first's header, the last's trailer.
+            yield bytes(memoryview(part)[0 if start == 0 else head : len(part) if start >= last else -tail])
+

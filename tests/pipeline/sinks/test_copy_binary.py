@@ -234,6 +234,15 @@ def test_stream_decodes_to_the_rows_stock_price_row_builds() -> None:
     assert decode_stream(StockPriceCopyEncoder().encode(rows)) == [stock_price_row(*r) for r in rows]
 
 
+@pytest.mark.parametrize("rows_per_part", [1, 3, 11, 12, 100])
+def test_parts_join_to_the_whole_stream(rows_per_part: int) -> None:
+    rows = [*TRICKY_ROWS, (make_tick(11), 3, INT64[1])]  # 12 rows
+    parts = list(StockPriceCopyEncoder().encode_parts(rows, rows_per_part))
+    assert len(parts) == -(-len(rows) // rows_per_part)
+    assert b"".join(parts) == StockPriceCopyEncoder().encode(rows)
+    assert list(StockPriceCopyEncoder().encode_parts([], 5)) == [bytes(StockPriceCopyEncoder().encode([]))]
+
+
 def test_text_cache_limit_only_bounds_memory() -> None:
     encoder = StockPriceCopyEncoder(max_cached_texts=3)
     for _ in range(2):

@@ -124,3 +124,32 @@ async def test_failure_in_transaction_commits_nothing(timescale_pool: asyncpg.Po
     assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
     assert await sink.stored_offsets("ticks") == {}
     assert await sink.flush() == 1  # the buffer was kept for the retry
+
+
+async def test_a_large_batch_streams_in_parts_with_exact_rows_and_bars(
+    timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """6,500 rows: the COPY goes in four parts and the bars are aggregated in four
+    symbol groups (``_ROWS_PER_STEP`` is 2,000); rows and bars must be exact."""
+    from nexanest.pipeline.edition import detect_edition
+    from tests.pipeline.sinks.test_ohlcv import BASE_NS, assert_bars_match_ticks, entry, tick
+
+    if await detect_edition(timescale_pool) != "apache":
+        pytest.skip("the pipeline keeps the bars only under timescaledb.license = apache")
+    source = f"big-{test_id}"
+    symbols = [f"BIG{test_id.upper()}{i}" for i in range(7)]
+    batch = [
+        entry(tick(symbols[i % 7], source, i, BASE_NS + i * 10**8, (100 + i % 13) * 10**9 + i), offset=i)
+        for i in range(6_500)
+    ]
+    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    sink.write(batch)
+    assert await sink.flush() == 6_500
+    stored = await timescale_pool.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT source_seq) AS seqs, sum(price) AS prices FROM stock_prices"
+        " WHERE source = $1",
+        source,
+    )
+    assert (stored["n"], stored["seqs"]) == (6_500, 6_500)
+    assert stored["prices"] == sum(Decimal(t.price_e9).scaleb(-9) for t, _, _ in batch)
+    await assert_bars_match_ticks(timescale_pool, source, symbols)
