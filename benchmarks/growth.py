@@ -16,7 +16,7 @@ empty and is dropped at the end, also after an error, Ctrl-C or SIGTERM
 
 Into it, ``TimescaleSink`` is driven exactly as the consumer's writing task
 drives it (``pipeline/runner.py``): the partitions are claimed in
-``ingest_offsets``, and per batch of ``settings.batch.max_rows`` (5,000)
+``ingest_offsets``, and per batch of ``settings.batch.max_rows`` (20,000 since 212dcd4)
 ``(tick, partition, offset)`` entries it gets ``write``, ``advance`` and
 ``flush``: one transaction of binary COPY, the OHLCV rollup upserts (``rollups``
 resolved as the consumer does: ``pipeline`` on the Apache edition) and the
@@ -40,7 +40,7 @@ would add their own noise and hide it. The end-to-end rates, with Kafka, are
 same reason (it does not touch the database).
 
 **Timing.** Ticks of a slice are generated and batched before the slice is
-timed (the generator takes about as long as the write), and the quote publish
+timed (the generator needs ~90 s for 10M ticks), and the quote publish
 is timed apart (the consumer overlaps it with the write), so the rate is that
 of the database write: ``TimescaleSink.write``/``advance``/``flush``, i.e. COPY
 encoding and the batch's bar aggregation in Python (both independent of table
@@ -913,7 +913,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (default 300)")
     parser.add_argument("--seed", type=int, default=1, help="feed seed (default 1)")
     parser.add_argument(
-        "--slice-rows", type=int, default=0, help="rows per reported slice (default rows/20: 500000 at 10M)"
+        "--slice-rows",
+        type=int,
+        default=0,
+        help="rows per reported slice, in whole batches (default rows/20, at least 5 batches: 500000 at 10M)",
     )
     parser.add_argument(
         "--hours",
@@ -952,7 +955,7 @@ def main() -> int:
     if args.rows < 1 or args.symbols < 1 or args.hours <= 0 or args.runs < 1:
         parser.error("--rows, --symbols, --hours and --runs must be positive")
     batch = settings.batch.max_rows
-    wanted = args.slice_rows or max(batch, args.rows // 20)
+    wanted = args.slice_rows or max(5 * batch, args.rows // 20)  # a slice of 1-2 batches is mostly noise
     args.slice_rows = max(batch, wanted // batch * batch)  # whole consumer batches
     python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
     args.command_line = shlex.join([python, "benchmarks/growth.py", *sys.argv[1:]])
