@@ -899,7 +899,10 @@ def write_results_md(section: str, path: Path = RESULTS_MD) -> None:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
-    """SIGTERM unwinds like Ctrl-C, so the scratch database is dropped."""
+    """Ctrl-C and SIGTERM raise at once, wherever the loop is: asyncio's own
+    SIGINT handling only cancels the main task, and a driver may absorb that
+    cancellation (observed once here), which would let the run go on. ``main``
+    drops the scratch database either way."""
     raise KeyboardInterrupt
 
 
@@ -967,6 +970,7 @@ def main() -> int:
         flush=True,
     )
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         result = uvloop.run(run(args, settings, scratch))
     except KeyboardInterrupt:
