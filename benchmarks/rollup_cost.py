@@ -8,9 +8,11 @@ side by side in one run.
 Unless ``--no-baseline``, a third mode runs the rollups as they were done before
 ``upsert_bars`` became one statement (``upsert_bars_per_resolution``: 5m/1h/1d
 folded in Python, four statements), so the two forms are compared on the same
-ticks in the same run. For every rollups run the time each batch spent in the
-rollup upsert is recorded too (``rollup_ms_per_batch``: median, p90, over all
-batches of that mode).
+ticks in the same run. For every rollups run the time each batch spent on
+rollups is recorded too (``rollup_ms_per_batch``: median and p90 over all
+batches of that mode) in its three parts: ``aggregate`` (1m bars from the
+ticks, in Python, before the transaction), ``upsert`` (inside it) and
+``bar_cache`` (the Redis bar cache's flush, after the commit).
 
 The same synthetic ticks (one seed) are published to a fresh topic per run,
 under a source name of its own and ten minutes of tick time apart, so the
@@ -50,10 +52,12 @@ from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks import timescale as timescale_sink
+from nexanest.pipeline.sinks.bar_cache import BarCacheSink
 from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, repair, upsert_bars, upsert_bars_per_resolution
 from nexanest.pipeline.sinks.timescale import ns_to_datetime
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
+from nexanest.schemas.ticks import Tick
 
 RUN_SPACING_NS = 600 * 10**9
 
@@ -62,20 +66,56 @@ Upsert = Callable[[asyncpg.Connection, Bars], Awaitable[list[StoredBar]]]
 FORMS: dict[str, Upsert] = {"rollups_on": upsert_bars, "rollups_on_per_resolution": upsert_bars_per_resolution}
 
 
-class TimedUpsert:
-    """Stands in for the sink's ``upsert_bars`` (the benchmark patches the name
-    ``TimescaleSink`` calls) and records how long each batch's call took."""
+class RollupTimers:
+    """Per batch, the three costs of rollups on, while installed: the 1m
+    aggregation in Python (before the transaction; the sink may aggregate a batch
+    in several calls, summed), the upsert (inside it) and the Redis bar cache's
+    flush (after the commit). Patches the names the sinks call (``upsert`` stands
+    in for ``upsert_bars``), and puts them back on exit."""
 
     def __init__(self, upsert: Upsert) -> None:
         self._upsert = upsert
-        self.seconds: list[float] = []
+        self._aggregating = 0.0
+        self.aggregate: list[float] = []
+        self.upsert: list[float] = []
+        self.bar_cache: list[float] = []
 
-    async def __call__(self, conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
+    async def timed_upsert(self, conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
+        # The aggregation calls since the last upsert were this batch's.
+        self.aggregate.append(self._aggregating)
+        self._aggregating = 0.0
         started = time.perf_counter()
         try:
             return await self._upsert(conn, minute)
         finally:
-            self.seconds.append(time.perf_counter() - started)
+            self.upsert.append(time.perf_counter() - started)
+
+    def __enter__(self) -> RollupTimers:
+        aggregate, flush = timescale_sink.minute_bars_of_ticks, BarCacheSink.flush
+        self._restore = (aggregate, flush)
+
+        def timed_aggregate(entries: list[tuple[Tick, int, int]]) -> Bars:
+            started = time.perf_counter()
+            try:
+                return aggregate(entries)
+            finally:
+                self._aggregating += time.perf_counter() - started
+
+        async def timed_flush(sink: BarCacheSink) -> int:
+            started = time.perf_counter()
+            try:
+                return await flush(sink)
+            finally:
+                self.bar_cache.append(time.perf_counter() - started)
+
+        timescale_sink.upsert_bars = self.timed_upsert  # type: ignore[assignment]
+        timescale_sink.minute_bars_of_ticks = timed_aggregate  # type: ignore[assignment]
+        BarCacheSink.flush = timed_flush  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        timescale_sink.upsert_bars = upsert_bars
+        timescale_sink.minute_bars_of_ticks, BarCacheSink.flush = self._restore  # type: ignore[method-assign]
 
 
 def ms_summary(seconds: list[float]) -> dict[str, float]:
@@ -163,7 +203,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         else ("rollups_on", "rollups_on_per_resolution", "rollups_off")
     )
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
-    upsert_seconds: dict[str, list[float]] = {mode: [] for mode in modes if mode in FORMS}
+    rollup_seconds: dict[str, dict[str, list[float]]] = {
+        mode: {"aggregate": [], "upsert": [], "bar_cache": []} for mode in modes if mode in FORMS
+    }
     names: list[str] = []
     try:
         for round_no in range(args.rounds):
@@ -183,14 +225,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 )
                 names.append(name)
                 await publish(settings, config)
-                timed = TimedUpsert(FORMS.get(mode, upsert_bars))
-                timescale_sink.upsert_bars = timed  # type: ignore[assignment]  # the name TimescaleSink calls
-                try:
+                with RollupTimers(FORMS.get(mode, upsert_bars)) as timers:
                     rates[mode].append(await ingest_rate(settings, args.ticks))
-                finally:
-                    timescale_sink.upsert_bars = upsert_bars
                 if mode in FORMS:
-                    upsert_seconds[mode] += timed.seconds
+                    spent = rollup_seconds[mode]
+                    spent["aggregate"] += timers.aggregate
+                    spent["upsert"] += timers.upsert
+                    spent["bar_cache"] += timers.bar_cache
                     admin = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
                     try:
                         await check_bars(admin, name, args.ticks)
@@ -224,7 +265,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         result["per_resolution_median_on_to_off_ratio"] = round(
             statistics.median(per_resolution) / statistics.median(rates["rollups_off"]), 3
         )
-    result["rollup_ms_per_batch"] = {mode: ms_summary(s) for mode, s in upsert_seconds.items() if s}
+    result["rollup_ms_per_batch"] = {
+        mode: {part: ms_summary(s) for part, s in parts.items() if s} for mode, parts in rollup_seconds.items()
+    }
     result["all_runs"] = {k: [round(v) for v in vs] for k, vs in rates.items()}
     return result
 
