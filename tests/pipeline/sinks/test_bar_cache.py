@@ -195,6 +195,18 @@ async def test_an_older_bucket_never_replaces_a_newer_cached_bar(analytics_redis
     assert await cache.flush() == 0
 
 
+@pytest.mark.integration
+async def test_a_large_flush_goes_in_parts_and_caches_every_bar(analytics_redis: redis.Redis, test_id: str) -> None:
+    prefix = f"test:{test_id}:bar:"
+    source = _Bars()
+    cache = BarCacheSink(analytics_redis, source, prefix)
+    source.bars = [stored(f"S{i}", BASE, 100 + i, i + 1) for i in range(450)]  # three script calls
+    assert await cache.flush() == 450
+    for i in (0, 199, 200, 399, 449):
+        bar = await read_bar(analytics_redis, "1m", f"S{i}", prefix)
+        assert (bar["close"], bar["trade_count"]) == (str(100 + i), str(i + 1))
+
+
 async def _batches(ticks: Sequence[Tick]) -> AsyncIterator[Sequence[Tick]]:
     for i in range(0, len(ticks), 100):
         yield ticks[i : i + 100]
