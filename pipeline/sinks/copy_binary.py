@@ -271,4 +271,3 @@ class StockPriceCopyEncoder:
             part = self.encode(rows[start : start + rows_per_part])
             # Every part is a whole stream: keep the first's header, the last's trailer.
             yield bytes(memoryview(part)[0 if start == 0 else head : len(part) if start >= last else -tail])
-
