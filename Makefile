@@ -132,11 +132,21 @@ $(BENCH_STAMP): $(BENCH_REQ)
 
 bench-venv: $(BENCH_STAMP) ## the separate benchmark venv (Quix Streams, py-spy), pinned
 
-bench: setup stack-up migrate bench-venv ## the benchmark suite: limits, pipeline, alternatives, freshness, memory (minutes)
+# The whole of issue 5, one scenario after another (each adds its section to
+# benchmarks/RESULTS.md and its JSON to benchmarks/results/), then the plots.
+bench: setup stack-up migrate bench-venv ## every benchmark: limits, pipeline, alternatives, freshness, memory, stall, growth to 10M rows, scale-out, plots (about 25 minutes)
 	@$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
+	@$(BIN)/python benchmarks/backpressure.py
+	@$(BIN)/python benchmarks/scale_out.py
+	@$(BIN)/python benchmarks/growth.py
+	@$(BENCH_VENV)/bin/python benchmarks/plots.py
 
-bench-quick: setup stack-up migrate bench-venv ## the same suite on fewer ticks (under 5 minutes)
+bench-quick: setup stack-up migrate bench-venv ## the same scenarios on fewer ticks and rows (about 5 minutes)
 	@$(BIN)/python benchmarks/suite.py --quick $(BENCH_ARGS)
+	@$(BIN)/python benchmarks/backpressure.py --quick
+	@$(BIN)/python benchmarks/scale_out.py --quick
+	@$(BIN)/python benchmarks/growth.py --quick
+	@$(BENCH_VENV)/bin/python benchmarks/plots.py
 
 bench-throughput: setup stack-up migrate ## only the end-to-end run against the raw COPY ceiling
 	@$(BIN)/python benchmarks/e2e_throughput.py $(BENCH_ARGS)
