@@ -60,30 +60,30 @@ Figures below are from the full run recorded in ``benchmarks/RESULTS.md``
 (section "scale-out", 2026-11-25, 1M ticks per configuration); the script
 prints the same inputs under ``"model"`` in its JSON for every run.
 
-- **One consumer** drains ~37k ticks/s while using only ~0.55 core: it is not
+- **One consumer** drains ~37.5k ticks/s while using only ~0.54 core: it is not
   CPU-bound but waits for its own database transaction (one COPY + rollup
-  upsert + offsets at a time, ~0.6 core of PostgreSQL, commit with
-  ``synchronous_commit=on``). Its CPU cost is ~15 us per tick, so with a core
-  of its own and a database that answers faster it could go to ~65k.
+  upsert + offsets at a time, ~0.57 core of PostgreSQL, commit with
+  ``synchronous_commit=on``). Its CPU cost is ~14.5 us per tick, so with a core
+  of its own and a database that answers faster it could go to ~69k.
 - **This 2-core box** runs consumers, PostgreSQL, Kafka and Redis on the same
   two cores. Every tick costs c = c_consumer + c_postgres + c_kafka + c_redis
-  ~ 15 + 16 + 1 + 0.2 us of CPU, so the box tops out near 2 / c ~ 60k ticks/s
-  whatever N is. N=2 gets most of that (the second consumer fills the first
-  one's database waits: ~1.7 of 2 cores busy); N=4 finds the cores full
-  (~1.9 of 2 busy), pays more PostgreSQL CPU per tick (contention) and more
-  rebalancing, and is slower than N=2. Saturation is at N=2 here.
+  ~ 14.5 + 15.2 + 0.6 + 0.2 us of CPU, so the box tops out near 2 / c ~ 65k
+  ticks/s whatever N is. N=2 reaches it (64.6k, 1.72x: the second consumer
+  fills the first one's database waits; 1.92 of 2 cores busy); N=4 finds the
+  cores full, pays more PostgreSQL CPU per tick (contention) and more
+  rebalancing, and is slower than N=2 (1.47x). Saturation is at N=2 here.
 - **Many machines.** A group's consumers share the topic's partitions, so at
   most P consumers work (P = 12 here; more only idle). With consumers on
   machines of their own the aggregate is about
   ``min(min(N, P) * r_c, C_db)``: r_c the per-consumer rate above, C_db the
   write capacity of the one TimescaleDB node all of them write to. C_db's
-  inputs measured here: PostgreSQL spends ~16 us of CPU per tick in the
-  pipeline's transactions (~60k ticks/s per core of PostgreSQL, in line with the
-  suite's single-client ``db_ceiling`` of ~70k ticks/s from pre-encoded COPY
+  inputs measured here: PostgreSQL spends ~15 us of CPU per tick in the
+  pipeline's transactions (~65k ticks/s per core of PostgreSQL, in line with the
+  suite's single-client ``db_ceiling`` of ~71k ticks/s from pre-encoded COPY
   buffers, which this script also measures), and writes ~450 bytes of WAL per
-  tick, so a node with K cores for PostgreSQL takes ~K x 60k ticks/s if its
-  disk sustains K x ~27 MB/s of WAL (plus the data files). 12 partitions and
-  12 consumers (~440k ticks/s of consumer capacity) would need ~7-8 such cores
+  tick, so a node with K cores for PostgreSQL takes ~K x 65k ticks/s if its
+  disk sustains K x ~29 MB/s of WAL (plus the data files). 12 partitions and
+  12 consumers (~450k ticks/s of consumer capacity) would need ~7 such cores
   and ~200 MB/s of WAL.
 - **What to do, in order**: below C_db, add consumers up to P, and partitions
   for more (only at a quiet moment: a new partition count remaps symbols, so
