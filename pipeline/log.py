@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import msgspec
 import structlog
@@ -15,6 +16,13 @@ import structlog
 from nexanest.pipeline.settings import LogSettings
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _json_line(event: Any, **_json_dumps_options: Any) -> bytes:
+    """structlog's JSONRenderer calls its serializer like ``json.dumps`` (with a
+    ``default=`` hook msgspec does not take); values msgspec cannot encode
+    (a TopicPartition, an exception) are written as their ``repr``."""
+    return msgspec.json.encode(event, enc_hook=repr)
 
 
 def configure_logging(settings: LogSettings) -> None:
@@ -27,7 +35,7 @@ def configure_logging(settings: LogSettings) -> None:
     ]
     if settings.json_output:
         structlog.configure(
-            processors=[*shared, structlog.processors.JSONRenderer(serializer=msgspec.json.encode)],
+            processors=[*shared, structlog.processors.JSONRenderer(serializer=_json_line)],
             wrapper_class=structlog.make_filtering_bound_logger(level),
             logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer),
             cache_logger_on_first_use=True,
