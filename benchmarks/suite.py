@@ -62,7 +62,7 @@ import uuid
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -77,11 +77,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from redis.exceptions import RedisError
 
-from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
+from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis, run_consumer
 from nexanest.pipeline import metrics
 from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
+from nexanest.pipeline.sinks.ohlcv import repair
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -205,7 +206,12 @@ class Bench:
                         "consumer_group": self.group(scenario),
                     }
                 ),
-                "redis": base.redis.model_copy(update={"quote_key_prefix": f"bench:{self.run_id}:{scenario}:quote:"}),
+                "redis": base.redis.model_copy(
+                    update={
+                        "quote_key_prefix": f"bench:{self.run_id}:{scenario}:quote:",
+                        "bar_key_prefix": f"bench:{self.run_id}:{scenario}:bar:",
+                    }
+                ),
             }
         )
 
@@ -1005,22 +1011,37 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
             for t in tables:
                 await conn.execute(f"DROP TABLE IF EXISTS {t['tablename']}")
             report["scratch_tables_dropped"] = len(tables)
+            span = await conn.fetchrow(
+                "SELECT min(time) AS lo, max(time) AS hi FROM stock_prices WHERE source LIKE $1", f"bench-{run_id}%"
+            )
             status = await conn.execute("DELETE FROM stock_prices WHERE source LIKE $1", f"bench-{run_id}%")
             report["stock_prices_rows_deleted"] = int(status.split()[-1])
             status = await conn.execute("DELETE FROM ingest_offsets WHERE consumer_group LIKE $1", f"bench-{run_id}-%")
             report["ingest_offsets_rows_deleted"] = int(status.split()[-1])
+            status = await conn.execute(
+                "DELETE FROM system_events WHERE details->>'group' LIKE $1", f"bench-{run_id}-%"
+            )
+            report["system_events_deleted"] = int(status.split()[-1])
+            if span is not None and span["lo"] is not None:
+                # The pipeline runs merged the run's ticks into the OHLCV bars of their
+                # (synthetic) symbols; with the ticks gone, recomputing those days
+                # takes them out again.
+                fixed = await repair(conn, span["lo"], span["hi"] + timedelta(microseconds=1))
+                report["bars_repaired"] = {"from": fixed.start.isoformat(), "to": fixed.end.isoformat()}
         finally:
             await conn.close()
 
     async def quotes() -> None:
-        r = open_quotes_redis(base)
-        try:
-            keys = [k async for k in r.scan_iter(match=f"bench:{run_id}:*", count=1000)]
-            if keys:
-                await r.delete(*keys)
-            report["redis_keys_deleted"] = len(keys)
-        finally:
-            await r.aclose()
+        removed = 0
+        for r in (open_quotes_redis(base), open_analytics_redis(base)):  # quotes, cached bars
+            try:
+                keys = [k async for k in r.scan_iter(match=f"bench:{run_id}:*", count=1000)]
+                if keys:
+                    await r.delete(*keys)
+                removed += len(keys)
+            finally:
+                await r.aclose()
+        report["redis_keys_deleted"] = removed
 
     async def kafka() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka.bootstrap_servers)

@@ -14,11 +14,12 @@ duplicated in Kafka.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -37,8 +38,9 @@ Queued = list[tuple[int, "asyncio.Future[object]"]]
 
 
 class TickPublisher:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, source: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, source: str, *, queue_timeout_s: float = 300.0) -> None:
         self._producer = producer
+        self._queue_timeout_s = queue_timeout_s
         self._topic = topic
         self._produced = metrics.TICKS_PRODUCED.labels(source)
         self._errors = metrics.PRODUCE_ERRORS.labels(source)
@@ -59,7 +61,7 @@ class TickPublisher:
     async def _enqueue(self, ticks: Sequence[Tick]) -> Queued:
         """Encode a batch into one record batch per partition and hand those to
         the producer's accumulator; return them with their delivery futures."""
-        producer, topic = self._producer, self._topic
+        producer = self._producer
         partition_of = await self._partitions()
         builders: dict[int, BatchBuilder] = {}
         queued: Queued = []
@@ -73,14 +75,37 @@ class TickPublisher:
                 builder = builders[partition] = producer.create_batch()
             key, value = symbol.encode(), encode_tick(tick)
             if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                queued.append((builder.record_count(), await producer.send_batch(builder, topic, partition=partition)))
+                queued.append((builder.record_count(), await self._submit(builder, partition)))
                 builder = builders[partition] = producer.create_batch()
                 if builder.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a tick of {symbol} does not fit in an empty batch (max_batch_bytes)")
         for partition, builder in builders.items():
             builder.close()  # nothing else may be added by the accumulator
-            queued.append((builder.record_count(), await producer.send_batch(builder, topic, partition=partition)))
+            queued.append((builder.record_count(), await self._submit(builder, partition)))
         return queued
+
+    async def _submit(self, builder: BatchBuilder, partition: int) -> asyncio.Future[object]:
+        """Hand a record batch to the accumulator, waiting while the broker is away.
+
+        The accumulator holds one batch per partition until it drains, and gives
+        up on the next one after the request timeout (sooner when several wait,
+        as it counts elapsed time twice): a broker restart would then fail the
+        feed. The batch is intact after that refusal, so it is offered again,
+        until ``queue_timeout_s``: publishing blocks (backpressure on the feed,
+        bounded memory) instead of dropping or failing while Kafka comes back.
+        """
+        deadline = time.monotonic() + self._queue_timeout_s
+        while True:
+            try:
+                future: asyncio.Future[object] = await self._producer.send_batch(
+                    builder, self._topic, partition=partition
+                )
+            except KafkaTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                _log.warning("publish_waiting_for_broker", topic=self._topic, partition=partition)
+            else:
+                return future
 
     async def _partitions(self) -> dict[str, int]:
         """The symbol -> partition cache, reset when the topic's partition count changes."""
