@@ -69,7 +69,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -82,11 +82,9 @@ from aiokafka.errors import KafkaError
 from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 from suite import Bench, Plan, _patiently, _proc_status, clean_up, machine, service_identities
 
-from nexanest.consumers.ticks_to_timescale import open_analytics_redis
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
-from nexanest.pipeline.sinks.ohlcv import repair
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import Tick
@@ -560,54 +558,10 @@ async def check_rows(admin_dsn: str, source: str, ticks: int, start_ns: int) -> 
 
 
 async def clean_up_run(base: Settings, run_id: str) -> dict[str, Any]:
-    """``suite.clean_up`` (topics, group, stock_prices and ingest_offsets rows,
-    quote keys), then what it does not know about: bar keys, system events and
-    the rollup bars of the run's tick days (recomputed from what remains)."""
-    admin_dsn = base.timescale.admin_dsn.get_secret_value()
-    found: dict[str, Any] = {}
-
-    async def tick_range() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            row = await conn.fetchrow(
-                "SELECT min(time) AS lo, max(time) AS hi FROM stock_prices WHERE source LIKE $1", f"bench-{run_id}%"
-            )
-        finally:
-            await conn.close()
-        found.update(lo=row["lo"], hi=row["hi"])
-
-    pre: dict[str, Any] = {}
-    await _patiently(pre, "tick range", tick_range)
-    report = await clean_up(base, run_id)
-    report.update(pre)
-
-    async def bar_keys() -> None:
-        r = open_analytics_redis(base)
-        try:
-            keys = [k async for k in r.scan_iter(match=f"bench:{run_id}:*", count=1000)]
-            if keys:
-                await r.delete(*keys)
-            report["redis_bar_keys_deleted"] = len(keys)
-        finally:
-            await r.aclose()
-
-    async def database() -> None:
-        conn = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
-        try:
-            status = await conn.execute(
-                "DELETE FROM system_events WHERE details->>'group' = $1", f"bench-{run_id}-consumer"
-            )
-            report["system_events_deleted"] = int(status.split()[-1])
-            if found.get("lo") is not None:
-                # The rows are gone: recomputing their days drops the run's ticks from the bars.
-                fixed = await repair(conn, found["lo"], found["hi"] + timedelta(microseconds=1))
-                report["bars_repaired"] = {"from": fixed.start.isoformat(), "to": fixed.end.isoformat()}
-        finally:
-            await conn.close()
-
-    await _patiently(report, "redis bars", bar_keys)
-    await _patiently(report, "events and bars", database)
-    return report
+    """``suite.clean_up``: topics, group, the run's rows in stock_prices,
+    ingest_offsets and system_events, its quote and bar keys, and the rollup
+    bars of its tick days (recomputed from what remains)."""
+    return await clean_up(base, run_id)
 
 
 # -- the run --------------------------------------------------------------------------------------

@@ -133,7 +133,6 @@ import msgspec
 import suite  # benchmarks/ is on sys.path when this file runs as a script
 from report import print_and_save
 
-from nexanest.consumers.ticks_to_timescale import open_analytics_redis
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
@@ -774,9 +773,9 @@ async def measure(bench: suite.Bench, plan: Plan, config: Configuration, workdir
 
 
 async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
-    """suite.clean_up (tables, stock_prices rows, ingest_offsets, quotes, topics, groups)
-    plus what only this script creates: rollup rows of its symbols, bar keys in the
-    analytics database, its consumers' system_events rows."""
+    """suite.clean_up (tables, stock_prices rows and the bars of their days,
+    ingest_offsets, system_events, quote and bar keys, topics, groups) plus the
+    rollup rows of this run's own symbols, under a lock timeout."""
     report: dict[str, Any] = await suite.clean_up(base, run_id)
 
     async def database() -> None:
@@ -790,25 +789,10 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
                 status = await conn.execute(f"DELETE FROM {table} WHERE symbol LIKE $1", symbol_prefix(run_id) + "%")
                 deleted += int(status.split()[-1])
             report["rollup_rows_deleted"] = deleted
-            status = await conn.execute(
-                "DELETE FROM system_events WHERE details->>'group' LIKE $1", f"bench-{run_id}-%"
-            )
-            report["system_events_deleted"] = int(status.split()[-1])
         finally:
             await conn.close()
 
-    async def bars() -> None:
-        r = open_analytics_redis(base)
-        try:
-            keys = [k async for k in r.scan_iter(match=f"bench:{run_id}:*", count=1000)]
-            if keys:
-                await r.delete(*keys)
-            report["redis_bar_keys_deleted"] = len(keys)
-        finally:
-            await r.aclose()
-
-    await suite._patiently(report, "rollups and events", database)
-    await suite._patiently(report, "redis bars", bars)
+    await suite._patiently(report, "rollups", database)
     return report
 
 
