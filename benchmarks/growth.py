@@ -100,6 +100,7 @@ import uvloop
 from aiokafka.partitioner import murmur2
 from pydantic import SecretStr
 from report import RESULTS_DIR, print_and_save  # benchmarks/report.py (scripts run from this folder)
+from suite import _host as suite_host
 
 import nexanest.pipeline as pipeline_package
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, open_timescale_pool
@@ -548,12 +549,7 @@ async def measure_queries(
 
 
 def _host() -> dict[str, Any]:
-    meminfo = Path("/proc/meminfo").read_text()
-    mem_kb = int(next(ln for ln in meminfo.splitlines() if ln.startswith("MemTotal")).split()[1])
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor(),
-    )
+    mem_kb, cpu = suite_host()  # the suite's /proc reading
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kb / 1024 / 1024, 1),

@@ -97,20 +97,7 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
 
 
 async def profile(args: argparse.Namespace) -> dict[str, Any]:
-    plan = suite.Plan(
-        mode="profile",
-        ticks=args.ticks,
-        symbols=args.symbols,
-        seed=args.seed,
-        rates=(),
-        fresh_s=0,
-        warmup_s=0,
-        naive_budget_s=0,
-        idle_s=3.0,
-        quix_commit_interval_s=0,
-        quix_commit_every=0,
-        skip=frozenset(),
-    )
+    plan = suite.Plan(mode="profile", ticks=args.ticks, symbols=args.symbols, seed=args.seed, idle_s=3.0)
     bench = suite.Bench(load_settings(), plan, run_id="p" + uuid.uuid4().hex[:8])
     stamp = time.strftime("%Y%m%dT%H%M%S")
     raw_path = suite.RESULTS_DIR / f"profile-{stamp}.txt"

@@ -837,20 +837,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     base = load_settings()
-    suite_plan = suite.Plan(
-        mode=plan.mode,
-        ticks=plan.ticks,
-        symbols=plan.symbols,
-        seed=plan.seed,
-        rates=(),
-        fresh_s=0.0,
-        warmup_s=0.0,
-        naive_budget_s=0.0,
-        idle_s=plan.idle_s,
-        quix_commit_interval_s=0.0,
-        quix_commit_every=0,
-        skip=frozenset(),
-    )
+    suite_plan = suite.Plan(mode=plan.mode, ticks=plan.ticks, symbols=plan.symbols, seed=plan.seed, idle_s=plan.idle_s)
     bench = suite.Bench(base, suite_plan, run_id="o" + uuid.uuid4().hex[:8])
     started_at = datetime.now(UTC)
     started = time.monotonic()

@@ -117,18 +117,21 @@ class CountMismatch(Exception):
 
 @dataclass(frozen=True)
 class Plan:
+    """What a run does. Other benchmarks build one for ``Bench`` with only the
+    feed (the fields without defaults); the rest are the suite's scenarios."""
+
     mode: str
     ticks: int
     symbols: int
     seed: int
-    rates: tuple[int, ...]
-    fresh_s: float
-    warmup_s: float
-    naive_budget_s: float
-    idle_s: float
-    quix_commit_interval_s: float
-    quix_commit_every: int
-    skip: frozenset[str]
+    rates: tuple[int, ...] = ()
+    fresh_s: float = 0.0
+    warmup_s: float = 0.0
+    naive_budget_s: float = 0.0
+    idle_s: float = 3.0
+    quix_commit_interval_s: float = 0.0
+    quix_commit_every: int = 0
+    skip: frozenset[str] = frozenset()
 
     @staticmethod
     def from_args(args: argparse.Namespace) -> Plan:
