@@ -26,7 +26,7 @@ from nexanest.pipeline.sinks.ohlcv import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.pipeline.validation import TickValidator
-from nexanest.schemas.events import Severity
+from nexanest.schemas.events import EventType, Severity
 
 COMPONENT = "consumer.ticks_to_timescale"
 _log = get_logger(COMPONENT)
@@ -130,7 +130,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         gc.collect()
         gc.freeze()
         await events.emit(
-            "started",
+            EventType.STARTED,
             f"consuming {kafka.ticks_topic} as group {kafka.consumer_group}",
             topic=kafka.ticks_topic,
             group=kafka.consumer_group,
@@ -149,12 +149,16 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
         stats = await loop.run(stop, until_idle_s=until_idle_s)
     except Exception as exc:
         await events.emit(
-            "error", f"consumer failed: {exc!r}", Severity.ERROR, topic=kafka.ticks_topic, group=kafka.consumer_group
+            EventType.ERROR,
+            f"consumer failed: {exc!r}",
+            Severity.ERROR,
+            topic=kafka.ticks_topic,
+            group=kafka.consumer_group,
         )
         raise
     else:
         await events.emit(
-            "stopped",
+            EventType.STOPPED,
             "consumer stopped cleanly",
             topic=kafka.ticks_topic,
             group=kafka.consumer_group,

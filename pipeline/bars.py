@@ -20,6 +20,7 @@ from nexanest.pipeline.events import EventEmitter
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, VIEWS, WIDTHS, RepairReport, Resolution, repair
 from nexanest.pipeline.sinks.timescale import ns_to_datetime
+from nexanest.schemas.events import DetailValue, EventType, Severity
 
 COMPONENT: Final = "cli.bars"
 
@@ -96,7 +97,7 @@ async def repair_bars(settings: Settings, from_ns: int, to_ns: int, symbol: str 
     try:
         report = await repair(conn, ns_to_datetime(from_ns), ns_to_datetime(to_ns), symbol)
         events = EventEmitter(COMPONENT, pool=conn, producer=None, topic=settings.kafka.events_topic)
-        await events.emit("aggregate_repaired", format_repair(report), **repair_json(report))
+        await events.emit(EventType.AGGREGATE_REPAIRED, format_repair(report), Severity.INFO, **repair_details(report))
     finally:
         await conn.close()
     return report
@@ -146,6 +147,20 @@ def repair_json(report: RepairReport) -> dict[str, Any]:
         "edition": report.edition,
         "bars": dict(report.bars),
         "replaced": dict(report.replaced),
+    }
+
+
+def repair_details(report: RepairReport) -> dict[str, DetailValue]:
+    """``repair_json`` flattened for the event's details (scalars only, see
+    ``schemas/events.py``): ``bars_1m`` .. ``bars_1d``, ``replaced_1m`` .. ``replaced_1d``;
+    the community edition refreshes instead and reports no counts."""
+    counts = {f"{kind}_{r}": n for kind in ("bars", "replaced") for r, n in getattr(report, kind).items()}
+    return {
+        "start": _iso(report.start),
+        "end": _iso(report.end),
+        "symbol": report.symbol,
+        "edition": report.edition,
+        **counts,
     }
 
 

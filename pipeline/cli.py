@@ -359,7 +359,7 @@ async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
     from nexanest.pipeline.kafka import ensure_topics, make_producer
     from nexanest.producers.feeds.synthetic import SyntheticFeed
     from nexanest.producers.publisher import TickPublisher
-    from nexanest.schemas.events import Severity
+    from nexanest.schemas.events import EventType, Severity
 
     await ensure_topics(settings.kafka)
     feed = SyntheticFeed(config)
@@ -370,7 +370,7 @@ async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
     try:
         publisher = TickPublisher(producer, topic, config.source)
         await events.emit(
-            "started",
+            EventType.STARTED,
             f"publishing synthetic ticks to {topic} as source {config.source}",
             topic=topic,
             source=config.source,
@@ -381,7 +381,7 @@ async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
             published = await publisher.publish_all(feed.ticks(), stop)
         except Exception as exc:
             await events.emit(
-                "error",
+                EventType.ERROR,
                 f"producer failed: {exc!r}",
                 Severity.ERROR,
                 topic=topic,
@@ -391,7 +391,7 @@ async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
             raise
         elapsed = time.monotonic() - started
         await events.emit(
-            "stopped",
+            EventType.STOPPED,
             f"published {published} ticks in {elapsed:.1f}s",
             topic=topic,
             source=config.source,

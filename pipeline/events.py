@@ -31,7 +31,7 @@ from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import EventsSettings, Settings
 from nexanest.pipeline.sinks.timescale import RETRYABLE_DB_ERRORS
-from nexanest.schemas.events import Severity, SystemEvent, encode_event
+from nexanest.schemas.events import DetailValue, EventType, Severity, SystemEvent, encode_event
 
 _log = get_logger(__name__)
 
@@ -57,17 +57,22 @@ class EventEmitter:
         self._host = socket.gethostname()
 
     async def emit(
-        self, event_type: str, message: str, severity: Severity = Severity.INFO, **details: Any
+        self, event_type: EventType, message: str, severity: Severity = Severity.INFO, **details: DetailValue
     ) -> SystemEvent:
+        """Store one event in the table and send it to the topic; never raises.
+
+        ``details`` must be flat scalars (the wire format): a value that is not
+        (typed code cannot pass one) is stored as its JSON text and logged, so
+        the topic never carries an event its readers cannot decode."""
         event = SystemEvent(
             event_id=str(uuid.uuid4()),
             ts_ns=time.time_ns(),
             component=self._component,
-            event_type=event_type,
+            event_type=str(event_type),
             severity=severity,
             message=message,
             host=self._host,
-            details=details,
+            details=_flat(event_type, details),
         )
         metrics.SYSTEM_EVENTS.labels(self._component, event_type).inc()
         if self._pool is not None:
@@ -98,6 +103,17 @@ class EventEmitter:
         """Close the pool if this emitter opened it (``open_event_emitter``)."""
         if self._owns_pool and self._pool is not None:
             await self._pool.close()
+
+
+def _flat(event_type: str, details: Mapping[str, object]) -> dict[str, DetailValue]:
+    out: dict[str, DetailValue] = {}
+    for key, value in details.items():
+        if value is None or isinstance(value, str | int | float | bool):
+            out[key] = value
+        else:
+            _log.warning("system_event_detail_not_scalar", event_type=event_type, key=key)
+            out[key] = json.dumps(value, default=str, sort_keys=True)
+    return out
 
 
 async def open_event_emitter(settings: Settings, component: str, producer: AIOKafkaProducer | None) -> EventEmitter:
@@ -140,7 +156,7 @@ class BatchMonitor:
     async def batch_failed(self, step: str, error: str) -> None:
         """The first failure of a batch write (the loop retries it until it succeeds)."""
         await self._events.emit(
-            "batch_failed",
+            EventType.BATCH_FAILED,
             f"batch write to {step} failed, retrying with backoff: {error[:300]}",
             Severity.WARNING,
             step=step,
@@ -150,7 +166,7 @@ class BatchMonitor:
 
     async def batch_recovered(self, step: str, retries: int, outage_s: float) -> None:
         await self._events.emit(
-            "batch_recovered",
+            EventType.BATCH_RECOVERED,
             f"batch write to {step} succeeded after {retries} retries ({outage_s:.1f}s)",
             Severity.INFO,
             step=step,
@@ -172,7 +188,7 @@ class BatchMonitor:
         if rejected > limit:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(rejected_by_reason.items()))
             await self._events.emit(
-                "dlq_burst",
+                EventType.DLQ_BURST,
                 f"one batch dead-lettered {rejected} messages (more than {limit}): {reasons}",
                 Severity.WARNING,
                 rejected=rejected,
@@ -189,7 +205,7 @@ class BatchMonitor:
         if not self._lag_high and total > high:
             self._lag_high = True
             await self._events.emit(
-                "lag_high",
+                EventType.LAG_HIGH,
                 f"consumer lag {total} messages is above {high}",
                 Severity.WARNING,
                 lag=total,
@@ -200,7 +216,7 @@ class BatchMonitor:
         elif self._lag_high and total <= high * self._settings.lag_recovered_ratio:
             self._lag_high = False
             await self._events.emit(
-                "lag_recovered",
+                EventType.LAG_RECOVERED,
                 f"consumer lag {total} messages is back under {high * self._settings.lag_recovered_ratio:g}",
                 Severity.INFO,
                 lag=total,

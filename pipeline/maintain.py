@@ -41,6 +41,7 @@ from nexanest.pipeline.edition import Edition, detect_edition
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.events import EventEmitter
 from nexanest.pipeline.settings import RetentionSettings, Settings
+from nexanest.schemas.events import EventType, Severity
 
 COMPONENT: Final = "cli.maintain"
 
@@ -449,13 +450,11 @@ async def maintain(
             )
         except Exception as exc:
             if not dry_run:
-                from nexanest.schemas.events import Severity
-
-                await events.emit("maintenance_failed", f"maintenance failed: {exc!r}", Severity.ERROR)
+                await events.emit(EventType.MAINTENANCE_FAILED, f"maintenance failed: {exc!r}", Severity.ERROR)
             raise
         if not dry_run:
             await events.emit(
-                "maintenance_done",
+                EventType.MAINTENANCE_DONE,
                 summary(report),
                 edition=report.edition,
                 chunks_dropped=report.chunks_dropped,

@@ -17,7 +17,7 @@ The encoding is MessagePack (see ``schemas/ticks.py`` for the measurement that
 chose it and for the exact byte layout another language must produce).
 """
 
-from nexanest.schemas.events import Severity, SystemEvent
+from nexanest.schemas.events import EventType, Severity, SystemEvent
 from nexanest.schemas.ticks import (
     PRICE_SCALE,
     TICK_SCHEMA_VERSION,
@@ -31,6 +31,7 @@ from nexanest.schemas.ticks import (
 __all__ = [
     "PRICE_SCALE",
     "TICK_SCHEMA_VERSION",
+    "EventType",
     "Severity",
     "SystemEvent",
     "Tick",

@@ -1,5 +1,6 @@
 """The consumer's trouble events through the real services: a dead-letter burst
-and a lag that crosses its threshold once and recovers once."""
+and a lag that crosses its threshold once and recovers once, in the table and,
+decodable and shaped like their frozen samples, on the topic."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
+from tests.pipeline.test_events import read_events
+from tests.schemas.event_samples import assert_like_sample
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +75,8 @@ async def test_dlq_burst_and_one_lag_high_then_one_lag_recovered(
     assert all(b["rejected"] > 5 and "undecodable" in b["reasons"] for b in bursts)
     assert sum(b["rejected"] for b in bursts) <= 30
     assert {r["severity"] for r in rows if r["event_type"] in ("dlq_burst", "lag_high")} == {"warning"}
+
+    # The topic carries the same events, each decodable and shaped like its sample.
+    on_topic = [assert_like_sample(value, "consumer.ticks_to_timescale") for _, value in await read_events(settings)]
+    assert [e.event_type for e in on_topic] == kinds  # one key, one partition: in the order emitted
+    assert {e.details["group"] for e in on_topic} == {settings.kafka.consumer_group}

@@ -1,6 +1,6 @@
 """System events: the batch monitor (unit), the ``events`` command line (unit),
-and emitting, filtering, following and the producer's life cycle against the
-real TimescaleDB and Kafka (integration)."""
+and emitting, filtering, following, every event type through the topic and the
+producer's life cycle against the real TimescaleDB and Kafka (integration)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ from nexanest.pipeline.events import (
     severities_from,
     tail_events,
 )
+from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import EventsSettings, Settings
+from nexanest.pipeline.topic_reader import BoundedReader
 from nexanest.producers.feeds.synthetic import SyntheticConfig
-from nexanest.schemas.events import Severity
+from nexanest.schemas.events import EventType, Severity, decode_event
+from tests.schemas.event_samples import FROZEN
 
 S = 1_000_000_000
 
@@ -180,3 +183,36 @@ async def test_the_producer_reports_started_and_stopped_with_counts(
     started, stopped = (json.loads(r["details"]) for r in rows)
     assert (started["topic"], started["symbols"]) == (isolated.kafka.ticks_topic, 3)
     assert stopped["published"] == 250
+
+
+async def read_events(settings: Settings) -> list[tuple[bytes | None, bytes]]:
+    """Every record of the settings' events topic, as (key, value)."""
+    async with BoundedReader(settings.kafka, settings.kafka.events_topic) as reader:
+        return [(r.key, r.value) async for batch in reader.batches() for r in batch if r.value is not None]
+
+
+@pytest.mark.integration
+async def test_every_event_type_round_trips_through_the_topic(isolated: Settings) -> None:
+    """Each frozen sample's event, emitted by a real EventEmitter through the real
+    producer, comes back off the topic decoded to the same event, keyed by its component."""
+    await ensure_topics(isolated.kafka)
+    producer = make_producer(isolated.kafka)
+    await producer.start()
+    emitted = []
+    try:
+        for raw in FROZEN.values():
+            frozen = decode_event(raw)
+            emitter = EventEmitter(frozen.component, pool=None, producer=producer, topic=isolated.kafka.events_topic)
+            emitted.append(
+                await emitter.emit(EventType(frozen.event_type), frozen.message, frozen.severity, **frozen.details)
+            )
+    finally:
+        await producer.stop()
+    records = await read_events(isolated)
+    read_back = {event.event_id: (key, event) for key, event in ((k, decode_event(v)) for k, v in records)}
+    assert len(records) == len(read_back) == len(FROZEN)
+    for event in emitted:
+        key, back = read_back[event.event_id]
+        assert back == event
+        assert key == event.component.encode()
+    assert {(e.component, e.event_type) for _, e in read_back.values()} == set(FROZEN)
