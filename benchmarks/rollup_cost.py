@@ -3,12 +3,11 @@ bars maintained in the COPY transaction (``consumer.rollups = pipeline``, the
 Apache edition's path) against the same consumer writing no bars (``off``),
 side by side in one run.
 
-    python benchmarks/rollup_cost.py [--ticks 200000] [--rounds 2] [--symbols 200] [--no-baseline]
+    python benchmarks/rollup_cost.py [--ticks 200000] [--rounds 2] [--symbols 200]
 
-Unless ``--no-baseline``, a third mode runs the rollups as they were done before
-``upsert_bars`` became one statement (``upsert_bars_per_resolution``: 5m/1h/1d
-folded in Python, four statements), so the two forms are compared on the same
-ticks in the same run. For every rollups run the time each batch spent on
+(The four-statement form that ``upsert_bars`` replaced was measured here as a
+third mode until it left the pipeline; it survives only as a test reference,
+``tests/pipeline/sinks/ohlcv_reference.py``.) For every rollups run the time each batch spent on
 rollups is recorded too (``rollup_ms_per_batch``: median and p90 over all
 batches of that mode) in its three parts: ``aggregate`` (1m bars from the
 ticks, in Python, before the transaction), ``upsert`` (inside it) and
@@ -53,7 +52,7 @@ from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks import timescale as timescale_sink
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
-from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, repair, upsert_bars, upsert_bars_per_resolution
+from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, repair, upsert_bars
 from nexanest.pipeline.sinks.timescale import ns_to_datetime
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
@@ -63,7 +62,7 @@ RUN_SPACING_NS = 600 * 10**9
 
 Upsert = Callable[[asyncpg.Connection, Bars], Awaitable[list[StoredBar]]]
 #: The rollup modes: which upsert the consumer's TimescaleSink calls.
-FORMS: dict[str, Upsert] = {"rollups_on": upsert_bars, "rollups_on_per_resolution": upsert_bars_per_resolution}
+FORMS: dict[str, Upsert] = {"rollups_on": upsert_bars}
 
 
 class RollupTimers:
@@ -197,11 +196,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     run_id = uuid.uuid4().hex[:8]
     # Inside the validator's 7-day window, far from what `make run` writes now.
     start_ns = time.time_ns() - 5 * 24 * 3600 * 10**9
-    modes = (
-        ("rollups_on", "rollups_off")
-        if args.no_baseline
-        else ("rollups_on", "rollups_on_per_resolution", "rollups_off")
-    )
+    modes = ("rollups_on", "rollups_off")
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
     rollup_seconds: dict[str, dict[str, list[float]]] = {
         mode: {"aggregate": [], "upsert": [], "bar_cache": []} for mode in modes if mode in FORMS
@@ -258,13 +253,6 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             statistics.median(rates["rollups_on"]) / statistics.median(rates["rollups_off"]), 3
         ),
     }
-    if "rollups_on_per_resolution" in rates:
-        per_resolution = rates["rollups_on_per_resolution"]
-        result["per_resolution_ticks_per_s"] = round(max(per_resolution))
-        result["per_resolution_on_to_off_ratio"] = round(max(per_resolution) / best_off, 3)
-        result["per_resolution_median_on_to_off_ratio"] = round(
-            statistics.median(per_resolution) / statistics.median(rates["rollups_off"]), 3
-        )
     result["rollup_ms_per_batch"] = {
         mode: {part: ms_summary(s) for part, s in parts.items() if s} for mode, parts in rollup_seconds.items()
     }
@@ -277,9 +265,6 @@ if __name__ == "__main__":
     parser.add_argument("--ticks", type=int, default=200_000, help="ticks per run (default 200000)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each mode (default 2)")
     parser.add_argument("--symbols", type=int, default=200, help="symbols in the feed (default 200)")
-    parser.add_argument(
-        "--no-baseline", action="store_true", help="skip the previous four-statement form (rollups_on_per_resolution)"
-    )
     args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
     result = uvloop.run(main(args))

@@ -11,10 +11,10 @@ Per batch: one pass over the rows in Python builds the 1 minute bars
 5m, 1h and 1d bars from those in SQL and upserts all four resolutions, each
 ``ON CONFLICT`` merging the batch into what is stored: open/close by
 (tick time, source_seq), high/low by greatest/least, volume, trade count and
-sum(price * size) by addition. (``upsert_bars_per_resolution``, the previous
-form with the folding in Python, ``coarser_bars``, and one statement per
-resolution, stays as the baseline the benchmark and tests compare with.)
-Merging is commutative and associative, so batches may bring ticks of any
+sum(price * size) by addition. (The form it replaced, 5m/1h/1d folded in Python
+and one statement per resolution, lives on in
+``tests/pipeline/sinks/ohlcv_reference.py`` as the second implementation the
+tests compare this one with.) Merging is commutative and associative, so batches may bring ticks of any
 bucket in any order; a late tick updates its past bar however long ago that
 bar closed.
 
@@ -24,8 +24,8 @@ bar closed.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -80,18 +80,6 @@ class Bar:
     volume: Decimal
     trade_count: int
     pv: Decimal
-
-    def merge(self, other: Bar) -> None:
-        """Fold ``other`` (same symbol and bucket) into this bar; ``_UPSERT`` is the SQL twin."""
-        if (other.open_time, other.open_seq) < (self.open_time, self.open_seq):
-            self.open, self.open_time, self.open_seq = other.open, other.open_time, other.open_seq
-        if (other.close_time, other.close_seq) > (self.close_time, self.close_seq):
-            self.close, self.close_time, self.close_seq = other.close, other.close_time, other.close_seq
-        self.high = max(self.high, other.high)
-        self.low = min(self.low, other.low)
-        self.volume += other.volume
-        self.trade_count += other.trade_count
-        self.pv += other.pv
 
 
 BarKey = tuple[str, datetime]  # (symbol, bucket start, UTC)
@@ -187,47 +175,13 @@ def _bar_of(b: list[int]) -> Bar:
 _MINUTE_US: Final = 60_000_000
 
 
-# time_bucket's default origin (2000-01-03, a Monday, midnight UTC) lies on every grid
-# below, so flooring the UTC fields gives the same buckets.
-_FLOOR: Final[Mapping[Resolution, Callable[[datetime], datetime]]] = {
-    "1m": lambda b: b,
-    "5m": lambda b: b.replace(minute=b.minute - b.minute % 5),
-    "1h": lambda b: b.replace(minute=0),
-    "1d": lambda b: b.replace(hour=0, minute=0),
-}
-
-
-def coarser_bars(bars: Bars, resolution: Resolution) -> Bars:
-    """Fold finer bars (any resolution that divides ``resolution``) into ``resolution``."""
-    floor = _FLOOR[resolution]
-    out: Bars = {}
-    with decimal.localcontext(_EXACT):
-        for (symbol, bucket), bar in bars.items():
-            key = (symbol, floor(bucket))
-            into = out.get(key)
-            if into is None:
-                out[key] = replace(bar)
-            else:
-                into.merge(bar)
-    return out
-
-
-def all_resolutions(minute: Bars) -> dict[Resolution, Bars]:
-    """1m bars and the 5m, 1h and 1d bars folded from them, each from the one below."""
-    out: dict[Resolution, Bars] = {"1m": minute}
-    finer = minute
-    for resolution in RESOLUTIONS[1:]:
-        finer = out[resolution] = coarser_bars(finer, resolution)
-    return out
-
-
 _COLUMNS: Final = (
     "symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq, volume, trade_count, pv"
 )
 
 # How a stored bar (r) absorbs a batch's partial bar of the same key (EXCLUDED); the
-# SQL twin of Bar.merge. Every SET expression reads the stored row as it was, so
-# the CASEs compare old to new.
+# Python twin is ``merge`` in tests/pipeline/sinks/ohlcv_reference.py. Every SET
+# expression reads the stored row as it was, so the CASEs compare old to new.
 _MERGE: Final = """
 ON CONFLICT (symbol, bucket) DO UPDATE SET
     open = CASE WHEN (EXCLUDED.open_time, EXCLUDED.open_seq) < (r.open_time, r.open_seq)
@@ -253,7 +207,8 @@ RETURNING symbol, bucket, open, high, low, close, volume, trade_count, pv
 # -- one statement per batch (upsert_bars) -------------------------------------
 #
 # Measured on 5,000-tick batches over 300 symbols, the bars already stored (as in
-# a running consumer): the four statements of upsert_bars_per_resolution took
+# a running consumer): the previous form, four statements with 5m/1h/1d folded in
+# Python (now tests/pipeline/sinks/ohlcv_reference.py), took
 # ~83 ms a batch, of which the server executed ~6 ms per statement. The rest was
 # client work: folding 5m/1h/1d in Python (~9 ms), building 4 x 13 argument
 # arrays (~3 ms), asyncpg encoding them element by element (~5.5 ms per statement;
@@ -263,7 +218,6 @@ RETURNING symbol, bucket, open, high, low, close, volume, trade_count, pv
 # SQL (a few tenths of a ms for 900 groups), merges all four resolutions and returns
 # the latest merged bar per symbol and resolution as one JSON value: ~54 ms a batch,
 # of which the server's execution is now ~39 ms (1,200 conflicting upserts).
-# benchmarks/rollup_cost.py measures both forms side by side.
 
 # Times travel as epoch microseconds: an interval times a float8 below 2**53 is
 # exact, so this is exact for times within ~285 years of 1970 (the tick validator
@@ -416,71 +370,6 @@ async def upsert_bars(conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]
         StoredBar(res, symbol, _EPOCH + timedelta(microseconds=us), o, h, lo, c, v, n, vwap)
         for res, symbol, us, o, h, lo, c, v, n, vwap in _BATCH_ROWS.decode(data)
     ]
-
-
-# -- four statements per batch (the previous form) -----------------------------
-
-# One statement per resolution and batch, with the coarser bars folded in Python
-# (all_resolutions). Kept as the baseline benchmarks/rollup_cost.py measures
-# upsert_bars against, and as a second implementation the tests compare it with.
-# Decimals travel as text: asyncpg's binary numeric encoding costs several
-# microseconds a value, str() and the server's numeric_in a fraction of that.
-_UPSERT: Final = f"""
-INSERT INTO {{table}} AS r ({_COLUMNS})
-SELECT symbol, bucket, open::numeric, open_time, open_seq, high::numeric, low::numeric, close::numeric,
-       close_time, close_seq, volume::numeric, trade_count, pv::numeric
-  FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
-              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[],
-              $11::text[], $12::bigint[], $13::text[])
-       AS u(symbol, bucket, open, open_time, open_seq, high, low, close, close_time, close_seq,
-            volume, trade_count, pv)
-{_MERGE}"""
-# The upsert as a data-modifying CTE whose RETURNING gives the merged rows as
-# stored, of which only the latest bucket per symbol leaves the server.
-_UPSERT_RETURNING_LATEST: Final = f"""
-WITH merged AS (
-{_UPSERT}
-)
-SELECT DISTINCT ON (symbol) symbol, bucket, open, high, low, close, volume, trade_count,
-       (pv / NULLIF(volume, 0))::NUMERIC(20, 9) AS vwap
-  FROM merged
- ORDER BY symbol, bucket DESC
-"""
-_UPSERTS: Final[Mapping[Resolution, str]] = {
-    r: _UPSERT_RETURNING_LATEST.format(table=ROLLUP_TABLES[r]) for r in RESOLUTIONS
-}
-
-
-def _columns(bars: Bars) -> list[list[Any]]:
-    items = sorted(bars.items(), key=lambda kv: kv[0])
-    return [
-        [k[0] for k, _ in items],
-        [k[1] for k, _ in items],
-        [str(b.open) for _, b in items],
-        [b.open_time for _, b in items],
-        [b.open_seq for _, b in items],
-        [str(b.high) for _, b in items],
-        [str(b.low) for _, b in items],
-        [str(b.close) for _, b in items],
-        [b.close_time for _, b in items],
-        [b.close_seq for _, b in items],
-        [str(b.volume) for _, b in items],
-        [b.trade_count for _, b in items],
-        [str(b.pv) for _, b in items],
-    ]
-
-
-async def upsert_bars_per_resolution(conn: asyncpg.Connection, minute: Bars) -> list[StoredBar]:
-    """What ``upsert_bars`` does, as it was done before: the coarser bars folded
-    in Python and one statement per resolution, 1m first. Same contract and
-    same result; four round trips and about half again the time."""
-    if not minute:
-        return []
-    out: list[StoredBar] = []
-    for resolution, bars in all_resolutions(minute).items():
-        rows = await conn.fetch(_UPSERTS[resolution], *_columns(bars))
-        out.extend(StoredBar(resolution, *r) for r in rows)
-    return out
 
 
 async def resolve_rollups(conn: Any, setting: RollupSetting) -> RollupMode:

@@ -26,7 +26,6 @@ from nexanest.pipeline.sinks.ohlcv import (
     VIEWS,
     Bar,
     Resolution,
-    all_resolutions,
     minute_bars,
     repair,
     repair_range,
@@ -34,6 +33,7 @@ from nexanest.pipeline.sinks.ohlcv import (
 )
 from nexanest.pipeline.sinks.timescale import COLUMNS, TimescaleSink, stock_price_row
 from nexanest.schemas.ticks import Tick
+from tests.pipeline.sinks.ohlcv_reference import all_resolutions, merge
 
 # A few minutes before midnight UTC: dense ticks here cross 1m, 5m, 1h and 1d boundaries.
 BASE = datetime(2025, 1, 6, 23, 57, tzinfo=UTC)
@@ -90,6 +90,7 @@ def test_sums_stay_exact_beyond_the_default_decimal_precision() -> None:
 
 
 def test_coarser_resolutions_fold_the_minute_bars() -> None:
+    """The reference fold (ohlcv_reference.py) that test_ohlcv_upsert.py compares production with."""
     # Minutes 23:57 .. 00:02: two days, two hours, two 5m buckets.
     rows = [row(tick("A", "s", m, BASE_NS + m * MINUTE_NS, (100 + m) * 10**9)) for m in range(6)]
     bars = all_resolutions(minute_bars(rows))
@@ -107,6 +108,7 @@ def test_coarser_resolutions_fold_the_minute_bars() -> None:
 
 
 def test_merge_is_order_independent() -> None:
+    """The reference merge (the Python twin of production's ON CONFLICT merge)."""
     t = BASE
     a = Bar(
         Decimal(5), t, 2, Decimal(9), Decimal(4), Decimal(6), t + timedelta(seconds=30), 1, Decimal(1), 2, Decimal(11)
@@ -115,8 +117,8 @@ def test_merge_is_order_independent() -> None:
         Decimal(7), t, 1, Decimal(8), Decimal(3), Decimal(8), t + timedelta(seconds=30), 4, Decimal(2), 3, Decimal(20)
     )
     ab, ba = replace(a), replace(b)
-    ab.merge(b)
-    ba.merge(a)
+    merge(ab, b)
+    merge(ba, a)
     assert ab == ba
     assert (ab.open, ab.open_seq, ab.close, ab.close_seq) == (Decimal(7), 1, Decimal(8), 4)
     assert (ab.high, ab.low, ab.volume, ab.trade_count, ab.pv) == (Decimal(9), Decimal(3), Decimal(3), 5, Decimal(31))

@@ -1,7 +1,7 @@
 """The one-statement rollup upsert (``upsert_bars``) against the four-statement
-form it replaced (``upsert_bars_per_resolution``): same stored bars, same returned
-bars, on random batches merged into random stored state; and its lock order
-with ``repair``."""
+form it replaced (``upsert_bars_per_resolution``, kept in ``ohlcv_reference.py``
+for this comparison only): same stored bars, same returned bars, on random
+batches merged into random stored state; and its lock order with ``repair``."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from nexanest.pipeline.sinks.ohlcv import (
     minute_bars,
     minute_bars_of_ticks,
     upsert_bars,
-    upsert_bars_per_resolution,
 )
 from nexanest.pipeline.sinks.timescale import stock_price_row
 from nexanest.schemas.ticks import Tick
+from tests.pipeline.sinks.ohlcv_reference import upsert_bars_per_resolution
 
 BASE_NS = int(datetime(2025, 1, 6, 23, 57, tzinfo=UTC).timestamp()) * 10**9
 US = 1_000
