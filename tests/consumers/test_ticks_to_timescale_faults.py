@@ -8,6 +8,7 @@ deploy/local scripts; consumers that are killed run as real processes.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import asyncpg
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
@@ -138,9 +140,123 @@ async def test_crash_between_database_commit_and_kafka_commit_repeats_nothing(
     with pytest.raises(CrashBeforeKafkaCommit):
         await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
     monkeypatch.setattr(IngestLoop, "_commit", real_commit)
-    # Kafka's committed offset is now behind the table; the table's offsets win.
-    await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
+    stored = await rows_of(timescale_pool, config.source)
+    assert sum((await kafka_committed(settings)).values()) < stored  # Kafka is behind the table
+    # The table's offsets win: the next consumer reads only what is not stored (the
+    # uniqueness rule would hide a re-read, its count does not).
+    stats = await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
+    assert stats.consumed == 10_000 - stored
     await assert_exactly_once(timescale_pool, config.source, 10_000, settings, config.start_ns)
+
+
+async def kafka_committed(settings: Settings) -> dict[int, int]:
+    """The group's committed offset per partition of its ticks topic (absent: none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.kafka.consumer_group)
+    finally:
+        await admin.close()
+    topic = settings.kafka.ticks_topic
+    return {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0}
+
+
+async def stored_offsets(pool: asyncpg.Pool, settings: Settings) -> dict[int, int]:
+    """The next offset per partition that the database holds for the group (``ingest_offsets``)."""
+    rows = await pool.fetch(
+        "SELECT partition, next_offset FROM ingest_offsets"
+        " WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL",  # NULL: claimed, never written
+        settings.kafka.consumer_group,
+        settings.kafka.ticks_topic,
+    )
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+def with_application_name(dsn: str, name: str) -> str:
+    """``dsn`` whose sessions carry ``application_name``: the test finds the child's backend by it."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={name}"
+
+
+async def test_kill_9_between_database_commit_and_kafka_commit_repeats_nothing(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """A real consumer process is killed with SIGKILL after a batch's transaction
+    (rows and offsets) committed and before its offsets reached Kafka.
+
+    The consumer writes a batch as: COPY + offsets, COMMIT; then the after-commit
+    sinks (the market index INSERT); then Kafka's commit. The test holds
+    ``market_indices`` in SHARE mode (it blocks INSERTs, not the consumer's
+    start-up SELECTs), so the consumer commits a batch whose ticks move its index
+    and then waits on that lock. The test waits for the facts: the consumer's
+    backend waiting on the lock, the table holding exactly the rows of the stored
+    offsets, Kafka's committed offsets behind them. Then kill -9, release the
+    lock, and a new consumer must store every tick exactly once."""
+    produced = 10_000
+    config = feed_config(test_id, produced)
+    constituent = next(iter(SyntheticFeed(config).generate())).symbol
+    assert await publish(isolated, config) == produced
+    app = f"kill9-{test_id}"
+    index = f"K9{test_id.upper()}"
+    owner = await asyncpg.connect(isolated.timescale.admin_dsn.get_secret_value())
+    blocked: subprocess.Popen[bytes] | None = None
+    try:
+        holding = owner.transaction()
+        await holding.start()
+        await owner.execute("LOCK TABLE market_indices IN SHARE MODE")
+        blocked = start_consumer(
+            isolated,
+            until_idle_s=60.0,
+            NEXANEST_BATCH__MAX_ROWS="1000",
+            NEXANEST_KAFKA__GROUP_INSTANCE_ID=app,
+            NEXANEST_TIMESCALE__DSN=with_application_name(isolated.timescale.dsn.get_secret_value(), app),
+            NEXANEST_INDICES=json.dumps([{"name": index, "method": "price_weighted", "symbols": [constituent]}]),
+            # Other tests' newer ticks of the same symbol must not become the index's
+            # price, or this test's older ticks would never move it.
+            NEXANEST_CONSUMER__INDEX_SEED_WINDOW_S="0.001",
+            NEXANEST_CONSUMER__INDEX_REFRESH_S="0",
+        )
+        waiting = 0
+        deadline = time.monotonic() + 60
+        while waiting == 0 and time.monotonic() < deadline and blocked.poll() is None:
+            # Not on the lock's connection: in a transaction pg_stat_activity is a snapshot.
+            waiting = await timescale_pool.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE a.application_name = $1 AND l.relation = 'market_indices'::regclass AND NOT l.granted",
+                app,
+            )
+            await asyncio.sleep(0.05)
+        assert blocked.poll() is None, blocked.communicate()[1].decode()[-3000:]
+        assert waiting == 1, "the consumer never reached the index insert"
+        stored = await stored_offsets(timescale_pool, isolated)
+        rows = await rows_of(timescale_pool, config.source)
+        committed = await kafka_committed(isolated)
+        # The blocked batch is in the table with its offsets (every message is a good
+        # tick, so rows = offsets), and Kafka has not heard of it.
+        assert rows == sum(stored.values()) > 0
+        assert all(committed.get(p, 0) <= n for p, n in stored.items())
+        assert sum(committed.values()) < sum(stored.values())
+
+        blocked.send_signal(signal.SIGKILL)
+        assert await asyncio.to_thread(blocked.wait, 30) == -signal.SIGKILL
+        assert await kafka_committed(isolated) == committed
+        await holding.rollback()
+    finally:
+        if blocked is not None and blocked.poll() is None:
+            blocked.kill()
+            blocked.wait()
+        await owner.close()
+    # Static membership: the new consumer takes the killed one's partitions at once.
+    await asyncio.to_thread(finish, start_consumer(isolated, NEXANEST_KAFKA__GROUP_INSTANCE_ID=app))
+    await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
+    # The table's uniqueness rule would hide a re-read batch; the new consumer's own
+    # count shows it resumed at the stored offsets, not at Kafka's older ones.
+    (stopped,) = await timescale_pool.fetch(
+        "SELECT details FROM system_events WHERE component = 'consumer.ticks_to_timescale'"
+        " AND event_type = 'stopped' AND details->>'group' = $1",
+        isolated.kafka.consumer_group,
+    )
+    counts = json.loads(stopped["details"])
+    assert (counts["consumed"], counts["written"]) == (produced - rows, produced - rows)
 
 
 async def test_repeated_kill_9_loses_and_doubles_nothing(
