@@ -11,10 +11,12 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +24,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
@@ -76,34 +79,81 @@ def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
     return {**os.environ, **namespace_environment(settings), "NEXANEST_LOG__LEVEL": "warning", **extra}
 
 
-def start_consumer(settings: Settings, *, until_idle_s: float = 3.0, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", str(until_idle_s)],
-        cwd=REPO,
-        env=consumer_env(settings, **extra),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def start_consumer(
+    settings: Settings, *, until_idle_s: float = 3.0, log: Path | None = None, **extra: str
+) -> subprocess.Popen[bytes]:
+    """A consumer process; what it logs goes to ``log`` (the test can watch it
+    while it runs) or, without one, to a pipe ``finish`` reads."""
+    if log is None:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", str(until_idle_s)],
+            cwd=REPO,
+            env=consumer_env(settings, **extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", str(until_idle_s)],
+            cwd=REPO,
+            env=consumer_env(settings, **extra),
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
 
 
-def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120) -> str:
+def finish(proc: subprocess.Popen[bytes], timeout_s: float = 120, log: Path | None = None) -> str:
     """Wait for a consumer process to exit cleanly; return what it logged."""
     try:
         _, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        pytest.fail(f"consumer still running after {timeout_s}s:\n{err.decode()[-3000:]}")
-    assert proc.returncode == 0, err.decode()[-3000:]
-    return err.decode()
+        logged = log.read_text() if log is not None else err.decode()
+        pytest.fail(f"consumer still running after {timeout_s}s:\n{logged[-3000:]}")
+    logged = log.read_text() if log is not None else err.decode()
+    assert proc.returncode == 0, logged[-3000:]
+    return logged
 
 
-def restart_service(service: str, down_s: float) -> None:
-    """Stop ``service`` with its deploy/local script, wait ``down_s``, start it again."""
-    script = str(REPO / "deploy/local" / f"{service}.sh")
-    subprocess.run([script, "stop"], check=True, capture_output=True, timeout=60)
-    time.sleep(down_s)
-    subprocess.run([script, "start"], check=True, capture_output=True, timeout=120)
+async def until(fact: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60.0) -> None:
+    """Wait for ``fact`` to hold (polled), or fail the test saying what never happened."""
+    deadline = time.monotonic() + timeout_s
+    while not await fact():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:.0f}s for: {what}", pytrace=False)
+        await asyncio.sleep(0.05)
+
+
+def service_script(service: str, action: str) -> None:
+    """Run ``deploy/local/<service>.sh <action>`` (stop or start)."""
+    subprocess.run(
+        [str(REPO / "deploy/local" / f"{service}.sh"), action],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+async def members_holding_partitions(settings: Settings) -> list[list[int]]:
+    """Per member of the settings' consumer group, the ticks partitions it holds,
+    as the group coordinator has them once the group is stable (empty while it
+    rebalances: an assignment in flux is nobody's yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([settings.kafka.consumer_group])
+    finally:
+        await admin.close()
+    (group,) = response.to_object()["groups"]
+    if group["state"] != "Stable":
+        return []
+    topic = settings.kafka.ticks_topic
+    return [
+        sorted(tp.partition for tp in ConsumerProtocolMemberAssignment.decode(m["member_assignment"]).partitions()
+               if tp.topic == topic)
+        for m in group["members"]
+    ]  # fmt: skip
 
 
 async def rows_of(pool: asyncpg.Pool, source: str) -> int:
@@ -215,18 +265,20 @@ async def test_kill_9_between_database_commit_and_kafka_commit_repeats_nothing(
             NEXANEST_CONSUMER__INDEX_SEED_WINDOW_S="0.001",
             NEXANEST_CONSUMER__INDEX_REFRESH_S="0",
         )
-        waiting = 0
-        deadline = time.monotonic() + 60
-        while waiting == 0 and time.monotonic() < deadline and blocked.poll() is None:
+
+        async def waiting_on_the_lock() -> bool:
+            assert blocked is not None
+            assert blocked.poll() is None, f"the consumer exited: {blocked.communicate()[1].decode()[-3000:]}"
             # Not on the lock's connection: in a transaction pg_stat_activity is a snapshot.
-            waiting = await timescale_pool.fetchval(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                " WHERE a.application_name = $1 AND l.relation = 'market_indices'::regclass AND NOT l.granted",
-                app,
+            return bool(
+                await timescale_pool.fetchval(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE a.application_name = $1 AND l.relation = 'market_indices'::regclass AND NOT l.granted",
+                    app,
+                )
             )
-            await asyncio.sleep(0.05)
-        assert blocked.poll() is None, blocked.communicate()[1].decode()[-3000:]
-        assert waiting == 1, "the consumer never reached the index insert"
+
+        await until(waiting_on_the_lock, "the consumer's index insert waits on the lock, after its COMMIT")
         stored = await stored_offsets(timescale_pool, isolated)
         rows = await rows_of(timescale_pool, config.source)
         committed = await kafka_committed(isolated)
@@ -272,11 +324,15 @@ async def test_repeated_kill_9_loses_and_doubles_nothing(
     kills = 0
     for _ in range(6):
         before = await rows_of(timescale_pool, config.source)
+        if before == produced:
+            break
         proc = start_consumer(isolated, **member)
-        deadline = time.monotonic() + 30
-        # Wait until it is writing (polling the table: there is no event to await), then kill it mid-stream.
-        while await rows_of(timescale_pool, config.source) == before and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+
+        async def progressing(before: int = before) -> bool:
+            return await rows_of(timescale_pool, config.source) > before
+
+        await until(progressing, "the restarted consumer writes")
+        # Then a random moment mid-stream: where the kill lands is the test's input.
         await asyncio.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -291,23 +347,48 @@ async def test_repeated_kill_9_loses_and_doubles_nothing(
 # -- service restarts ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("service", "down_s"), [("timescaledb", 3.0), ("redis", 3.0), ("kafka", 2.0)])
+#: What a consumer logs once an outage of each service has reached it: a batch
+#: write retried (TimescaleDB; Redis: quotes, bar cache), aiokafka's own
+#: connection errors (Kafka: fetch, heartbeat, metadata).
+OUTAGE_SEEN = {
+    "timescaledb": re.compile(r"batch_retry\b.*step=timescaledb"),
+    "redis": re.compile(r"batch_retry\b.*step=(redis|redis_bars)\b"),
+    "kafka": re.compile(r"^aiokafka\S* (ERROR|WARNING) ", re.MULTILINE),
+}
+
+
+@pytest.mark.parametrize("service", ["timescaledb", "redis", "kafka"])
 async def test_consumer_rides_out_a_service_restart(
-    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str, service: str, down_s: float
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str, service: str, tmp_path: Path
 ) -> None:
     """Ticks keep arriving while a service goes away and comes back: the consumer
-    waits, retries with backoff and catches up by itself."""
+    waits, retries with backoff and catches up by itself. The service is stopped
+    while the consumer is writing and ticks are still being produced, and stays
+    down until the consumer has logged that the outage reached it."""
     produced = 24_000
     config = feed_config(test_id, produced, rate=3_000, paced=True)
     await ensure_topics(isolated.kafka)
-    consumer = start_consumer(isolated, until_idle_s=6.0, NEXANEST_RETRY__MAX_BACKOFF_S="1")
+    log = tmp_path / "consumer.log"
+    consumer = start_consumer(isolated, until_idle_s=6.0, log=log, NEXANEST_RETRY__MAX_BACKOFF_S="1")
     producing = asyncio.create_task(publish(isolated, config))
-    await asyncio.sleep(2.5)
-    await asyncio.to_thread(restart_service, service, down_s)
+
+    async def writing() -> bool:
+        return await rows_of(timescale_pool, config.source) > 0
+
+    await until(writing, "the consumer writes ticks")
+    assert not producing.done(), "the feed ended before the outage; produce for longer"
+    before = log.stat().st_size
+
+    async def outage_seen() -> bool:
+        return OUTAGE_SEEN[service].search(log.read_text()[before:]) is not None
+
+    await asyncio.to_thread(service_script, service, "stop")
+    try:
+        await until(outage_seen, f"the consumer to notice that {service} is down")
+    finally:
+        await asyncio.to_thread(service_script, service, "start")
     assert await producing == produced
-    logged = await asyncio.to_thread(finish, consumer, 180)
-    if service in ("timescaledb", "redis"):
-        assert "batch_retry" in logged, "the outage never reached the consumer"
+    await asyncio.to_thread(finish, consumer, 180, log)
     if service == "timescaledb":
         await timescale_pool.expire_connections()
     await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
@@ -327,21 +408,41 @@ async def test_consumer_rides_out_a_service_restart(
 async def test_consumers_joining_and_leaving_a_group_write_each_tick_once(
     isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
 ) -> None:
-    produced = 30_000
+    """While ticks arrive, a second and a third consumer join (the test waits until
+    the group coordinator shows two, then three members each holding partitions,
+    and until rows are written while three hold them); then one leaves cleanly and
+    one is killed. Every tick is stored once."""
+    produced = 60_000
     config = feed_config(test_id, produced, rate=3_000, paced=True)
     await ensure_topics(isolated.kafka)
-    first = start_consumer(isolated, until_idle_s=8.0, NEXANEST_BATCH__MAX_ROWS="500")
+    small_batches = {"NEXANEST_BATCH__MAX_ROWS": "500"}
+    first = start_consumer(isolated, until_idle_s=8.0, **small_batches)
     producing = asyncio.create_task(publish(isolated, config))
-    await asyncio.sleep(2.0)
-    second = start_consumer(isolated, until_idle_s=6.0, NEXANEST_BATCH__MAX_ROWS="500")
-    await asyncio.sleep(2.0)
-    third = start_consumer(isolated, until_idle_s=6.0, NEXANEST_BATCH__MAX_ROWS="500")
-    await asyncio.sleep(2.5)
-    second.send_signal(signal.SIGTERM)  # leaves cleanly
-    await asyncio.sleep(1.5)
-    third.send_signal(signal.SIGKILL)  # vanishes; its partitions move after the session timeout
-    assert await producing == produced
+
+    async def holding(n: int) -> bool:
+        held = await members_holding_partitions(isolated)
+        return len(held) == n and all(held)
+
+    async def written() -> int:
+        return await rows_of(timescale_pool, config.source)
+
+    await until(lambda: holding(1), "the first consumer holds every partition")
+    second = start_consumer(isolated, until_idle_s=6.0, **small_batches)
+    await until(lambda: holding(2), "two consumers hold partitions")
+    third = start_consumer(isolated, until_idle_s=6.0, **small_batches)
+    await until(lambda: holding(3), "three consumers hold partitions")
+    three_held_at = await written()
+
+    async def written_since_three() -> bool:
+        return await written() > three_held_at
+
+    await until(written_since_three, "rows written while three consumers hold partitions")
+    assert not producing.done(), "the feed ended before the group changed; produce for longer"
+    second.send_signal(signal.SIGTERM)  # leaves cleanly: finishes its batch and leaves the group
     await asyncio.to_thread(finish, second, 60)
+    third.send_signal(signal.SIGKILL)  # vanishes; its partitions move after the session timeout
+    assert await asyncio.to_thread(third.wait, 30) == -signal.SIGKILL
+    assert await producing == produced
     await asyncio.to_thread(finish, first, 180)
     # The killed member's partitions move once its session times out; a last
     # member drains whatever the first one had not been given by then.
