@@ -14,6 +14,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -21,6 +22,8 @@ import redis.asyncio as redis
 
 from nexanest.pipeline.migrate import migrate
 from nexanest.pipeline.settings import Settings, load_settings, namespaced
+from tests import containers
+from tests.containers import container_settings  # noqa: F401 - the fixture `stack` asks for
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_PORTS = {"postgres": 5432, "timescaledb": 5433, "redis": 6379, "kafka": 9092}
@@ -33,7 +36,9 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Settings:
+def stack(request: pytest.FixtureRequest) -> Settings:
+    if containers.wanted():  # NEXANEST_TEST_STACK=containers: tests/containers.py
+        return cast(Settings, request.getfixturevalue("container_settings"))
     down = [name for name, port in SERVICE_PORTS.items() if not _port_open(port)]
     if down:
         result = subprocess.run(

@@ -1,0 +1,251 @@
+"""The test services as containers (testcontainers), where a Docker engine exists.
+
+With ``NEXANEST_TEST_STACK=containers`` the session's ``stack`` fixture (conftest)
+starts PostgreSQL, TimescaleDB, Redis and Kafka as containers instead of the
+``deploy/local`` services: the images and first-start scripts of
+``deploy/docker-compose.yml`` (so TimescaleDB is the community edition), fresh
+passwords, host ports picked at start, everything removed at the end of the
+session. The settings are also exported as ``NEXANEST_*`` variables for the
+session, so the ``nexanest`` processes that tests start reach the same
+containers. Tests that stop and start services with ``deploy/local`` scripts
+skip on this path.
+
+This project's development machines and CI have no Docker engine, so this path
+never runs there: ``tests/test_containers.py`` checks the plan (images, scripts,
+ports, settings) without an engine, and the fixture fails, never skips, when the
+path is asked for and no engine answers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from nexanest.pipeline.settings import Settings
+
+REPO: Final = Path(__file__).resolve().parent.parent
+COMPOSE_FILE: Final = REPO / "deploy/docker-compose.yml"
+
+#: The variable that picks the path, and its value.
+STACK_VARIABLE: Final = "NEXANEST_TEST_STACK"
+CONTAINERS: Final = "containers"
+
+
+def wanted() -> bool:
+    """Whether this session asked for containers instead of the deploy/local services."""
+    return os.environ.get(STACK_VARIABLE, "").strip().lower() == CONTAINERS
+
+
+@dataclass(frozen=True)
+class Passwords:
+    postgres: str = field(default_factory=lambda: secrets.token_hex(16))
+    timescale: str = field(default_factory=lambda: secrets.token_hex(16))
+    ingest: str = field(default_factory=lambda: secrets.token_hex(16))
+    redis: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """One service's container, as data: what ``start`` hands testcontainers."""
+
+    service: str
+    image: str
+    port: int  # the service's port inside the container
+    env: dict[str, str]
+    #: (file in this repository, path in the container), mounted read-only.
+    mounts: tuple[tuple[Path, str], ...] = ()
+    command: list[str] | None = None
+    #: A host port fixed before start (Kafka must advertise the address clients use).
+    host_port: int | None = None
+    #: What the container logs once it serves, and how many times: PostgreSQL logs
+    #: it twice when init scripts run (their temporary server's, then the real one's).
+    ready_log: str = ""
+    ready_times: int = 1
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def compose_images() -> dict[str, str]:
+    """Service name -> image, as ``deploy/docker-compose.yml`` has them (read, not parsed
+    as YAML: the project has no YAML dependency, and the file's layout is simple)."""
+    images: dict[str, str] = {}
+    service = None
+    for line in COMPOSE_FILE.read_text().splitlines():
+        if m := re.match(r"^  ([a-z]+):\s*$", line):
+            service = m.group(1)
+        elif (m := re.match(r"^    image:\s*(\S+)", line)) and service is not None:
+            images[service] = m.group(1)
+    return images
+
+
+def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
+    """The four containers, as the compose file runs them."""
+    images = compose_images()
+    pg_ready = "database system is ready to accept connections"
+    return [
+        ContainerPlan(
+            "postgres",
+            images["postgres"],
+            5432,
+            {
+                "POSTGRES_USER": "nexanest",
+                "POSTGRES_PASSWORD": passwords.postgres,
+                "POSTGRES_DB": "auth",
+                "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
+            },
+            mounts=((REPO / "deploy/compose/postgres-init.sh", "/docker-entrypoint-initdb.d/10-databases.sh"),),
+            ready_log=pg_ready,
+            ready_times=2,
+        ),
+        ContainerPlan(
+            "timescaledb",
+            images["timescaledb"],
+            5432,
+            {
+                "POSTGRES_USER": "postgres",
+                "POSTGRES_PASSWORD": passwords.timescale,
+                "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
+                "NEXANEST_TIMESCALE_PASSWORD": passwords.timescale,
+                "NEXANEST_INGEST_PASSWORD": passwords.ingest,
+                "TIMESCALEDB_TELEMETRY": "off",
+            },
+            mounts=((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),),
+            ready_log=pg_ready,
+            ready_times=2,
+        ),
+        ContainerPlan(
+            "redis",
+            images["redis"],
+            6379,
+            {"NEXANEST_REDIS_PASSWORD": passwords.redis},
+            # The password goes into a config file from the environment, never onto
+            # a command line (where every local user's `ps` would show it).
+            command=[
+                "sh",
+                "-c",
+                'printf "requirepass %s\\n" "$NEXANEST_REDIS_PASSWORD" > /tmp/nexanest-redis.conf'
+                " && exec redis-server /tmp/nexanest-redis.conf --databases 16",
+            ],
+            ready_log="Ready to accept connections",
+        ),
+        ContainerPlan(
+            "kafka",
+            images["kafka"],
+            9092,
+            {
+                "KAFKA_NODE_ID": "1",
+                "KAFKA_PROCESS_ROLES": "broker,controller",
+                "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+                "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{kafka_port}",
+                "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+                "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+                "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+                "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+                "KAFKA_NUM_PARTITIONS": "6",
+            },
+            host_port=kafka_port,
+            ready_log="Kafka Server started",
+        ),
+    ]
+
+
+def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passwords) -> dict[str, str]:
+    """The ``NEXANEST_*`` variables that point the pipeline at the containers
+    (environment variables win over ``.env``)."""
+    pg, ts = ports["postgres"], ports["timescaledb"]
+    env = {
+        f"NEXANEST_POSTGRES__{db.upper()}_DSN": f"postgresql://nexanest:{passwords.postgres}@127.0.0.1:{pg}/{db}"
+        for db in ("auth", "portfolio", "analytics", "notifications")
+    }
+    return env | {
+        "NEXANEST_TIMESCALE__ADMIN_DSN": f"postgresql://timescale:{passwords.timescale}@127.0.0.1:{ts}/timescale",
+        "NEXANEST_TIMESCALE__DSN": f"postgresql://nexanest_ingest:{passwords.ingest}@127.0.0.1:{ts}/timescale",
+        "NEXANEST_REDIS__URL": f"redis://:{passwords.redis}@127.0.0.1:{ports['redis']}",
+        "NEXANEST_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+    }
+
+
+def ready_pattern(spec: ContainerPlan) -> re.Pattern[str]:
+    """Matches a log holding ``ready_log`` ``ready_times`` times."""
+    return re.compile("(?s)" + ".*".join([re.escape(spec.ready_log)] * spec.ready_times))
+
+
+def docker_unavailable() -> str | None:
+    """Why no Docker engine can be used here, or None when one answers."""
+    try:
+        import docker  # testcontainers' client
+    except ImportError as exc:  # pragma: no cover - a dev dependency
+        return f"the docker client is not installed ({exc})"
+    try:
+        docker.from_env().ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no usable engine
+        return f"no Docker engine answers ({type(exc).__name__}: {exc})"
+    return None
+
+
+@contextmanager
+def container_stack() -> Iterator[Settings]:
+    """Start the four containers, yield settings that reach them (also exported as
+    ``NEXANEST_*`` variables), stop and remove them on exit. Raises when Docker
+    is unavailable or a container does not get ready."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    reason = docker_unavailable()
+    if reason is not None:
+        raise RuntimeError(f"{STACK_VARIABLE}={CONTAINERS} needs a Docker engine: {reason}")
+    passwords, kafka_port = Passwords(), free_port()
+    with ExitStack() as running:
+        ports: dict[str, int] = {}
+        for spec in plan(passwords, kafka_port):
+            container = DockerContainer(spec.image).with_envs(**spec.env)
+            if spec.host_port is None:
+                container.with_exposed_ports(spec.port)
+            else:
+                container.with_bind_ports(spec.port, spec.host_port)
+            for source, target in spec.mounts:
+                container.with_volume_mapping(str(source), target, "ro")
+            if spec.command is not None:
+                container.with_command(spec.command)
+            container.waiting_for(LogMessageWaitStrategy(ready_pattern(spec)).with_startup_timeout(180))
+            container.start()
+            running.callback(container.stop)
+            ports[spec.service] = spec.host_port or int(container.get_exposed_port(spec.port))
+        env = service_environment(ports, kafka_port, passwords)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        running.callback(_restore, saved)
+        yield Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def container_settings() -> Iterator[Settings]:
+    """The session's services as containers (``stack`` asks for it when ``wanted()``)."""
+    with container_stack() as settings:
+        yield settings
