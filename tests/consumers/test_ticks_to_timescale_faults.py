@@ -2,7 +2,10 @@
 
 Every test ends by comparing the table with the produced set: exactly the
 produced (source, seq) pairs, each once. Service restarts use the project's own
-deploy/local scripts; consumers that are killed run as real processes.
+deploy/local scripts; consumers that are killed run as real processes. A test
+orders its steps by waiting for the fact each depends on (``until``: rows
+written, partitions held, a backend waiting on a lock, an outage in the log),
+never by sleeping for a fixed time.
 """
 
 from __future__ import annotations
