@@ -8,12 +8,19 @@ dead-letter record and the ``reason`` label of
 reason             example that fails
 ================== =========================================================
 oversized          a 10 kB value (limit ``validation.max_message_bytes``)
-undecodable        not MessagePack at all: ``b"\\xc1"``, truncated bytes, no value
+undecodable        not MessagePack at all: ``b"\\xc1"``, truncated bytes, no value,
+                   a string that is not UTF-8, nesting too deep to follow
 schema_violation   MessagePack of the wrong shape: a map missing ``price_e9``,
                    ``price_e9 = "1.5"`` or ``NaN`` (prices are integers, so a
-                   non-finite price can only arrive as a wrong type), an array
+                   non-finite price can only arrive as a wrong type), an array;
+                   a value outside its column: ``seq = 2**63`` or ``-1``,
+                   an ``exchange`` of 65 characters, an empty ``source``
+                   (the bounds of ``schemas/ticks.py``)
+bad_text           a NUL character in ``exchange`` or ``source`` (PostgreSQL
+                   text cannot hold one)
 unsupported_version ``v = 2`` (this consumer reads version 1)
-bad_symbol         ``"aapl"``, ``""``, ``"A B"`` (``validation.symbol_pattern``)
+bad_symbol         ``"aapl"``, ``""``, ``"A B"`` (``validation.symbol_pattern``),
+                   a NUL character whatever the pattern allows
 unknown_symbol     a well-formed symbol not in ``validation.known_symbols``
                    (only when that list is set)
 bad_price          ``price_e9 <= 0``
@@ -39,6 +46,7 @@ REASONS: Final = (
     "oversized",
     "undecodable",
     "schema_violation",
+    "bad_text",
     "unsupported_version",
     "bad_symbol",
     "unknown_symbol",
@@ -48,6 +56,9 @@ REASONS: Final = (
     "future_timestamp",
     "stale_timestamp",
 )
+#: Not a validation rule: the reason of a record the database refused although
+#: it passed the rules above (``pipeline/sinks/timescale.py`` isolates it).
+REJECTED_BY_DATABASE: Final = "rejected_by_database"
 
 
 class TickValidator:
@@ -61,6 +72,7 @@ class TickValidator:
         self._symbol_ok = re.compile(settings.symbol_pattern).fullmatch
         self._known = None if settings.known_symbols is None else frozenset(settings.known_symbols)
         self._good_symbols: set[str] = set()
+        self._good_texts: set[str] = set()
         self._max_bytes = settings.max_message_bytes
         self._max_future_ns = int(settings.max_future_s * 1e9)
         self._max_past_ns = int(settings.max_past_s * 1e9)
@@ -79,8 +91,10 @@ class TickValidator:
             tick = decode_tick(raw)
         except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
             return ("schema_violation", str(exc)[:200])
-        except msgspec.DecodeError as exc:
-            return ("undecodable", str(exc)[:200])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises the last two itself, for invalid UTF-8 in a string and
+            # for nesting deeper than it follows (even in a key the tick ignores).
+            return ("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}")
         return self.check_tick(tick, now_ns)
 
     def check_tick(self, tick: Tick, now_ns: int | None = None) -> Tick | tuple[str, str]:
@@ -88,13 +102,18 @@ class TickValidator:
             return ("unsupported_version", f"v={tick.v}")
         symbol = tick.symbol
         if symbol not in self._good_symbols:
-            if self._symbol_ok(symbol) is None:
+            if self._symbol_ok(symbol) is None or "\x00" in symbol:  # even if the pattern allows NUL
                 return ("bad_symbol", repr(symbol[:64]))
             if self._known is not None and symbol not in self._known:
                 return ("unknown_symbol", symbol)
             if len(self._good_symbols) >= self.MAX_REMEMBERED_SYMBOLS:
                 self._good_symbols.clear()  # unbounded input must not grow memory
             self._good_symbols.add(symbol)
+        good_texts = self._good_texts
+        if tick.exchange not in good_texts or tick.source not in good_texts:
+            bad = self._check_texts(tick.exchange, tick.source)
+            if bad is not None:
+                return bad
         if tick.price_e9 <= 0:
             return ("bad_price", f"price_e9={tick.price_e9}")
         if tick.size_e9 < 0:
@@ -110,3 +129,15 @@ class TickValidator:
         if tick.ts_ns < now - self._max_past_ns:
             return ("stale_timestamp", f"ts_ns={tick.ts_ns} now_ns={now}")
         return tick
+
+    def _check_texts(self, *texts: str) -> tuple[str, str] | None:
+        """The first time an exchange or source is seen: no NUL (the lengths are
+        bounded by the decoder); then remembered, like symbols."""
+        good_texts = self._good_texts
+        for text in texts:
+            if "\x00" in text:
+                return ("bad_text", f"NUL in {text[:64]!r}")
+        if len(good_texts) >= self.MAX_REMEMBERED_SYMBOLS:
+            good_texts.clear()
+        good_texts.update(texts)
+        return None

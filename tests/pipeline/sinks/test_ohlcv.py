@@ -372,20 +372,27 @@ async def test_a_replayed_batch_adds_nothing_to_the_bars(timescale_pool: asyncpg
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("apache_edition")
-async def test_a_batch_that_fails_in_transaction_leaves_no_bars(timescale_pool: asyncpg.Pool, test_id: str) -> None:
-    """The bars roll back with the rows (here: Redis fails after the upserts), and
-    the retried batch counts its ticks once."""
-    source, symbol = f"fail-{test_id}", f"FAIL{test_id.upper()}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
-    sink.write([entry(tick(symbol, source, i, BASE_NS + i * 10**9, (100 + i) * 10**9)) for i in range(5)])
+async def test_a_batch_that_fails_late_in_its_transaction_leaves_no_bars(
+    migrated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """The bars roll back with the rows (here the offsets, moved after the
+    upserts, time out behind a lock), and the retried batch counts its ticks once."""
+    from tests.pipeline.sinks.test_timescale import offsets_row_locked
 
-    async def redis_down() -> None:
-        raise RetryableError("redis", ConnectionError("refused"))
-
-    with pytest.raises(RetryableError):
-        await sink.flush(in_transaction=redis_down)
-    assert await bars_of(timescale_pool, "1m", [symbol]) == []
-    assert await sink.flush() == 5
+    source, symbol, group = f"fail-{test_id}", f"FAIL{test_id.upper()}", f"g-{test_id}"
+    impatient = await asyncpg.create_pool(migrated.timescale.dsn.get_secret_value(), min_size=1, command_timeout=0.5)
+    try:
+        sink = TimescaleSink(impatient, consumer_group=group, rollups=True)
+        await sink.claim("ticks", [0])
+        sink.write([entry(tick(symbol, source, i, BASE_NS + i * 10**9, (100 + i) * 10**9)) for i in range(5)])
+        sink.advance({("ticks", 0): 5})
+        async with offsets_row_locked(timescale_pool, group):
+            with pytest.raises(RetryableError):
+                await sink.flush()
+        assert await bars_of(timescale_pool, "1m", [symbol]) == []
+        assert await sink.flush() == 5
+    finally:
+        await impatient.close()
     assert [b[7] for b in await bars_of(timescale_pool, "1m", [symbol])] == [5]
     await assert_bars_match_ticks(timescale_pool, source, [symbol])
 
