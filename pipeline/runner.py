@@ -47,7 +47,6 @@ be read again after the claim.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.events import BatchMonitor
 from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
@@ -113,15 +113,15 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
         to its stored offset; a partition never written goes to its entry in
         ``fallback_offsets``, if any (else where Kafka's fetch position is).
         Returns how many partitions resumed from a stored offset."""
-        backoff = self._retry.initial_backoff_s
+        backoff = Backoff(self._retry)
         while True:
             try:
                 stored = await self._sink.claim(self._topic, partitions)
                 break
             except RetryableError as exc:
-                _log.warning("claim_retry", error=str(exc), retry_in_s=round(backoff, 3))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._retry.max_backoff_s)
+                delay = backoff.next_delay()
+                _log.warning("claim_retry", error=str(exc), retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
         resumed = 0
         assigned = self._consumer.assignment()
         for partition, next_offset in stored.items():
@@ -447,26 +447,24 @@ class IngestLoop:
         """Retry a retryable failure until it succeeds. A first stop request does
         not abandon the batch (the data in hand is written before the loop
         exits); a second one ends the process from the signal handler."""
-        backoff = self._retry.initial_backoff_s
-        failures, failed_at = 0, 0.0
+        backoff = Backoff(self._retry)
+        failed_at = 0.0
         while True:
             try:
                 await step()
             except RetryableError as exc:
                 self.stats.retries += 1
                 metrics.RETRIES.labels(exc.service).inc()
-                if failures == 0:
+                if backoff.attempts == 0:
                     failed_at = time.monotonic()
                     if self._monitor is not None:  # one batch_failed event per outage, not per retry
                         await self._monitor.batch_failed(service, str(exc))
-                failures += 1
-                delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not crypto
+                delay = backoff.next_delay()
                 _log.warning("batch_retry", step=service, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
-                backoff = min(backoff * 2, self._retry.max_backoff_s)
             else:
-                if failures and self._monitor is not None:
-                    await self._monitor.batch_recovered(service, failures, time.monotonic() - failed_at)
+                if backoff.attempts and self._monitor is not None:
+                    await self._monitor.batch_recovered(service, backoff.attempts, time.monotonic() - failed_at)
                 return
 
     async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
@@ -475,6 +473,7 @@ class IngestLoop:
         left to the next batch, and a partition the group moved meanwhile is skipped."""
         assigned = self._consumer.assignment()
         offsets = {tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items() if tp in assigned}
+        backoff = Backoff(self._retry)
         for attempt in range(3):
             if not offsets:
                 return
@@ -485,6 +484,6 @@ class IngestLoop:
                 return
             except KafkaError as exc:
                 _log.warning("kafka_commit_failed", error=repr(exc), attempt=attempt + 1)
-                await asyncio.sleep(self._retry.initial_backoff_s)
+                await backoff.wait()
             else:
                 return
