@@ -202,6 +202,9 @@ cmd_start() {
     "max_parallel_workers = 8"
   pg_cluster_start "$DATA_DIR" "$PORT" timescaledb-community
   ensure_role timescale "$ts_pw"
+  # The test session recreates its own database (timescale_test) here on every run,
+  # as the owner role: it never touches the database `timescale` of this cluster.
+  pg_sql "$PORT" postgres -c 'ALTER ROLE timescale CREATEDB'
   ensure_role nexanest_ingest "$ingest_pw"
   pg_ensure_database "$PORT" timescale timescale
   pg_sql "$PORT" timescale -c 'GRANT CONNECT ON DATABASE timescale TO nexanest_ingest'
