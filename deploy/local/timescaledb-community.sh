@@ -92,7 +92,7 @@ fetch_source() {
   fi
   rm -rf "$SRC_DIR" "$WORK_DIR/unpack"
   mkdir -p "$WORK_DIR/unpack"
-  tar -xzf "$TARBALL" -C "$WORK_DIR/unpack" || die "could not unpack $SOURCE"
+  tar -xf "$TARBALL" -C "$WORK_DIR/unpack" || die "could not unpack $SOURCE"
   local top
   top=$(find "$WORK_DIR/unpack" -mindepth 1 -maxdepth 1 -type d | head -n 1)
   [ -f "$top/CMakeLists.txt" ] || die "unexpected source layout in $SOURCE: no CMakeLists.txt"
