@@ -14,10 +14,12 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from pydantic import SecretStr
 
 from nexanest.pipeline.migrate import migrate
 from nexanest.pipeline.settings import Settings, load_settings, namespaced
@@ -103,3 +105,94 @@ async def quotes_redis(migrated: Settings, test_id: str) -> AsyncIterator[redis.
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+# --- the TimescaleDB community edition (issue 9, part 6) ----------------------
+# Edition-specific tests run against the edition they are for: the Apache cluster
+# above (5433) and the community cluster (timescaledb.license = 'timescale', 5434,
+# deploy/local/timescaledb-community.sh). On the community cluster the tests use
+# their own database, recreated empty and migrated once per session, never the
+# cluster's `timescale` database.
+
+COMMUNITY_PORT = 5434
+COMMUNITY_TEST_DATABASE = "timescale_test"
+
+
+def community_dsn(dsn: SecretStr, database: str) -> SecretStr:
+    """``dsn`` (the same roles and passwords as on the Apache cluster) moved to the
+    community cluster's ``database``."""
+    url = urlsplit(dsn.get_secret_value())
+    host = url.netloc.rsplit("@", 1)
+    netloc = f"{host[0]}@127.0.0.1:{COMMUNITY_PORT}" if len(host) == 2 else f"127.0.0.1:{COMMUNITY_PORT}"
+    return SecretStr(urlunsplit(url._replace(netloc=netloc, path=f"/{database}")))
+
+
+@pytest.fixture(scope="session")
+def community_stack(stack: Settings) -> Settings:
+    """The community cluster answers (started with stack.sh when not; a failure, never a skip)."""
+    if not _port_open(COMMUNITY_PORT):
+        result = subprocess.run(
+            [str(REPO / "deploy/local/stack.sh"), "up", "timescaledb-community"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        if result.returncode != 0 or not _port_open(COMMUNITY_PORT):
+            pytest.fail(
+                "could not start timescaledb-community with deploy/local/stack.sh up:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
+                pytrace=False,
+            )
+    return stack
+
+
+@pytest.fixture(scope="session")
+async def community(community_stack: Settings) -> Settings:
+    """Settings whose TimescaleDB is a fresh, migrated ``timescale_test`` database on
+    the community cluster (the other services as in ``migrated``). Fresh each session,
+    so tests of a first run (maintain on a new database) see one."""
+    stack = community_stack
+    admin = community_dsn(stack.timescale.admin_dsn, COMMUNITY_TEST_DATABASE)
+    settings = stack.model_copy(
+        update={
+            "timescale": stack.timescale.model_copy(
+                update={"admin_dsn": admin, "dsn": community_dsn(stack.timescale.dsn, COMMUNITY_TEST_DATABASE)}
+            )
+        }
+    )
+    conn = await asyncpg.connect(community_dsn(stack.timescale.admin_dsn, "postgres").get_secret_value(), timeout=10)
+    try:
+        if await conn.fetchval("SELECT current_setting('timescaledb.license', true)") not in (None, "timescale"):
+            pytest.fail(f"port {COMMUNITY_PORT} is not the community edition", pytrace=False)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{COMMUNITY_TEST_DATABASE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{COMMUNITY_TEST_DATABASE}"')
+        await conn.execute(f'GRANT CONNECT ON DATABASE "{COMMUNITY_TEST_DATABASE}" TO nexanest_ingest')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(admin.get_secret_value(), timeout=10)
+    try:
+        await conn.execute("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS timescaledb")
+        assert await conn.fetchval("SHOW timescaledb.license") == "timescale"
+    finally:
+        await conn.close()
+    await migrate(settings, ("timescale",))
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def community_pool(community: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """As ``timescale_pool``, on the community test database."""
+    pool = await asyncpg.create_pool(community.timescale.dsn.get_secret_value(), min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def community_admin_pool(community: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The owner role on the community test database (refreshes, repair, policies)."""
+    pool = await asyncpg.create_pool(community.timescale.admin_dsn.get_secret_value(), min_size=1, max_size=2)
+    assert pool is not None
+    yield pool
+    await pool.close()
