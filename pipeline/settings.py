@@ -315,7 +315,10 @@ def separate_databases(settings: Settings, *, suffix: str = "_test", redis_db_of
     return settings.model_copy(
         update={
             "timescale": ts.model_copy(
-                update={"dsn": _database_suffixed(ts.dsn, suffix), "admin_dsn": _database_suffixed(ts.admin_dsn, suffix)}
+                update={
+                    "dsn": _database_suffixed(ts.dsn, suffix),
+                    "admin_dsn": _database_suffixed(ts.admin_dsn, suffix),
+                }
             ),
             "postgres": pg.model_copy(
                 update={f"{name}_dsn": _database_suffixed(dsn, suffix) for name, dsn in pg.dsns().items()}
