@@ -25,8 +25,8 @@ async def test_the_suite_left_the_users_data_as_it_was(
     user_data_before: Snapshot | None, user_settings: Settings
 ) -> None:
     assert user_data_before is not None, "the snapshot is taken whenever this test is collected"
-    after = await take_snapshot(user_settings)
-    assert user_data_before.differences(after) == []
+    changed = user_data_before.differences(await take_snapshot(user_settings))
+    assert not changed, "the user's data changed during the suite:\n" + "\n".join(changed)
 
 
 async def test_the_snapshot_sees_every_kind_of_write(migrated: Settings, test_id: str) -> None:
