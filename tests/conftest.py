@@ -5,27 +5,59 @@ on loopback, starting them once per session with the project's own
 ``deploy/local/stack.sh`` when they do not; if they cannot be started the run
 fails (it never skips). Each test then works in its own topics, consumer group,
 Redis key prefix and ``source`` tag, so tests never see each other's data.
+
+The tests never touch the user's data (what ``.env`` points at, and ``make
+run`` uses): every fixture hands out settings for the suite's own databases
+(``timescale_test``, ``auth_test``, ...: ``separate_databases``), Redis databases
+10-14 and topics, and the same settings go into this process's environment, so a
+child ``nexanest`` (or a ``Settings()`` built from ``.env``) gets them too.
+``tests/test_user_data_untouched.py``, run last, proves it against a snapshot
+taken before the first test.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from nexanest.pipeline.kafka import ensure_topics
 from nexanest.pipeline.migrate import migrate
-from nexanest.pipeline.settings import Settings, load_settings, namespaced
+from nexanest.pipeline.settings import (
+    Settings,
+    load_settings,
+    namespace_environment,
+    namespaced,
+    separate_databases,
+)
+from tests.user_data import Snapshot, take_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_PORTS = {"postgres": 5432, "timescaledb": 5433, "redis": 6379, "kafka": 9092}
+#: The proof that the user's data is untouched: it runs last, after every other test.
+USER_DATA_TEST = "tests/test_user_data_untouched.py"
+#: This session's topics, groups and Redis key prefix, and the prefix of every
+#: test's own (``test.<test_id>``): deleted at the end of the session.
+SESSION_NAMESPACE = f"test.session-{uuid.uuid4().hex[:10]}"
+_test_ids: set[str] = set()
+T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the user-data proof behind every other test, whatever the order of collection."""
+    items.sort(key=lambda item: item.nodeid.startswith(USER_DATA_TEST))
 
 
 def _port_open(port: int) -> bool:
@@ -35,23 +67,9 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Settings:
-    down = [name for name, port in SERVICE_PORTS.items() if not _port_open(port)]
-    if down:
-        result = subprocess.run(
-            [str(REPO / "deploy/local/stack.sh"), "up", *down],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        still_down = [name for name in down if not _port_open(SERVICE_PORTS[name])]
-        if result.returncode != 0 or still_down:
-            pytest.fail(
-                f"could not start {', '.join(still_down or down)} with deploy/local/stack.sh up:\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
-                pytrace=False,
-            )
+def user_settings() -> Settings:
+    """The settings of the user's own stack (``.env`` and the environment as the
+    session found it): read only to prove the suite leaves that data alone."""
     env_file = REPO / ".env"
     if not env_file.exists():
         pytest.fail(f"{env_file} is missing: run `make env` (deploy/local/env.sh)", pytrace=False)
@@ -59,14 +77,110 @@ def stack() -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def migrated(stack: Settings) -> Settings:
+def stack(user_settings: Settings) -> Iterator[Settings]:
+    """Settings for the suite's own databases, Redis databases and topics, with
+    the services up. They are put into this process's environment for the
+    session as well (``namespace_environment``): a child process or a
+    ``Settings()`` read from ``.env`` then reaches the test data, never the user's."""
+    down = [name for name, port in SERVICE_PORTS.items() if not _port_open(port)]
+    if down:
+        _run_stack_script("up", *down)
+    settings = namespaced(separate_databases(user_settings), SESSION_NAMESPACE)
+    missing = _run_apart(_missing_databases(settings))
+    if missing:
+        # Made by the start of the stack scripts (a cluster started before they
+        # created them lacks them): it takes the superuser, which only they have.
+        _run_stack_script("up", "postgres", "timescaledb")
+        missing = _run_apart(_missing_databases(settings))
+        if missing:
+            pytest.fail(
+                f"the test databases {', '.join(missing)} are missing: deploy/local/stack.sh up creates them "
+                "(for docker compose: deploy/compose/*-init.sh, on a fresh volume)",
+                pytrace=False,
+            )
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in namespace_environment(settings).items():
+            patch.setenv(name, value)
+        yield settings
+
+
+def _run_apart(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to the end on a loop of its own in another thread: from a sync
+    session fixture, without touching the event loop pytest-asyncio keeps for the tests."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _run_stack_script(*args: str) -> None:
+    result = subprocess.run(
+        [str(REPO / "deploy/local/stack.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    down = [name for name, port in SERVICE_PORTS.items() if not _port_open(port)]
+    if result.returncode != 0 or down:
+        pytest.fail(
+            f"deploy/local/stack.sh {' '.join(args)} failed{' (down: ' + ', '.join(down) + ')' if down else ''}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
+            pytrace=False,
+        )
+
+
+async def _missing_databases(settings: Settings) -> list[str]:
+    dsns = [settings.timescale.admin_dsn, *settings.postgres.dsns().values()]
+    missing = []
+    for dsn in dsns:
+        try:
+            conn = await asyncpg.connect(dsn.get_secret_value(), timeout=10)
+        except asyncpg.InvalidCatalogNameError:
+            missing.append(dsn.get_secret_value().rsplit("/", 1)[-1])
+        else:
+            await conn.close()
+    return missing
+
+
+@pytest.fixture(scope="session")
+async def migrated(stack: Settings) -> AsyncIterator[Settings]:
+    """``stack`` with the test databases migrated and the session's topics made.
+    At the end of the session the session's and every test's topics are deleted,
+    so the broker does not collect thousands of them over many runs."""
     await migrate(stack)
-    return stack
+    await ensure_topics(stack.kafka)
+    yield stack
+    await _delete_test_topics(stack)
+
+
+async def _delete_test_topics(settings: Settings) -> None:
+    """Delete the topics of this session and of its tests (only theirs: other
+    sessions may be running against the same broker)."""
+    prefixes = (f"{SESSION_NAMESPACE}.", *(f"test.{test_id}." for test_id in _test_ids))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="nexanest-test-cleanup")
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_data_before(request: pytest.FixtureRequest) -> Snapshot | None:
+    """The user's data before the first test, when the proof that it is left
+    alone runs in this session (not in a unit-only or a focused run)."""
+    if not any(item.nodeid.startswith(USER_DATA_TEST) for item in request.session.items):
+        return None
+    request.getfixturevalue("stack")  # the services must be up
+    return _run_apart(take_snapshot(request.getfixturevalue("user_settings")))
 
 
 @pytest.fixture
 def test_id() -> str:
-    return uuid.uuid4().hex[:10]
+    test_id = uuid.uuid4().hex[:10]
+    _test_ids.add(test_id)
+    return test_id
 
 
 @pytest.fixture
