@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
-        unit integration bench bench-quick bench-throughput bench-profile bench-venv db-start db-stop db-status \
+        unit integration community-up run-community bench bench-quick bench-throughput bench-profile bench-venv db-start db-stop db-status \
         db-connect-postgres db-connect-timescale db-logs db-backup clean
 
 help: ## list the targets
@@ -66,6 +66,13 @@ stack-down: ## stop all four services
 stack-status: ## one line per service
 	@$(STACK) status
 
+# The community edition (timescaledb.license = 'timescale') on 127.0.0.1:5434, built
+# from source once (a few minutes) from NEXANEST_TIMESCALEDB_COMMUNITY_SOURCE (a path
+# or URL of the 2.19.3 release tarball; default: the upstream release). `make test`
+# starts it for the edition's tests; `make run` does not need it.
+community-up: env ## build (once) and start the community-edition TimescaleDB cluster on 5434
+	@$(STACK) up timescaledb-community
+
 db-start: env ## start the databases (PostgreSQL, TimescaleDB, Redis)
 	@$(STACK) up postgres timescaledb redis
 
@@ -98,6 +105,16 @@ migrate: venv ## apply schema migrations and create Kafka topics
 run: setup stack-up migrate ## set up, start the stack, run producer + consumer with a live view (Ctrl-C stops)
 	@$(BIN)/nexanest run $(RUN_ARGS)
 
+# The same, against the community cluster's database `timescale` (native continuous
+# aggregates and policies instead of the pipeline's rollups): the two TimescaleDB
+# DSNs of .env with port 5434, passed in the environment.
+COMMUNITY_DSNS = NEXANEST_TIMESCALE__DSN="$$(sed -n 's/^NEXANEST_TIMESCALE__DSN=//p' .env | sed 's/:5433\//:5434\//')" \
+  NEXANEST_TIMESCALE__ADMIN_DSN="$$(sed -n 's/^NEXANEST_TIMESCALE__ADMIN_DSN=//p' .env | sed 's/:5433\//:5434\//')"
+
+run-community: setup stack-up community-up ## as `run`, with TimescaleDB's community edition (5434) as the database
+	@$(COMMUNITY_DSNS) $(BIN)/nexanest migrate && $(BIN)/nexanest topics
+	@$(COMMUNITY_DSNS) $(BIN)/nexanest run $(RUN_ARGS)
+
 # --- quality -----------------------------------------------------------------
 
 lint: venv ## ruff (lint + format check) and mypy --strict
@@ -106,7 +123,7 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 unit: venv ## unit tests only (no services needed)
 	@$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
-test: setup stack-up migrate lint ## set up, start the stack, lint, and run every test
+test: setup stack-up community-up migrate lint ## set up, start the stack (and the community cluster), lint, and run every test
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 # --- benchmarks (issue 5) ----------------------------------------------------

@@ -70,8 +70,17 @@ def open_analytics_redis(settings: Settings) -> redis.Redis:
     )
 
 
-async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
-    """Run until ``stop`` is set or the topic has been idle for ``until_idle_s``."""
+async def run_consumer(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    until_idle_s: float | None = None,
+    validator: TickValidator | None = None,
+) -> IngestStats:
+    """Run until ``stop`` is set or the topic has been idle for ``until_idle_s``.
+
+    ``validator`` replaces the rules of ``settings.validation`` (tests use a
+    decode-only one to drive values straight to the database)."""
     kafka = settings.kafka
     await ensure_topics(kafka)
     pool = await open_timescale_pool(settings)
@@ -109,7 +118,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, *, until_idle_s:
     events = EventEmitter(COMPONENT, pool=pool, producer=producer, topic=kafka.events_topic)
     loop = IngestLoop(
         consumer,
-        validator=TickValidator(settings.validation),
+        validator=validator or TickValidator(settings.validation),
         timescale=timescale,
         quotes=quotes,
         dead_letters=DeadLetterSink(producer, kafka.dead_letter_topic),

@@ -169,6 +169,9 @@ def format_repair(report: RepairReport) -> str:
     head = f"repaired bars of {scope} in [{_iso(report.start)}, {_iso(report.end)})"
     if report.edition == "timescale":
         note = " (all symbols: a refresh cannot be narrowed)" if report.symbol is not None else ""
+        capped = [r for r in RESOLUTIONS if r in report.refreshed_to and report.refreshed_to[r] < report.end]
+        if capped:
+            note += f"; {', '.join(capped)} only up to their refresh policies' end (newer buckets are still open)"
         return f"{head}: continuous aggregates refreshed, 1m to 1d{note}"
     counts = ", ".join(f"{r} {report.bars[r]:,} (had {report.replaced[r]:,})" for r in RESOLUTIONS)
     return f"{head}: bars written {counts}"

@@ -588,9 +588,14 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace, stop: async
         try:
             report = await maintain.maintain(settings, dry_run=args.dry_run)
         except (PipelineError, OSError, asyncpg.PostgresError) as exc:
+            # The database's message (and SQLSTATE) is what an operator can act on; a
+            # traceback through asyncpg is not. The pass was one transaction: nothing changed.
+            sqlstate = getattr(exc, "sqlstate", None)
+            reason = f"{exc} (SQLSTATE {sqlstate})" if sqlstate else str(exc)
             if args.every is None:
-                raise
-            print(f"nexanest maintain failed (next try in {args.every:g}s): {exc}", file=sys.stderr, flush=True)
+                print(f"nexanest maintain failed, nothing changed: {reason}", file=sys.stderr, flush=True)
+                return EXIT_ERROR
+            print(f"nexanest maintain failed (next try in {args.every:g}s): {reason}", file=sys.stderr, flush=True)
         else:
             print(json.dumps(report.to_json()) if args.json else maintain.format_report(report), flush=True)
         if args.every is None:

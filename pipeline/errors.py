@@ -37,6 +37,18 @@ class InvalidMessage(PipelineError):
         self.detail = detail
 
 
+class RejectedByDatabase(PipelineError):
+    """The database refused some rows of a batch that passed validation (a value
+    a column, constraint or index cannot hold). The sink has isolated them and
+    taken them out of its buffer; the caller dead-letters them and flushes again,
+    which writes the rest. Retrying the same rows would fail for ever."""
+
+    def __init__(self, refused: list[tuple[int, int, str]]) -> None:
+        super().__init__(f"the database refused {len(refused)} row(s)")
+        #: ``(kafka_partition, kafka_offset, the server's message)`` of each refused row.
+        self.refused = refused
+
+
 class FencedError(PipelineError):
     """Another consumer claimed a partition this one was writing; the batch was
     rolled back and must be discarded, not retried."""

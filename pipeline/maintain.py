@@ -50,6 +50,26 @@ COMPONENT: Final = "cli.maintain"
 COMPRESS_SEGMENTBY: Final = "symbol"
 COMPRESS_ORDERBY: Final = "time DESC, source_seq DESC"
 
+#: Retention and compression jobs run once a day on a fixed schedule, half a day
+#: apart (times of day in UTC): added together with the scheduler's defaults, the
+#: first compression run started while a retention job dropped the chunk it had
+#: picked ("chunk not found"). Harmless, but a failed job run every time is noise.
+POLICY_EVERY: Final = timedelta(days=1)
+RETENTION_AT: Final = timedelta(hours=1)
+COMPRESSION_AT: Final = timedelta(hours=13)
+
+# The next occurrence of a time of day ($n, UTC) after now: a policy's first run is
+# then on its schedule, never at the moment it is added.
+_NEXT_AT: Final = "date_trunc('day', now() - {at}, 'UTC') + INTERVAL '1 day' + {at}"
+_ADD_RETENTION: Final = (
+    "SELECT add_retention_policy($1::regclass, drop_after => $2::interval, schedule_interval => $3::interval,"
+    f" initial_start => {_NEXT_AT.format(at='$4::interval')})"
+)
+_ADD_COMPRESSION: Final = (
+    "SELECT add_compression_policy($1::regclass, compress_after => $2::interval, schedule_interval => $3::interval,"
+    f" initial_start => {_NEXT_AT.format(at='$4::interval')})"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionRule:
@@ -157,10 +177,13 @@ class PolicyState:
     relation: str
     exists: bool = True
     retention: timedelta | None = None  # drop_after of its retention policy; None: no policy
+    #: Time of day (UTC) of the retention job's daily fixed schedule; None: another schedule.
+    retention_at: timedelta | None = None
     refresh_job: int | None = None  # its continuous aggregate refresh policy, if any
     refresh_start: timedelta | None = None  # that policy's start_offset; None: from the beginning
     compression_enabled: bool = False
     compression: timedelta | None = None  # compress_after of its compression policy
+    compression_at: timedelta | None = None  # as retention_at, for the compression job
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +191,10 @@ class PolicyAction:
     relation: str
     description: str
     statements: tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+def _clock(at: timedelta) -> str:
+    return f"{at // timedelta(hours=1):02d}:{at % timedelta(hours=1) // timedelta(minutes=1):02d} UTC"
 
 
 def _days(interval: timedelta | None) -> str:
@@ -184,8 +211,10 @@ def refresh_window(source_keep: timedelta) -> timedelta:
     return source_keep - margin
 
 
+# alter_job replaces the whole config, so the job's own is read and edited.
 _SET_REFRESH_START: Final = (
-    "SELECT alter_job($1, config => jsonb_set(config, '{start_offset}', to_jsonb($2::interval::text)))"
+    "SELECT alter_job(j.job_id, config => jsonb_set(j.config, '{start_offset}', to_jsonb($2::interval::text)))"
+    "  FROM timescaledb_information.jobs j WHERE j.job_id = $1"
 )
 
 
@@ -222,15 +251,17 @@ def plan_policies(
                     (("SELECT remove_retention_policy($1::regclass)", (rel,)),),
                 )
             )
-        elif rule.keep is not None and state.retention != rule.keep:
+        elif rule.keep is not None and (state.retention != rule.keep or state.retention_at != RETENTION_AT):
             steps: list[tuple[str, tuple[Any, ...]]] = []
             if state.retention is not None:
                 steps.append(("SELECT remove_retention_policy($1::regclass)", (rel,)))
-            steps.append(("SELECT add_retention_policy($1::regclass, drop_after => $2::interval)", (rel, rule.keep)))
-            verb = "add" if state.retention is None else f"replace ({_days(state.retention)})"
-            retention.append(
-                PolicyAction(rel, f"{verb} retention policy: drop chunks older than {_days(rule.keep)}", tuple(steps))
-            )
+            steps.append((_ADD_RETENTION, (rel, rule.keep, POLICY_EVERY, RETENTION_AT)))
+            if state.retention == rule.keep:
+                what = f"reschedule retention policy: daily at {_clock(RETENTION_AT)}"
+            else:
+                verb = "add" if state.retention is None else f"replace ({_days(state.retention)})"
+                what = f"{verb} retention policy: drop chunks older than {_days(rule.keep)}"
+            retention.append(PolicyAction(rel, what, tuple(steps)))
         # The refresh window of a continuous aggregate, inside its source's retention.
         source_keep = keep.get(rule.source) if rule.source is not None else None
         if source_keep is not None:
@@ -276,19 +307,17 @@ def plan_policies(
                             ),
                         )
                     )
-                if state.compression != compress_after:
+                if state.compression != compress_after or state.compression_at != COMPRESSION_AT:
                     steps = []
                     if state.compression is not None:
                         steps.append(("SELECT remove_compression_policy($1::regclass)", (rel,)))
-                    steps.append(
-                        (
-                            "SELECT add_compression_policy($1::regclass, compress_after => $2::interval)",
-                            (rel, compress_after),
-                        )
+                    steps.append((_ADD_COMPRESSION, (rel, compress_after, POLICY_EVERY, COMPRESSION_AT)))
+                    what = (
+                        f"reschedule compression policy: daily at {_clock(COMPRESSION_AT)}"
+                        if state.compression == compress_after
+                        else f"compress chunks older than {_days(compress_after)}"
                     )
-                    compression.append(
-                        PolicyAction(rel, f"compress chunks older than {_days(compress_after)}", tuple(steps))
-                    )
+                    compression.append(PolicyAction(rel, what, tuple(steps)))
                 if compress_after <= late_ticks:
                     notes.append(
                         f"stock_prices is compressed after {_days(compress_after)}, within the {_days(late_ticks)} "
@@ -312,8 +341,10 @@ UNION ALL
 SELECT materialization_hypertable_schema, materialization_hypertable_name, true, false
   FROM timescaledb_information.continuous_aggregates WHERE view_name = $1
 """
-_JOB: Final = """
-SELECT job_id, (config->>$3)::interval AS value
+_JOB: Final = f"""
+SELECT job_id, (config->>$3)::interval AS value,
+       CASE WHEN fixed_schedule AND schedule_interval = INTERVAL '{POLICY_EVERY.days} day' AND initial_start IS NOT NULL
+            THEN initial_start - date_trunc('day', initial_start, 'UTC') END AS at
   FROM timescaledb_information.jobs
  WHERE proc_name = $4 AND hypertable_schema = $1 AND hypertable_name = $2
  ORDER BY job_id LIMIT 1
@@ -337,10 +368,12 @@ async def read_policy_state(conn: Any, relation: str) -> PolicyState:
     return PolicyState(
         relation,
         retention=None if retention is None else retention["value"],
+        retention_at=None if retention is None else retention["at"],
         refresh_job=None if refresh is None else refresh["job_id"],
         refresh_start=None if refresh is None else refresh["value"],
         compression_enabled=bool(target["compression_enabled"]),
         compression=None if compression is None else compression["value"],
+        compression_at=None if compression is None else compression["at"],
     )
 
 

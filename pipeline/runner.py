@@ -11,7 +11,10 @@ that neither the quotes nor the fetch wait for the database:
   dead-letter sink (rejected records are safe in Kafka before their offsets can
   move); one TimescaleDB transaction: COPY the rows (and merge their OHLCV
   bars), move this consumer's offsets (checked against its partition claims),
-  COMMIT; flush the ``after_commit`` sinks (derived data such as market
+  COMMIT (rows the database refuses although they passed validation are
+  isolated by the sink, dead-lettered with reason ``rejected_by_database``
+  and the server's message, and the rest is written: no record can stop the
+  loop); flush the ``after_commit`` sinks (derived data such as market
   indices, only once the ticks are durable, never rolling them back); commit the
   offsets to Kafka too (for lag tooling; the consumer resumes from
   TimescaleDB's copy); hand the batch's dead-letter count and lag to the
@@ -44,7 +47,6 @@ be read again after the claim.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,15 +57,16 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline import metrics
-from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.events import BatchMonitor
 from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TickEntry, TimescaleSink
 from nexanest.pipeline.types import AfterCommitSink
-from nexanest.pipeline.validation import TickValidator
+from nexanest.pipeline.validation import REJECTED_BY_DATABASE, TickValidator
 from nexanest.schemas.ticks import Tick
 
 _log = get_logger(__name__)
@@ -110,15 +113,15 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
         to its stored offset; a partition never written goes to its entry in
         ``fallback_offsets``, if any (else where Kafka's fetch position is).
         Returns how many partitions resumed from a stored offset."""
-        backoff = self._retry.initial_backoff_s
+        backoff = Backoff(self._retry)
         while True:
             try:
                 stored = await self._sink.claim(self._topic, partitions)
                 break
             except RetryableError as exc:
-                _log.warning("claim_retry", error=str(exc), retry_in_s=round(backoff, 3))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._retry.max_backoff_s)
+                delay = backoff.next_delay()
+                _log.warning("claim_retry", error=str(exc), retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
         resumed = 0
         assigned = self._consumer.assignment()
         for partition, next_offset in stored.items():
@@ -150,6 +153,22 @@ class _Batch:
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     taken: dict[TopicPartition, int] = field(default_factory=dict)
     count: int = 0
+    #: The fetches the batch was taken from, as aiokafka returned them (no copy):
+    #: where a row the database refuses finds its record's bytes and headers.
+    fetches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = field(default_factory=list)
+
+    def records(self, refused: list[tuple[int, int, str]]) -> list[Rejected]:
+        """Dead letters of the rows the database refused, from their original records."""
+        wanted = {(partition, offset): detail for partition, offset, detail in refused}
+        letters = []
+        for fetched in self.fetches:
+            for tp, messages in fetched.items():
+                for m in messages:
+                    detail = wanted.pop((tp.partition, m.offset), None)
+                    if detail is not None:
+                        letter = (tp.topic, tp.partition, m.offset, m.key, m.value, REJECTED_BY_DATABASE, detail)
+                        letters.append(Rejected(*letter, m.headers))
+        return letters
 
 
 class IngestLoop:
@@ -260,6 +279,7 @@ class IngestLoop:
         fresh: list[Tick] = []
         now_ns = self._clock_ns()
         check = self._validator.check
+        batch.fetches.append(records)
         for tp, messages in records.items():
             partition = tp.partition
             if self._timescale.exactly_once and self._timescale.generation((tp.topic, partition)) is None:
@@ -308,19 +328,23 @@ class IngestLoop:
         self._dead_letters.write(batch.rejected)
         self._timescale.write(batch.rows)
         self._timescale.advance({(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()})
-        for sink in self._after_commit:
-            sink.write(batch.ticks)
 
         await self._retrying("kafka", self._dead_letters.flush)
-        await self._retrying("timescaledb", self._timescale.flush)  # FencedError: see _settle_write
+        refused = await self._write_ticks(batch)  # FencedError: see _settle_write
+        ticks = batch.ticks
+        if refused:
+            gone = {(r.partition, r.offset) for r in refused}
+            ticks = [tick for tick, partition, offset in batch.rows if (partition, offset) not in gone]
+            batch.rejected.extend(refused)
         for sink in self._after_commit:
+            sink.write(ticks)
             await self._retrying(sink.name, sink.flush)
         await self._commit(batch.next_offsets)
 
         stats = self.stats
         stats.batches += 1
         stats.consumed += batch.count
-        stats.written += len(batch.rows)
+        stats.written += len(batch.rows) - len(refused)
         stats.rejected += len(batch.rejected)
         reasons: dict[str, int] = {}
         for r in batch.rejected:
@@ -343,6 +367,24 @@ class IngestLoop:
             )
         stats.last_batch_at = time.monotonic()
         _log.debug("batch_ingested", rows=len(batch.rows), rejected=len(batch.rejected), partitions=len(batch.taken))
+
+    async def _write_ticks(self, batch: _Batch) -> list[Rejected]:
+        """The TimescaleDB transaction, retried while the database is away. Rows it
+        refuses (values validation did not foresee) are dead-lettered, before the
+        offsets move past them, and the rest is written: a bad record never stops
+        the consumer. Returns the refused rows' dead letters."""
+        refused: list[Rejected] = []
+        while True:
+            try:
+                await self._retrying("timescaledb", self._timescale.flush)
+            except RejectedByDatabase as exc:
+                letters = batch.records(exc.refused)
+                _log.warning("rows_refused_by_database", rows=len(letters), first=exc.refused[0][2])
+                self._dead_letters.write(letters)
+                await self._retrying("kafka", self._dead_letters.flush)
+                refused += letters
+            else:
+                return refused
 
     async def _assigned_lags(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
         """Lag of every assigned partition that has been fetched from, not only of
@@ -405,26 +447,24 @@ class IngestLoop:
         """Retry a retryable failure until it succeeds. A first stop request does
         not abandon the batch (the data in hand is written before the loop
         exits); a second one ends the process from the signal handler."""
-        backoff = self._retry.initial_backoff_s
-        failures, failed_at = 0, 0.0
+        backoff = Backoff(self._retry)
+        failed_at = 0.0
         while True:
             try:
                 await step()
             except RetryableError as exc:
                 self.stats.retries += 1
                 metrics.RETRIES.labels(exc.service).inc()
-                if failures == 0:
+                if backoff.attempts == 0:
                     failed_at = time.monotonic()
                     if self._monitor is not None:  # one batch_failed event per outage, not per retry
                         await self._monitor.batch_failed(service, str(exc))
-                failures += 1
-                delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not crypto
+                delay = backoff.next_delay()
                 _log.warning("batch_retry", step=service, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
-                backoff = min(backoff * 2, self._retry.max_backoff_s)
             else:
-                if failures and self._monitor is not None:
-                    await self._monitor.batch_recovered(service, failures, time.monotonic() - failed_at)
+                if backoff.attempts and self._monitor is not None:
+                    await self._monitor.batch_recovered(service, backoff.attempts, time.monotonic() - failed_at)
                 return
 
     async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
@@ -433,6 +473,7 @@ class IngestLoop:
         left to the next batch, and a partition the group moved meanwhile is skipped."""
         assigned = self._consumer.assignment()
         offsets = {tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items() if tp in assigned}
+        backoff = Backoff(self._retry)
         for attempt in range(3):
             if not offsets:
                 return
@@ -443,6 +484,6 @@ class IngestLoop:
                 return
             except KafkaError as exc:
                 _log.warning("kafka_commit_failed", error=repr(exc), attempt=attempt + 1)
-                await asyncio.sleep(self._retry.initial_backoff_s)
+                await backoff.wait()
             else:
                 return

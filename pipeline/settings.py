@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -264,7 +265,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
 
 
 def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settings:
-    """A copy of ``settings`` with topics, consumer group and Redis quote and bar keys of
+    """A copy of ``settings`` with topics, consumer groups and Redis quote and bar keys of
     its own (``<namespace>.ticks``, ``<namespace>.ticks.dlq``, ...), and no metrics
     HTTP server: for tests, benchmarks and side-by-side runs that share one stack
     but must not see each other's data. ``consumer`` overrides ConsumerSettings."""
@@ -276,6 +277,7 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
                     "dead_letter_topic": f"{namespace}.ticks.dlq",
                     "events_topic": f"{namespace}.events",
                     "consumer_group": namespace,
+                    "dlq_replay_group": f"{namespace}.dlq-replay",
                 }
             ),
             "redis": settings.redis.model_copy(
@@ -287,17 +289,82 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
     )
 
 
+def separate_databases(settings: Settings, *, suffix: str = "_test", redis_db_offset: int = 10) -> Settings:
+    """A copy of ``settings`` that stores nothing where ``settings`` does: the
+    TimescaleDB and service databases become ``<name><suffix>`` on the same
+    servers with the same roles, and each Redis database moves up by
+    ``redis_db_offset`` (0-4 become 10-14, inside the unallocated 5-15). The test
+    suite runs on it, so that running the tests leaves the user's data as it was.
+
+    Nothing is created here: ``deploy/local`` creates the ``_test`` databases
+    with the same roles, grants and extension as the real ones. Raises
+    ``ValueError`` when a DSN names no database, when the Redis URL pins a
+    database (redis-py lets the URL's win over the one asked for, which would
+    put both on one), or when a moved Redis database falls outside 0-15.
+    """
+    r = settings.redis
+    if urlsplit(r.url.get_secret_value()).path.strip("/"):
+        raise ValueError("the Redis URL names a database; set NEXANEST_REDIS__DB_* instead")
+    moved = {
+        name: getattr(r, name) + redis_db_offset
+        for name in ("db_sessions", "db_portfolio", "db_quotes", "db_analytics", "db_notifications")
+    }
+    if not all(0 <= db <= 15 for db in moved.values()):
+        raise ValueError(f"Redis databases {sorted(moved.values())} are not all within 0-15")
+    ts, pg = settings.timescale, settings.postgres
+    return settings.model_copy(
+        update={
+            "timescale": ts.model_copy(
+                update={
+                    "dsn": _database_suffixed(ts.dsn, suffix),
+                    "admin_dsn": _database_suffixed(ts.admin_dsn, suffix),
+                }
+            ),
+            "postgres": pg.model_copy(
+                update={f"{name}_dsn": _database_suffixed(dsn, suffix) for name, dsn in pg.dsns().items()}
+            ),
+            "redis": r.model_copy(update=moved),
+        }
+    )
+
+
+def _database_suffixed(dsn: SecretStr, suffix: str) -> SecretStr:
+    parts = urlsplit(dsn.get_secret_value())
+    database = parts.path.strip("/")
+    if not database:
+        # Never echo the DSN: it carries the password.
+        raise ValueError(f"a PostgreSQL DSN for host {parts.hostname!r} names no database")
+    return SecretStr(urlunsplit(parts._replace(path=f"/{database}{suffix}")))
+
+
 def namespace_environment(settings: Settings) -> dict[str, str]:
     """The ``NEXANEST_*`` variables that give a child ``nexanest`` process the same
-    topics, consumer group, quote keys and consumer options as ``settings``."""
-    k, c = settings.kafka, settings.consumer
+    topics, consumer groups, databases, Redis databases and quote keys and consumer
+    options as ``settings``. Environment variables win over the child's ``.env``,
+    so a child of a test (given ``separate_databases``) never reaches the user's
+    data. The values include DSNs with passwords: pass them in a child's
+    environment (private to its user), never on its command line."""
+    k, c, r = settings.kafka, settings.consumer, settings.redis
+    pg = settings.postgres
     return {
         "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
         "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
         "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
         "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
-        "NEXANEST_REDIS__QUOTE_KEY_PREFIX": settings.redis.quote_key_prefix,
-        "NEXANEST_REDIS__BAR_KEY_PREFIX": settings.redis.bar_key_prefix,
+        "NEXANEST_KAFKA__DLQ_REPLAY_GROUP": k.dlq_replay_group,
+        "NEXANEST_TIMESCALE__DSN": settings.timescale.dsn.get_secret_value(),
+        "NEXANEST_TIMESCALE__ADMIN_DSN": settings.timescale.admin_dsn.get_secret_value(),
+        "NEXANEST_POSTGRES__AUTH_DSN": pg.auth_dsn.get_secret_value(),
+        "NEXANEST_POSTGRES__PORTFOLIO_DSN": pg.portfolio_dsn.get_secret_value(),
+        "NEXANEST_POSTGRES__ANALYTICS_DSN": pg.analytics_dsn.get_secret_value(),
+        "NEXANEST_POSTGRES__NOTIFICATIONS_DSN": pg.notifications_dsn.get_secret_value(),
+        "NEXANEST_REDIS__DB_SESSIONS": str(r.db_sessions),
+        "NEXANEST_REDIS__DB_PORTFOLIO": str(r.db_portfolio),
+        "NEXANEST_REDIS__DB_QUOTES": str(r.db_quotes),
+        "NEXANEST_REDIS__DB_ANALYTICS": str(r.db_analytics),
+        "NEXANEST_REDIS__DB_NOTIFICATIONS": str(r.db_notifications),
+        "NEXANEST_REDIS__QUOTE_KEY_PREFIX": r.quote_key_prefix,
+        "NEXANEST_REDIS__BAR_KEY_PREFIX": r.bar_key_prefix,
         "NEXANEST_METRICS__PORT": str(settings.metrics.port),
         "NEXANEST_CONSUMER__QUOTE_REBUILD_WINDOW_S": str(c.quote_rebuild_window_s),
     }

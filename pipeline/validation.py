@@ -8,12 +8,19 @@ dead-letter record and the ``reason`` label of
 reason             example that fails
 ================== =========================================================
 oversized          a 10 kB value (limit ``validation.max_message_bytes``)
-undecodable        not MessagePack at all: ``b"\\xc1"``, truncated bytes, no value
+undecodable        not MessagePack at all: ``b"\\xc1"``, truncated bytes, no value,
+                   a string that is not UTF-8, nesting too deep to follow
 schema_violation   MessagePack of the wrong shape: a map missing ``price_e9``,
                    ``price_e9 = "1.5"`` or ``NaN`` (prices are integers, so a
-                   non-finite price can only arrive as a wrong type), an array
+                   non-finite price can only arrive as a wrong type), an array;
+                   a value outside its column: ``seq = 2**63`` or ``-1``,
+                   an ``exchange`` of 65 characters, an empty ``source``
+                   (the bounds of ``schemas/ticks.py``)
+bad_text           a NUL character in ``exchange`` or ``source`` (PostgreSQL
+                   text cannot hold one)
 unsupported_version ``v = 2`` (this consumer reads version 1)
-bad_symbol         ``"aapl"``, ``""``, ``"A B"`` (``validation.symbol_pattern``)
+bad_symbol         ``"aapl"``, ``""``, ``"A B"`` (``validation.symbol_pattern``),
+                   a NUL character whatever the pattern allows
 unknown_symbol     a well-formed symbol not in ``validation.known_symbols``
                    (only when that list is set)
 bad_price          ``price_e9 <= 0``
@@ -39,6 +46,7 @@ REASONS: Final = (
     "oversized",
     "undecodable",
     "schema_violation",
+    "bad_text",
     "unsupported_version",
     "bad_symbol",
     "unknown_symbol",
@@ -48,6 +56,9 @@ REASONS: Final = (
     "future_timestamp",
     "stale_timestamp",
 )
+#: Not a validation rule: the reason of a record the database refused although
+#: it passed the rules above (``pipeline/sinks/timescale.py`` isolates it).
+REJECTED_BY_DATABASE: Final = "rejected_by_database"
 
 
 class TickValidator:
@@ -79,8 +90,10 @@ class TickValidator:
             tick = decode_tick(raw)
         except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
             return ("schema_violation", str(exc)[:200])
-        except msgspec.DecodeError as exc:
-            return ("undecodable", str(exc)[:200])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises the last two itself, for invalid UTF-8 in a string and
+            # for nesting deeper than it follows (even in a key the tick ignores).
+            return ("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}")
         return self.check_tick(tick, now_ns)
 
     def check_tick(self, tick: Tick, now_ns: int | None = None) -> Tick | tuple[str, str]:
@@ -88,13 +101,17 @@ class TickValidator:
             return ("unsupported_version", f"v={tick.v}")
         symbol = tick.symbol
         if symbol not in self._good_symbols:
-            if self._symbol_ok(symbol) is None:
+            if self._symbol_ok(symbol) is None or "\x00" in symbol:  # even if the pattern allows NUL
                 return ("bad_symbol", repr(symbol[:64]))
             if self._known is not None and symbol not in self._known:
                 return ("unknown_symbol", symbol)
             if len(self._good_symbols) >= self.MAX_REMEMBERED_SYMBOLS:
                 self._good_symbols.clear()  # unbounded input must not grow memory
             self._good_symbols.add(symbol)
+        # memchr on the two strings: cheaper than remembering them in a set
+        # (a decoded string is a new object whose hash must be computed).
+        if "\x00" in tick.exchange or "\x00" in tick.source:
+            return ("bad_text", f"NUL in exchange {tick.exchange[:64]!r} or source {tick.source[:64]!r}")
         if tick.price_e9 <= 0:
             return ("bad_price", f"price_e9={tick.price_e9}")
         if tick.size_e9 < 0:

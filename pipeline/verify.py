@@ -357,7 +357,7 @@ def _invalid_in_window(value: bytes | None, timestamp_ms: int, report: VerifyRep
     (such a record names no source, so ``only_source`` cannot exclude it)."""
     try:
         tick = decode_tick(value or b"")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return report.from_ns // 1_000_000 <= timestamp_ms < -(-report.to_ns // 1_000_000)
     if only_source is not None and tick.source != only_source:
         return False

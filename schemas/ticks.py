@@ -14,17 +14,33 @@ A Kafka record on the ``ticks`` topic:
   =============== ======== =====================================================
   ``v``           int      schema version, ``1``
   ``symbol``      str      instrument, upper case, e.g. ``AAPL``, ``BTC-USD``
-  ``exchange``    str      venue the tick came from, e.g. ``XNAS``
+                           (at most 32 characters)
+  ``exchange``    str      venue the tick came from, e.g. ``XNAS`` (1-64
+                           characters)
   ``price_e9``    int      trade price x 1e9
   ``size_e9``     int      trade size x 1e9
   ``bid_e9``      int|nil  best bid x 1e9 (optional)
   ``ask_e9``      int|nil  best ask x 1e9 (optional)
   ``ts_ns``       int      exchange time of the tick, ns since the Unix epoch
-  ``source``      str      the feed adapter instance that published it
+                           (a signed 64-bit integer)
+  ``source``      str      the feed adapter instance that published it (1-128
+                           characters)
   ``seq``         int      the adapter's sequence number for this tick, strictly
-                           increasing per ``source``; with ``source`` it names a
-                           tick uniquely and lets retries be recognised
+                           increasing per ``source``, from 0 to 2**63 - 1; with
+                           ``source`` it names a tick uniquely and lets retries
+                           be recognised
   =============== ======== =====================================================
+
+Bounds. Every value the decoder accepts must be storable, or one tick would
+fail its whole batch in the database (a poison pill). The ``Meta`` bounds below
+are those of the columns and indexes: ``seq`` and ``ts_ns`` are ``BIGINT``
+(``ts_ns`` as microseconds in ``TIMESTAMPTZ``), and ``exchange`` and
+``source`` are kept short enough for the unique btree index on ``(source,
+source_seq, time)``. Prices and sizes need no bound: ``NUMERIC(20, 9)`` holds
+magnitudes below 10**20 in e9 units, and a MessagePack integer is below 2**64.
+A value out of bounds fails decoding with a message that names the field
+(``schema_violation``). What a bound cannot say (no NUL character, which
+PostgreSQL text cannot hold) is checked in ``pipeline/validation.py``.
 
 Why MessagePack maps: measured with ``python benchmarks/wire_encoding.py``
 (msgspec 0.22, 200,000 ticks, one run on the 2-core dev machine), a tick is 141
@@ -36,24 +52,35 @@ positional arrays) lets producers in other languages evolve without breaking us.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
 TICK_SCHEMA_VERSION: Final = 1
 PRICE_SCALE: Final = 1_000_000_000
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+MAX_SYMBOL_CHARS: Final = 32
+MAX_EXCHANGE_CHARS: Final = 64
+MAX_SOURCE_CHARS: Final = 128
+
+Symbol = Annotated[str, msgspec.Meta(max_length=MAX_SYMBOL_CHARS)]
+Exchange = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EXCHANGE_CHARS)]
+Source = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SOURCE_CHARS)]
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 
 
 class Tick(msgspec.Struct, frozen=True, gc=False):
     """One tick. Immutable and untracked by the GC: millions pass through."""
 
-    symbol: str
-    exchange: str
+    symbol: Symbol
+    exchange: Exchange
     price_e9: int
     size_e9: int
-    ts_ns: int
-    source: str
-    seq: int
+    ts_ns: Int64
+    source: Source
+    seq: Seq
     bid_e9: int | None = None
     ask_e9: int | None = None
     v: int = TICK_SCHEMA_VERSION
@@ -69,7 +96,10 @@ def encode_tick(tick: Tick) -> bytes:
 
 def decode_tick(data: bytes) -> Tick:
     """Decode one tick; raises ``msgspec.DecodeError`` (a ``ValidationError`` for
-    wrong types or missing fields) on anything that is not a v1 tick."""
+    wrong types, missing fields or values out of bounds) on anything that is not
+    a v1 tick, and ``UnicodeDecodeError`` or ``RecursionError`` for invalid UTF-8
+    in a string or nesting deeper than msgspec follows: callers that take
+    untrusted bytes catch all four (``pipeline/validation.py``)."""
     return _decoder.decode(data)
 
 

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# First start of the compose TimescaleDB: the same roles and database as
-# deploy/local/timescaledb.sh (owner `timescale`, least-privilege `nexanest_ingest`).
+# First start of the compose TimescaleDB: the same roles and databases as
+# deploy/local/timescaledb.sh (owner `timescale`, least-privilege `nexanest_ingest`,
+# database `timescale` and the test suite's `timescale_test`). The passwords come
+# from the environment through \getenv, never from psql's command line.
 set -euo pipefail
-psql -v ON_ERROR_STOP=1 -U postgres -d postgres \
-  -v ts_pw="$NEXANEST_TIMESCALE_PASSWORD" -v ingest_pw="$NEXANEST_INGEST_PASSWORD" <<'SQL'
+psql -v ON_ERROR_STOP=1 -U postgres -d postgres <<'SQL'
+\getenv ts_pw NEXANEST_TIMESCALE_PASSWORD
+\getenv ingest_pw NEXANEST_INGEST_PASSWORD
 SELECT format('CREATE ROLE timescale LOGIN PASSWORD %L', :'ts_pw') \gexec
 SELECT format('CREATE ROLE nexanest_ingest LOGIN PASSWORD %L', :'ingest_pw') \gexec
-CREATE DATABASE timescale OWNER timescale;
-REVOKE ALL ON DATABASE timescale FROM PUBLIC;
-GRANT CONNECT ON DATABASE timescale TO nexanest_ingest;
-\c timescale
-CREATE EXTENSION IF NOT EXISTS timescaledb;
 SQL
+for db in timescale timescale_test; do
+  psql -v ON_ERROR_STOP=1 -U postgres -d postgres -v db="$db" <<'SQL'
+SELECT format('CREATE DATABASE %I OWNER timescale', :'db') \gexec
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO nexanest_ingest', :'db') \gexec
+SQL
+  psql -v ON_ERROR_STOP=1 -U postgres -d "$db" -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
+done

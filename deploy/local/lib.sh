@@ -163,17 +163,21 @@ pg_cluster_stop() {
 
 # pg_sql PORT DB SQL...: run SQL as the superuser over the unix socket. Extra psql
 # variables can be passed before the SQL as -v name=value; use :'name' in SQL so
-# values (passwords) are quoted by psql, never interpolated by the shell.
+# values are quoted by psql, never interpolated by the shell. Never pass a secret
+# with -v: a command line is visible to every local user (ps, /proc/*/cmdline);
+# put it in psql's environment and read it with \getenv (see pg_ensure_role).
 pg_sql() {
   local port=$1 db=$2
   shift 2
   as_service_user "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN_DIR" -p "$port" -U postgres -d "$db" "$@"
 }
 
-# pg_ensure_role PORT ROLE PASSWORD [ATTRS]: create or update a login role.
+# pg_ensure_role PORT ROLE PASSWORD [ATTRS]: create or update a login role. The
+# password reaches psql in its environment (runuser keeps it), never its argv.
 pg_ensure_role() {
   local port=$1 role=$2 password=$3 attrs=${4:-}
-  pg_sql "$port" postgres -v role="$role" -v pw="$password" <<EOF
+  NEXANEST_ROLE_PASSWORD=$password pg_sql "$port" postgres -v role="$role" <<EOF
+\getenv pw NEXANEST_ROLE_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN $attrs', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \gexec

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 for the service databases (auth, portfolio, analytics, notifications)
-# on 127.0.0.1:5432, owner role `nexanest`. Usage: postgres.sh install|start|stop|status|logs
+# on 127.0.0.1:5432, owner role `nexanest`, and a <db>_test twin of each for the
+# test suite. Usage: postgres.sh install|start|stop|status|logs
 SERVICE_NAME=postgres
 . "$(dirname "$0")/lib.sh"
 
@@ -17,7 +18,13 @@ cmd_start() {
   pg_cluster_start "$DATADIR" "$PORT" postgres
   pg_ensure_role "$PORT" nexanest "$(env_value NEXANEST_POSTGRES_PASSWORD)"
   local db
-  for db in "${DATABASES[@]}"; do pg_ensure_database "$PORT" "$db" nexanest; done
+  # Each <db>_test is the test suite's (tests/conftest.py), so that running the
+  # tests leaves the user's databases alone; same owner, created here because
+  # creating a database takes the superuser.
+  for db in "${DATABASES[@]}"; do
+    pg_ensure_database "$PORT" "$db" nexanest
+    pg_ensure_database "$PORT" "${db}_test" nexanest
+  done
 }
 
 cmd_stop() { pg_cluster_stop "$DATADIR"; }

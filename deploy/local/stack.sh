@@ -5,19 +5,33 @@
 #   stack.sh down    [SERVICE...]   stop
 #   stack.sh status  [SERVICE...]   one line each; exit 1 if any is down
 #   stack.sh logs    SERVICE [-f]
-# SERVICE is postgres, timescaledb, redis or kafka (default: all four).
+# SERVICE is postgres, timescaledb, redis, kafka or timescaledb-community. The default
+# is the four the product runs on; timescaledb-community (the community edition on
+# 5434, built from source, for its tests: `make test`) is started only when named,
+# and `status`/`down` include it once it has a data directory.
 SERVICE_NAME=stack
 . "$(dirname "$0")/lib.sh"
 
 ALL=(postgres timescaledb redis kafka)
+OPTIONAL=(timescaledb-community)
 
 services() { if [ $# -gt 0 ]; then printf '%s\n' "$@"; else printf '%s\n' "${ALL[@]}"; fi; }
+
+# The default list plus the optional services that were started once (for status and down).
+known_services() {
+  if [ $# -gt 0 ]; then printf '%s\n' "$@"; return; fi
+  printf '%s\n' "${ALL[@]}"
+  local svc
+  for svc in "${OPTIONAL[@]}"; do
+    if [ -d "$STATE_DIR/$svc" ]; then printf '%s\n' "$svc"; fi
+  done
+}
 
 run_each() {
   local action=$1 svc rc=0
   shift
   for svc in $(services "$@"); do
-    [ -x "$LOCAL_DIR/$svc.sh" ] || die "unknown service '$svc' (known: ${ALL[*]})"
+    [ -x "$LOCAL_DIR/$svc.sh" ] || die "unknown service '$svc' (known: ${ALL[*]} ${OPTIONAL[*]})"
     "$LOCAL_DIR/$svc.sh" "$action" || rc=1
   done
   return $rc
@@ -36,10 +50,14 @@ case "${1:-}" in
   down)
     shift
     # Reverse order: the broker and caches first, the databases last.
-    mapfile -t list < <(services "$@")
+    mapfile -t list < <(known_services "$@")
     for ((i = ${#list[@]} - 1; i >= 0; i--)); do "$LOCAL_DIR/${list[i]}.sh" stop || true; done
     ;;
-  status) shift; run_each status "$@" ;;
+  status)
+    shift
+    mapfile -t list < <(known_services "$@")
+    run_each status "${list[@]}"
+    ;;
   logs) shift; svc=${1:?usage: stack.sh logs SERVICE [-f]}; shift; "$LOCAL_DIR/$svc.sh" logs "$@" ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -3,7 +3,8 @@
 # on 127.0.0.1:5433 (data in $STATE_DIR/timescaledb, log in $LOG_DIR/timescaledb.log).
 #
 #   timescaledb.sh install   make the extension available for PostgreSQL $PG_VERSION (slow once, then cached)
-#   timescaledb.sh start     init + start the cluster, ensure roles, database and extension
+#   timescaledb.sh start     init + start the cluster, ensure roles, databases (timescale and the
+#                            tests' timescale_test) and extension
 #   timescaledb.sh stop
 #   timescaledb.sh status    one line; exits non-zero when down
 #   timescaledb.sh logs [-f]
@@ -259,9 +260,19 @@ cmd_start() {
   pg_cluster_start "$DATA_DIR" "$PORT" timescaledb
   pg_ensure_role "$PORT" timescale "$ts_pw"
   pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
-  pg_ensure_database "$PORT" timescale timescale
-  pg_sql "$PORT" timescale -c 'GRANT CONNECT ON DATABASE timescale TO nexanest_ingest'
-  pg_sql "$PORT" timescale -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
+  # timescale_test is the test suite's (tests/conftest.py): the same owner, grants
+  # and extension as the user's database, so the tests see what the pipeline sees
+  # and leave the user's data alone. Creating a database and the extension takes
+  # the superuser, which only this script has.
+  local db
+  for db in timescale timescale_test; do
+    pg_ensure_database "$PORT" "$db" timescale
+    pg_sql "$PORT" "$db" -v db="$db" <<'SQL'
+SELECT format('GRANT CONNECT ON DATABASE %I TO nexanest_ingest', :'db') \gexec
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+SQL
+  done
   log "ready on 127.0.0.1:$PORT, database timescale, timescaledb $(ext_version)"
 }
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -451,6 +451,24 @@ class RepairReport:
     bars: dict[Resolution, int]
     #: Bars that existed before, per resolution (the Apache path).
     replaced: dict[Resolution, int]
+    #: Where each continuous aggregate's refresh ended (the community path): the end
+    #: of the range, or earlier where its policy leaves the newest buckets open.
+    refreshed_to: dict[Resolution, datetime] = field(default_factory=dict)
+
+
+# Where a refresh of a continuous aggregate may end now: as its refresh policy does,
+# end_offset before now() (the server's clock), or one bucket ($2) without a policy.
+_REFRESH_END: Final = """
+SELECT now() - coalesce((j.config->>'end_offset')::interval, $2::interval)
+  FROM timescaledb_information.continuous_aggregates c
+  LEFT JOIN timescaledb_information.jobs j
+    ON j.hypertable_schema = c.materialization_hypertable_schema
+   AND j.hypertable_name = c.materialization_hypertable_name
+   AND j.proc_name = 'policy_refresh_continuous_aggregate'
+ WHERE c.view_name = $1
+ ORDER BY j.job_id
+ LIMIT 1
+"""
 
 
 def repair_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -474,21 +492,31 @@ async def repair(admin: asyncpg.Connection, start: datetime, end: datetime, symb
     and INSERT them recomputed, 1m from the ticks and each coarser one from the
     one below. Batches wait for at most one day's repair. On the community
     edition it refreshes the continuous aggregates over the range, lowest level
-    first (``symbol`` cannot narrow a refresh there).
+    first (``symbol`` cannot narrow a refresh there), each only up to its refresh
+    policy's end offset before now: a refresh materialises the buckets still
+    filling and moves the watermark past them, so ticks arriving later would be
+    missing from them (real-time aggregation only covers what lies above the
+    watermark) until the policy got round to them again.
     """
     lo, hi = repair_range(start, end)
     edition = await detect_edition(admin)
     written: dict[Resolution, int] = dict.fromkeys(RESOLUTIONS, 0)
     replaced: dict[Resolution, int] = dict.fromkeys(RESOLUTIONS, 0)
     if edition == "timescale":
+        refreshed_to: dict[Resolution, datetime] = {}
         for resolution in RESOLUTIONS:
+            cap = await admin.fetchval(_REFRESH_END, CAGGS[resolution], WIDTHS[resolution])
+            end = hi if cap is None else min(hi, cap)
+            refreshed_to[resolution] = max(lo, end)
+            if end <= lo:
+                continue  # every bucket of the range is still open: real-time aggregation serves it
             # A refresh commits as it goes, so it must not run in a transaction (nor in a
             # prepared statement's): a plain query, with our own datetimes as literals.
             await admin.execute(
                 f"CALL refresh_continuous_aggregate('{CAGGS[resolution]}',"
-                f" TIMESTAMPTZ '{lo.isoformat()}', TIMESTAMPTZ '{hi.isoformat()}')"
+                f" TIMESTAMPTZ '{lo.isoformat()}', TIMESTAMPTZ '{end.isoformat()}')"
             )
-        return RepairReport(lo, hi, symbol, edition, {}, {})
+        return RepairReport(lo, hi, symbol, edition, {}, {}, refreshed_to)
     args: tuple[Any, ...] = () if symbol is None else (symbol,)
     day = lo
     while day < hi:

@@ -5,13 +5,22 @@ how far it has ingested: after a crash the consumer resumes from there, so a
 batch is neither lost nor written twice, and the hot path stays a plain COPY.
 With rollups on (the Apache edition), the batch's OHLCV bars are merged into
 the rollup tables in that same transaction (``pipeline/sinks/ohlcv.py``).
+
+A value the database refuses must not stop the consumer: replayed, the same
+batch would fail the same way for ever. Validation rejects everything known to
+be unstorable; if a batch still fails with a data error, the rows at fault are
+found by bisection (each half tried in a savepoint that is always rolled back)
+and handed back in ``RejectedByDatabase``, and the next ``flush`` writes the
+rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import decimal
+import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
@@ -19,7 +28,7 @@ from typing import Final
 import asyncpg
 
 from nexanest.pipeline import metrics
-from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, minute_bars, minute_bars_of_ticks, upsert_bars
 from nexanest.schemas.ticks import Tick
@@ -50,6 +59,25 @@ RETRYABLE_DB_ERRORS: Final = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+
+#: Errors that say "these values cannot be stored", from the server or from
+#: encoding them for it: asyncpg's ``DataError`` (SQLSTATE 22, and its own
+#: "invalid input for query argument"), constraint violations (23; a unique one
+#: is first taken as a duplicate), an index row too large (54), and the
+#: encoders' and the aggregation's own errors. Retrying cannot help, so the
+#: rows at fault are isolated. Anything else (a missing table, a privilege) is
+#: not about the rows and propagates.
+DATA_ERRORS: Final = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    struct.error,
+    UnicodeError,
+    ArithmeticError,  # OverflowError, decimal's traps
+    decimal.DecimalException,
+)
+#: How much of the server's message a dead letter carries.
+_MAX_REFUSAL_CHARS: Final = 500
 
 
 def e9_to_decimal(value_e9: int) -> Decimal:
@@ -109,11 +137,13 @@ ON CONFLICT DO NOTHING
 class TimescaleSink:
     """Buffers ``stock_prices`` rows and the offsets they advance to.
 
-    ``flush`` is one transaction: run the caller's optional ``in_transaction``
-    step (first: a step that must commit or fail with the rows), COPY the rows,
-    move the offsets of the partitions this consumer has claimed (fenced by
-    generation), commit. On a retryable error nothing is
-    committed and the buffer is kept, so ``flush`` can be called again.
+    ``flush`` is one transaction: COPY the rows, move the offsets of the
+    partitions this consumer has claimed (fenced by generation), commit. On a
+    retryable error nothing is committed and the buffer is kept, so ``flush``
+    can be called again. On a data error nothing is committed, the refused rows
+    leave the buffer and are raised as ``RejectedByDatabase``: dead-letter
+    them, then call ``flush`` again for the rest (and the offsets, which move
+    past the refused rows too).
 
     With ``exactly_once=False`` offsets are not stored (plain at-least-once,
     for measuring what exactly-once costs).
@@ -151,6 +181,9 @@ class TimescaleSink:
         self._offsets: dict[TopicPartition, int] = {}
         self._generations: dict[TopicPartition, int] = {}
         self._flushed_bars: list[StoredBar] = []
+        #: Set once the buffer's rows were isolated after a data error: the rest
+        #: is then written the way the isolation tried it (typed INSERT).
+        self._isolated = False
 
     def write(self, rows: Sequence[TickEntry]) -> None:
         """Buffer ``(tick, partition, offset)`` entries: the COPY stream is encoded
@@ -165,6 +198,7 @@ class TimescaleSink:
         """Drop the buffer (after a fence: another consumer owns those records now)."""
         self._rows = []
         self._offsets = {}
+        self._isolated = False
 
     async def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
         """Claim partitions for this consumer; return the stored next offset of each.
@@ -194,38 +228,55 @@ class TimescaleSink:
         for tp in partitions:
             self._generations.pop(tp, None)
 
-    async def flush(self, in_transaction: Callable[[], Awaitable[object]] | None = None) -> int:
-        """Write the buffer in one transaction; ``in_transaction`` runs inside it.
+    async def flush(self) -> int:
+        """Write the buffer in one transaction; returns the rows written.
 
-        Raises ``RetryableError`` (nothing committed, buffer kept) and
-        ``FencedError`` (nothing committed; call ``discard``). If ``in_transaction``
-        raises, nothing is committed and its exception propagates.
+        Raises ``RetryableError`` (nothing committed, buffer kept),
+        ``FencedError`` (nothing committed; call ``discard``) and
+        ``RejectedByDatabase`` (nothing committed; the refused rows have left
+        the buffer: dead-letter them and flush again).
         """
         if not self._rows and not self._offsets:
-            if in_transaction is not None:
-                await in_transaction()
             self._flushed_bars = []
             return 0
         started = time.perf_counter()
-        # Aggregated before taking a connection: no CPU work inside the transaction.
-        bars = await self._minute_bars() if self._rollups else None
         try:
             try:
-                written, stored = await self._write(in_transaction, skip_duplicates=False, bars=bars)
-            except asyncpg.UniqueViolationError:
-                # Some tick of this batch is stored already (a feed adapter's retry,
-                # a DLQ replay): redo the batch, skipping what exists.
-                written, stored = await self._write(in_transaction, skip_duplicates=True, bars=None)
-                metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
+                written, stored = await self._write_buffer()
+            except DATA_ERRORS:
+                refused = await self._isolate_refused()
+                self._isolated = True
+                if refused:
+                    gone = {id(entry) for entry, _ in refused}
+                    self._rows = [e for e in self._rows if id(e) not in gone]
+                    raise RejectedByDatabase([(e[1], e[2], message) for e, message in refused]) from None
+                # Every row passed on its own, the typed way: write them so.
+                written, stored = await self._write_buffer()
         except RETRYABLE_DB_ERRORS as exc:
             raise RetryableError("timescaledb", exc) from exc
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
         self._rows = []
         self._offsets = {}
+        self._isolated = False
         # Committed: only now are the merged bars true (a rolled-back attempt's are dropped).
         self._flushed_bars = stored
         return written
+
+    async def _write_buffer(self) -> tuple[int, list[StoredBar]]:
+        """The COPY path, falling back to the duplicate-skipping INSERT when some
+        tick is stored already (a feed adapter's retry, a DLQ replay) or when the
+        buffer's rows were isolated after a data error."""
+        if not self._isolated:
+            # Aggregated before taking a connection: no CPU work inside the transaction.
+            bars = await self._minute_bars() if self._rollups else None
+            try:
+                return await self._write(skip_duplicates=False, bars=bars)
+            except asyncpg.UniqueViolationError:
+                pass
+        written, stored = await self._write(skip_duplicates=True, bars=None)
+        metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
+        return written, stored
 
     def take_flushed_bars(self) -> list[StoredBar]:
         """The merged bars the last successful ``flush`` committed (latest per symbol
@@ -234,29 +285,17 @@ class TimescaleSink:
         bars, self._flushed_bars = self._flushed_bars, []
         return bars
 
-    async def _write(
-        self, in_transaction: Callable[[], Awaitable[object]] | None, *, skip_duplicates: bool, bars: Bars | None
-    ) -> tuple[int, list[StoredBar]]:
+    async def _write(self, *, skip_duplicates: bool, bars: Bars | None) -> tuple[int, list[StoredBar]]:
         """One transaction; returns the rows written and the merged bars. ``bars``:
         the batch's 1m bars for the COPY path; the duplicate path aggregates the
         rows its INSERT returns instead."""
         entries = self._rows
-        # The rare duplicate path inserts typed rows; the hot path COPYs pre-encoded bytes.
-        columns = list(map(list, zip(*(stock_price_row(*e) for e in entries), strict=True))) if skip_duplicates else []
         data = self._copy_stream(entries) if entries and not skip_duplicates else None
         async with self._pool.acquire() as conn, conn.transaction():
-            if in_transaction is not None:
-                # First: if it fails, nothing has been written yet.
-                await in_transaction()
             written = 0
             stored: list[StoredBar] = []
-            if entries and skip_duplicates and self._rollups:
-                inserted = await conn.fetch(self._insert_skipping_duplicates, *columns)
-                written = len(inserted)
-                bars = minute_bars(inserted)
-            elif entries and skip_duplicates:
-                status = await conn.execute(self._insert_skipping_duplicates, *columns)
-                written = int(status.rsplit(" ", 1)[-1])
+            if entries and skip_duplicates:
+                written, bars = await self._insert_typed(conn, entries)
             elif data is not None:
                 await conn.copy_to_table(self._table, source=data, columns=COLUMNS, format="binary")
                 written = len(entries)
@@ -265,6 +304,61 @@ class TimescaleSink:
             if self._offsets and self._exactly_once:
                 await self._advance_fenced(conn)
         return written, stored
+
+    async def _insert_typed(self, conn: asyncpg.Connection, entries: Sequence[TickEntry]) -> tuple[int, Bars | None]:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of typed rows (the rare paths:
+        duplicates, isolation); with rollups, the 1m bars of what it inserted."""
+        columns = list(map(list, zip(*(stock_price_row(*e) for e in entries), strict=True)))
+        if self._rollups:
+            inserted = await conn.fetch(self._insert_skipping_duplicates, *columns)
+            return len(inserted), minute_bars(inserted)
+        status = await conn.execute(self._insert_skipping_duplicates, *columns)
+        return int(status.rsplit(" ", 1)[-1]), None
+
+    async def _isolate_refused(self) -> list[tuple[TickEntry, str]]:
+        """The buffered rows the database refuses, each with the server's message.
+
+        Bisection in one transaction that is rolled back: a set of rows is tried
+        (rows, then their bars) in a savepoint, itself always rolled back, so each
+        try sees only what is committed; a set that fails is split in two. One
+        refused row among n costs about 2 log2(n) tries, a second or so for a
+        20,000-row batch: this path is for what validation did not foresee.
+        """
+        refused: list[tuple[TickEntry, str]] = []
+        async with self._pool.acquire() as conn:
+            outer = conn.transaction()
+            await outer.start()
+            try:
+                await self._probe(conn, self._rows, refused)
+            finally:
+                await outer.rollback()
+        return refused
+
+    async def _probe(
+        self, conn: asyncpg.Connection, entries: Sequence[TickEntry], refused: list[tuple[TickEntry, str]]
+    ) -> None:
+        savepoint = conn.transaction()
+        await savepoint.start()
+        try:
+            _, bars = await self._insert_typed(conn, entries)
+            if bars:
+                await upsert_bars(conn, bars)
+        except DATA_ERRORS as exc:
+            message = f"{type(exc).__name__}: {exc}"[:_MAX_REFUSAL_CHARS]
+        else:
+            return
+        finally:
+            await savepoint.rollback()
+        if len(entries) == 1:
+            refused.append((entries[0], message))
+            return
+        before = len(refused)
+        half = len(entries) // 2
+        await self._probe(conn, entries[:half], refused)
+        await self._probe(conn, entries[half:], refused)
+        if len(refused) == before:
+            # Each half passes alone, the whole does not: refused together.
+            refused.extend((e, f"refused with {len(entries)} rows of its batch: {message}") for e in entries)
 
     async def _minute_bars(self) -> Bars:
         """The batch's 1m bars, aggregated ``_ROWS_PER_STEP`` rows at a time with

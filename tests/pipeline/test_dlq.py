@@ -29,7 +29,7 @@ from nexanest.pipeline.dlq import (
     replay,
 )
 from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.pipeline.sinks.dead_letter import HEADER_REASON
 from nexanest.pipeline.topic_reader import BoundedReader
 from nexanest.schemas.ticks import Tick, encode_tick
@@ -308,13 +308,7 @@ async def test_dlq_commands(dlq_settings: Settings, test_id: str) -> None:
         origins[1]: "undecodable",
     }
     count = Counter(d.reason for d in letters)
-    env = {
-        **os.environ,
-        "NEXANEST_KAFKA__TICKS_TOPIC": settings.kafka.ticks_topic,
-        "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
-        "NEXANEST_KAFKA__DLQ_REPLAY_GROUP": settings.kafka.dlq_replay_group,
-        "NEXANEST_VALIDATION__SYMBOL_PATTERN": WIDE_SYMBOLS,
-    }
+    env = {**os.environ, **namespace_environment(settings), "NEXANEST_VALIDATION__SYMBOL_PATTERN": WIDE_SYMBOLS}
 
     async def nexanest(*args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(

@@ -24,3 +24,19 @@ async def test_the_setting_is_read_and_a_missing_one_is_not_an_error(migrated: S
     finally:
         await timescale.close()
         await postgres.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timescale_license
+async def test_each_cluster_runs_its_edition(migrated: Settings, community: Settings) -> None:
+    """The Apache cluster (Debian's build) and the community cluster (built from the
+    upstream source): the same TimescaleDB version, the edition each is for."""
+    versions = []
+    for settings, edition in ((migrated, "apache"), (community, "timescale")):
+        conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
+        try:
+            assert await detect_edition(conn) == edition
+            versions.append(await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"))
+        finally:
+            await conn.close()
+    assert versions[0] == versions[1]

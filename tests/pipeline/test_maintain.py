@@ -1,10 +1,12 @@
 """``nexanest maintain``: the retention rules and the community-edition policy
 plan (unit), dropping old chunks on the Apache edition (integration, on a
 scratch hypertable so other tests' old ticks are left alone), and the native
-policies where the community edition runs (skipped elsewhere)."""
+policies on the community edition (integration, on the community cluster's test
+database, fresh each session)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -12,8 +14,11 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from nexanest.pipeline.cli import build_parser
+from nexanest.pipeline import maintain as maintain_module
+from nexanest.pipeline.cli import EXIT_ERROR, build_parser, cmd_maintain
 from nexanest.pipeline.maintain import (
+    COMPRESSION_AT,
+    RETENTION_AT,
     PolicyState,
     RetentionRule,
     format_report,
@@ -81,10 +86,12 @@ def test_policies_that_match_need_nothing_and_changed_settings_replace_them() ->
         rel: PolicyState(
             rel,
             retention=keep[rel],
+            retention_at=RETENTION_AT if keep[rel] is not None else None,
             refresh_job=s.refresh_job,
             refresh_start=29 * DAY if rel == "ohlcv_1m_cagg" else 364 * DAY if rel == "ohlcv_5m_cagg" else None,
             compression_enabled=rel == "stock_prices",
             compression=8 * DAY if rel == "stock_prices" else None,
+            compression_at=COMPRESSION_AT if rel == "stock_prices" else None,
         )
         for rel, s in states.items()
     }
@@ -104,6 +111,50 @@ def test_policies_that_match_need_nothing_and_changed_settings_replace_them() ->
         "SELECT remove_retention_policy",
         "SELECT add_retention_policy",
     ]
+
+
+def test_retention_and_compression_run_half_a_day_apart_and_old_schedules_are_moved() -> None:
+    """Issue 9: added with the scheduler's defaults, the first compression run raced
+    a retention job ("chunk not found"). Both are daily, 12 hours apart; policies
+    on another schedule (as earlier versions added them) are replaced."""
+    assert (COMPRESSION_AT - RETENTION_AT).total_seconds() == 12 * 3600
+    rules = retention_rules(RetentionSettings(), "timescale")
+    actions, _ = plan_policies(rules, fresh_states(rules), compress_after=8 * DAY, late_ticks=WEEK)
+    added = {(a.relation, sql.split("(")[0]): args for a in actions for sql, args in a.statements}
+    assert added[("stock_prices", "SELECT add_retention_policy")] == ("stock_prices", 30 * DAY, DAY, RETENTION_AT)
+    assert added[("stock_prices", "SELECT add_compression_policy")] == ("stock_prices", 8 * DAY, DAY, COMPRESSION_AT)
+
+    unscheduled = {
+        r.relation: PolicyState(r.relation, retention=r.keep, compression_enabled=True, compression=8 * DAY)
+        for r in rules
+        if r.relation == "stock_prices"
+    }
+    actions, _ = plan_policies(rules[:1], unscheduled, compress_after=8 * DAY, late_ticks=WEEK)
+    assert [a.description for a in actions] == [
+        "reschedule compression policy: daily at 13:00 UTC",
+        "reschedule retention policy: daily at 01:00 UTC",
+    ]
+    assert [sql.split("(")[0] for a in actions for sql, _ in a.statements] == [
+        "SELECT remove_compression_policy",
+        "SELECT add_compression_policy",
+        "SELECT remove_retention_policy",
+        "SELECT add_retention_policy",
+    ]
+
+
+async def test_a_database_error_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9: `nexanest maintain` let asyncpg's exception through to a traceback."""
+
+    async def failing(*_: object, **__: object) -> None:
+        raise asyncpg.UndefinedColumnError('column "config" does not exist')
+
+    monkeypatch.setattr(maintain_module, "maintain", failing)
+    args = build_parser().parse_args(["maintain"])
+    assert await cmd_maintain(Settings(), args, asyncio.Event()) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err == 'nexanest maintain failed, nothing changed: column "config" does not exist (SQLSTATE 42703)\n'
 
 
 def test_short_windows_are_pointed_out() -> None:
@@ -144,8 +195,8 @@ async def test_apache_maintain_drops_chunks_older_than_the_retention_and_keeps_t
     migrated: Settings, scratch_hypertable: tuple[asyncpg.Connection, str], timescale_pool: asyncpg.Pool
 ) -> None:
     conn, table = scratch_hypertable
-    if await conn.fetchval("SELECT current_setting('timescaledb.license', true)") == "timescale":
-        pytest.skip("timescale license: retention is enforced by native policies (tested below)")
+    # The Apache cluster; the community edition's retention is tested below on its own cluster.
+    assert await conn.fetchval("SELECT current_setting('timescaledb.license', true)") == "apache"
     rules = [RetentionRule(table, "scratch", 30 * DAY)]
 
     dry = await maintain(migrated, dry_run=True, rules=rules)
@@ -199,13 +250,15 @@ async def test_a_dry_run_over_the_real_tables_changes_nothing(migrated: Settings
 
 @pytest.mark.integration
 @pytest.mark.timescale_license
-async def test_community_maintain_sets_the_native_policies_once(migrated: Settings) -> None:
-    conn = await asyncpg.connect(migrated.timescale.admin_dsn.get_secret_value())
+async def test_community_maintain_sets_the_native_policies_once(community: Settings) -> None:
+    """On a fresh database (issue 9: the refresh-window statement failed there, and
+    the whole pass rolled back)."""
+    conn = await asyncpg.connect(community.timescale.admin_dsn.get_secret_value())
     try:
-        if await conn.fetchval("SELECT current_setting('timescaledb.license', true)") != "timescale":
-            pytest.skip("native policies need SHOW timescaledb.license = 'timescale'")
-        await maintain(migrated)
-        assert (await maintain(migrated, dry_run=True)).actions == []  # a second run has nothing to do
+        assert await conn.fetchval("SELECT current_setting('timescaledb.license', true)") == "timescale"
+        report = await maintain(community)
+        assert len(report.actions) == 8
+        assert (await maintain(community, dry_run=True)).actions == []  # a second run has nothing to do
         policies = {
             (r["proc_name"], r["hypertable_name"])
             for r in await conn.fetch("SELECT proc_name, hypertable_name FROM timescaledb_information.jobs")
@@ -222,3 +275,27 @@ async def test_community_maintain_sets_the_native_policies_once(migrated: Settin
         assert start == 29 * DAY
     finally:
         await conn.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timescale_license
+async def test_community_retention_and_compression_jobs_run_apart(community: Settings) -> None:
+    """Issue 9: the compression policy's first run raced the retention job."""
+    await maintain(community)  # a no-op if the test above ran first
+    conn = await asyncpg.connect(community.timescale.admin_dsn.get_secret_value())
+    try:
+        jobs = {
+            r["proc_name"]: r
+            for r in await conn.fetch(
+                "SELECT proc_name, schedule_interval, fixed_schedule, next_start,"
+                " next_start - date_trunc('day', next_start, 'UTC') AS at, next_start > now() AS later"
+                "  FROM timescaledb_information.jobs"
+                " WHERE hypertable_name = 'stock_prices' AND proc_name IN ('policy_retention', 'policy_compression')"
+            )
+        }
+    finally:
+        await conn.close()
+    assert set(jobs) == {"policy_retention", "policy_compression"}
+    for job in jobs.values():
+        assert (job["schedule_interval"], job["fixed_schedule"], job["later"]) == (DAY, True, True)
+    assert (jobs["policy_retention"]["at"], jobs["policy_compression"]["at"]) == (RETENTION_AT, COMPRESSION_AT)

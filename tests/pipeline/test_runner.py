@@ -15,9 +15,10 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.runner import IngestLoop
 from nexanest.pipeline.settings import BatchSettings, RetrySettings, ValidationSettings
+from nexanest.pipeline.sinks.dead_letter import Rejected
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick, encode_tick
 
@@ -80,7 +81,7 @@ class FakeTimescale:
         for tp in tps:
             self.claimed.pop(tp, None)
 
-    async def flush(self, in_transaction: Any = None) -> int:
+    async def flush(self) -> int:
         if self._fence_once:
             fenced, self._fence_once = self._fence_once, None
             raise FencedError(fenced, {tp: self.claimed[tp] + 1 for tp in fenced})  # renewed by our listener
@@ -140,6 +141,7 @@ def make_loop(
     after_commit: Sequence[AfterCommitRecorder] = (),
     *,
     quotes: FakeSink | None = None,
+    dead_letters: FakeSink | None = None,
     batch: BatchSettings | None = None,
 ) -> IngestLoop:
     return IngestLoop(
@@ -147,7 +149,7 @@ def make_loop(
         validator=TickValidator(ValidationSettings()),
         timescale=timescale,  # type: ignore[arg-type]
         quotes=quotes or FakeSink(),  # type: ignore[arg-type]
-        dead_letters=FakeSink(),  # type: ignore[arg-type]
+        dead_letters=dead_letters or FakeSink(),  # type: ignore[arg-type]
         batch=batch or BatchSettings(),
         retry=RetrySettings(initial_backoff_s=0.001),
         after_commit=after_commit,
@@ -192,14 +194,69 @@ async def test_after_commit_sinks_flush_once_the_batch_committed_with_retry() ->
     assert len(consumer.commits) == 2
 
 
-async def test_a_fenced_batch_is_discarded_from_after_commit_sinks() -> None:
+async def test_a_fenced_batch_never_reaches_after_commit_sinks() -> None:
     p0 = TopicPartition(TOPIC, 0)
     consumer = FakeConsumer([{p0: [record(0, 5), record(0, 6)]}])
     timescale = FakeTimescale(claimed={(TOPIC, 0): 1}, fence_once=[(TOPIC, 0)])
     after = AfterCommitRecorder(timescale)
     await make_loop(consumer, timescale, [after]).run(asyncio.Event(), until_idle_s=0.01)
-    assert after.discarded == 2
+    # The sinks are given a batch only once its transaction committed.
+    assert after.buffered == []
+    assert after.discarded == 0
     assert after.flushes == []
+
+
+class RefusingTimescale(FakeTimescale):
+    """A table that refuses the rows at ``refused_offsets`` once, as the real sink
+    does after isolating them: out of the buffer, raised for the dead-letter topic."""
+
+    def __init__(self, claimed: dict[tuple[str, int], int], refused_offsets: set[int]) -> None:
+        super().__init__(claimed)
+        self._refused_offsets = refused_offsets
+
+    async def flush(self) -> int:
+        refused = [(p, o, "numeric field overflow") for _, p, o in self.rows if o in self._refused_offsets]
+        if refused:
+            self.rows = [r for r in self.rows if r[2] not in self._refused_offsets]
+            self._refused_offsets = set()
+            raise RejectedByDatabase(refused)
+        return await super().flush()
+
+
+class RecordingDeadLetters(FakeSink):
+    def __init__(self) -> None:
+        self.pending: list[Rejected] = []
+        self.sent: list[Rejected] = []
+
+    def write(self, rows: Sequence[Any]) -> None:
+        self.pending.extend(rows)
+
+    async def flush(self) -> int:
+        self.sent += self.pending
+        n, self.pending = len(self.pending), []
+        return n
+
+
+async def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_written() -> None:
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    records = [record(0, 5), record(0, 6), record(1, 40)]
+    consumer = FakeConsumer([{p0: records[:2], p1: records[2:]}])
+    timescale = RefusingTimescale(claimed={(TOPIC, 0): 1, (TOPIC, 1): 1}, refused_offsets={6, 40})
+    dead_letters = RecordingDeadLetters()
+    after = AfterCommitRecorder(timescale)
+    loop = make_loop(consumer, timescale, [after], dead_letters=dead_letters)
+    stats = await loop.run(asyncio.Event(), until_idle_s=0.01)
+    # The refused records go to the dead-letter topic as they arrived (key, bytes,
+    # headers), with the server's message; the rest is written and committed.
+    assert sorted((r.partition, r.offset, r.reason, r.detail) for r in dead_letters.sent) == [
+        (0, 6, "rejected_by_database", "numeric field overflow"),
+        (1, 40, "rejected_by_database", "numeric field overflow"),
+    ]
+    assert {r.value for r in dead_letters.sent} == {records[1].value, records[2].value}
+    assert [offset for _, _, offset in timescale.committed_rows] == [5]
+    assert after.flushes == [(1, 1)]  # only the written tick reaches the after-commit sinks
+    assert (stats.written, stats.rejected, stats.rejected_by_reason) == (1, 2, {"rejected_by_database": 2})
+    assert {tp: m.offset for tp, m in consumer.commits[-1].items()} == {p0: 7, p1: 41}
 
 
 class HeldTimescale(FakeTimescale):
@@ -210,10 +267,10 @@ class HeldTimescale(FakeTimescale):
         self.release_commit = asyncio.Event()
         self.flushing = asyncio.Event()
 
-    async def flush(self, in_transaction: Any = None) -> int:
+    async def flush(self) -> int:
         self.flushing.set()
         await self.release_commit.wait()
-        return await super().flush(in_transaction)
+        return await super().flush()
 
 
 class RecordingQuotes(FakeSink):

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from nexanest.pipeline.settings import Settings, load_settings
+from nexanest.pipeline.settings import Settings, load_settings, namespace_environment, namespaced, separate_databases
+
+
+@pytest.fixture(autouse=True)
+def _no_nexanest_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests build Settings from the environment: start each from none of
+    the NEXANEST_* variables that a shell, or the test session itself
+    (tests/conftest.py ``stack``), has set."""
+    for name in [n for n in os.environ if n.startswith("NEXANEST_")]:
+        monkeypatch.delenv(name)
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,3 +51,70 @@ def test_redis_database_allocation_is_distinct() -> None:
     r = Settings(_env_file=None).redis  # type: ignore[call-arg]
     dbs = [r.db_sessions, r.db_portfolio, r.db_quotes, r.db_analytics, r.db_notifications]
     assert len(set(dbs)) == len(dbs)
+
+
+def _user_settings() -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        timescale={
+            "dsn": "postgresql://ingest:p%40ss@127.0.0.1:5433/timescale?sslmode=disable",
+            "admin_dsn": "postgresql://owner:pw@127.0.0.1:5433/timescale",
+        },
+        postgres={"auth_dsn": "postgresql://nexanest:pw@127.0.0.1:5432/auth"},
+        redis={"url": "redis://:pw@127.0.0.1:6379"},
+    )
+
+
+def test_separate_databases_moves_every_database_and_keeps_the_rest() -> None:
+    user = _user_settings()
+    test = separate_databases(user)
+    assert test.timescale.dsn.get_secret_value() == (
+        "postgresql://ingest:p%40ss@127.0.0.1:5433/timescale_test?sslmode=disable"
+    )
+    assert test.timescale.admin_dsn.get_secret_value() == "postgresql://owner:pw@127.0.0.1:5433/timescale_test"
+    assert {name: dsn.get_secret_value().rsplit("/", 1)[1] for name, dsn in test.postgres.dsns().items()} == {
+        "auth": "auth_test",
+        "portfolio": "portfolio_test",
+        "analytics": "analytics_test",
+        "notifications": "notifications_test",
+    }
+    r = test.redis
+    assert [r.db_sessions, r.db_portfolio, r.db_quotes, r.db_analytics, r.db_notifications] == [10, 11, 12, 13, 14]
+    assert r.url == user.redis.url
+    assert test.kafka == user.kafka
+    assert test.batch == user.batch
+
+
+def test_separate_databases_refuses_what_would_share_the_users_data() -> None:
+    user = _user_settings()
+    pinned = user.model_copy(update={"redis": user.redis.model_copy(update={"url": SecretStr("redis://:pw@h:6379/2")})})
+    with pytest.raises(ValueError, match="Redis URL names a database"):
+        separate_databases(pinned)
+    with pytest.raises(ValueError, match="within 0-15"):
+        separate_databases(user, redis_db_offset=12)
+    nameless = user.model_copy(
+        update={"timescale": user.timescale.model_copy(update={"dsn": SecretStr("postgresql://u:secret@h:5433")})}
+    )
+    with pytest.raises(ValueError, match="names no database") as refused:
+        separate_databases(nameless)
+    assert "secret" not in str(refused.value)
+
+
+def test_a_child_process_reads_back_the_same_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What namespace_environment hands a child wins over the user's values in
+    the child's .env: the child reaches the parent's databases and topics."""
+    user = _user_settings()
+    parent = namespaced(separate_databases(user), "test.child", quote_rebuild_window_s=0.0)
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in namespace_environment(user).items())
+        + f"NEXANEST_REDIS__URL={user.redis.url.get_secret_value()}\n"
+    )
+    assert load_settings(env_file).timescale == user.timescale  # the .env alone: the user's
+    for name, value in namespace_environment(parent).items():
+        monkeypatch.setenv(name, value)
+    child = load_settings(env_file)
+    assert (child.timescale, child.postgres, child.redis) == (parent.timescale, parent.postgres, parent.redis)
+    assert child.consumer.quote_rebuild_window_s == 0.0
+    names = {"ticks_topic", "dead_letter_topic", "events_topic", "consumer_group", "dlq_replay_group"}
+    assert child.kafka.model_dump(include=names) == parent.kafka.model_dump(include=names)

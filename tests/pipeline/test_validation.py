@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nexanest.pipeline.settings import ValidationSettings
 from nexanest.pipeline.validation import REASONS, TickValidator
@@ -49,6 +51,20 @@ def test_good_tick_passes(validator: TickValidator) -> None:
         (encode_tick(msgspec.structs.replace(GOOD, bid_e9=0)), "crossed_quote"),
         (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 60 * 10**9)), "future_timestamp"),
         (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS - 8 * 86400 * 10**9)), "stale_timestamp"),
+        # What the write path cannot store: each one stopped the consumer before.
+        (encode_tick(msgspec.structs.replace(GOOD, seq=2**63)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, seq=2**64 - 1)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, seq=-1)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, ts_ns=2**63)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, exchange="X" * 65)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, exchange="")), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, source="s" * 129)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, symbol="A" * 33)), "schema_violation"),
+        (encode_tick(msgspec.structs.replace(GOOD, exchange="XN\x00S")), "bad_text"),
+        (encode_tick(msgspec.structs.replace(GOOD, source="t\x00")), "bad_text"),
+        (encode_tick(GOOD).replace(b"\xa4XNAS", b"\xa4\xff\xfeAS"), "undecodable"),  # not UTF-8
+        (encode_tick(GOOD).replace(b"\xa4XNAS", b"\xa4\xed\xa0\x80S"), "undecodable"),  # a surrogate
+        (b"\x8b" + encode_tick(GOOD)[1:] + b"\xa1z" + b"\x91" * 3000 + b"\xc0", "undecodable"),  # nested too deep
     ],
 )
 def test_each_rule_names_its_reason(validator: TickValidator, raw: bytes | None, reason: str) -> None:
@@ -89,3 +105,40 @@ def test_the_remembered_symbols_stay_bounded() -> None:
     for i in range(TickValidator.MAX_REMEMBERED_SYMBOLS + 10):
         assert isinstance(validator.check_tick(msgspec.structs.replace(GOOD, symbol=f"S{i}"), NOW_NS), Tick)
     assert len(validator._good_symbols) <= TickValidator.MAX_REMEMBERED_SYMBOLS
+
+
+def test_a_nul_in_a_symbol_is_refused_whatever_the_pattern_allows() -> None:
+    permissive = TickValidator(ValidationSettings(symbol_pattern=r"(?s).+"))
+    assert permissive.check_tick(msgspec.structs.replace(GOOD, symbol="A\x00"), NOW_NS)[0] == "bad_symbol"  # type: ignore[index]
+
+
+def test_a_remembered_exchange_does_not_let_a_nul_through(validator: TickValidator) -> None:
+    assert validator.check_tick(GOOD, NOW_NS) == GOOD
+    assert validator.check_tick(msgspec.structs.replace(GOOD, source="t\x00"), NOW_NS)[0] == "bad_text"  # type: ignore[index]
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ("v", "symbol", "exchange", "price_e9", "size_e9", "bid_e9", "ask_e9", "ts_ns", "source", "seq")
+
+
+@given(
+    changes=st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), msgpack_values | st.just(...), max_size=4),
+    tail=st.binary(max_size=8),
+)
+@settings(max_examples=500)
+def test_any_bytes_give_a_tick_or_a_reason(changes: dict[str, object], tail: bytes) -> None:
+    """Fields of a good tick replaced, removed (``...``) or added, with any
+    MessagePack value, and sometimes trailing bytes: never an exception."""
+    fields = msgspec.structs.asdict(GOOD)
+    for key, value in changes.items():
+        if value is ...:
+            fields.pop(key, None)
+        else:
+            fields[key] = value
+    raw = msgspec.msgpack.encode(fields) + tail
+    result = TickValidator(ValidationSettings()).check(raw, NOW_NS)
+    assert isinstance(result, Tick) or result[0] in REASONS

@@ -17,7 +17,7 @@ import pytest
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.pipeline.verify import (
     SeqRange,
     Tally,
@@ -267,7 +267,7 @@ async def test_verify_finds_missing_duplicated_and_unexpected_ticks(isolated: Se
         "--json",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NEXANEST_METRICS__PORT": "0"},
+        env={**os.environ, **namespace_environment(isolated)},
         cwd=REPO,
     )
     out, err = await proc.communicate()
@@ -299,6 +299,7 @@ async def test_verify_command_exits_0_when_everything_landed(isolated: Settings,
         source,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **namespace_environment(isolated)},
         cwd=REPO,
     )
     out, err = await proc.communicate()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import asyncpg
+import msgspec
 import pytest
 
-from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
+from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.timescale import TimescaleSink, ns_to_datetime
 from nexanest.schemas.ticks import Tick
 
@@ -50,18 +54,53 @@ async def test_rows_and_offsets_commit_together(timescale_pool: asyncpg.Pool, te
     assert [r["kafka_offset"] for r in rows] == list(range(100, 110))
 
 
-async def test_failed_copy_stores_no_offsets(timescale_pool: asyncpg.Pool, test_id: str) -> None:
-    """A batch the database rejects must not move the stored offsets: same transaction."""
+async def test_rows_the_database_refuses_are_isolated_and_the_rest_written(
+    timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """Values validation would have caught, written straight to the sink: the
+    batch fails as a whole, commits nothing, and the sink finds the rows at fault
+    (a CHECK violation, a NUL the server's text refuses, a seq beyond BIGINT);
+    after they are raised, the next flush writes the rest and the offsets."""
     source = f"sink-{test_id}"
     sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
     await sink.claim("ticks", [0])
-    bad = (make_tick(source, 1, price_e9=-1), 0, 5)  # violates CHECK (price > 0)
-    sink.write([(make_tick(source, 0), 0, 4), bad])
-    sink.advance({("ticks", 0): 6})
-    with pytest.raises(asyncpg.CheckViolationError):
+    good = [(make_tick(source, i), 0, i) for i in range(40)]
+    bad = {
+        7: make_tick(source, 7, price_e9=-1),
+        19: msgspec.structs.replace(make_tick(source, 19), exchange="X\x00"),
+        33: msgspec.structs.replace(make_tick(source, 33), seq=2**63),
+    }
+    sink.write([(bad.get(offset, tick), p, offset) for tick, p, offset in good])
+    sink.advance({("ticks", 0): 40})
+    with pytest.raises(RejectedByDatabase) as refused:
         await sink.flush()
-    assert await sink.stored_offsets("ticks") == {}
     assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
+    assert await sink.stored_offsets("ticks") == {}
+    assert [(p, o) for p, o, _ in refused.value.refused] == [(0, 7), (0, 19), (0, 33)]
+    messages = [m for _, _, m in refused.value.refused]
+    assert "CheckViolationError" in messages[0]
+    assert "0x00" in messages[1]
+    assert "int64" in messages[2]
+
+    assert await sink.flush() == 37
+    rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
+    assert [r["source_seq"] for r in rows] == sorted(set(range(40)) - set(bad))
+    assert await sink.stored_offsets("ticks") == {0: 40}
+
+
+async def test_a_row_that_fails_only_the_copy_encoding_is_isolated(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+    """A lone surrogate fails the client-side COPY encoder before the server sees
+    anything: the same isolation finds it."""
+    source = f"enc-{test_id}"
+    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
+    await sink.claim("ticks", [0])
+    sink.write([(make_tick(source, 0), 0, 0), (msgspec.structs.replace(make_tick(source, 1), exchange="\udc80"), 0, 1)])
+    sink.advance({("ticks", 0): 2})
+    with pytest.raises(RejectedByDatabase) as refused:
+        await sink.flush()
+    assert [(p, o) for p, o, _ in refused.value.refused] == [(0, 1)]
+    assert await sink.flush() == 1
+    assert await sink.stored_offsets("ticks") == {0: 2}
 
 
 async def test_a_fenced_writer_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
@@ -108,22 +147,36 @@ async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Po
     assert await sink.stored_offsets("ticks") == {0: 7}
 
 
-async def test_failure_in_transaction_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
-    """The Redis step runs inside the transaction: if it fails, rows and offsets roll back."""
-    source = f"pre-{test_id}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
-    await sink.claim("ticks", [0])
-    sink.write([(make_tick(source, 0), 0, 0)])
-    sink.advance({("ticks", 0): 1})
+@asynccontextmanager
+async def offsets_row_locked(pool: asyncpg.Pool, group: str) -> AsyncIterator[None]:
+    """Another session holds the group's ``ingest_offsets`` rows: a flush then
+    COPYs (and merges bars) but waits at its last step, moving the offsets."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM ingest_offsets WHERE consumer_group = $1 FOR UPDATE", group)
+        yield
 
-    async def redis_down() -> None:
-        raise RetryableError("redis", ConnectionError("refused"))
 
-    with pytest.raises(RetryableError):
-        await sink.flush(in_transaction=redis_down)
-    assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
-    assert await sink.stored_offsets("ticks") == {}
-    assert await sink.flush() == 1  # the buffer was kept for the retry
+async def test_a_failure_at_the_last_step_commits_nothing(
+    migrated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """The offsets move last in the transaction: when that step fails (here it
+    times out behind a lock), the rows roll back with it and the buffer is kept."""
+    source, group = f"late-{test_id}", f"g-{test_id}"
+    impatient = await asyncpg.create_pool(migrated.timescale.dsn.get_secret_value(), min_size=1, command_timeout=0.5)
+    try:
+        sink = TimescaleSink(impatient, consumer_group=group)
+        await sink.claim("ticks", [0])
+        sink.write([(make_tick(source, 0), 0, 0)])
+        sink.advance({("ticks", 0): 1})
+        async with offsets_row_locked(timescale_pool, group):
+            with pytest.raises(RetryableError):
+                await sink.flush()
+        assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
+        assert await sink.stored_offsets("ticks") == {}
+        assert await sink.flush() == 1  # the buffer was kept for the retry
+        assert await sink.stored_offsets("ticks") == {0: 1}
+    finally:
+        await impatient.close()
 
 
 async def test_a_large_batch_streams_in_parts_with_exact_rows_and_bars(
@@ -134,8 +187,8 @@ async def test_a_large_batch_streams_in_parts_with_exact_rows_and_bars(
     from nexanest.pipeline.edition import detect_edition
     from tests.pipeline.sinks.test_ohlcv import BASE_NS, assert_bars_match_ticks, entry, tick
 
-    if await detect_edition(timescale_pool) != "apache":
-        pytest.skip("the pipeline keeps the bars only under timescaledb.license = apache")
+    # The pipeline keeps the bars itself only under timescaledb.license = apache: the cluster of timescale_pool.
+    assert await detect_edition(timescale_pool) == "apache"
     source = f"big-{test_id}"
     symbols = [f"BIG{test_id.upper()}{i}" for i in range(7)]
     batch = [
