@@ -243,13 +243,16 @@ def community_dsn(dsn: SecretStr, database: str) -> SecretStr:
     community cluster's ``database``."""
     url = urlsplit(dsn.get_secret_value())
     host = url.netloc.rsplit("@", 1)
-    netloc = f"{host[0]}@127.0.0.1:{COMMUNITY_PORT}" if len(host) == 2 else f"127.0.0.1:{COMMUNITY_PORT}"
+    port = containers.community_port() or COMMUNITY_PORT  # NEXANEST_TEST_STACK=containers: its container
+    netloc = f"{host[0]}@127.0.0.1:{port}" if len(host) == 2 else f"127.0.0.1:{port}"
     return SecretStr(urlunsplit(url._replace(netloc=netloc, path=f"/{database}")))
 
 
 @pytest.fixture(scope="session")
 def community_stack(stack: Settings) -> Settings:
     """The community cluster answers (started with stack.sh when not; a failure, never a skip)."""
+    if containers.wanted():  # started with the other containers
+        return stack
     if not _port_open(COMMUNITY_PORT):
         result = subprocess.run(
             [str(REPO / "deploy/local/stack.sh"), "up", "timescaledb-community"],

@@ -1,14 +1,17 @@
 """The test services as containers (testcontainers), where a Docker engine exists.
 
-With ``NEXANEST_TEST_STACK=containers`` the session's ``stack`` fixture (conftest)
-starts PostgreSQL, TimescaleDB, Redis and Kafka as containers instead of the
-``deploy/local`` services: the images and first-start scripts of
-``deploy/docker-compose.yml`` (so TimescaleDB is the community edition), fresh
-passwords, host ports picked at start, everything removed at the end of the
-session. The settings are also exported as ``NEXANEST_*`` variables for the
-session, so the ``nexanest`` processes that tests start reach the same
-containers. Tests that stop and start services with ``deploy/local`` scripts
-skip on this path.
+With ``NEXANEST_TEST_STACK=containers`` the session's ``user_settings`` fixture
+(conftest) starts PostgreSQL, TimescaleDB, Redis and Kafka as containers instead
+of using the ``deploy/local`` services: the images and first-start scripts of
+``deploy/docker-compose.yml``, fresh passwords, host ports picked at start,
+everything removed at the end of the session. As on the local stack, the main
+TimescaleDB runs the Apache edition (the compose image with
+``timescaledb.license = apache``) and a second one the community edition (the
+compose image as it is), for the edition tests. The settings are also exported as
+``NEXANEST_*`` variables for the session, so the ``nexanest`` processes that tests
+start reach the same containers; the conftest fixtures then make the suite's own
+``*_test`` databases' settings from them as usual. Tests that stop and start
+services with ``deploy/local`` scripts skip on this path.
 
 This project's development machines and CI have no Docker engine, so this path
 never runs there: ``tests/test_containers.py`` checks the plan (images, scripts,
@@ -38,6 +41,8 @@ COMPOSE_FILE: Final = REPO / "deploy/docker-compose.yml"
 #: The variable that picks the path, and its value.
 STACK_VARIABLE: Final = "NEXANEST_TEST_STACK"
 CONTAINERS: Final = "containers"
+#: Where the community-edition TimescaleDB listens on this path (conftest's community fixtures read it).
+COMMUNITY_PORT_VARIABLE: Final = "NEXANEST_TEST_COMMUNITY_PORT"
 
 
 def wanted() -> bool:
@@ -70,6 +75,14 @@ class ContainerPlan:
     #: it twice when init scripts run (their temporary server's, then the real one's).
     ready_log: str = ""
     ready_times: int = 1
+    #: Commands run in the container once it is ready.
+    after_start: tuple[tuple[str, ...], ...] = ()
+
+
+def community_port() -> int | None:
+    """The community-edition TimescaleDB's port on this path, None elsewhere."""
+    value = os.environ.get(COMMUNITY_PORT_VARIABLE)
+    return int(value) if wanted() and value else None
 
 
 def free_port() -> int:
@@ -96,6 +109,15 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
     """The four containers, as the compose file runs them."""
     images = compose_images()
     pg_ready = "database system is ready to accept connections"
+    timescale_env = {
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": passwords.timescale,
+        "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
+        "NEXANEST_TIMESCALE_PASSWORD": passwords.timescale,
+        "NEXANEST_INGEST_PASSWORD": passwords.ingest,
+        "TIMESCALEDB_TELEMETRY": "off",
+    }
+    timescale_init = ((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),)
     return [
         ContainerPlan(
             "postgres",
@@ -115,30 +137,39 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
             "timescaledb",
             images["timescaledb"],
             5432,
-            {
-                "POSTGRES_USER": "postgres",
-                "POSTGRES_PASSWORD": passwords.timescale,
-                "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
-                "NEXANEST_TIMESCALE_PASSWORD": passwords.timescale,
-                "NEXANEST_INGEST_PASSWORD": passwords.ingest,
-                "TIMESCALEDB_TELEMETRY": "off",
-            },
-            mounts=((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),),
+            timescale_env,
+            mounts=timescale_init,
+            # The suite's main cluster is the Apache edition, as deploy/local's on 5433.
+            command=["postgres", "-c", "timescaledb.license=apache"],
             ready_log=pg_ready,
             ready_times=2,
+        ),
+        ContainerPlan(
+            "timescaledb-community",
+            images["timescaledb"],
+            5432,
+            timescale_env,
+            mounts=timescale_init,
+            ready_log=pg_ready,
+            ready_times=2,
+            # The community fixture recreates its test database as the owner role,
+            # as deploy/local/timescaledb-community.sh allows it to.
+            after_start=(("psql", "-U", "postgres", "-c", "ALTER ROLE timescale CREATEDB"),),
         ),
         ContainerPlan(
             "redis",
             images["redis"],
             6379,
             {"NEXANEST_REDIS_PASSWORD": passwords.redis},
-            # The password goes into a config file from the environment, never onto
-            # a command line (where every local user's `ps` would show it).
+            # As the compose file: the password goes from the environment into a
+            # mode-600 config file, never onto a command line (`ps` shows those).
             command=[
                 "sh",
                 "-c",
-                'printf "requirepass %s\\n" "$NEXANEST_REDIS_PASSWORD" > /tmp/nexanest-redis.conf'
-                " && exec redis-server /tmp/nexanest-redis.conf --databases 16",
+                "umask 077 &&"
+                " printf 'requirepass %s\\ndatabases 16\\n' \"$NEXANEST_REDIS_PASSWORD\" >/tmp/redis.conf &&"
+                " chown redis /tmp/redis.conf &&"
+                " exec docker-entrypoint.sh redis-server /tmp/redis.conf",
             ],
             ready_log="Ready to accept connections",
         ),
@@ -168,8 +199,8 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
 
 
 def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passwords) -> dict[str, str]:
-    """The ``NEXANEST_*`` variables that point the pipeline at the containers
-    (environment variables win over ``.env``)."""
+    """The ``NEXANEST_*`` variables that point the pipeline (and the community
+    fixtures) at the containers; environment variables win over ``.env``."""
     pg, ts = ports["postgres"], ports["timescaledb"]
     env = {
         f"NEXANEST_POSTGRES__{db.upper()}_DSN": f"postgresql://nexanest:{passwords.postgres}@127.0.0.1:{pg}/{db}"
@@ -180,6 +211,7 @@ def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passw
         "NEXANEST_TIMESCALE__DSN": f"postgresql://nexanest_ingest:{passwords.ingest}@127.0.0.1:{ts}/timescale",
         "NEXANEST_REDIS__URL": f"redis://:{passwords.redis}@127.0.0.1:{ports['redis']}",
         "NEXANEST_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        COMMUNITY_PORT_VARIABLE: str(ports["timescaledb-community"]),
     }
 
 
@@ -228,6 +260,10 @@ def container_stack() -> Iterator[Settings]:
             container.waiting_for(LogMessageWaitStrategy(ready_pattern(spec)).with_startup_timeout(180))
             container.start()
             running.callback(container.stop)
+            for command in spec.after_start:
+                code, output = container.exec(list(command))
+                if code != 0:
+                    raise RuntimeError(f"{spec.service}: {' '.join(command)} failed: {output.decode()[-1000:]}")
             ports[spec.service] = spec.host_port or int(container.get_exposed_port(spec.port))
         env = service_environment(ports, kafka_port, passwords)
         saved = {k: os.environ.get(k) for k in env}

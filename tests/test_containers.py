@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import os
 import re
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import pytest
 import testcontainers.core.container
-from testcontainers.core.container import DockerContainer
+from testcontainers.core.container import BytesExecResult, DockerContainer
 
 from nexanest.pipeline.settings import Settings
 from tests import containers
 from tests.containers import COMPOSE_FILE, REPO, Passwords, plan, ready_pattern, service_environment
 
-SERVICES = ["postgres", "timescaledb", "redis", "kafka"]
+SERVICES = ["postgres", "timescaledb", "timescaledb-community", "redis", "kafka"]
 
 
 def test_the_plan_runs_the_compose_images_and_the_kafka_of_deploy_local() -> None:
     planned = {p.service: p.image for p in plan(Passwords(), 19092)}
     assert list(planned) == SERVICES
     compose = containers.compose_images()
-    assert {s: compose[s] for s in SERVICES} == planned
+    assert {s: compose[s.removesuffix("-community")] for s in SERVICES} == planned
     assert planned["timescaledb"].startswith("timescale/timescaledb:")
     (pom_version,) = re.findall(
         r"<kafka.version>(.+)</kafka.version>", (REPO / "deploy/local/kafka/pom.xml").read_text()
@@ -43,7 +43,8 @@ def test_the_first_start_scripts_are_the_compose_ones_with_what_they_read() -> N
             assert source.is_file()
             # The same script at the same place as compose mounts it.
             assert f"./{source.relative_to(REPO / 'deploy')}:{target}:ro" in compose
-            read = set(re.findall(r"\$\{?([A-Z_]+)", source.read_text()))
+            text = source.read_text()
+            read = set(re.findall(r"\$\{?([A-Z_]+)", text)) | set(re.findall(r"\\getenv \w+ (\w+)", text))
             assert read <= set(spec.env), f"{source.name} reads {sorted(read - set(spec.env))}, not given"
 
 
@@ -75,10 +76,10 @@ def test_the_settings_reach_every_service_as_the_env_file_does(monkeypatch: pyte
     """Every connection variable deploy/local/env.sh writes is set for the containers
     (a new one there must be added here), and they win over .env."""
     passwords = Passwords()
-    ports = {"postgres": 15432, "timescaledb": 15433, "redis": 16379}
+    ports = {"postgres": 15432, "timescaledb": 15433, "timescaledb-community": 15434, "redis": 16379}
     env = service_environment(ports, 19092, passwords)
     written = set(re.findall(r"^(NEXANEST_\w+__\w+)=", (REPO / "deploy/local/env.sh").read_text(), re.MULTILINE))
-    assert set(env) == written
+    assert set(env) == written | {containers.COMMUNITY_PORT_VARIABLE}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings(_env_file=REPO / ".env.does-not-exist")  # type: ignore[call-arg]
@@ -130,7 +131,11 @@ class EngineFree(DockerContainer):
 
     def get_exposed_port(self, port: int) -> int:
         assert self.ports[str(port)] is None, "an exposed port, not a bound one"
-        return 40_000 + port
+        return 40_000 + port + sum(1 for kind, _ in EngineFree.log if kind == "start")  # one per container
+
+    def exec(self, command: str | list[str] | Any) -> BytesExecResult:
+        EngineFree.log.append(("exec", " ".join(command)))
+        return BytesExecResult(0, b"")
 
 
 def test_the_stack_starts_each_planned_container_and_exports_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,19 +151,30 @@ def test_the_stack_starts_each_planned_container_and_exports_its_settings(monkey
         return original_start(self)
 
     monkeypatch.setattr(EngineFree, "start", start)
+    monkeypatch.setenv(containers.STACK_VARIABLE, "containers")
     with containers.container_stack() as settings:
         kafka_port = int(settings.kafka.bootstrap_servers.rsplit(":", 1)[1])
         assert os.environ["NEXANEST_KAFKA__BOOTSTRAP_SERVERS"] == f"127.0.0.1:{kafka_port}"
-        assert settings.timescale.dsn.get_secret_value().endswith("@127.0.0.1:45432/timescale")
-        assert settings.redis.url.get_secret_value().endswith("@127.0.0.1:46379")
+        assert settings.timescale.dsn.get_secret_value().endswith("@127.0.0.1:45434/timescale")  # the 2nd started
+        assert containers.community_port() == 45435
+        assert settings.redis.url.get_secret_value().endswith("@127.0.0.1:46383")
         assert os.environ["NEXANEST_TIMESCALE__DSN"] == settings.timescale.dsn.get_secret_value()
     images = [p.image for p in plan(Passwords(), kafka_port)]
-    assert EngineFree.log == [("start", i) for i in images] + [("stop", i) for i in reversed(images)]
+    assert EngineFree.log == [
+        ("start", images[0]),
+        ("start", images[1]),
+        ("start", images[2]),
+        ("exec", "psql -U postgres -c ALTER ROLE timescale CREATEDB"),
+        ("start", images[3]),
+        ("start", images[4]),
+    ] + [("stop", i) for i in reversed(images)]
     assert os.environ["NEXANEST_TIMESCALE__DSN"] == "postgresql://before"  # restored
-    kafka = built[-1]
+    assert containers.community_port() is None
+    _postgres, timescale, community, redis, kafka = built
     assert kafka.ports == {"9092": kafka_port}
-    timescale = built[1]
     assert timescale.volumes[str(REPO / "deploy/compose/timescale-init.sh")]["bind"].startswith(
         "/docker-entrypoint-initdb.d/"
     )
-    assert built[2]._command is not None
+    assert timescale._command == ["postgres", "-c", "timescaledb.license=apache"]
+    assert community._command is None  # the image's own: the community edition
+    assert redis._command is not None
