@@ -28,7 +28,7 @@ from nexanest.pipeline.settings import EventsSettings, Settings
 from nexanest.pipeline.topic_reader import BoundedReader
 from nexanest.producers.feeds.synthetic import SyntheticConfig
 from nexanest.schemas.events import EventType, Severity, decode_event
-from tests.schemas.event_samples import FROZEN
+from tests.schemas.event_samples import FROZEN, assert_like_sample, event_of_row
 
 S = 1_000_000_000
 
@@ -175,10 +175,11 @@ async def test_the_producer_reports_started_and_stopped_with_counts(
     config = SyntheticConfig(symbols=3, rate=0, count=250, seed=1, source=f"events-{test_id}", paced=False)
     assert await _produce(isolated, config, asyncio.Event()) == 250
     rows = await timescale_pool.fetch(
-        "SELECT event_type, severity, details FROM system_events"
-        " WHERE component = 'producer.synthetic' AND details->>'source' = $1 ORDER BY time",
+        "SELECT * FROM system_events WHERE component = 'producer.synthetic' AND details->>'source' = $1 ORDER BY time",
         config.source,
     )
+    for row in rows:
+        assert_like_sample(event_of_row(row), "producer.synthetic")
     assert [(r["event_type"], r["severity"]) for r in rows] == [("started", "info"), ("stopped", "info")]
     started, stopped = (json.loads(r["details"]) for r in rows)
     assert (started["topic"], started["symbols"]) == (isolated.kafka.ticks_topic, 3)

@@ -27,6 +27,7 @@ from nexanest.pipeline.maintain import (
     retention_rules,
 )
 from nexanest.pipeline.settings import RetentionSettings, Settings
+from tests.schemas.event_samples import assert_like_sample, event_of_row
 
 DAY = timedelta(days=1)
 WEEK = 7 * DAY
@@ -214,11 +215,12 @@ async def test_apache_maintain_drops_chunks_older_than_the_retention_and_keeps_t
     again = await maintain(migrated, rules=rules)
     assert again.chunks_dropped == 0
     event = await timescale_pool.fetchrow(
-        "SELECT message, details FROM system_events WHERE component = 'cli.maintain'"
+        "SELECT * FROM system_events WHERE component = 'cli.maintain'"
         " AND event_type = 'maintenance_done' AND details->>'tables' = $1",
         f"{table}=2",
     )
     assert event is not None
+    assert_like_sample(event_of_row(event), "cli.maintain")  # the wire format, the frozen sample's keys
     details = json.loads(event["details"])
     assert (details["edition"], details["chunks_dropped"]) == ("apache", 2)
     assert event["message"].startswith("dropped 2 chunks")

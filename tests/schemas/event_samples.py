@@ -5,7 +5,9 @@ writes it. Shared by the wire-format test and the tests that read the real topic
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from nexanest.schemas.events import SystemEvent, decode_event
 
@@ -37,3 +39,21 @@ def assert_like_sample(sent: bytes, component: str) -> SystemEvent:
     assert (event.component, event.severity) == (frozen.component, frozen.severity)
     assert sorted(event.details) == sorted(frozen.details), event.event_type
     return event
+
+
+def event_of_row(row: Mapping[str, Any]) -> bytes:
+    """A ``system_events`` row (time, event_id, component, event_type, severity,
+    message, host, details) as the topic's JSON: what a reader of either gets."""
+    details = row["details"]
+    return json.dumps(
+        {
+            "event_id": str(row["event_id"]),
+            "ts_ns": int(row["time"].timestamp() * 1_000_000) * 1_000,
+            "component": row["component"],
+            "event_type": row["event_type"],
+            "severity": row["severity"],
+            "message": row["message"],
+            "host": row["host"],
+            "details": json.loads(details) if isinstance(details, str) else dict(details),
+        }
+    ).encode()
