@@ -33,8 +33,8 @@ from nexanest.schemas.ticks import Tick, encode_tick
 _log = get_logger(__name__)
 
 
-#: A batch handed to the accumulator: how many ticks it holds, and its delivery.
-Queued = list[tuple[int, "asyncio.Future[object]"]]
+#: Record batches handed to the accumulator: the ticks of each, and its delivery.
+Queued = list[tuple[list[Tick], "asyncio.Future[object]"]]
 
 
 class TickPublisher:
@@ -52,8 +52,10 @@ class TickPublisher:
     async def publish(self, ticks: Sequence[Tick]) -> None:
         """Send a batch and wait until Kafka acknowledged every tick of it.
 
-        Raises ``KafkaError`` if any tick could not be delivered after the
-        producer's own retries; the caller decides whether to retry the batch
+        A record batch whose delivery failed with a retriable error (the broker
+        restarting: no leader, request timed out) is encoded and sent again,
+        until ``queue_timeout_s``. Raises ``KafkaError`` for any other failure,
+        or when the broker stays away longer; the caller may retry the batch
         (safe: the feed's ``source``/``seq`` identify the ticks).
         """
         await self._acknowledged(await self._enqueue(ticks))
@@ -64,6 +66,7 @@ class TickPublisher:
         producer = self._producer
         partition_of = await self._partitions()
         builders: dict[int, BatchBuilder] = {}
+        members: dict[int, list[Tick]] = {}  # the ticks of each builder, to send again if it fails
         queued: Queued = []
         for tick in ticks:
             symbol = tick.symbol
@@ -73,15 +76,18 @@ class TickPublisher:
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = producer.create_batch()
+                members[partition] = []
             key, value = symbol.encode(), encode_tick(tick)
             if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                queued.append((builder.record_count(), await self._submit(builder, partition)))
+                queued.append((members[partition], await self._submit(builder, partition)))
                 builder = builders[partition] = producer.create_batch()
+                members[partition] = []
                 if builder.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a tick of {symbol} does not fit in an empty batch (max_batch_bytes)")
+            members[partition].append(tick)
         for partition, builder in builders.items():
             builder.close()  # nothing else may be added by the accumulator
-            queued.append((builder.record_count(), await self._submit(builder, partition)))
+            queued.append((members[partition], await self._submit(builder, partition)))
         return queued
 
     async def _submit(self, builder: BatchBuilder, partition: int) -> asyncio.Future[object]:
@@ -119,16 +125,35 @@ class TickPublisher:
         return int(self._partitioner(symbol.encode(), partitions, partitions))
 
     async def _acknowledged(self, queued: Queued) -> None:
-        results = await asyncio.gather(*(future for _, future in queued), return_exceptions=True)
-        delivered = sum(n for (n, _), r in zip(queued, results, strict=True) if not isinstance(r, BaseException))
-        failed = [r for r in results if isinstance(r, BaseException)]
-        total = sum(n for n, _ in queued)
-        self._produced.inc(delivered)
-        self.published += delivered
-        if failed:
-            self._errors.inc(total - delivered)
-            first = failed[0]
-            raise first if isinstance(first, KafkaError) else KafkaError(repr(first))
+        """Wait for the deliveries of ``queued``. The producer retries a failed
+        request only until its batch expires (``request_timeout_ms``); a broker
+        restart can take longer, so a batch that failed with a retriable error is
+        sent again (its ticks re-encoded) until ``queue_timeout_s``. Re-sent
+        ticks may follow later ones on their partition: nothing downstream
+        depends on arrival order (bars and quotes go by tick time and ``seq``),
+        and a tick that did land the first time is skipped by ``(source, seq, time)``."""
+        deadline = time.monotonic() + self._queue_timeout_s
+        while True:
+            results = await asyncio.gather(*(future for _, future in queued), return_exceptions=True)
+            failed: list[tuple[list[Tick], BaseException]] = []
+            delivered = 0
+            for (ticks, _), result in zip(queued, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed.append((ticks, result))
+                else:
+                    delivered += len(ticks)
+            self._produced.inc(delivered)
+            self.published += delivered
+            if not failed:
+                return
+            first = failed[0][1]
+            retriable = all(isinstance(error, KafkaError) and error.retriable for _, error in failed)
+            again = [tick for ticks, _ in failed for tick in ticks]
+            if not retriable or time.monotonic() >= deadline:
+                self._errors.inc(len(again))
+                raise first if isinstance(first, KafkaError) else KafkaError(repr(first))
+            _log.warning("publish_sending_again", topic=self._topic, ticks=len(again), error=repr(first))
+            queued = await self._enqueue(again)
 
     async def publish_all(
         self, batches: AsyncIterator[Sequence[Tick]], stop: asyncio.Event | None = None, *, in_flight: int = 8

@@ -3,11 +3,15 @@ must land exactly where and as Kafka's own keyed ``send`` would put them."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
@@ -82,3 +86,62 @@ async def test_batches_land_on_the_keyed_partition_in_order(isolated: Settings) 
     for seqs in by_symbol.values():
         assert seqs == sorted(seqs)  # a symbol's ticks in the order published
     assert [t for _, _, t in sorted(got, key=lambda g: g[2].seq)] == sent
+
+
+class FailingFirstDeliveries:
+    """The real producer, except that the first ``failures`` record batches it is
+    handed fail as a broker restart makes them fail once their retries expire."""
+
+    def __init__(self, producer: AIOKafkaProducer, failures: int) -> None:
+        self._producer = producer
+        self._failures = failures
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[object]:
+        if self.failed < self._failures:
+            self.failed += 1
+            lost: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            lost.set_exception(LeaderNotAvailableError())
+            return lost
+        future: asyncio.Future[object] = await self._producer.send_batch(builder, topic, partition=partition)
+        return future
+
+
+async def test_a_batch_lost_to_a_retriable_error_is_sent_again(isolated: Settings) -> None:
+    kafka = isolated.kafka.model_copy(update={"partitions": 6})
+    await ensure_topics(kafka)
+    producer = make_producer(kafka)
+    await producer.start()
+    sent = ticks(600, 12)
+    try:
+        failing = FailingFirstDeliveries(producer, failures=4)
+        publisher = TickPublisher(failing, kafka.ticks_topic, "pub")  # type: ignore[arg-type]
+        await publisher.publish(sent)
+    finally:
+        await producer.stop()
+    assert failing.failed == 4
+    assert publisher.published == 600
+    got = await read_all(isolated, 600)
+    assert sorted(t.seq for _, _, t in got) == list(range(600))  # each once, none lost
+
+
+async def test_a_batch_lost_to_another_error_fails_the_publish(isolated: Settings) -> None:
+    class Refused(FailingFirstDeliveries):
+        async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[object]:
+            lost: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            lost.set_exception(TopicAuthorizationFailedError())
+            return lost
+
+    await ensure_topics(isolated.kafka)
+    producer = make_producer(isolated.kafka)
+    await producer.start()
+    try:
+        publisher = TickPublisher(Refused(producer, 0), isolated.kafka.ticks_topic, "pub")  # type: ignore[arg-type]
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publisher.publish(ticks(10, 2))
+    finally:
+        await producer.stop()
+    assert publisher.published == 0
