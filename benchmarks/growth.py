@@ -104,10 +104,10 @@ from suite import _host as suite_host
 
 import nexanest.pipeline as pipeline_package
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, open_timescale_pool
-from nexanest.pipeline.bars import fetch_bars
+from nexanest.ops.bars import fetch_bars
+from nexanest.ops.migrate import migrate
 from nexanest.pipeline.errors import RetryableError
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.migrate import migrate
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks.ohlcv import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink, read_quote

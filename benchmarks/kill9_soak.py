@@ -26,10 +26,10 @@ import asyncpg
 import uvloop
 from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
+from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment, namespaced
-from nexanest.pipeline.verify import verify
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 
@@ -48,7 +48,7 @@ def consumer_process(settings: Settings, name: str) -> subprocess.Popen[bytes]:
         "NEXANEST_LOG__LEVEL": "warning",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", "3"],
+        [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", "3"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

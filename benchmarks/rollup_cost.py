@@ -47,13 +47,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.ops.bars_repair import repair
+from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks import timescale as timescale_sink
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
-from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, repair, upsert_bars
-from nexanest.pipeline.sinks.timescale import ns_to_datetime
+from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, upsert_bars
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import Tick

@@ -133,10 +133,10 @@ import msgspec
 import suite  # benchmarks/ is on sys.path when this file runs as a script
 from report import print_and_save
 
+from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
-from nexanest.pipeline.verify import verify
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import Tick

@@ -78,11 +78,11 @@ from aiokafka.structs import OffsetAndMetadata
 from redis.exceptions import RedisError
 
 from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis, run_consumer
+from nexanest.ops.bars_repair import repair
 from nexanest.pipeline import metrics
 from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
-from nexanest.pipeline.sinks.ohlcv import repair
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher

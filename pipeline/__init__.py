@@ -1,7 +1,7 @@
-"""The pipeline's shared machinery: settings, errors, logging, metrics, the
-Protocols (``types``), validation, the consumer loop (``runner``) and the sinks.
+"""The hot path: settings, errors, logging, metrics, the Protocols (``types``),
+validation, the consumer loop (``runner``), the offsets it stores (``sinks/
+timescale``), retry, the database vocabulary (``db``) and the sinks.
 
-Imports flow one way: ``schemas`` <- ``pipeline`` <- ``consumers`` | ``producers``.
-The one exception is ``pipeline.cli``, the composition root behind the
-``nexanest`` command, which wires consumers and producers together.
+Imports flow one way: ``schemas`` <- ``pipeline`` <- ``ops`` | ``consumers`` |
+``producers`` <- ``cli``; nothing here imports an operator tool or the CLI.
 """

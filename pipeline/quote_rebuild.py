@@ -16,9 +16,9 @@ from typing import Final
 
 import asyncpg
 
+from nexanest.pipeline.db import RETRYABLE_DB_ERRORS
 from nexanest.pipeline.errors import RetryableError
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
-from nexanest.pipeline.sinks.timescale import RETRYABLE_DB_ERRORS
 from nexanest.schemas.ticks import Tick
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

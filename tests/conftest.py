@@ -33,8 +33,8 @@ import redis.asyncio as redis
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from nexanest.ops.migrate import migrate
 from nexanest.pipeline.kafka import ensure_topics
-from nexanest.pipeline.migrate import migrate
 from nexanest.pipeline.settings import (
     Settings,
     load_settings,

@@ -30,7 +30,7 @@ import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from nexanest.pipeline.migrate import TARGETS, target_dsn
+from nexanest.ops.migrate import TARGETS, target_dsn
 from nexanest.pipeline.settings import Settings
 
 #: Tables whose rows are counted: everything but the system catalogs and

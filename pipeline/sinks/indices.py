@@ -45,11 +45,11 @@ from typing import Final
 import asyncpg
 
 from nexanest.pipeline import metrics
+from nexanest.pipeline.db import RETRYABLE_DB_ERRORS
 from nexanest.pipeline.errors import RetryableError
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import IndexDefinition
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
-from nexanest.pipeline.sinks.timescale import RETRYABLE_DB_ERRORS
 from nexanest.schemas.ticks import Tick
 
 _log = get_logger(__name__)

@@ -17,17 +17,16 @@ rest.
 from __future__ import annotations
 
 import asyncio
-import decimal
-import struct
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
 import asyncpg
 
 from nexanest.pipeline import metrics
+from nexanest.pipeline.db import DATA_ERRORS, RETRYABLE_DB_ERRORS, e9_to_decimal, ns_to_datetime
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, minute_bars, minute_bars_of_ticks, upsert_bars
@@ -40,53 +39,12 @@ StockPriceRow = tuple[datetime, str, Decimal, Decimal, Decimal | None, Decimal |
 TickEntry = tuple[Tick, int, int]
 TopicPartition = tuple[str, int]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Rows encoded or aggregated between two chances for the event loop to run the
 #: consumer's other work (fetching, publishing quotes): a few ms each.
 _ROWS_PER_STEP: Final = 2_000
 
-# Errors after which the same transaction may succeed later. Anything else from
-# the database (a constraint or data error) is a bug and propagates.
-RETRYABLE_DB_ERRORS: Final = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
-
-#: Errors that say "these values cannot be stored", from the server or from
-#: encoding them for it: asyncpg's ``DataError`` (SQLSTATE 22, and its own
-#: "invalid input for query argument"), constraint violations (23; a unique one
-#: is first taken as a duplicate), an index row too large (54), and the
-#: encoders' and the aggregation's own errors. Retrying cannot help, so the
-#: rows at fault are isolated. Anything else (a missing table, a privilege) is
-#: not about the rows and propagates.
-DATA_ERRORS: Final = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.ProgramLimitExceededError,
-    struct.error,
-    UnicodeError,
-    ArithmeticError,  # OverflowError, decimal's traps
-    decimal.DecimalException,
-)
 #: How much of the server's message a dead letter carries.
 _MAX_REFUSAL_CHARS: Final = 500
-
-
-def e9_to_decimal(value_e9: int) -> Decimal:
-    return Decimal(value_e9).scaleb(-9)
-
-
-def ns_to_datetime(ts_ns: int) -> datetime:
-    """Exact to the microsecond (PostgreSQL's resolution), unlike a float division."""
-    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
 
 
 def stock_price_row(tick: Tick, partition: int, offset: int) -> StockPriceRow:

@@ -15,11 +15,11 @@ import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.pipeline.db import e9_to_decimal
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.dead_letter import HEADER_OFFSET, HEADER_REASON
 from nexanest.pipeline.sinks.redis_quotes import read_quote
-from nexanest.pipeline.sinks.timescale import e9_to_decimal
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import Tick, encode_tick, format_e9

@@ -30,10 +30,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.runner import IngestLoop
 from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.pipeline.verify import verify
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import encode_tick
@@ -90,7 +90,7 @@ def start_consumer(
     while it runs) or, without one, to a pipe ``finish`` reads."""
     if log is None:
         return subprocess.Popen(
-            [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", str(until_idle_s)],
+            [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", str(until_idle_s)],
             cwd=REPO,
             env=consumer_env(settings, **extra),
             stdout=subprocess.DEVNULL,
@@ -98,7 +98,7 @@ def start_consumer(
         )
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "nexanest.pipeline.cli", "consume", "--until-idle", str(until_idle_s)],
+            [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", str(until_idle_s)],
             cwd=REPO,
             env=consumer_env(settings, **extra),
             stdout=subprocess.DEVNULL,

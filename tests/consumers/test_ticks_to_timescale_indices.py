@@ -12,10 +12,10 @@ import pytest
 import redis.asyncio as redis
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import IndexDefinition, Settings
 from nexanest.pipeline.sinks.redis_quotes import read_quote
-from nexanest.pipeline.sinks.timescale import ns_to_datetime
 from nexanest.schemas.ticks import Tick, encode_tick
 
 pytestmark = pytest.mark.integration

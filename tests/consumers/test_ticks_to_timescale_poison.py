@@ -36,10 +36,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.pipeline.db import e9_to_decimal
 from nexanest.pipeline.kafka import ensure_topics
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.dead_letter import HEADER_DETAIL, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
-from nexanest.pipeline.sinks.timescale import e9_to_decimal
 from nexanest.pipeline.validation import REASONS, REJECTED_BY_DATABASE, TickValidator
 from nexanest.schemas.ticks import Tick
 

@@ -13,19 +13,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from nexanest.pipeline.cli import _join_time_values, _produce, build_parser
-from nexanest.pipeline.events import (
-    BatchMonitor,
-    EventEmitter,
-    event_json,
-    fetch_events,
-    format_event,
-    severities_from,
-    tail_events,
-)
+from nexanest.cli.main import _join_time_values, _produce, build_parser
+from nexanest.ops.events_tail import event_json, fetch_events, format_event, severities_from, tail_events
+from nexanest.ops.topic_reader import BoundedReader
+from nexanest.pipeline.events import BatchMonitor, EventEmitter
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import EventsSettings, Settings
-from nexanest.pipeline.topic_reader import BoundedReader
 from nexanest.producers.feeds.synthetic import SyntheticConfig
 from nexanest.schemas.events import EventType, Severity, decode_event
 from tests.schemas.event_samples import FROZEN, assert_like_sample, event_of_row

@@ -3,8 +3,8 @@ from __future__ import annotations
 import socket
 import urllib.request
 
+from nexanest.cli.live_view import Snapshot, render
 from nexanest.pipeline import metrics
-from nexanest.pipeline.live_view import Snapshot, render
 
 
 def free_port() -> int:

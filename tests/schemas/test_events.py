@@ -20,10 +20,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from nexanest.pipeline import bars
+from nexanest.ops import bars
+from nexanest.ops.bars_repair import RepairReport
 from nexanest.pipeline.events import BatchMonitor, EventEmitter
 from nexanest.pipeline.settings import EventsSettings, Settings
-from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, RepairReport
+from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS
 from nexanest.schemas.events import EventType, Severity, decode_event, encode_event
 from tests.schemas.event_samples import FROZEN, assert_like_sample, sample
 

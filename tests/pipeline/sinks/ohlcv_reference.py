@@ -20,10 +20,10 @@ from typing import Any, Final
 import asyncpg
 
 from nexanest.pipeline.sinks.ohlcv import (
-    _COLUMNS,
     _EXACT,
     _MERGE,
     RESOLUTIONS,
+    ROLLUP_COLUMNS,
     ROLLUP_TABLES,
     Bar,
     Bars,
@@ -82,7 +82,7 @@ def all_resolutions(minute: Bars) -> dict[Resolution, Bars]:
 # Decimals travel as text: asyncpg's binary numeric encoding costs several
 # microseconds a value, str() and the server's numeric_in a fraction of that.
 _UPSERT: Final = f"""
-INSERT INTO {{table}} AS r ({_COLUMNS})
+INSERT INTO {{table}} AS r ({ROLLUP_COLUMNS})
 SELECT symbol, bucket, open::numeric, open_time, open_seq, high::numeric, low::numeric, close::numeric,
        close_time, close_seq, volume::numeric, trade_count, pv::numeric
   FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nexanest.ops.bars_repair import repair, repair_range
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.errors import ConfigurationError, RetryableError
 from nexanest.pipeline.settings import Settings
@@ -27,8 +28,6 @@ from nexanest.pipeline.sinks.ohlcv import (
     Bar,
     Resolution,
     minute_bars,
-    repair,
-    repair_range,
     resolve_rollups,
 )
 from nexanest.pipeline.sinks.timescale import COLUMNS, TimescaleSink, stock_price_row

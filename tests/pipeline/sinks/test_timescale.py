@@ -10,9 +10,10 @@ import asyncpg
 import msgspec
 import pytest
 
+from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.sinks.timescale import TimescaleSink, ns_to_datetime
+from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.schemas.ticks import Tick
 
 pytestmark = pytest.mark.integration

@@ -16,18 +16,17 @@ import msgspec
 import pytest
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
-from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.pipeline.verify import (
+from nexanest.ops.times import format_ns, parse_time
+from nexanest.ops.verify import (
     SeqRange,
     Tally,
     VerifyReport,
     _compare,
-    format_ns,
     format_report,
-    parse_time,
     verify,
 )
+from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import Tick, encode_tick
 
@@ -287,7 +286,7 @@ async def test_verify_command_exits_0_when_everything_landed(isolated: Settings,
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "nexanest.pipeline.cli",
+        "nexanest.cli.main",
         "--env-file",
         str(REPO / ".env"),
         "verify",

@@ -71,7 +71,7 @@ _TIME_HELP = "now, an offset like -10m or -1h30m, ns since the epoch, or ISO-860
 
 
 def _time_arg(text: str) -> int:
-    from nexanest.pipeline.verify import parse_time
+    from nexanest.ops.times import parse_time
 
     try:
         return parse_time(text)
@@ -81,7 +81,7 @@ def _time_arg(text: str) -> int:
 
 def _since_arg(text: str) -> int:
     """A time as ``_time_arg`` takes it, or a bare duration (``10m``, ``1h30m``): that long ago."""
-    from nexanest.pipeline.verify import parse_time
+    from nexanest.ops.times import parse_time
 
     bare = text.strip()
     if bare[:1].isdigit() and not bare.isdigit():
@@ -92,7 +92,7 @@ def _since_arg(text: str) -> int:
 
 def _duration_arg(text: str) -> float:
     """A positive duration such as 30m or 1h30m, in seconds."""
-    from nexanest.pipeline.verify import parse_time
+    from nexanest.ops.times import parse_time
 
     try:
         seconds = parse_time("+" + text.strip().lstrip("+"), now_ns=0) / 1e9
@@ -316,7 +316,7 @@ def _run_source() -> str:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.pipeline.migrate import TARGETS, migrate
+    from nexanest.ops.migrate import TARGETS, migrate
 
     targets = args.target or list(TARGETS)
     plan = await migrate(settings, targets, dry_run=args.dry_run)
@@ -435,8 +435,8 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace, stop: asynci
 
 
 async def cmd_run(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from nexanest.cli import live_view
     from nexanest.consumers.ticks_to_timescale import run_consumer
-    from nexanest.pipeline import live_view
 
     config = _synthetic_config(args)
     print(
@@ -499,7 +499,8 @@ def _stderr_line(line: str) -> None:
 
 
 async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.pipeline.verify import format_ns, format_report, verify
+    from nexanest.ops.times import format_ns
+    from nexanest.ops.verify import format_report, verify
 
     if args.from_ns >= args.to_ns:
         print(
@@ -514,7 +515,7 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.pipeline import dlq
+    from nexanest.ops import dlq
 
     if args.dlq_action == "inspect":
         inspected = await dlq.inspect(settings, limit=args.limit, progress=_stderr_line)
@@ -533,7 +534,7 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_bars(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.pipeline import bars
+    from nexanest.ops import bars
 
     if args.from_ns >= args.to_ns:
         print("nexanest bars: --from is not before --to", file=sys.stderr)
@@ -556,8 +557,8 @@ async def cmd_bars(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_events(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from nexanest.pipeline import events
-    from nexanest.pipeline.sinks.timescale import ns_to_datetime
+    from nexanest.ops import events_tail as events
+    from nexanest.pipeline.db import ns_to_datetime
     from nexanest.schemas.events import Severity
 
     def out(event: dict[str, Any]) -> None:
@@ -582,7 +583,7 @@ async def cmd_events(settings: Settings, args: argparse.Namespace, stop: asyncio
 async def cmd_maintain(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     import asyncpg
 
-    from nexanest.pipeline import maintain
+    from nexanest.ops import maintain
 
     while True:
         try:
@@ -608,7 +609,7 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace, stop: async
 
 async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
     """A progress line on stderr every few seconds, for long produce/consume runs."""
-    from nexanest.pipeline.live_view import _total
+    from nexanest.cli.live_view import _total
 
     last, last_at = 0.0, time.monotonic()
     while not stop.is_set():

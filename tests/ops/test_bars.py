@@ -12,8 +12,8 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from nexanest.pipeline.bars import BarRow, format_bars
-from nexanest.pipeline.cli import EXIT_OK, EXIT_USAGE, _join_time_values, build_parser, cmd_bars
+from nexanest.cli.main import EXIT_OK, EXIT_USAGE, _join_time_values, build_parser, cmd_bars
+from nexanest.ops.bars import BarRow, format_bars
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS

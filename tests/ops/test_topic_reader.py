@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from aiokafka.admin import NewTopic
 
+from nexanest.ops.topic_reader import BoundedReader
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.topic_reader import BoundedReader
 
 pytestmark = pytest.mark.integration
 

@@ -57,6 +57,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from nexanest.ops.topic_reader import BoundedReader, Progress, ProgressThrottle, topic_partitions
 from nexanest.pipeline.errors import PipelineError
 from nexanest.pipeline.kafka import consumer_options, make_producer
 from nexanest.pipeline.log import get_logger
@@ -70,7 +71,6 @@ from nexanest.pipeline.sinks.dead_letter import (
     HEADER_REJECTED_NS,
     HEADER_TOPIC,
 )
-from nexanest.pipeline.topic_reader import BoundedReader, Progress, ProgressThrottle, topic_partitions
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from nexanest.ops.migrate import TARGETS, MigrationError, load_migrations, migrate, pending
 from nexanest.pipeline.edition import EDITIONS, detect_edition
-from nexanest.pipeline.migrate import TARGETS, MigrationError, load_migrations, migrate, pending
 from nexanest.pipeline.settings import Settings
 
 

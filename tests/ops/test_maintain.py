@@ -14,9 +14,9 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from nexanest.pipeline import maintain as maintain_module
-from nexanest.pipeline.cli import EXIT_ERROR, build_parser, cmd_maintain
-from nexanest.pipeline.maintain import (
+from nexanest.cli.main import EXIT_ERROR, build_parser, cmd_maintain
+from nexanest.ops import maintain as maintain_module
+from nexanest.ops.maintain import (
     COMPRESSION_AT,
     RETENTION_AT,
     PolicyState,

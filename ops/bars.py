@@ -15,11 +15,12 @@ from typing import Any, Final
 
 import asyncpg
 
+from nexanest.ops.bars_repair import RepairReport, repair
+from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.events import EventEmitter
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, VIEWS, WIDTHS, RepairReport, Resolution, repair
-from nexanest.pipeline.sinks.timescale import ns_to_datetime
+from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, VIEWS, WIDTHS, Resolution
 from nexanest.schemas.events import DetailValue, EventType, Severity
 
 COMPONENT: Final = "cli.bars"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from nexanest.pipeline.cli import _join_time_values, _synthetic_config, build_parser
+from nexanest.cli.main import _join_time_values, _synthetic_config, build_parser
 
 S = 1_000_000_000
 

@@ -15,7 +15,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
-from nexanest.pipeline.dlq import (
+from nexanest.ops.dlq import (
     HEADER_REPLAYED_FROM,
     DeadLetter,
     ReplayProgress,
@@ -28,10 +28,10 @@ from nexanest.pipeline.dlq import (
     preview,
     replay,
 )
+from nexanest.ops.topic_reader import BoundedReader
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.pipeline.sinks.dead_letter import HEADER_REASON
-from nexanest.pipeline.topic_reader import BoundedReader
 from nexanest.schemas.ticks import Tick, encode_tick
 
 REPO = Path(__file__).resolve().parents[2]

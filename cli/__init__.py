@@ -1,0 +1,1 @@
+"""The ``nexanest`` command: it imports everything, and nothing imports it."""
