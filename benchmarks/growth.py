@@ -108,10 +108,12 @@ from nexanest.ops.bars import fetch_bars
 from nexanest.ops.migrate import migrate
 from nexanest.pipeline.errors import RetryableError
 from nexanest.pipeline.log import configure_logging
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespaced
 from nexanest.pipeline.sinks.ohlcv import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink, read_quote
-from nexanest.pipeline.sinks.timescale import TickEntry, TimescaleSink
+from nexanest.pipeline.sinks.timescale import TimescaleSink
+from nexanest.pipeline.types import TickEntry
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import Tick
 
@@ -305,6 +307,7 @@ class Writer:
     apart in ``quotes_s``), then the database write (writing task, timed)."""
 
     sink: TimescaleSink
+    offsets: OffsetStore
     quotes: RedisQuoteSink
     initial_backoff_s: float
     max_backoff_s: float
@@ -332,7 +335,7 @@ class Writer:
         self.quotes_s += time.perf_counter() - began
         began = time.perf_counter()
         self.sink.write(batch.entries)
-        self.sink.advance(batch.next_offsets)
+        self.offsets.advance(batch.next_offsets)
         await self._retrying(self.sink.flush)
         return time.perf_counter() - began
 
@@ -353,12 +356,11 @@ async def load(
     the slices, the feed (for its last ticks) and load totals."""
     rollups = await resolve_rollups(pool, settings.consumer.rollups)
     kafka = settings.kafka
-    sink = TimescaleSink(
-        pool, kafka.consumer_group, exactly_once=settings.consumer.exactly_once, rollups=rollups == "pipeline"
-    )
+    offsets = OffsetStore(pool, kafka.consumer_group)
+    sink = TimescaleSink(pool, offsets, rollups=rollups == "pipeline")
     quotes_redis = open_quotes_redis(settings)
     quotes = RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix)
-    writer = Writer(sink, quotes, settings.retry.initial_backoff_s, settings.retry.max_backoff_s)
+    writer = Writer(sink, offsets, quotes, settings.retry.initial_backoff_s, settings.retry.max_backoff_s)
     config = SyntheticConfig(
         symbols=args.symbols,
         rate=args.rows / span_s,
@@ -369,7 +371,7 @@ async def load(
         paced=False,
     )
     feed = Feed(SyntheticFeed(config).generate(), kafka.ticks_topic, kafka.partitions, settings.batch.max_rows)
-    await sink.claim(kafka.ticks_topic, list(range(kafka.partitions)))
+    await offsets.claim(kafka.ticks_topic, list(range(kafka.partitions)))
     slices: list[dict[str, Any]] = []
     written = 0
     generate_s = write_s = 0.0

@@ -16,6 +16,7 @@ from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.events import BatchMonitor, EventEmitter
 from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
 from nexanest.pipeline.settings import Settings
@@ -92,9 +93,10 @@ async def run_consumer(
     quotes_redis = open_quotes_redis(settings)
     producer = make_producer(kafka, client_suffix="consumer-dlq")
     consumer = make_consumer(kafka)
-    timescale = TimescaleSink(
-        pool, kafka.consumer_group, exactly_once=settings.consumer.exactly_once, rollups=rollups == "pipeline"
-    )
+    # Exactly once: the offsets are stored with the rows and claims fence stale
+    # writers; off (benchmarks only), Kafka's committed offsets are the truth.
+    offsets = OffsetStore(pool, kafka.consumer_group) if settings.consumer.exactly_once else None
+    timescale = TimescaleSink(pool, offsets, rollups=rollups == "pipeline")
     quotes = RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix)
     indices = (
         IndexSink(
@@ -113,13 +115,17 @@ async def run_consumer(
     bar_cache = (
         BarCacheSink(analytics_redis, timescale, settings.redis.bar_key_prefix) if analytics_redis is not None else None
     )
-    listener = ResumeFromDatabase(consumer, timescale, kafka.ticks_topic, settings.retry)
-    consumer.subscribe([kafka.ticks_topic], listener=listener)
+    listener = ResumeFromDatabase(consumer, offsets, kafka.ticks_topic, settings.retry) if offsets is not None else None
+    if listener is not None:
+        consumer.subscribe([kafka.ticks_topic], listener=listener)
+    else:
+        consumer.subscribe([kafka.ticks_topic])
     events = EventEmitter(COMPONENT, pool=pool, producer=producer, topic=kafka.events_topic)
     loop = IngestLoop(
         consumer,
         validator=validator or TickValidator(settings.validation),
         timescale=timescale,
+        offsets=offsets,
         quotes=quotes,
         dead_letters=DeadLetterSink(producer, kafka.dead_letter_topic),
         batch=settings.batch,

@@ -27,16 +27,6 @@ class RetryableError(PipelineError):
         self.cause = cause
 
 
-class InvalidMessage(PipelineError):
-    """A message that can never be ingested; it goes to the dead-letter topic."""
-
-    def __init__(self, raw: bytes | None, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.raw = raw
-        self.reason = reason
-        self.detail = detail
-
-
 class RejectedByDatabase(PipelineError):
     """The database refused some rows of a batch that passed validation (a value
     a column, constraint or index cannot hold). The sink has isolated them and
@@ -60,11 +50,3 @@ class FencedError(PipelineError):
         self.partitions = partitions
         #: The claim generation the failed batch used per partition (absent: none held).
         self.generations = generations or {}
-
-
-class Backpressure(PipelineError):
-    """A sink cannot take more now; stop fetching for ``retry_after_s``."""
-
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"backpressure, retry after {retry_after_s:.2f}s")
-        self.retry_after_s = retry_after_s

@@ -60,12 +60,11 @@ from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.events import BatchMonitor
 from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
-from nexanest.pipeline.sinks.dead_letter import DeadLetterSink, Rejected
-from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
-from nexanest.pipeline.sinks.timescale import TickEntry, TimescaleSink
-from nexanest.pipeline.types import AfterCommitSink
+from nexanest.pipeline.sinks.dead_letter import Rejected
+from nexanest.pipeline.types import AfterCommitSink, BatchSink, Sink, TickEntry
 from nexanest.pipeline.validation import REJECTED_BY_DATABASE, TickValidator
 from nexanest.schemas.ticks import Tick
 
@@ -92,16 +91,16 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
     Kafka's committed offset is only the fallback for a never-written partition."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, sink: TimescaleSink, topic: str, retry: RetrySettings | None = None
+        self, consumer: AIOKafkaConsumer, offsets: OffsetStore, topic: str, retry: RetrySettings | None = None
     ) -> None:
         self._consumer = consumer
-        self._sink = sink
+        self._offsets = offsets
         self._topic = topic
         self._retry = retry or RetrySettings()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """The loop commits every batch before it fetches again; only forget the claims."""
-        self._sink.release([(tp.topic, tp.partition) for tp in revoked])
+        self._offsets.release([(tp.topic, tp.partition) for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
@@ -116,7 +115,7 @@ class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
         backoff = Backoff(self._retry)
         while True:
             try:
-                stored = await self._sink.claim(self._topic, partitions)
+                stored = await self._offsets.claim(self._topic, partitions)
                 break
             except RetryableError as exc:
                 delay = backoff.next_delay()
@@ -177,9 +176,10 @@ class IngestLoop:
         consumer: AIOKafkaConsumer,
         *,
         validator: TickValidator,
-        timescale: TimescaleSink,
-        quotes: RedisQuoteSink,
-        dead_letters: DeadLetterSink,
+        timescale: BatchSink,
+        offsets: OffsetStore | None,
+        quotes: Sink[Tick],
+        dead_letters: Sink[Rejected],
         batch: BatchSettings,
         retry: RetrySettings,
         listener: ResumeFromDatabase | None = None,
@@ -191,6 +191,7 @@ class IngestLoop:
         self._listener = listener
         self._validator = validator
         self._timescale = timescale
+        self._offsets = offsets
         self._quotes = quotes
         self._dead_letters = dead_letters
         self._after_commit = list(after_commit)
@@ -282,7 +283,7 @@ class IngestLoop:
         batch.fetches.append(records)
         for tp, messages in records.items():
             partition = tp.partition
-            if self._timescale.exactly_once and self._timescale.generation((tp.topic, partition)) is None:
+            if self._offsets is not None and self._offsets.generation((tp.topic, partition)) is None:
                 # aiokafka may fetch a newly assigned partition before our listener
                 # has claimed it: leave these records for after the claim.
                 self._seek_if_assigned(tp, messages[0].offset)
@@ -327,7 +328,8 @@ class IngestLoop:
         """Write one batch to every sink in order, then commit it to Kafka."""
         self._dead_letters.write(batch.rejected)
         self._timescale.write(batch.rows)
-        self._timescale.advance({(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()})
+        if self._offsets is not None:
+            self._offsets.advance({(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()})
 
         await self._retrying("kafka", self._dead_letters.flush)
         refused = await self._write_ticks(batch)  # FencedError: see _settle_write
@@ -419,10 +421,13 @@ class IngestLoop:
         """
         metrics.FENCED.inc()
         self.stats.fenced += 1
-        self._timescale.discard()
+        self._timescale.discard()  # its rows, and the offsets they advanced to
         for sink in self._after_commit:
             sink.discard()
-        taken = {tp for tp in exc.partitions if self._timescale.generation(tp) == exc.generations.get(tp)}
+        offsets = self._offsets
+        if offsets is None:  # only claims are fenced: without an offset store nothing is
+            return
+        taken = {tp for tp in exc.partitions if offsets.generation(tp) == exc.generations.get(tp)}
         _log.warning("fenced", partitions=exc.partitions, taken_by_another=sorted(taken))
         for tp, first in first_offsets.items():
             if (tp.topic, tp.partition) not in taken:
@@ -431,7 +436,7 @@ class IngestLoop:
             return
         assigned = self._consumer.assignment()
         still_ours = [p for t, p in taken if TopicPartition(t, p) in assigned]
-        self._timescale.release([tp for tp in taken if tp[1] not in still_ours])
+        offsets.release([tp for tp in taken if tp[1] not in still_ours])
         if still_ours:
             fallback = {tp.partition: off for tp, off in first_offsets.items() if tp.partition in still_ours}
             await self._listener.claim_and_seek(still_ours, fallback_offsets=fallback)

@@ -1,8 +1,9 @@
 """The pipeline's small interfaces.
 
 A ``Sink`` buffers rows with ``write`` (no I/O) and makes them durable with
-``flush``; a ``FeedAdapter`` yields ticks. Everything else is plain functions
-and the consumer loop in ``runner``.
+``flush``; the ``BatchSink`` is the one whose transaction a batch commits in;
+a ``FeedAdapter`` yields ticks. The consumer loop (``runner``) is written
+against these, so each can be replaced (tests, other stores) without touching it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import ClassVar, Protocol, TypeVar
 from nexanest.schemas.ticks import Tick
 
 T_contra = TypeVar("T_contra", contravariant=True)
+#: A consumed tick with the Kafka partition and offset it came from.
+TickEntry = tuple[Tick, int, int]
 
 
 class Sink(Protocol[T_contra]):
@@ -25,8 +28,7 @@ class Sink(Protocol[T_contra]):
         """Make everything written since the last flush durable; return the row count.
 
         Raises ``RetryableError`` when a dependency is down (the buffer is kept,
-        so the same flush can be retried) and ``Backpressure`` when it cannot
-        take more now.
+        so the same flush can be retried).
         """
 
     async def close(self) -> None: ...
@@ -40,6 +42,25 @@ class AfterCommitSink(Sink[T_contra], Protocol[T_contra]):
     def discard(self) -> None:
         """Drop what ``write`` buffered: its batch was rolled back (fenced) and
         will be read again, by this consumer or another."""
+
+
+class BatchSink(Protocol):
+    """Where a batch's ticks become durable, in one transaction with the offsets
+    they advance to (``TimescaleSink``): the loop commits to Kafka only after it."""
+
+    name: str
+
+    def write(self, rows: Sequence[TickEntry]) -> None:
+        """Buffer ``(tick, partition, offset)`` entries. No I/O."""
+
+    async def flush(self) -> int:
+        """Commit the buffer; return the rows written. Raises ``RetryableError``
+        (buffer kept: call again), ``FencedError`` (another consumer claimed a
+        partition: ``discard``) and ``RejectedByDatabase`` (the refused rows left
+        the buffer: dead-letter them, call again for the rest)."""
+
+    def discard(self) -> None:
+        """Drop the buffer: its batch was fenced and will be read again."""
 
 
 class FeedAdapter(Protocol):

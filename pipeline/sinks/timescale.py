@@ -1,6 +1,6 @@
 """``TimescaleSink``: one binary COPY per batch, offsets in the same transaction.
 
-Writing the consumed offsets next to the rows means the database itself knows
+Writing the consumed offsets (``pipeline/offsets.py``) next to the rows means the database itself knows
 how far it has ingested: after a crash the consumer resumes from there, so a
 batch is neither lost nor written twice, and the hot path stays a plain COPY.
 With rollups on (the Apache edition), the batch's OHLCV bars are merged into
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Final
@@ -27,17 +27,16 @@ import asyncpg
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.db import DATA_ERRORS, RETRYABLE_DB_ERRORS, e9_to_decimal, ns_to_datetime
-from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
+from nexanest.pipeline.errors import RejectedByDatabase, RetryableError
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, minute_bars, minute_bars_of_ticks, upsert_bars
+from nexanest.pipeline.types import TickEntry
 from nexanest.schemas.ticks import Tick
 
 #: The columns the sink writes, in COPY order (the encoder defines them).
 COLUMNS: Final = COPY_COLUMNS
 StockPriceRow = tuple[datetime, str, Decimal, Decimal, Decimal | None, Decimal | None, str, str, int, int, int]
-#: A consumed tick with the Kafka partition and offset it came from.
-TickEntry = tuple[Tick, int, int]
-TopicPartition = tuple[str, int]
 
 #: Rows encoded or aggregated between two chances for the event loop to run the
 #: consumer's other work (fetching, publishing quotes): a few ms each.
@@ -64,26 +63,6 @@ def stock_price_row(tick: Tick, partition: int, offset: int) -> StockPriceRow:
     )
 
 
-_CLAIM = """
-INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset, generation)
-SELECT $1, $2, p, NULL, 1 FROM unnest($3::int[]) AS p
-ON CONFLICT (consumer_group, topic, partition)
-DO UPDATE SET generation = ingest_offsets.generation + 1, updated_at = now()
-RETURNING partition, next_offset, generation
-"""
-
-_ADVANCE_FENCED = """
-WITH moved AS (
-    UPDATE ingest_offsets AS o
-       SET next_offset = v.next_offset, updated_at = now()
-      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS v(topic, partition, next_offset, generation)
-     WHERE o.consumer_group = $1 AND o.topic = v.topic AND o.partition = v.partition
-       AND o.generation = v.generation
- RETURNING o.topic, o.partition
-)
-SELECT topic, partition FROM moved
-"""
-
 _INSERT_SKIPPING_DUPLICATES = """
 INSERT INTO {table} ({columns})
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::numeric[],
@@ -93,18 +72,18 @@ ON CONFLICT DO NOTHING
 
 
 class TimescaleSink:
-    """Buffers ``stock_prices`` rows and the offsets they advance to.
+    """Buffers ``stock_prices`` rows for one transaction per batch.
 
-    ``flush`` is one transaction: COPY the rows, move the offsets of the
-    partitions this consumer has claimed (fenced by generation), commit. On a
-    retryable error nothing is committed and the buffer is kept, so ``flush``
-    can be called again. On a data error nothing is committed, the refused rows
-    leave the buffer and are raised as ``RejectedByDatabase``: dead-letter
-    them, then call ``flush`` again for the rest (and the offsets, which move
-    past the refused rows too).
+    ``flush`` is one transaction: COPY the rows, store the batch's offsets
+    (``OffsetStore.store``: only for partitions this consumer still holds),
+    commit. On a retryable error nothing is committed and the buffer is kept,
+    so ``flush`` can be called again. On a data error nothing is committed, the
+    refused rows leave the buffer and are raised as ``RejectedByDatabase``:
+    dead-letter them, then call ``flush`` again for the rest (and the offsets,
+    which move past the refused rows too).
 
-    With ``exactly_once=False`` offsets are not stored (plain at-least-once,
-    for measuring what exactly-once costs).
+    With ``offsets=None`` no offsets are stored (plain at-least-once, for
+    measuring what exactly-once costs).
 
     With ``rollups=True`` the same transaction also merges the bars of the
     rows it inserted into the OHLCV rollup tables (whatever ``table`` is), so
@@ -119,16 +98,14 @@ class TimescaleSink:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        consumer_group: str,
+        offsets: OffsetStore | None,
         *,
         table: str = "stock_prices",
-        exactly_once: bool = True,
         rollups: bool = False,
     ) -> None:
         self._pool = pool
-        self._group = consumer_group
+        self._offsets = offsets
         self._table = table
-        self._exactly_once = exactly_once
         self._rollups = rollups
         self._insert_skipping_duplicates = _INSERT_SKIPPING_DUPLICATES.format(table=table, columns=", ".join(COLUMNS))
         if rollups:
@@ -136,8 +113,6 @@ class TimescaleSink:
             self._insert_skipping_duplicates += f"RETURNING {', '.join(COLUMNS)}\n"
         self._encoder = StockPriceCopyEncoder()
         self._rows: list[TickEntry] = []
-        self._offsets: dict[TopicPartition, int] = {}
-        self._generations: dict[TopicPartition, int] = {}
         self._flushed_bars: list[StoredBar] = []
         #: Set once the buffer's rows were isolated after a data error: the rest
         #: is then written the way the isolation tried it (typed INSERT).
@@ -148,43 +123,12 @@ class TimescaleSink:
         from the ticks' integers, with no Decimal or datetime per value."""
         self._rows.extend(rows)
 
-    def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        """Record that the buffered rows consume the log up to ``next_offsets``."""
-        self._offsets.update(next_offsets)
-
     def discard(self) -> None:
         """Drop the buffer (after a fence: another consumer owns those records now)."""
         self._rows = []
-        self._offsets = {}
         self._isolated = False
-
-    async def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
-        """Claim partitions for this consumer; return the stored next offset of each.
-
-        Incrementing the generation fences whoever held them before: a batch it
-        is still writing will fail its generation check and roll back.
-        """
-        if not self._exactly_once or not partitions:
-            return {}
-        try:
-            rows = await self._pool.fetch(_CLAIM, self._group, topic, list(partitions))
-        except RETRYABLE_DB_ERRORS as exc:
-            raise RetryableError("timescaledb", exc) from exc
-        for r in rows:
-            self._generations[(topic, r["partition"])] = r["generation"]
-        return {r["partition"]: r["next_offset"] for r in rows}
-
-    @property
-    def exactly_once(self) -> bool:
-        return self._exactly_once
-
-    def generation(self, tp: TopicPartition) -> int | None:
-        """The generation of this consumer's claim on ``tp``, if it holds one."""
-        return self._generations.get(tp)
-
-    def release(self, partitions: Sequence[TopicPartition]) -> None:
-        for tp in partitions:
-            self._generations.pop(tp, None)
+        if self._offsets is not None:
+            self._offsets.discard()
 
     async def flush(self) -> int:
         """Write the buffer in one transaction; returns the rows written.
@@ -194,7 +138,7 @@ class TimescaleSink:
         ``RejectedByDatabase`` (nothing committed; the refused rows have left
         the buffer: dead-letter them and flush again).
         """
-        if not self._rows and not self._offsets:
+        if not self._rows and not (self._offsets is not None and self._offsets.pending):
             self._flushed_bars = []
             return 0
         started = time.perf_counter()
@@ -215,8 +159,9 @@ class TimescaleSink:
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
         self._rows = []
-        self._offsets = {}
         self._isolated = False
+        if self._offsets is not None:
+            self._offsets.stored()
         # Committed: only now are the merged bars true (a rolled-back attempt's are dropped).
         self._flushed_bars = stored
         return written
@@ -259,8 +204,8 @@ class TimescaleSink:
                 written = len(entries)
             if bars:
                 stored = await upsert_bars(conn, bars)
-            if self._offsets and self._exactly_once:
-                await self._advance_fenced(conn)
+            if self._offsets is not None:
+                await self._offsets.store(conn)
         return written, stored
 
     async def _insert_typed(self, conn: asyncpg.Connection, entries: Sequence[TickEntry]) -> tuple[int, Bars | None]:
@@ -343,40 +288,7 @@ class TimescaleSink:
             yield part
             await asyncio.sleep(0)
 
-    async def _advance_fenced(self, conn: asyncpg.Connection) -> None:
-        items = list(self._offsets.items())
-        gens = self._generations
-        unclaimed = [tp for tp, _ in items if tp not in gens]
-        if unclaimed:
-            raise FencedError(unclaimed)
-        moved = await conn.fetch(
-            _ADVANCE_FENCED,
-            self._group,
-            [t for (t, _), _ in items],
-            [p for (_, p), _ in items],
-            [off for _, off in items],
-            [gens[tp] for tp, _ in items],
-        )
-        if len(moved) != len(items):
-            done = {(r["topic"], r["partition"]) for r in moved}
-            lost = [tp for tp, _ in items if tp not in done]
-            raise FencedError(lost, {tp: gens[tp] for tp in lost})
-
-    async def stored_offsets(self, topic: str) -> dict[int, int]:
-        """The next offset to read per partition, as the database last committed it."""
-        try:
-            rows = await self._pool.fetch(
-                "SELECT partition, next_offset FROM ingest_offsets"
-                " WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL",
-                self._group,
-                topic,
-            )
-        except RETRYABLE_DB_ERRORS as exc:
-            raise RetryableError("timescaledb", exc) from exc
-        return {r["partition"]: r["next_offset"] for r in rows}
-
     async def close(self) -> None:
         """The pool belongs to the caller; nothing buffered survives a close."""
         self.discard()
-        self._generations = {}
         self._flushed_bars = []

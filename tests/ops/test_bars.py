@@ -15,6 +15,7 @@ import pytest
 from nexanest.cli.main import EXIT_OK, EXIT_USAGE, _join_time_values, build_parser, cmd_bars
 from nexanest.ops.bars import BarRow, format_bars
 from nexanest.pipeline.edition import detect_edition
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS
 from nexanest.pipeline.sinks.timescale import TimescaleSink
@@ -85,7 +86,8 @@ async def test_bars_command_reads_the_view_and_repair_is_recorded(
     migrated: Settings, timescale_pool: asyncpg.Pool, test_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source, symbol = f"bars-{test_id}", f"BARS{test_id.upper()}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets, rollups=True)
     # 14:30:10, 14:31:50, 14:36:50: two 5m buckets, three 1m buckets.
     sink.write(
         [(Tick(symbol, "X", (100 + i) * S, S, T0_NS + (10 + 100 * i * i) * S, source, i), 0, i) for i in range(3)]
@@ -132,7 +134,8 @@ async def test_community_repair_leaves_the_open_buckets_to_real_time_aggregation
     a tick arriving after the repair was missing from its bars. Each level now stops
     at its refresh policy's end offset, and the views equal a GROUP BY afterwards."""
     source, symbol = f"cap-{test_id}", f"CAP{test_id.upper()}"
-    sink = TimescaleSink(community_pool, consumer_group=f"g-{test_id}", rollups=False)
+    offsets = OffsetStore(community_pool, f"g-{test_id}")
+    sink = TimescaleSink(community_pool, offsets, rollups=False)
     now_ns = "SELECT (extract(epoch FROM now()) * 1e6)::int8 * 1000"
 
     sink.write([(Tick(symbol, "X", 100 * S, S, await community_pool.fetchval(now_ns) - S, source, 0), 0, 0)])

@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink, read_quote
 from nexanest.pipeline.sinks.timescale import TimescaleSink
@@ -34,7 +35,8 @@ async def test_lost_quotes_are_rebuilt_from_the_table_and_newer_ones_kept(
         for k in range(4)
         for i, s in enumerate(symbols)
     ]
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets)
     sink.write([(t, 0, n) for n, t in enumerate(ticks)])
     assert await sink.flush() == len(ticks)
 

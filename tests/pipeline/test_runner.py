@@ -56,7 +56,9 @@ class FakeConsumer:
 
 
 class FakeTimescale:
-    exactly_once = True
+    """The table and its offset store in one: the loop's ``timescale`` and ``offsets``."""
+
+    name = "timescale"
 
     def __init__(self, claimed: dict[tuple[str, int], int], fence_once: list[tuple[str, int]] | None = None) -> None:
         self.claimed = claimed
@@ -147,7 +149,8 @@ def make_loop(
     return IngestLoop(
         consumer,  # type: ignore[arg-type]
         validator=TickValidator(ValidationSettings()),
-        timescale=timescale,  # type: ignore[arg-type]
+        timescale=timescale,
+        offsets=timescale,  # type: ignore[arg-type]
         quotes=quotes or FakeSink(),  # type: ignore[arg-type]
         dead_letters=dead_letters or FakeSink(),  # type: ignore[arg-type]
         batch=batch or BatchSettings(),

@@ -17,6 +17,7 @@ import redis.asyncio as redis
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink, bucket_ns, read_bar
 from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, VIEWS, Resolution, StoredBar
@@ -98,16 +99,17 @@ async def test_cached_bars_are_the_merged_latest_bars_and_late_ticks_never_move_
     source = f"barcache-{test_id}"
     a, b = f"BC{test_id.upper()}A", f"BC{test_id.upper()}B"
     prefix = f"test:{test_id}:bar:"
-    timescale = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    timescale_offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    timescale = TimescaleSink(timescale_pool, timescale_offsets, rollups=True)
     cache = BarCacheSink(analytics_redis, timescale, prefix)
-    await timescale.claim("ticks", [0])
+    await timescale_offsets.claim("ticks", [0])
     offset = 0
 
     async def batch(ticks: Sequence[Tick]) -> int:
         nonlocal offset
         timescale.write([(t, 0, offset + i) for i, t in enumerate(ticks)])
         offset += len(ticks)
-        timescale.advance({("ticks", 0): offset})
+        timescale_offsets.advance({("ticks", 0): offset})
         await timescale.flush()
         return await cache.flush()
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from nexanest.ops.bars_repair import repair, repair_range
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.errors import ConfigurationError, RetryableError
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import (
     CAGGS,
@@ -262,11 +263,12 @@ async def ingest_stream(pool: asyncpg.Pool, data: st.DataObject, *, rollups: boo
     for replayed in data.draw(st.lists(st.sampled_from(ticks), max_size=len(ticks)), label="replays"):
         arrival.insert(data.draw(st.integers(0, len(arrival)), label="replay at"), replayed)
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(arrival) - 1)), max_size=6), label="cuts"))
-    sink = TimescaleSink(pool, consumer_group=f"g-{uid}", rollups=rollups)
-    await sink.claim("ticks", [0])
+    offsets = OffsetStore(pool, f"g-{uid}")
+    sink = TimescaleSink(pool, offsets, rollups=rollups)
+    await offsets.claim("ticks", [0])
     for start, end in zip([0, *cuts], [*cuts, len(arrival)], strict=True):
         sink.write([entry(t, offset) for offset, t in enumerate(arrival[start:end], start)])
-        sink.advance({("ticks", 0): end})
+        offsets.advance({("ticks", 0): end})
         await sink.flush()
     stored = await pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source)
     assert stored == len(ticks)  # every tick once, replays skipped
@@ -309,7 +311,8 @@ async def test_native_bars_equal_a_group_by_over_the_ticks(
 @pytest.mark.usefixtures("apache_edition")
 async def test_a_late_tick_corrects_bars_that_closed_long_ago(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     source, symbol = f"late-{test_id}", f"LATE{test_id.upper()}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets, rollups=True)
     ten = BASE_NS - 14 * 3600 * 10**9 + 3 * MINUTE_NS  # 10:00 on BASE's day
     s = 10**9
     sink.write(
@@ -350,7 +353,8 @@ async def test_a_late_tick_corrects_bars_that_closed_long_ago(timescale_pool: as
 @pytest.mark.usefixtures("apache_edition")
 async def test_a_replayed_batch_adds_nothing_to_the_bars(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     source, symbol = f"replay-{test_id}", f"REPLAY{test_id.upper()}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets, rollups=True)
     batch = [entry(tick(symbol, source, i, BASE_NS + i * 7 * 10**9, (100 + i) * 10**9)) for i in range(20)]
     sink.write(batch)
     assert await sink.flush() == 20
@@ -374,10 +378,11 @@ async def test_a_batch_that_fails_late_in_its_transaction_leaves_no_bars(
     source, symbol, group = f"fail-{test_id}", f"FAIL{test_id.upper()}", f"g-{test_id}"
     impatient = await asyncpg.create_pool(migrated.timescale.dsn.get_secret_value(), min_size=1, command_timeout=0.5)
     try:
-        sink = TimescaleSink(impatient, consumer_group=group, rollups=True)
-        await sink.claim("ticks", [0])
+        offsets = OffsetStore(impatient, group)
+        sink = TimescaleSink(impatient, offsets, rollups=True)
+        await offsets.claim("ticks", [0])
         sink.write([entry(tick(symbol, source, i, BASE_NS + i * 10**9, (100 + i) * 10**9)) for i in range(5)])
-        sink.advance({("ticks", 0): 5})
+        offsets.advance({("ticks", 0): 5})
         async with offsets_row_locked(timescale_pool, group):
             with pytest.raises(RetryableError):
                 await sink.flush()
@@ -402,7 +407,8 @@ async def test_repair_recomputes_a_range_from_the_ticks(
         for j, sym in enumerate((fixed, other))
     ]
     # Loaded without bars (rollups off, as a bulk load would be): repair builds them all.
-    loader = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=False)
+    loader_offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    loader = TimescaleSink(timescale_pool, loader_offsets, rollups=False)
     loader.write([entry(t) for t in ticks])
     await loader.flush()
     assert await bars_of(timescale_pool, "1m", [fixed, other]) == []

@@ -12,6 +12,7 @@ import pytest
 
 from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
+from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.schemas.ticks import Tick
@@ -37,12 +38,13 @@ def make_tick(source: str, seq: int, price_e9: int = 187_250_000_001) -> Tick:
 
 async def test_rows_and_offsets_commit_together(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     source = f"sink-{test_id}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
-    assert await sink.claim("ticks", [3]) == {3: None}
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets)
+    assert await offsets.claim("ticks", [3]) == {3: None}
     sink.write([(make_tick(source, i), 3, 100 + i) for i in range(10)])
-    sink.advance({("ticks", 3): 110})
+    offsets.advance({("ticks", 3): 110})
     assert await sink.flush() == 10
-    assert await sink.stored_offsets("ticks") == {3: 110}
+    assert await offsets.stored_offsets("ticks") == {3: 110}
     rows = await timescale_pool.fetch(
         "SELECT time, price, size, bid, ask, kafka_offset FROM stock_prices WHERE source = $1 ORDER BY source_seq",
         source,
@@ -63,8 +65,9 @@ async def test_rows_the_database_refuses_are_isolated_and_the_rest_written(
     (a CHECK violation, a NUL the server's text refuses, a seq beyond BIGINT);
     after they are raised, the next flush writes the rest and the offsets."""
     source = f"sink-{test_id}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
-    await sink.claim("ticks", [0])
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets)
+    await offsets.claim("ticks", [0])
     good = [(make_tick(source, i), 0, i) for i in range(40)]
     bad = {
         7: make_tick(source, 7, price_e9=-1),
@@ -72,11 +75,11 @@ async def test_rows_the_database_refuses_are_isolated_and_the_rest_written(
         33: msgspec.structs.replace(make_tick(source, 33), seq=2**63),
     }
     sink.write([(bad.get(offset, tick), p, offset) for tick, p, offset in good])
-    sink.advance({("ticks", 0): 40})
+    offsets.advance({("ticks", 0): 40})
     with pytest.raises(RejectedByDatabase) as refused:
         await sink.flush()
     assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
-    assert await sink.stored_offsets("ticks") == {}
+    assert await offsets.stored_offsets("ticks") == {}
     assert [(p, o) for p, o, _ in refused.value.refused] == [(0, 7), (0, 19), (0, 33)]
     messages = [m for _, _, m in refused.value.refused]
     assert "CheckViolationError" in messages[0]
@@ -86,66 +89,71 @@ async def test_rows_the_database_refuses_are_isolated_and_the_rest_written(
     assert await sink.flush() == 37
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
     assert [r["source_seq"] for r in rows] == sorted(set(range(40)) - set(bad))
-    assert await sink.stored_offsets("ticks") == {0: 40}
+    assert await offsets.stored_offsets("ticks") == {0: 40}
 
 
 async def test_a_row_that_fails_only_the_copy_encoding_is_isolated(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     """A lone surrogate fails the client-side COPY encoder before the server sees
     anything: the same isolation finds it."""
     source = f"enc-{test_id}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
-    await sink.claim("ticks", [0])
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets)
+    await offsets.claim("ticks", [0])
     sink.write([(make_tick(source, 0), 0, 0), (msgspec.structs.replace(make_tick(source, 1), exchange="\udc80"), 0, 1)])
-    sink.advance({("ticks", 0): 2})
+    offsets.advance({("ticks", 0): 2})
     with pytest.raises(RejectedByDatabase) as refused:
         await sink.flush()
     assert [(p, o) for p, o, _ in refused.value.refused] == [(0, 1)]
     assert await sink.flush() == 1
-    assert await sink.stored_offsets("ticks") == {0: 2}
+    assert await offsets.stored_offsets("ticks") == {0: 2}
 
 
 async def test_a_fenced_writer_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     """A consumer that lost its partition to another cannot write a batch for it afterwards."""
     source = f"fence-{test_id}"
     group = f"g-{test_id}"
-    stale = TimescaleSink(timescale_pool, consumer_group=group)
-    await stale.claim("ticks", [0])
+    stale_offsets = OffsetStore(timescale_pool, group)
+    stale = TimescaleSink(timescale_pool, stale_offsets)
+    await stale_offsets.claim("ticks", [0])
     stale.write([(make_tick(source, 0), 0, 0)])
-    stale.advance({("ticks", 0): 1})
+    stale_offsets.advance({("ticks", 0): 1})
     assert await stale.flush() == 1
 
-    owner = TimescaleSink(timescale_pool, consumer_group=group)
-    assert await owner.claim("ticks", [0]) == {0: 1}  # the new owner resumes where the old one stopped
+    owner_offsets = OffsetStore(timescale_pool, group)
+
+    owner = TimescaleSink(timescale_pool, owner_offsets)
+    assert await owner_offsets.claim("ticks", [0]) == {0: 1}  # the new owner resumes where the old one stopped
 
     stale.write([(make_tick(source, 1), 0, 1)])
-    stale.advance({("ticks", 0): 2})
+    stale_offsets.advance({("ticks", 0): 2})
     with pytest.raises(FencedError) as fenced:
         await stale.flush()
     assert fenced.value.partitions == [("ticks", 0)]
     stale.discard()
 
     owner.write([(make_tick(source, 1), 0, 1)])
-    owner.advance({("ticks", 0): 2})
+    owner_offsets.advance({("ticks", 0): 2})
     assert await owner.flush() == 1
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
     assert [r["source_seq"] for r in rows] == [0, 1]
-    assert await owner.stored_offsets("ticks") == {0: 2}
+    assert await owner_offsets.stored_offsets("ticks") == {0: 2}
 
 
 async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Pool, test_id: str) -> None:
     source = f"dup-{test_id}"
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}")
-    await sink.claim("ticks", [0])
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets)
+    await offsets.claim("ticks", [0])
     sink.write([(make_tick(source, i), 0, i) for i in range(3)])
-    sink.advance({("ticks", 0): 3})
+    offsets.advance({("ticks", 0): 3})
     assert await sink.flush() == 3
     # A feed adapter retried ticks 1 and 2 (same source, seq and time), then sent 3 and 4.
     sink.write([(make_tick(source, i), 0, 2 + i) for i in range(1, 5)])
-    sink.advance({("ticks", 0): 7})
+    offsets.advance({("ticks", 0): 7})
     assert await sink.flush() == 2
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
     assert [r["source_seq"] for r in rows] == [0, 1, 2, 3, 4]
-    assert await sink.stored_offsets("ticks") == {0: 7}
+    assert await offsets.stored_offsets("ticks") == {0: 7}
 
 
 @asynccontextmanager
@@ -165,17 +173,18 @@ async def test_a_failure_at_the_last_step_commits_nothing(
     source, group = f"late-{test_id}", f"g-{test_id}"
     impatient = await asyncpg.create_pool(migrated.timescale.dsn.get_secret_value(), min_size=1, command_timeout=0.5)
     try:
-        sink = TimescaleSink(impatient, consumer_group=group)
-        await sink.claim("ticks", [0])
+        offsets = OffsetStore(impatient, group)
+        sink = TimescaleSink(impatient, offsets)
+        await offsets.claim("ticks", [0])
         sink.write([(make_tick(source, 0), 0, 0)])
-        sink.advance({("ticks", 0): 1})
+        offsets.advance({("ticks", 0): 1})
         async with offsets_row_locked(timescale_pool, group):
             with pytest.raises(RetryableError):
                 await sink.flush()
         assert await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source) == 0
-        assert await sink.stored_offsets("ticks") == {}
+        assert await offsets.stored_offsets("ticks") == {}
         assert await sink.flush() == 1  # the buffer was kept for the retry
-        assert await sink.stored_offsets("ticks") == {0: 1}
+        assert await offsets.stored_offsets("ticks") == {0: 1}
     finally:
         await impatient.close()
 
@@ -196,7 +205,8 @@ async def test_a_large_batch_streams_in_parts_with_exact_rows_and_bars(
         entry(tick(symbols[i % 7], source, i, BASE_NS + i * 10**8, (100 + i % 13) * 10**9 + i), offset=i)
         for i in range(6_500)
     ]
-    sink = TimescaleSink(timescale_pool, consumer_group=f"g-{test_id}", rollups=True)
+    offsets = OffsetStore(timescale_pool, f"g-{test_id}")
+    sink = TimescaleSink(timescale_pool, offsets, rollups=True)
     sink.write(batch)
     assert await sink.flush() == 6_500
     stored = await timescale_pool.fetchrow(

@@ -1,0 +1,134 @@
+"""``OffsetStore``: the consumed offsets kept in TimescaleDB, fenced by claims.
+
+The consumer stores how far it has read in ``ingest_offsets``, in the same
+transaction as the rows (``TimescaleSink`` calls ``store`` inside its COPY
+transaction): after a crash the database itself says where to resume, so a
+batch is neither lost nor written twice. Claiming a partition increments its
+``generation``; every store checks the generation its claim returned, so a
+consumer that lost a partition (rebalance, long pause) cannot commit a batch
+for it afterwards: its transaction fails with ``FencedError`` and rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+import asyncpg
+
+from nexanest.pipeline.db import RETRYABLE_DB_ERRORS
+from nexanest.pipeline.errors import FencedError, RetryableError
+
+TopicPartition = tuple[str, int]
+
+_CLAIM: Final = """
+INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset, generation)
+SELECT $1, $2, p, NULL, 1 FROM unnest($3::int[]) AS p
+ON CONFLICT (consumer_group, topic, partition)
+DO UPDATE SET generation = ingest_offsets.generation + 1, updated_at = now()
+RETURNING partition, next_offset, generation
+"""
+
+_STORE_FENCED: Final = """
+WITH moved AS (
+    UPDATE ingest_offsets AS o
+       SET next_offset = v.next_offset, updated_at = now()
+      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS v(topic, partition, next_offset, generation)
+     WHERE o.consumer_group = $1 AND o.topic = v.topic AND o.partition = v.partition
+       AND o.generation = v.generation
+ RETURNING o.topic, o.partition
+)
+SELECT topic, partition FROM moved
+"""
+
+_STORED: Final = """
+SELECT partition, next_offset FROM ingest_offsets
+ WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL
+"""
+
+
+class OffsetStore:
+    """One consumer group's offsets: its claims, and the offsets the batch being
+    written advances to (buffered by ``advance``, stored by ``store`` inside the
+    writer's transaction, forgotten by ``stored`` once that commits)."""
+
+    def __init__(self, pool: asyncpg.Pool, consumer_group: str) -> None:
+        self._pool = pool
+        self._group = consumer_group
+        self._generations: dict[TopicPartition, int] = {}
+        self._pending: dict[TopicPartition, int] = {}
+
+    async def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
+        """Claim partitions for this consumer; return the stored next offset of each.
+
+        Incrementing the generation fences whoever held them before: a batch it
+        is still writing will fail its generation check and roll back.
+        """
+        if not partitions:
+            return {}
+        try:
+            rows = await self._pool.fetch(_CLAIM, self._group, topic, list(partitions))
+        except RETRYABLE_DB_ERRORS as exc:
+            raise RetryableError("timescaledb", exc) from exc
+        for r in rows:
+            self._generations[(topic, r["partition"])] = r["generation"]
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    def generation(self, tp: TopicPartition) -> int | None:
+        """The generation of this consumer's claim on ``tp``, if it holds one."""
+        return self._generations.get(tp)
+
+    def release(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            self._generations.pop(tp, None)
+
+    def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """Record that the batch being written consumes the log up to ``next_offsets``."""
+        self._pending.update(next_offsets)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def discard(self) -> None:
+        """Forget the pending offsets (their batch was fenced and is read again)."""
+        self._pending = {}
+
+    def stored(self) -> None:
+        """The transaction that stored the pending offsets committed."""
+        self._pending = {}
+
+    async def store(self, conn: asyncpg.Connection) -> None:
+        """Move the pending offsets in the caller's transaction, each only if this
+        consumer's claim on it still holds; raises ``FencedError`` (roll back)."""
+        items = list(self._pending.items())
+        if not items:
+            return
+        gens = self._generations
+        unclaimed = [tp for tp, _ in items if tp not in gens]
+        if unclaimed:
+            raise FencedError(unclaimed)
+        moved = await conn.fetch(
+            _STORE_FENCED,
+            self._group,
+            [t for (t, _), _ in items],
+            [p for (_, p), _ in items],
+            [off for _, off in items],
+            [gens[tp] for tp, _ in items],
+        )
+        if len(moved) != len(items):
+            done = {(r["topic"], r["partition"]) for r in moved}
+            lost = [tp for tp, _ in items if tp not in done]
+            raise FencedError(lost, {tp: gens[tp] for tp in lost})
+
+    async def stored_offsets(self, topic: str) -> dict[int, int]:
+        """The next offset to read per partition, as the database last committed it."""
+        try:
+            rows = await self._pool.fetch(_STORED, self._group, topic)
+        except RETRYABLE_DB_ERRORS as exc:
+            raise RetryableError("timescaledb", exc) from exc
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    def close(self) -> None:
+        self._pending = {}
+        self._generations = {}
