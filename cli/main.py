@@ -515,13 +515,13 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.ops import dlq
+    from nexanest.ops import dlq_inspect, dlq_replay
 
     if args.dlq_action == "inspect":
-        inspected = await dlq.inspect(settings, limit=args.limit, progress=_stderr_line)
-        print(json.dumps(inspected.to_json(), indent=2) if args.json else dlq.format_inspect(inspected))
+        inspected = await dlq_inspect.inspect(settings, limit=args.limit, progress=_stderr_line)
+        print(json.dumps(inspected.to_json(), indent=2) if args.json else dlq_inspect.format_inspect(inspected))
         return EXIT_OK
-    replayed = await dlq.replay(
+    replayed = await dlq_replay.replay(
         settings,
         reasons=args.reason,
         since_ns=args.since,
@@ -529,7 +529,7 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=_stderr_line,
     )
-    print(json.dumps(replayed.to_json(), indent=2) if args.json else dlq.format_replay(replayed))
+    print(json.dumps(replayed.to_json(), indent=2) if args.json else dlq_replay.format_replay(replayed))
     return EXIT_OK
 
 

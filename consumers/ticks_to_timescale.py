@@ -18,7 +18,8 @@ from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
-from nexanest.pipeline.runner import IngestLoop, IngestStats, ResumeFromDatabase
+from nexanest.pipeline.rebalance import ResumeFromDatabase
+from nexanest.pipeline.runner import IngestLoop, IngestStats
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink

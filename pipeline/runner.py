@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
@@ -61,6 +61,7 @@ from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableE
 from nexanest.pipeline.events import BatchMonitor
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.offsets import OffsetStore
+from nexanest.pipeline.rebalance import ResumeFromDatabase
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import Rejected
@@ -83,60 +84,6 @@ class IngestStats:
     #: Monotonic times of the first fetch that returned records and of the end of the last batch.
     first_batch_at: float | None = None
     last_batch_at: float | None = None
-
-
-class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, claim each partition in TimescaleDB (fencing its previous
-    owner) and seek to the offset stored with the last batch committed for it;
-    Kafka's committed offset is only the fallback for a never-written partition."""
-
-    def __init__(
-        self, consumer: AIOKafkaConsumer, offsets: OffsetStore, topic: str, retry: RetrySettings | None = None
-    ) -> None:
-        self._consumer = consumer
-        self._offsets = offsets
-        self._topic = topic
-        self._retry = retry or RetrySettings()
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """The loop commits every batch before it fetches again; only forget the claims."""
-        self._offsets.release([(tp.topic, tp.partition) for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        mine = sorted(tp.partition for tp in assigned if tp.topic == self._topic)
-        resumed = await self.claim_and_seek(mine)
-        _log.info("partitions_assigned", partitions=mine, resumed_from_db=resumed)
-
-    async def claim_and_seek(self, partitions: list[int], *, fallback_offsets: dict[int, int] | None = None) -> int:
-        """Claim ``partitions`` (retrying while the database is away) and seek each
-        to its stored offset; a partition never written goes to its entry in
-        ``fallback_offsets``, if any (else where Kafka's fetch position is).
-        Returns how many partitions resumed from a stored offset."""
-        backoff = Backoff(self._retry)
-        while True:
-            try:
-                stored = await self._offsets.claim(self._topic, partitions)
-                break
-            except RetryableError as exc:
-                delay = backoff.next_delay()
-                _log.warning("claim_retry", error=str(exc), retry_in_s=round(delay, 3))
-                await asyncio.sleep(delay)
-        resumed = 0
-        assigned = self._consumer.assignment()
-        for partition, next_offset in stored.items():
-            tp = TopicPartition(self._topic, partition)
-            if tp not in assigned:
-                continue  # a newer rebalance took it meanwhile; its own assignment will seek
-            try:
-                if next_offset is not None:
-                    self._consumer.seek(tp, next_offset)
-                    resumed += 1
-                elif fallback_offsets and partition in fallback_offsets:
-                    self._consumer.seek(tp, fallback_offsets[partition])
-            except (AssertionError, IllegalStateError) as exc:
-                # aiokafka asserts when the assignment changes under a seek.
-                _log.warning("seek_skipped", partition=partition, error=repr(exc))
-        return resumed
 
 
 @dataclass

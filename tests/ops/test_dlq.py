@@ -15,19 +15,9 @@ import pytest
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
-from nexanest.ops.dlq import (
-    HEADER_REPLAYED_FROM,
-    DeadLetter,
-    ReplayProgress,
-    ReplayReport,
-    StillFailing,
-    format_inspect,
-    format_replay,
-    inspect,
-    parse_dead_letter,
-    preview,
-    replay,
-)
+from nexanest.ops.dead_letters import HEADER_REPLAYED_FROM, DeadLetter, ReplayProgress, parse_dead_letter, preview
+from nexanest.ops.dlq_inspect import format_inspect, inspect
+from nexanest.ops.dlq_replay import ReplayReport, StillFailing, format_replay, replay
 from nexanest.ops.topic_reader import BoundedReader
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings, namespace_environment

@@ -16,16 +16,9 @@ import pytest
 
 from nexanest.cli.main import EXIT_ERROR, build_parser, cmd_maintain
 from nexanest.ops import maintain as maintain_module
-from nexanest.ops.maintain import (
-    COMPRESSION_AT,
-    RETENTION_AT,
-    PolicyState,
-    RetentionRule,
-    format_report,
-    maintain,
-    plan_policies,
-    retention_rules,
-)
+from nexanest.ops.maintain import format_report, maintain
+from nexanest.ops.maintain_policies import COMPRESSION_AT, RETENTION_AT, PolicyState, plan_policies
+from nexanest.ops.retention import RetentionRule, retention_rules
 from nexanest.pipeline.settings import RetentionSettings, Settings
 from tests.schemas.event_samples import assert_like_sample, event_of_row
 

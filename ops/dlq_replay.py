@@ -1,9 +1,4 @@
-"""``nexanest dlq``: look into the dead-letter topic, and replay what now passes.
-
-``inspect`` reads the whole dead-letter topic without a consumer group and
-counts its records by reason (the ``nexanest.reason`` header that
-``sinks/dead_letter.py`` sets), with a few samples of each: where the record
-came from, the validator's detail, and the start of its bytes.
+"""``nexanest dlq replay``: re-validate dead letters and re-publish what now passes.
 
 ``replay`` re-validates dead letters with the *current* rules (the
 ``validation`` settings it runs with) and re-publishes each one that now
@@ -46,289 +41,34 @@ not stored twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from nexanest.ops.topic_reader import BoundedReader, Progress, ProgressThrottle, topic_partitions
+from nexanest.ops.dead_letters import (
+    HEADER_REPLAYED_FROM,
+    DeadLetter,
+    ReplayProgress,
+    parse_dead_letter,
+    replay_progress,
+)
+from nexanest.ops.topic_reader import Progress, ProgressThrottle, topic_partitions
 from nexanest.pipeline.errors import PipelineError
 from nexanest.pipeline.kafka import consumer_options, make_producer
 from nexanest.pipeline.log import get_logger
-from nexanest.pipeline.settings import KafkaSettings, Settings
-from nexanest.pipeline.sinks.dead_letter import (
-    DEAD_LETTER_HEADERS,
-    HEADER_DETAIL,
-    HEADER_OFFSET,
-    HEADER_PARTITION,
-    HEADER_REASON,
-    HEADER_REJECTED_NS,
-    HEADER_TOPIC,
-)
+from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.validation import TickValidator
 from nexanest.schemas.ticks import Tick
-
-HEADER_REPLAYED_FROM: Final = "nexanest.replayed_from"
-
 
 _log = get_logger(__name__)
 _STALL_TIMEOUT_S: Final = 60.0
 _PASSED_OVER_SINCE: Final = "rejected before --since"
 _PASSED_OVER_REPEAT: Final = "same origin as a dead letter re-published before it"
-
-# -- dead letters -------------------------------------------------------------------
-
-
-class DeadLetter(NamedTuple):
-    """One record of the dead-letter topic, with its headers read."""
-
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    reason: str
-    detail: str
-    source_topic: str
-    source_partition: int | None
-    source_offset: int | None
-    rejected_ns: int | None
-    #: The headers the record had when it was rejected (without the dead-letter ones).
-    original_headers: tuple[tuple[str, bytes], ...] = ()
-
-    @property
-    def rejected_at_ns(self) -> int:
-        """When the consumer set it aside: the header, else the record's timestamp."""
-        return self.rejected_ns if self.rejected_ns is not None else self.timestamp_ms * 1_000_000
-
-    @property
-    def origin(self) -> str:
-        return f"{self.source_topic}/{self.source_partition}/{self.source_offset}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition,
-            "offset": self.offset,
-            "reason": self.reason,
-            "detail": self.detail,
-            "source_topic": self.source_topic,
-            "source_partition": self.source_partition,
-            "source_offset": self.source_offset,
-            "rejected_ns": self.rejected_ns,
-            "key": None if self.key is None else self.key.decode(errors="replace"),
-            "value_bytes": None if self.value is None else len(self.value),
-            "value_preview": preview(self.value),
-        }
-
-
-def parse_dead_letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
-    """Read the headers ``DeadLetterSink`` writes; a missing one reads as empty."""
-    headers = {k: v.decode(errors="replace") for k, v in record.headers}
-    return DeadLetter(
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp,
-        key=record.key,
-        value=record.value,
-        reason=headers.get(HEADER_REASON, "") or "(none)",
-        detail=headers.get(HEADER_DETAIL, ""),
-        source_topic=headers.get(HEADER_TOPIC, ""),
-        source_partition=_int_or_none(headers.get(HEADER_PARTITION)),
-        source_offset=_int_or_none(headers.get(HEADER_OFFSET)),
-        rejected_ns=_int_or_none(headers.get(HEADER_REJECTED_NS)),
-        original_headers=tuple(
-            (k, v) for k, v in record.headers if k not in DEAD_LETTER_HEADERS and k != HEADER_REPLAYED_FROM
-        ),
-    )
-
-
-def _int_or_none(text: str | None) -> int | None:
-    try:
-        return None if text is None else int(text)
-    except ValueError:
-        return None
-
-
-def preview(value: bytes | None, width: int = 24) -> str:
-    """The length and first bytes of a value, as hex and as a Python literal."""
-    if value is None:
-        return "(no value)"
-    head = value[:width]
-    more = "..." if len(value) > width else ""
-    return f"{len(value)} bytes  hex {head.hex()}{more}  {head!r}{more}"
-
-
-# -- replay progress --------------------------------------------------------------------
-
-
-@dataclass
-class ReplayProgress:
-    """How far replay has examined one dead-letter partition.
-
-    Every record below ``base`` has been examined; ``ahead`` holds, for
-    reasons that runs limited with ``--reason`` examined further, the next
-    offset to examine. ``base`` is the group's committed offset and ``ahead``
-    its metadata.
-    """
-
-    base: int = 0
-    ahead: dict[str, int] = field(default_factory=dict)
-
-    def examined(self, offset: int, reason: str) -> bool:
-        return offset < self.ahead.get(reason, self.base)
-
-    def advance(self, next_offset: int, reasons: Collection[str] | None) -> None:
-        """Record that the run examined the records of ``reasons`` (None: all) below ``next_offset``."""
-        if reasons is None:
-            self.base = max(self.base, next_offset)
-            self.ahead = {r: o for r, o in self.ahead.items() if o > self.base}
-        else:
-            for reason in reasons:
-                if next_offset > self.ahead.get(reason, self.base):
-                    self.ahead[reason] = next_offset
-
-    def metadata(self) -> str:
-        return json.dumps({"ahead": dict(sorted(self.ahead.items()))}, separators=(",", ":")) if self.ahead else ""
-
-    @classmethod
-    def from_committed(cls, committed: OffsetAndMetadata | None) -> ReplayProgress:
-        if committed is None or committed.offset < 0:
-            return cls()
-        ahead: dict[str, int] = {}
-        if committed.metadata:
-            try:
-                raw = json.loads(committed.metadata).get("ahead", {})
-                ahead = {str(r): int(o) for r, o in raw.items() if int(o) > committed.offset}
-            except (ValueError, AttributeError, TypeError):
-                _log.warning("dlq_replay_metadata_unreadable", metadata=committed.metadata[:200])
-        return cls(committed.offset, ahead)
-
-
-async def replay_progress(kafka: KafkaSettings) -> dict[int, ReplayProgress]:
-    """The replay group's progress per dead-letter partition (empty ones where it never committed)."""
-    admin = _admin(kafka)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(kafka.dlq_replay_group)
-    finally:
-        await admin.close()
-    return {
-        tp.partition: ReplayProgress.from_committed(om)
-        for tp, om in committed.items()
-        if tp.topic == kafka.dead_letter_topic
-    }
-
-
-def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=f"{kafka.client_id}-dlq-admin",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
-
-
-# -- inspect ------------------------------------------------------------------------
-
-
-@dataclass
-class ReasonSummary:
-    count: int = 0
-    #: Records no replay has examined yet.
-    not_replayed: int = 0
-    samples: list[DeadLetter] = field(default_factory=list)
-
-
-@dataclass
-class InspectReport:
-    topic: str
-    replay_group: str
-    records: int = 0
-    by_reason: dict[str, ReasonSummary] = field(default_factory=dict)
-    #: Partitions whose oldest records retention has deleted.
-    truncated_partitions: list[int] = field(default_factory=list)
-
-    @property
-    def not_replayed(self) -> int:
-        return sum(s.not_replayed for s in self.by_reason.values())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "replay_group": self.replay_group,
-            "records": self.records,
-            "not_replayed": self.not_replayed,
-            "by_reason": {
-                reason: {
-                    "count": s.count,
-                    "not_replayed": s.not_replayed,
-                    "samples": [d.to_json() for d in s.samples],
-                }
-                for reason, s in sorted(self.by_reason.items())
-            },
-            "truncated_partitions": self.truncated_partitions,
-        }
-
-
-async def inspect(settings: Settings, *, limit: int = 3, progress: Progress | None = None) -> InspectReport:
-    """Count the dead-letter topic's records by reason, keeping the first
-    ``limit`` of each as samples. Read-only; joins no group."""
-    try:
-        return await _inspect(settings, limit, progress)
-    except KafkaError as exc:
-        raise PipelineError(f"dlq inspect: Kafka failed: {exc!r}") from exc
-
-
-async def _inspect(settings: Settings, limit: int, progress: Progress | None) -> InspectReport:
-    kafka = settings.kafka
-    report = InspectReport(kafka.dead_letter_topic, kafka.dlq_replay_group)
-    done = await replay_progress(kafka)
-    throttle = ProgressThrottle(progress)
-    async with BoundedReader(kafka, kafka.dead_letter_topic, client_suffix="dlq-inspect") as reader:
-        report.truncated_partitions = sorted(p for p, r in reader.ranges.items() if r.truncated)
-        total = reader.total
-        async for batch in reader.batches():
-            for record in batch:
-                letter = parse_dead_letter(record)
-                summary = report.by_reason.get(letter.reason) or report.by_reason.setdefault(
-                    letter.reason, ReasonSummary()
-                )
-                summary.count += 1
-                state = done.get(letter.partition)
-                if state is None or not state.examined(letter.offset, letter.reason):
-                    summary.not_replayed += 1
-                if len(summary.samples) < limit:
-                    summary.samples.append(letter)
-            throttle(f"dlq inspect: {reader.read:,}/{total:,} records read")
-        report.records = reader.read
-    return report
-
-
-def format_inspect(report: InspectReport) -> str:
-    out = [f"dead-letter topic {report.topic}: {report.records:,} records"]
-    if not report.records:
-        return out[0]
-    width = max(len(r) for r in report.by_reason)
-    out.append(f"{'reason'.ljust(width)}  {'count':>9}  {'not replayed':>12}")
-    ranked = sorted(report.by_reason.items(), key=lambda item: (-item[1].count, item[0]))
-    out.extend(f"{reason.ljust(width)}  {s.count:>9,}  {s.not_replayed:>12,}" for reason, s in ranked)
-    for reason, s in ranked:
-        out.append("")
-        out.append(f"{reason}: {len(s.samples)} of {s.count:,}")
-        for d in s.samples:
-            out.append(f"  {report.topic}/{d.partition}/{d.offset}  from {d.origin}  key {d.key!r}")
-            out.append(f"    detail  {d.detail}")
-            out.append(f"    value   {preview(d.value)}")
-    out.append("")
-    out.append(f"not yet examined by `nexanest dlq replay` (group {report.replay_group}): {report.not_replayed:,}")
-    if report.truncated_partitions:
-        out.append(f"note: retention has deleted the oldest records of partitions {report.truncated_partitions}")
-    return "\n".join(out)
 
 
 # -- replay -------------------------------------------------------------------------
