@@ -500,7 +500,8 @@ def _stderr_line(line: str) -> None:
 
 async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from nexanest.ops.times import format_ns
-    from nexanest.ops.verify import format_report, verify
+    from nexanest.ops.verify import verify
+    from nexanest.ops.verify_report import format_report
 
     if args.from_ns >= args.to_ns:
         print(

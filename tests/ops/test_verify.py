@@ -17,14 +17,8 @@ import pytest
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.ops.times import format_ns, parse_time
-from nexanest.ops.verify import (
-    SeqRange,
-    Tally,
-    VerifyReport,
-    _compare,
-    format_report,
-    verify,
-)
+from nexanest.ops.verify import _compare, verify
+from nexanest.ops.verify_report import SeqRange, Tally, VerifyReport, format_report
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
