@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from nexanest.pipeline.db import ns_to_datetime
-from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
+from nexanest.pipeline.errors import RejectedByDatabase, RetryableError
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.timescale import TimescaleSink
@@ -106,37 +106,6 @@ async def test_a_row_that_fails_only_the_copy_encoding_is_isolated(timescale_poo
     assert [(p, o) for p, o, _ in refused.value.refused] == [(0, 1)]
     assert await sink.flush() == 1
     assert await offsets.stored_offsets("ticks") == {0: 2}
-
-
-async def test_a_fenced_writer_commits_nothing(timescale_pool: asyncpg.Pool, test_id: str) -> None:
-    """A consumer that lost its partition to another cannot write a batch for it afterwards."""
-    source = f"fence-{test_id}"
-    group = f"g-{test_id}"
-    stale_offsets = OffsetStore(timescale_pool, group)
-    stale = TimescaleSink(timescale_pool, stale_offsets)
-    await stale_offsets.claim("ticks", [0])
-    stale.write([(make_tick(source, 0), 0, 0)])
-    stale_offsets.advance({("ticks", 0): 1})
-    assert await stale.flush() == 1
-
-    owner_offsets = OffsetStore(timescale_pool, group)
-
-    owner = TimescaleSink(timescale_pool, owner_offsets)
-    assert await owner_offsets.claim("ticks", [0]) == {0: 1}  # the new owner resumes where the old one stopped
-
-    stale.write([(make_tick(source, 1), 0, 1)])
-    stale_offsets.advance({("ticks", 0): 2})
-    with pytest.raises(FencedError) as fenced:
-        await stale.flush()
-    assert fenced.value.partitions == [("ticks", 0)]
-    stale.discard()
-
-    owner.write([(make_tick(source, 1), 0, 1)])
-    owner_offsets.advance({("ticks", 0): 2})
-    assert await owner.flush() == 1
-    rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
-    assert [r["source_seq"] for r in rows] == [0, 1]
-    assert await owner_offsets.stored_offsets("ticks") == {0: 2}
 
 
 async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Pool, test_id: str) -> None:
