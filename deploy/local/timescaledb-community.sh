@@ -169,18 +169,6 @@ cmd_install() {
 
 # --- cluster ------------------------------------------------------------------
 
-# pg_ensure_role's twin that takes the password from the environment (psql's
-# \getenv), so it never appears on a command line.
-ensure_role() {
-  local role=$1 password=$2
-  NEXANEST_ROLE_PASSWORD=$password pg_sql "$PORT" postgres -v role="$role" <<'EOF'
-\getenv pw NEXANEST_ROLE_PASSWORD
-SELECT format('CREATE ROLE %I LOGIN', :'role')
- WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
-SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \gexec
-EOF
-}
-
 running() {
   [ -f "$DATA_DIR/PG_VERSION" ] && as_service_user "$PG_BIN/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1
 }
@@ -201,11 +189,11 @@ cmd_start() {
     "max_worker_processes = 20" \
     "max_parallel_workers = 8"
   pg_cluster_start "$DATA_DIR" "$PORT" timescaledb-community
-  ensure_role timescale "$ts_pw"
+  pg_ensure_role "$PORT" timescale "$ts_pw"
   # The test session recreates its own database (timescale_test) here on every run,
   # as the owner role: it never touches the database `timescale` of this cluster.
   pg_sql "$PORT" postgres -c 'ALTER ROLE timescale CREATEDB'
-  ensure_role nexanest_ingest "$ingest_pw"
+  pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
   pg_ensure_database "$PORT" timescale timescale
   pg_sql "$PORT" timescale -c 'GRANT CONNECT ON DATABASE timescale TO nexanest_ingest'
   pg_sql "$PORT" timescale -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
