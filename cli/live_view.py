@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -166,7 +167,7 @@ def render_table(reading: Reading, quotes: Sequence[Quote] | None, now_ns: int) 
     stats.add_row("tick to quote", f"mean {_ms(reading.latency_mean_s)}  p99 {_ms(reading.latency_p99_s, bound=True)}")
     if quotes is None:
         return Group(stats, Text("quotes: Redis unavailable"))
-    table = Table(title="latest quotes", title_justify="left")
+    table = Table(title="latest quotes", title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("symbol", "price", "bid", "ask", "size", "exchange", "age"):
         table.add_column(name, justify="left" if name in ("symbol", "exchange") else "right")
     for symbol, quote in quotes:
