@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from nexanest.cli import bars, dlq, events, maintain, provision, quote, stream, verify
-from nexanest.cli.main import EXIT_USAGE, build_parser, main, parse_args
+from nexanest.cli.main import build_parser, main, parse_args
+from nexanest.cli.runtime import EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[2]
 
