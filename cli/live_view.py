@@ -200,12 +200,15 @@ async def show(
 ) -> None:
     """Redraw the view every ``interval_s`` until ``stop`` is set; returns then.
 
-    On a terminal the table is redrawn in place and left on screen at the end;
-    otherwise one ``render`` line per interval is written (``quotes`` unread)."""
+    On a terminal the table is drawn at once, redrawn in place and left on screen
+    at the end; otherwise one ``render`` line per interval is written (``quotes``
+    unread). ``quotes`` failing shows as "Redis unavailable", never raises."""
     tty = out.isatty()
     prev = Snapshot.take()
     live = Live(console=Console(file=out), auto_refresh=False, redirect_stdout=False) if tty else None
     with live if live is not None else contextlib.nullcontext():
+        if live is not None:  # the first frame at once, not after a blank interval
+            live.update(render_table(measure(prev, prev), await _read_quotes(quotes), time.time_ns()), refresh=True)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
