@@ -1,31 +1,25 @@
-"""The ``nexanest`` command: the composition root of the pipeline.
+"""The ``nexanest`` command: its entry point and the composition root of the pipeline.
 
-This is the one module that wires producers and consumers together (for
-``run``); everything else in ``pipeline`` stays below them. Settings are built
-once here, from ``NEXANEST_*`` variables and ``.env``.
+Each command group lives in a module of its own (``cli/<group>.py``) with a
+``register`` that adds its parsers, each carrying its ``handler``; this module
+assembles them, builds the settings once (``NEXANEST_*`` variables and
+``.env``), and maps what a command raises to an exit code. The CLI imports the
+rest of the project; nothing in it imports the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import os
-import secrets
-import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from nexanest.cli import bars, dlq, events, maintain, provision, quote, stream, verify
+from nexanest.cli.arguments import join_time_values
+from nexanest.cli.runtime import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handler, run_async
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import Settings, load_settings
-from nexanest.pipeline.validation import REASONS
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from nexanest.pipeline.settings import load_settings
 
 _DESCRIPTION = """\
 NexaNest market data pipeline: feed adapters publish ticks to Kafka; the
@@ -46,84 +40,14 @@ examples:
   nexanest verify --from -1h --to -1m         every tick of the last hour in TimescaleDB, once?
   nexanest dlq inspect                        dead letters by reason, with samples
   nexanest dlq replay --reason bad_symbol --dry-run
-  nexanest bars SYN0001 --interval 5m --from -2h    OHLCV bars of a symbol
+  nexanest bars show SYN0001 --interval 5m --from -2h   OHLCV bars of a symbol
   nexanest bars repair --from -1d --to now    recompute bars from the raw ticks
   nexanest events --since 10m --severity warning --follow   tail the system events
   nexanest maintain --dry-run                 what retention would drop (or which policies it would set)
 """
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-_TIME_HELP = "now, an offset like -10m or -1h30m, ns since the epoch, or ISO-8601 (UTC unless a zone is given)"
-
-
-def _time_arg(text: str) -> int:
-    from nexanest.ops.times import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _since_arg(text: str) -> int:
-    """A time as ``_time_arg`` takes it, or a bare duration (``10m``, ``1h30m``): that long ago."""
-    from nexanest.ops.times import parse_time
-
-    bare = text.strip()
-    if bare[:1].isdigit() and not bare.isdigit():
-        with contextlib.suppress(ValueError):
-            return parse_time("-" + bare)
-    return _time_arg(text)
-
-
-def _duration_arg(text: str) -> float:
-    """A positive duration such as 30m or 1h30m, in seconds."""
-    from nexanest.ops.times import parse_time
-
-    try:
-        seconds = parse_time("+" + text.strip().lstrip("+"), now_ns=0) / 1e9
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive duration like 30m or 1h, got {text}")
-    return seconds
-
-
-_TIME_OPTIONS = ("--from", "--to", "--since")
-
-
-def _join_time_values(argv: Sequence[str]) -> list[str]:
-    """``--from -10m`` -> ``--from=-10m``: argparse takes a value that starts
-    with a dash for an option (and only knows negative numbers), so an offset
-    into the past would otherwise need the ``=`` form."""
-    out: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        if arg in _TIME_OPTIONS:
-            value = next(args, None)
-            if value is not None and value[:1] == "-" and value[1:2].isdigit():
-                out.append(f"{arg}={value}")
-                continue
-            out.append(arg)
-            if value is not None:
-                out.append(value)
-            continue
-        out.append(arg)
-    return out
+# In the order `nexanest --help` lists them.
+COMMAND_GROUPS = (provision, stream, quote, verify, dlq, bars, events, maintain)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,539 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--env-file", type=Path, default=None, help="read settings from this file instead of ./.env")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("migrate", help="apply schema migrations to TimescaleDB and the service databases")
-    p.add_argument("--dry-run", action="store_true", help="list pending migrations, change nothing")
-    p.add_argument(
-        "--target",
-        action="append",
-        choices=["timescale", "auth", "portfolio", "analytics", "notifications"],
-        help="only this database (repeatable; default: all five)",
-    )
-
-    sub.add_parser("topics", help="create the pipeline's Kafka topics that do not exist yet")
-
-    p = sub.add_parser("produce", help="publish ticks from a feed adapter to Kafka")
-    feeds = p.add_subparsers(dest="feed", required=True, metavar="FEED")
-    s = feeds.add_parser(
-        "synthetic",
-        help="geometric Brownian motion ticks, deterministic for a seed",
-        description="Publish synthetic ticks (GBM prices, bid/ask, sizes), keyed by symbol.",
-    )
-    _add_synthetic_args(s, default_rate=1000.0)
-    s.add_argument("--count", type=_positive_int, help="stop after this many ticks")
-    s.add_argument("--duration", type=_non_negative_float, help="stop after this many seconds")
-    s.add_argument("--start-ns", type=int, help="tick time of the first tick, ns since the epoch (default: now)")
-
-    p = sub.add_parser("consume", help="ingest the ticks topic into TimescaleDB and Redis")
-    p.add_argument(
-        "--until-idle",
-        type=_non_negative_float,
-        metavar="S",
-        help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
-    )
-
-    p = sub.add_parser("run", help="run a synthetic producer and the consumer together, with a live view")
-    _add_synthetic_args(p, default_rate=2000.0)
-    p.add_argument("--duration", type=_non_negative_float, help="stop after this many seconds (default: Ctrl-C)")
-
-    p = sub.add_parser("quote", help="print the latest quote of a symbol from Redis")
-    p.add_argument("symbol")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    p = sub.add_parser(
-        "verify",
-        help="check that TimescaleDB holds every tick Kafka holds in a time window, exactly once",
-        description="Compare the ticks topic with stock_prices for ticks whose ts_ns is in [FROM, TO): "
-        "missing, duplicated and unexpected ticks by (source, seq), counts and price sums per partition "
-        "and symbol. Exit status 0 when nothing is missing or duplicated, 1 otherwise.",
-    )
-    p.add_argument("--topic", help="the ticks topic (default: settings kafka.ticks_topic)")
-    p.add_argument("--from", dest="from_ns", type=_time_arg, required=True, metavar="T", help=_TIME_HELP)
-    p.add_argument(
-        "--to", dest="to_ns", type=_time_arg, default="now", metavar="T", help="end, exclusive (default now)"
-    )
-    p.add_argument("--source", help="only this feed source (default: every source seen in Kafka)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--all", action="store_true", help="list every symbol, not only those that differ")
-
-    p = sub.add_parser("dlq", help="inspect the dead-letter topic, or replay what now passes validation")
-    actions = p.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
-    s = actions.add_parser(
-        "inspect",
-        help="dead letters counted by reason, with samples",
-        description="Read the whole dead-letter topic (no consumer group) and count its records by reason.",
-    )
-    s.add_argument("--limit", type=_positive_int, default=3, help="samples shown per reason (default 3)")
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s = actions.add_parser(
-        "replay",
-        help="re-publish dead letters that pass the current rules",
-        description="Re-validate dead letters with the current validation settings; re-publish those that "
-        "pass to the ticks topic (original key and bytes, header nexanest.replayed_from), report those that "
-        "still fail. Progress is committed as consumer group kafka.dlq_replay_group, so a second run "
-        "re-sends nothing.",
-    )
-    s.add_argument(
-        "--reason",
-        action="append",
-        choices=REASONS,
-        metavar="REASON",
-        help=f"only dead letters rejected for this reason (repeatable; others stay for a later replay): "
-        f"{', '.join(REASONS)}",
-    )
-    s.add_argument("--since", type=_time_arg, metavar="T", help=f"pass over records rejected before T ({_TIME_HELP})")
-    s.add_argument("--dry-run", action="store_true", help="judge and report, send and commit nothing")
-    s.add_argument("--limit", type=_positive_int, default=20, help="still-failing records listed (default 20)")
-    s.add_argument("--json", action="store_true", help="print JSON")
-
-    p = sub.add_parser(
-        "bars",
-        help="print OHLCV bars of a symbol, or repair bars from the raw ticks",
-        description="nexanest bars SYMBOL: the bars (open, high, low, close, volume, trades, VWAP) of SYMBOL "
-        "whose bucket overlaps [FROM, TO), from the views ohlcv_1m/5m/1h/1d. "
-        "nexanest bars repair: recompute every bar of [FROM, TO), widened to whole UTC days, from "
-        "stock_prices, as the owner role (Apache edition: rollup tables, one transaction per day; "
-        "community edition: refresh of the continuous aggregates).",
-    )
-    p.add_argument("target", metavar="SYMBOL|repair", help="a symbol, or the word repair")
-    p.add_argument("--interval", choices=["1m", "5m", "1h", "1d"], default="1m", help="bar width (default 1m)")
-    p.add_argument("--from", dest="from_ns", type=_time_arg, required=True, metavar="T", help=_TIME_HELP)
-    p.add_argument(
-        "--to", dest="to_ns", type=_time_arg, default="now", metavar="T", help="end, exclusive (default now)"
-    )
-    p.add_argument("--symbol", help="repair: only this symbol (default: all)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    p = sub.add_parser(
-        "events",
-        help="print the system events (life cycle and trouble of every component), oldest first",
-        description="Read system_events (as the ingest role): the newest --limit events since --since, "
-        "oldest first; with --follow, keep printing new ones until Ctrl-C.",
-    )
-    p.add_argument(
-        "--since",
-        type=_since_arg,
-        default="1h",
-        metavar="T",
-        help=f"start (default 1h, i.e. an hour ago; a bare duration means that long ago; or {_TIME_HELP})",
-    )
-    p.add_argument("--component", help="only this component and its sub-components (consumer, producer.synthetic)")
-    p.add_argument(
-        "--severity",
-        choices=["debug", "info", "warning", "error", "critical"],
-        default="debug",
-        help="only this severity and worse (default: all)",
-    )
-    p.add_argument("--limit", type=_positive_int, default=200, help="at most this many of the newest (default 200)")
-    p.add_argument("--follow", "-f", action="store_true", help="keep polling for new events (Ctrl-C stops)")
-    p.add_argument("--interval", type=_non_negative_float, default=1.0, help="--follow poll interval in s (default 1)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-
-    p = sub.add_parser(
-        "maintain",
-        help="enforce data retention: drop old chunks (Apache edition) or set native policies (community)",
-        description="Retention per settings.retention (NEXANEST_RETENTION__*: raw ticks 30 days, 1m bars 365, "
-        "coarser bars forever, system events 90, market indices 365; 0 = forever). Apache edition: drop whole "
-        "chunks older than that, as the owner role. Community edition: make the native retention, compression "
-        "and continuous-aggregate refresh policies match. A real run is recorded as a system event.",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print what would be dropped or changed, change nothing")
-    p.add_argument(
-        "--every",
-        type=_duration_arg,
-        metavar="D",
-        help="run again every D (e.g. 1h, 30m) until Ctrl-C, instead of once",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
     return parser
 
 
-def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> None:
-    p.add_argument("--symbols", type=_positive_int, default=50, help="number of symbols (default 50)")
-    p.add_argument(
-        "--rate",
-        type=_non_negative_float,
-        default=default_rate,
-        help=f"ticks per second, 0 = as fast as possible (default {default_rate:g})",
-    )
-    p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same ticks (default 42)")
-    p.add_argument(
-        "--source",
-        type=_source_tag,
-        default=None,
-        help="the source tag stored with every tick; (source, seq) names a tick, so by default each run gets "
-        "its own, synthetic-<UTC start time>-<4 hex> (printed at start; `nexanest verify --source` takes it)",
-    )
-
-
-def _source_tag(text: str) -> str:
-    if not text or len(text) > 64 or not text.isprintable():
-        raise argparse.ArgumentTypeError(f"a source tag is 1-64 printable characters, not {text!r}")
-    return text
-
-
-def _run_source() -> str:
-    """A source tag of this run: seq starts at 0 every run, so runs must not share one."""
-    return f"synthetic-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
-
-
-# -- commands -----------------------------------------------------------------
-
-
-async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.ops.migrate import TARGETS, migrate
-
-    targets = args.target or list(TARGETS)
-    plan = await migrate(settings, targets, dry_run=args.dry_run)
-    verb = "would apply" if args.dry_run else "applied"
-    for step in plan:
-        print(f"{verb} {step.target}: {step.migration.version:04d}_{step.migration.name}")
-    if not plan:
-        print(f"up to date: {', '.join(targets)}")
-    return EXIT_OK
-
-
-async def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
-    from nexanest.pipeline.kafka import ensure_topics
-
-    created = await ensure_topics(settings.kafka)
-    print(f"created: {', '.join(created)}" if created else "all topics exist")
-    return EXIT_OK
-
-
-def _synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> Any:
-    from nexanest.producers.feeds.synthetic import SyntheticConfig
-
-    return SyntheticConfig(
-        symbols=args.symbols,
-        rate=args.rate,
-        count=getattr(args, "count", None),
-        duration_s=getattr(args, "duration", None),
-        seed=args.seed,
-        start_ns=getattr(args, "start_ns", None),
-        source=args.source or _run_source(),
-        paced=paced,
-    )
-
-
-PRODUCER_COMPONENT = "producer.synthetic"
-
-
-async def _produce(settings: Settings, config: Any, stop: asyncio.Event) -> int:
-    from nexanest.pipeline.events import open_event_emitter
-    from nexanest.pipeline.kafka import ensure_topics, make_producer
-    from nexanest.producers.feeds.synthetic import SyntheticFeed
-    from nexanest.producers.publisher import TickPublisher
-    from nexanest.schemas.events import EventType, Severity
-
-    await ensure_topics(settings.kafka)
-    feed = SyntheticFeed(config)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    events = await open_event_emitter(settings, PRODUCER_COMPONENT, producer)
-    topic, started = settings.kafka.ticks_topic, time.monotonic()
-    try:
-        publisher = TickPublisher(producer, topic, config.source)
-        await events.emit(
-            EventType.STARTED,
-            f"publishing synthetic ticks to {topic} as source {config.source}",
-            topic=topic,
-            source=config.source,
-            symbols=config.symbols,
-            rate=config.rate,
-        )
-        try:
-            published = await publisher.publish_all(feed.ticks(), stop)
-        except Exception as exc:
-            await events.emit(
-                EventType.ERROR,
-                f"producer failed: {exc!r}",
-                Severity.ERROR,
-                topic=topic,
-                source=config.source,
-                published=publisher.published,
-            )
-            raise
-        elapsed = time.monotonic() - started
-        await events.emit(
-            EventType.STOPPED,
-            f"published {published} ticks in {elapsed:.1f}s",
-            topic=topic,
-            source=config.source,
-            published=published,
-            elapsed_s=round(elapsed, 3),
-        )
-        return published
-    finally:
-        await events.close()
-        await producer.stop()
-
-
-async def cmd_produce(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    config = _synthetic_config(args)
-    print(f"source {config.source}", file=sys.stderr, flush=True)
-    started = time.monotonic()
-    progress = asyncio.create_task(_progress(stop, "published", "nexanest_producer_ticks_total"))
-    try:
-        published = await _produce(settings, config, stop)
-    finally:
-        progress.cancel()
-    elapsed = time.monotonic() - started
-    print(f"published {published:,} ticks in {elapsed:.1f}s ({published / max(elapsed, 1e-9):,.0f}/s)")
-    return EXIT_OK
-
-
-async def cmd_consume(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from nexanest.consumers.ticks_to_timescale import run_consumer
-
-    progress = asyncio.create_task(_progress(stop, "written", "nexanest_sink_rows_written_total", sink="timescale"))
-    try:
-        stats = await run_consumer(settings, stop, until_idle_s=args.until_idle)
-    finally:
-        progress.cancel()
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected_by_reason.items())) or "none"
-    print(
-        f"consumed {stats.consumed:,} messages in {stats.batches:,} batches: "
-        f"{stats.written:,} rows written, {stats.rejected:,} dead-lettered ({reasons}), {stats.retries} retries"
-    )
-    return EXIT_OK
-
-
-async def cmd_run(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from nexanest.cli import live_view
-    from nexanest.consumers.ticks_to_timescale import run_consumer
-
-    config = _synthetic_config(args)
-    print(
-        f"running: synthetic feed ({args.symbols} symbols, {args.rate:g} ticks/s, source {config.source}) -> Kafka "
-        f"{settings.kafka.ticks_topic} -> TimescaleDB stock_prices + Redis quotes. Ctrl-C to stop.",
-        flush=True,
-    )
-    producer_done = asyncio.Event()
-
-    async def produce() -> None:
-        try:
-            await _produce(settings, config, stop)
-        finally:
-            producer_done.set()
-
-    async def stop_after_duration() -> None:
-        if args.duration is not None:
-            await asyncio.sleep(args.duration)
-            stop.set()
-
-    view = asyncio.create_task(live_view.show(stop))
-    timer = asyncio.create_task(stop_after_duration())
-    producing = asyncio.create_task(produce())
-    try:
-        stats = await run_consumer(settings, stop)
-        await producing
-    finally:
-        timer.cancel()
-        stop.set()
-        await view
-    print(f"stopped: {stats.written:,} rows written, {stats.rejected:,} dead-lettered")
-    return EXIT_OK
-
-
-async def cmd_quote(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.consumers.ticks_to_timescale import open_quotes_redis
-    from nexanest.pipeline.sinks.redis_quotes import read_quote
-
-    client = open_quotes_redis(settings)
-    try:
-        quote = await read_quote(client, args.symbol, settings.redis.quote_key_prefix)
-    finally:
-        await client.aclose()
-    if not quote:
-        print(f"no quote for {args.symbol!r}", file=sys.stderr)
-        return EXIT_ERROR
-    if args.json:
-        print(json.dumps({"symbol": args.symbol, **quote}))
-    else:
-        age_s = (time.time_ns() - int(quote.get("ts_ns", "0"))) / 1e9
-        print(f"symbol     {args.symbol}")
-        for key in ("price", "bid", "ask", "size", "exchange", "ts_ns", "seq", "updated_ns"):
-            print(f"{key:<10} {quote.get(key, '')}")
-        print(f"age        {age_s:.3f}s")
-    return EXIT_OK
-
-
-def _stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.ops.times import format_ns
-    from nexanest.ops.verify import verify
-    from nexanest.ops.verify_report import format_report
-
-    if args.from_ns >= args.to_ns:
-        print(
-            f"nexanest verify: --from {format_ns(args.from_ns)} is not before --to {format_ns(args.to_ns)}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    topic = args.topic or settings.kafka.ticks_topic
-    report = await verify(settings, topic, args.from_ns, args.to_ns, args.source, progress=_stderr_line)
-    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report, all_symbols=args.all))
-    return EXIT_OK if report.ok else EXIT_ERROR
-
-
-async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.ops import dlq_inspect, dlq_replay
-
-    if args.dlq_action == "inspect":
-        inspected = await dlq_inspect.inspect(settings, limit=args.limit, progress=_stderr_line)
-        print(json.dumps(inspected.to_json(), indent=2) if args.json else dlq_inspect.format_inspect(inspected))
-        return EXIT_OK
-    replayed = await dlq_replay.replay(
-        settings,
-        reasons=args.reason,
-        since_ns=args.since,
-        dry_run=args.dry_run,
-        limit=args.limit,
-        progress=_stderr_line,
-    )
-    print(json.dumps(replayed.to_json(), indent=2) if args.json else dlq_replay.format_replay(replayed))
-    return EXIT_OK
-
-
-async def cmd_bars(settings: Settings, args: argparse.Namespace) -> int:
-    from nexanest.ops import bars
-
-    if args.from_ns >= args.to_ns:
-        print("nexanest bars: --from is not before --to", file=sys.stderr)
-        return EXIT_USAGE
-    if args.target == "repair":
-        report = await bars.repair_bars(settings, args.from_ns, args.to_ns, args.symbol)
-        print(json.dumps(bars.repair_json(report)) if args.json else bars.format_repair(report))
-        return EXIT_OK
-    if args.symbol is not None:
-        print("nexanest bars: --symbol is for `bars repair`; give the symbol as the first argument", file=sys.stderr)
-        return EXIT_USAGE
-    rows = await bars.read_bars(settings, args.target, args.interval, args.from_ns, args.to_ns)
-    if args.json:
-        print(json.dumps([r.to_json() for r in rows]))
-    elif rows:
-        print(bars.format_bars(rows, args.interval))
-    else:
-        print(f"no {args.interval} bars for {args.target!r} in that range", file=sys.stderr)
-    return EXIT_OK
-
-
-async def cmd_events(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from nexanest.ops import events_tail as events
-    from nexanest.pipeline.db import ns_to_datetime
-    from nexanest.schemas.events import Severity
-
-    def out(event: dict[str, Any]) -> None:
-        print(events.event_json(event) if args.json else events.format_event(event), flush=True)
-
-    shown = await events.tail_events(
-        settings,
-        out,
-        since=ns_to_datetime(args.since),
-        component=args.component,
-        minimum=Severity(args.severity),
-        limit=args.limit,
-        follow=args.follow,
-        interval_s=max(args.interval, 0.1),
-        stop=stop,
-    )
-    if not shown and not args.follow:
-        print("no events match", file=sys.stderr)
-    return EXIT_OK
-
-
-async def cmd_maintain(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    import asyncpg
-
-    from nexanest.ops import maintain
-
-    while True:
-        try:
-            report = await maintain.maintain(settings, dry_run=args.dry_run)
-        except (PipelineError, OSError, asyncpg.PostgresError) as exc:
-            # The database's message (and SQLSTATE) is what an operator can act on; a
-            # traceback through asyncpg is not. The pass was one transaction: nothing changed.
-            sqlstate = getattr(exc, "sqlstate", None)
-            reason = f"{exc} (SQLSTATE {sqlstate})" if sqlstate else str(exc)
-            if args.every is None:
-                print(f"nexanest maintain failed, nothing changed: {reason}", file=sys.stderr, flush=True)
-                return EXIT_ERROR
-            print(f"nexanest maintain failed (next try in {args.every:g}s): {reason}", file=sys.stderr, flush=True)
-        else:
-            print(json.dumps(report.to_json()) if args.json else maintain.format_report(report), flush=True)
-        if args.every is None:
-            return EXIT_OK
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), args.every)
-        if stop.is_set():
-            return EXIT_OK
-
-
-async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
-    """A progress line on stderr every few seconds, for long produce/consume runs."""
-    from nexanest.cli.live_view import _total
-
-    last, last_at = 0.0, time.monotonic()
-    while not stop.is_set():
-        await asyncio.sleep(2.0)
-        now, now_at = _total(metric, **labels), time.monotonic()
-        print(f"... {what} {now:,.0f} ({(now - last) / (now_at - last_at):,.0f}/s)", file=sys.stderr, flush=True)
-        last, last_at = now, now_at
-
-
-# -- process plumbing ---------------------------------------------------------
-
-
-def _install_signal_handlers(stop: asyncio.Event) -> None:
-    """First SIGINT/SIGTERM: finish the batch in hand, commit, close. Second: exit now."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            print(f"\nsecond {signal.Signals(signum).name}: exiting now", file=sys.stderr, flush=True)
-            os._exit(EXIT_INTERRUPTED)
-        print(
-            f"\n{signal.Signals(signum).name}: finishing the batch in hand (again to exit at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-
-
-def _run(coro_fn: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    async def main() -> int:
-        stop = asyncio.Event()
-        _install_signal_handlers(stop)
-        return await coro_fn(stop)
-
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(main())
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` (without the program name) as the command sees it; a usage error exits 2."""
+    return build_parser().parse_args(join_time_values(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_join_time_values(sys.argv[1:] if argv is None else argv))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = load_settings(args.env_file)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         print(f"nexanest: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log)
-    if args.command in ("produce", "consume", "run"):
+    if getattr(args, "serves_metrics", False):
         from nexanest.pipeline.metrics import serve_metrics
 
         try:
@@ -679,21 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_USAGE
 
-    commands: dict[str, Callable[[asyncio.Event], Awaitable[int]]] = {
-        "migrate": lambda stop: cmd_migrate(settings, args),
-        "topics": lambda stop: cmd_topics(settings, args),
-        "produce": lambda stop: cmd_produce(settings, args, stop),
-        "consume": lambda stop: cmd_consume(settings, args, stop),
-        "run": lambda stop: cmd_run(settings, args, stop),
-        "quote": lambda stop: cmd_quote(settings, args),
-        "verify": lambda stop: cmd_verify(settings, args),
-        "dlq": lambda stop: cmd_dlq(settings, args),
-        "bars": lambda stop: cmd_bars(settings, args),
-        "events": lambda stop: cmd_events(settings, args, stop),
-        "maintain": lambda stop: cmd_maintain(settings, args, stop),
-    }
+    handler: Handler = args.handler
     try:
-        return _run(commands[args.command])
+        return run_async(lambda stop: handler(settings, args, stop))
     except ConfigurationError as exc:
         print(f"nexanest: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,70 +1,120 @@
-"""The command lines: argument parsing only (unit)."""
+"""The assembled ``nexanest`` parser and entry point (unit), and the import rule
+of the layout: the CLI imports everything, nothing imports the CLI."""
 
 from __future__ import annotations
 
-import argparse
-import time
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from nexanest.cli.main import _join_time_values, _synthetic_config, build_parser
+from nexanest.cli import bars, dlq, events, maintain, provision, quote, stream, verify
+from nexanest.cli.main import build_parser, main, parse_args
+from nexanest.cli.runtime import EXIT_USAGE
 
-S = 1_000_000_000
+REPO = Path(__file__).resolve().parents[2]
 
-
-def parse(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(_join_time_values(argv))
-
-
-def test_offsets_into_the_past_need_no_equals_sign() -> None:
-    assert _join_time_values(["verify", "--from", "-10m", "--to", "now"]) == ["verify", "--from=-10m", "--to", "now"]
-    assert _join_time_values(["dlq", "replay", "--since", "-1h"]) == ["dlq", "replay", "--since=-1h"]
-    assert _join_time_values(["verify", "--from"]) == ["verify", "--from"]  # argparse reports it
-    assert _join_time_values(["verify", "--from", "--json"]) == ["verify", "--from", "--json"]
-
-
-def test_verify_arguments() -> None:
-    before = time.time_ns()
-    args = parse("verify", "--from", "-10m", "--to", "-1m", "--source", "feed-1", "--json")
-    after = time.time_ns()
-    assert before - 600 * S <= args.from_ns <= after - 600 * S
-    assert before - 60 * S <= args.to_ns <= after - 60 * S
-    assert (args.source, args.json, args.topic) == ("feed-1", True, None)
-    args = parse("verify", "--from", "2025-11-24T16:00:00Z")
-    assert args.from_ns == 1_764_000_000 * S
-    assert args.to_ns >= before  # default: now
+COMMANDS = {
+    "migrate": provision.cmd_migrate,
+    "topics": provision.cmd_topics,
+    "produce synthetic": stream.cmd_produce,
+    "consume": stream.cmd_consume,
+    "run": stream.cmd_run,
+    "quote SYM": quote.cmd_quote,
+    "verify --from -1h": verify.cmd_verify,
+    "dlq inspect": dlq.cmd_dlq_inspect,
+    "dlq replay": dlq.cmd_dlq_replay,
+    "bars show SYM --from -1h": bars.cmd_bars_show,
+    "bars repair --from -1d": bars.cmd_bars_repair,
+    "events": events.cmd_events,
+    "maintain": maintain.cmd_maintain,
+}
 
 
-def test_dlq_arguments() -> None:
-    args = parse("dlq", "replay", "--reason", "bad_symbol", "--reason", "undecodable", "--since", "-1h", "--dry-run")
-    assert args.reason == ["bad_symbol", "undecodable"]
-    assert args.dry_run is True
-    assert args.since < time.time_ns()
-    assert parse("dlq", "inspect", "--limit", "5").limit == 5
-
-
-def test_each_synthetic_run_gets_its_own_source_unless_given() -> None:
-    first = _synthetic_config(parse("produce", "synthetic")).source
-    second = _synthetic_config(parse("produce", "synthetic")).source
-    assert first.startswith("synthetic-")
-    assert second.startswith("synthetic-")
-    assert first != second  # seq restarts at 0 each run: a shared tag would make ticks ambiguous
-    assert _synthetic_config(parse("run", "--source", "feed-a")).source == "feed-a"
+@pytest.mark.parametrize("argv", COMMANDS)
+def test_every_command_reaches_its_handler(argv: str) -> None:
+    args = parse_args(argv.split())
+    assert args.handler is COMMANDS[argv]
+    # Only the commands that run the pipeline open the metrics port.
+    assert getattr(args, "serves_metrics", False) == (argv.split()[0] in ("produce", "consume", "run"))
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ("produce", "synthetic", "--source", ""),
-        ("verify",),  # --from is required
-        ("verify", "--from", "1764000000"),  # seconds, not ns
-        ("verify", "--from", "-10"),  # no unit
-        ("dlq", "replay", "--reason", "typo"),
+        (),
+        ("no-such-command",),
+        ("produce",),
+        ("produce", "synthetic", "--rate", "-1"),
         ("dlq",),
+        ("bars",),
+        ("bars", "AAPL", "--from", "-1h"),  # the old form: a symbol is now `bars show SYMBOL`
+        ("migrate", "--target", "nowhere"),
     ],
 )
-def test_bad_arguments_are_usage_errors(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_command_lines_are_usage_errors(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        parse(*argv)
-    assert exit_info.value.code == 2
+        main(list(argv))
+    assert exit_info.value.code == EXIT_USAGE
     assert "error" in capsys.readouterr().err
+
+
+def test_invalid_settings_are_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("NEXANEST_BATCH__MAX_ROWS=many\n")
+    assert main(["--env-file", str(env_file), "topics"]) == EXIT_USAGE
+    assert "invalid settings" in capsys.readouterr().err
+
+
+def test_help_lists_every_command_group() -> None:
+    text = build_parser().format_help()
+    for command in ("migrate", "topics", "produce", "consume", "run", "quote", "verify", "dlq", "bars", "events"):
+        assert f"\n    {command} " in text
+    assert "nexanest bars show SYN0001" in text
+
+
+def test_the_module_runs_as_a_program() -> None:
+    """Tests and benchmarks start consumers as ``python -m nexanest.cli.main``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "nexanest.cli.main", "bars", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^ +show +the bars of a symbol", done.stdout, re.MULTILINE)
+    assert re.search(r"^ +repair +recompute the bars", done.stdout, re.MULTILINE)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_nothing_outside_the_cli_imports_it() -> None:
+    product = [REPO / name for name in ("schemas", "pipeline", "ops", "consumers", "producers", "services")]
+    offenders = {
+        str(path.relative_to(REPO)): sorted(m for m in _imported_modules(path) if m.startswith("nexanest.cli"))
+        for folder in product
+        if folder.is_dir()
+        for path in folder.rglob("*.py")
+    }
+    assert {path: found for path, found in offenders.items() if found} == {}
+    assert len(offenders) > 20  # the folders were found and read
+
+
+def test_cli_modules_stay_small() -> None:
+    sizes = {path.name: len(path.read_text().splitlines()) for path in (REPO / "cli").glob("*.py")}
+    assert sizes.keys() >= {"main.py", "stream.py", "live_view.py", "bars.py"}
+    assert {name: n for name, n in sizes.items() if n > 400} == {}

@@ -6,7 +6,6 @@ database, fresh each session)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,8 +13,6 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from nexanest.cli.main import EXIT_ERROR, build_parser, cmd_maintain
-from nexanest.ops import maintain as maintain_module
 from nexanest.ops.maintain import format_report, maintain
 from nexanest.ops.maintain_policies import COMPRESSION_AT, RETENTION_AT, PolicyState, plan_policies
 from nexanest.ops.retention import RetentionRule, retention_rules
@@ -136,34 +133,11 @@ def test_retention_and_compression_run_half_a_day_apart_and_old_schedules_are_mo
     ]
 
 
-async def test_a_database_error_is_one_line_not_a_traceback(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Issue 9: `nexanest maintain` let asyncpg's exception through to a traceback."""
-
-    async def failing(*_: object, **__: object) -> None:
-        raise asyncpg.UndefinedColumnError('column "config" does not exist')
-
-    monkeypatch.setattr(maintain_module, "maintain", failing)
-    args = build_parser().parse_args(["maintain"])
-    assert await cmd_maintain(Settings(), args, asyncio.Event()) == EXIT_ERROR
-    err = capsys.readouterr().err
-    assert err == 'nexanest maintain failed, nothing changed: column "config" does not exist (SQLSTATE 42703)\n'
-
-
 def test_short_windows_are_pointed_out() -> None:
     rules = retention_rules(RetentionSettings(raw_ticks_days=3, compress_ticks_after_days=2), "timescale")
     _, notes = plan_policies(rules, fresh_states(rules), compress_after=2 * DAY, late_ticks=WEEK)
     assert any(n.startswith("ohlcv_1m_cagg refreshes only the last 2 days") for n in notes)
     assert any(n.startswith("stock_prices is compressed after 2 days") for n in notes)
-
-
-def test_maintain_arguments() -> None:
-    args = build_parser().parse_args(["maintain", "--dry-run", "--every", "1h30m"])
-    assert (args.dry_run, args.every, args.json) == (True, 5400.0, False)
-    assert build_parser().parse_args(["maintain"]).every is None
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["maintain", "--every", "0s"])
 
 
 @pytest.fixture

@@ -1,27 +1,25 @@
-"""System events: the batch monitor (unit), the ``events`` command line (unit),
-and emitting, filtering, following, every event type through the topic and the
-producer's life cycle against the real TimescaleDB and Kafka (integration)."""
+"""System events: the batch monitor (unit), and emitting, filtering, following
+and every event type through the topic against the real TimescaleDB and Kafka
+(integration). The ``events`` command line and the producer's life cycle events
+are tested under ``tests/cli/``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
-from nexanest.cli.main import _join_time_values, _produce, build_parser
 from nexanest.ops.events_tail import event_json, fetch_events, format_event, severities_from, tail_events
 from nexanest.ops.topic_reader import BoundedReader
 from nexanest.pipeline.events import BatchMonitor, EventEmitter
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import EventsSettings, Settings
-from nexanest.producers.feeds.synthetic import SyntheticConfig
 from nexanest.schemas.events import EventType, Severity, decode_event
-from tests.schemas.event_samples import FROZEN, assert_like_sample, event_of_row
+from tests.schemas.event_samples import FROZEN
 
 S = 1_000_000_000
 
@@ -97,19 +95,6 @@ def test_an_event_prints_as_one_line_or_one_json_object() -> None:
     assert json.loads(event_json(event))["time"] == "2026-01-02T03:04:05.678000+00:00"
 
 
-def test_events_arguments() -> None:
-    def parse(*argv: str) -> Any:
-        return build_parser().parse_args(_join_time_values(argv))
-
-    before = time.time_ns()
-    args = parse("events", "--since", "10m", "--component", "consumer", "--severity", "warning", "--follow", "--json")
-    assert before - 600 * S - S <= args.since <= time.time_ns() - 600 * S
-    assert (args.component, args.severity, args.follow, args.json) == ("consumer", "warning", True, True)
-    assert before - 3600 * S - S <= parse("events").since <= time.time_ns() - 3600 * S  # default: 1h
-    assert before - 90 * 60 * S - S <= parse("events", "--since", "-1h30m").since <= time.time_ns() - 90 * 60 * S
-    assert parse("events", "--since", "2026-01-02").since == int(datetime(2026, 1, 2, tzinfo=UTC).timestamp()) * S
-
-
 @pytest.mark.integration
 async def test_events_are_stored_filtered_and_followed(
     migrated: Settings, timescale_pool: asyncpg.Pool, test_id: str
@@ -159,24 +144,6 @@ async def test_events_are_stored_filtered_and_followed(
     stop.set()
     assert await follow == 3
     assert seen == ["a starts", "a fails", "a stops"]
-
-
-@pytest.mark.integration
-async def test_the_producer_reports_started_and_stopped_with_counts(
-    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
-) -> None:
-    config = SyntheticConfig(symbols=3, rate=0, count=250, seed=1, source=f"events-{test_id}", paced=False)
-    assert await _produce(isolated, config, asyncio.Event()) == 250
-    rows = await timescale_pool.fetch(
-        "SELECT * FROM system_events WHERE component = 'producer.synthetic' AND details->>'source' = $1 ORDER BY time",
-        config.source,
-    )
-    for row in rows:
-        assert_like_sample(event_of_row(row), "producer.synthetic")
-    assert [(r["event_type"], r["severity"]) for r in rows] == [("started", "info"), ("stopped", "info")]
-    started, stopped = (json.loads(r["details"]) for r in rows)
-    assert (started["topic"], started["symbols"]) == (isolated.kafka.ticks_topic, 3)
-    assert stopped["published"] == 250
 
 
 async def read_events(settings: Settings) -> list[tuple[bytes | None, bytes]]:

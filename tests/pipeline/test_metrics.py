@@ -3,7 +3,6 @@ from __future__ import annotations
 import socket
 import urllib.request
 
-from nexanest.cli.live_view import Snapshot, render
 from nexanest.pipeline import metrics
 
 
@@ -35,14 +34,3 @@ def test_every_metric_follows_the_naming_rule() -> None:
     names = [family.name for family in metrics.REGISTRY.collect()]
     assert names
     assert all(name.startswith("nexanest_") for name in names)
-
-
-def test_live_view_line_shows_rates_from_two_snapshots() -> None:
-    before = Snapshot(at=10.0, produced=1_000, consumed=900, written=800, rejected=1, lag=50)
-    after = Snapshot(at=12.0, produced=5_000, consumed=4_900, written=4_800, rejected=3, lag=20)
-    line = render(before, after)
-    assert "in     2,000/s" in line
-    assert "out     2,000/s" in line
-    assert "rows written        4,800" in line
-    assert "dead-lettered       3" in line
-    assert "lag       20" in line

@@ -1,0 +1,235 @@
+"""``nexanest produce``, ``consume`` and ``run``: the pipeline itself.
+
+``run`` is the one place where a producer and the consumer share a process,
+with the live view on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from nexanest.cli.arguments import non_negative_float, positive_int, source_tag
+from nexanest.cli.runtime import EXIT_OK, Commands
+from nexanest.pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from nexanest.cli.live_view import Quote
+    from nexanest.producers.feeds.synthetic import SyntheticConfig
+
+PRODUCER_COMPONENT = "producer.synthetic"
+
+#: Symbols whose quotes the live view of ``run`` shows: enough to see prices move, few enough to fit.
+QUOTES_SHOWN = 5
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser("produce", help="publish ticks from a feed adapter to Kafka")
+    feeds = p.add_subparsers(dest="feed", required=True, metavar="FEED")
+    s = feeds.add_parser(
+        "synthetic",
+        help="geometric Brownian motion ticks, deterministic for a seed",
+        description="Publish synthetic ticks (GBM prices, bid/ask, sizes), keyed by symbol.",
+    )
+    _add_synthetic_args(s, default_rate=1000.0)
+    s.add_argument("--count", type=positive_int, help="stop after this many ticks")
+    s.add_argument("--duration", type=non_negative_float, help="stop after this many seconds")
+    s.add_argument("--start-ns", type=int, help="tick time of the first tick, ns since the epoch (default: now)")
+    s.set_defaults(handler=cmd_produce, serves_metrics=True)
+
+    p = commands.add_parser("consume", help="ingest the ticks topic into TimescaleDB and Redis")
+    p.add_argument(
+        "--until-idle",
+        type=non_negative_float,
+        metavar="S",
+        help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
+    )
+    p.set_defaults(handler=cmd_consume, serves_metrics=True)
+
+    p = commands.add_parser(
+        "run",
+        help="run a synthetic producer and the consumer together, with a live view",
+        description="A synthetic producer and the consumer in one process. On a terminal, a table redrawn "
+        "in place: ticks/s in and out, rows written, dead-lettered, lag, tick-to-quote latency and the latest "
+        "quotes of a few symbols; otherwise one plain line per second.",
+    )
+    _add_synthetic_args(p, default_rate=2000.0)
+    p.add_argument("--duration", type=non_negative_float, help="stop after this many seconds (default: Ctrl-C)")
+    p.set_defaults(handler=cmd_run, serves_metrics=True)
+
+
+def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> None:
+    p.add_argument("--symbols", type=positive_int, default=50, help="number of symbols (default 50)")
+    p.add_argument(
+        "--rate",
+        type=non_negative_float,
+        default=default_rate,
+        help=f"ticks per second, 0 = as fast as possible (default {default_rate:g})",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same ticks (default 42)")
+    p.add_argument(
+        "--source",
+        type=source_tag,
+        default=None,
+        help="the source tag stored with every tick; (source, seq) names a tick, so by default each run gets "
+        "its own, synthetic-<UTC start time>-<4 hex> (printed at start; `nexanest verify --source` takes it)",
+    )
+
+
+def run_source() -> str:
+    """A source tag of this run: seq starts at 0 every run, so runs must not share one."""
+    return f"synthetic-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> SyntheticConfig:
+    from nexanest.producers.feeds.synthetic import SyntheticConfig
+
+    return SyntheticConfig(
+        symbols=args.symbols,
+        rate=args.rate,
+        count=getattr(args, "count", None),
+        duration_s=getattr(args, "duration", None),
+        seed=args.seed,
+        start_ns=getattr(args, "start_ns", None),
+        source=args.source or run_source(),
+        paced=paced,
+    )
+
+
+async def produce(settings: Settings, config: SyntheticConfig, stop: asyncio.Event) -> int:
+    """Publish the feed until it ends or ``stop`` is set, reporting started/stopped
+    (or error) as system events; returns the number of ticks Kafka acknowledged."""
+    from nexanest.pipeline.events import open_event_emitter
+    from nexanest.pipeline.kafka import ensure_topics, make_producer
+    from nexanest.producers.feeds.synthetic import SyntheticFeed
+    from nexanest.producers.publisher import TickPublisher
+    from nexanest.schemas.events import EventType, Severity
+
+    await ensure_topics(settings.kafka)
+    feed = SyntheticFeed(config)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    events = await open_event_emitter(settings, PRODUCER_COMPONENT, producer)
+    topic, started = settings.kafka.ticks_topic, time.monotonic()
+    try:
+        publisher = TickPublisher(producer, topic, config.source)
+        await events.emit(
+            EventType.STARTED,
+            f"publishing synthetic ticks to {topic} as source {config.source}",
+            topic=topic,
+            source=config.source,
+            symbols=config.symbols,
+            rate=config.rate,
+        )
+        try:
+            published = await publisher.publish_all(feed.ticks(), stop)
+        except Exception as exc:
+            await events.emit(
+                EventType.ERROR,
+                f"producer failed: {exc!r}",
+                Severity.ERROR,
+                topic=topic,
+                source=config.source,
+                published=publisher.published,
+            )
+            raise
+        elapsed = time.monotonic() - started
+        await events.emit(
+            EventType.STOPPED,
+            f"published {published} ticks in {elapsed:.1f}s",
+            topic=topic,
+            source=config.source,
+            published=published,
+            elapsed_s=round(elapsed, 3),
+        )
+        return published
+    finally:
+        await events.close()
+        await producer.stop()
+
+
+async def cmd_produce(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    config = synthetic_config(args)
+    print(f"source {config.source}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    progress = asyncio.create_task(_progress(stop, "published", "nexanest_producer_ticks_total"))
+    try:
+        published = await produce(settings, config, stop)
+    finally:
+        progress.cancel()
+    elapsed = time.monotonic() - started
+    print(f"published {published:,} ticks in {elapsed:.1f}s ({published / max(elapsed, 1e-9):,.0f}/s)")
+    return EXIT_OK
+
+
+async def cmd_consume(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from nexanest.consumers.ticks_to_timescale import run_consumer
+
+    progress = asyncio.create_task(_progress(stop, "written", "nexanest_sink_rows_written_total", sink="timescale"))
+    try:
+        stats = await run_consumer(settings, stop, until_idle_s=args.until_idle)
+    finally:
+        progress.cancel()
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected_by_reason.items())) or "none"
+    print(
+        f"consumed {stats.consumed:,} messages in {stats.batches:,} batches: "
+        f"{stats.written:,} rows written, {stats.rejected:,} dead-lettered ({reasons}), {stats.retries} retries"
+    )
+    return EXIT_OK
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from nexanest.cli import live_view
+    from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
+    from nexanest.pipeline.sinks.redis_quotes import read_quote
+    from nexanest.producers.feeds.synthetic import symbol_names
+
+    config = synthetic_config(args)
+    print(
+        f"running: synthetic feed ({args.symbols} symbols, {args.rate:g} ticks/s, source {config.source}) -> Kafka "
+        f"{settings.kafka.ticks_topic} -> TimescaleDB stock_prices + Redis quotes. Ctrl-C to stop.",
+        flush=True,
+    )
+    quotes_client = open_quotes_redis(settings)
+    shown: Sequence[str] = symbol_names(args.symbols)[:QUOTES_SHOWN]
+
+    async def latest_quotes() -> list[Quote]:
+        prefix = settings.redis.quote_key_prefix
+        found = await asyncio.gather(*(read_quote(quotes_client, s, prefix) for s in shown))
+        return list(zip(shown, found, strict=True))
+
+    async def stop_after_duration() -> None:
+        if args.duration is not None:
+            await asyncio.sleep(args.duration)
+            stop.set()
+
+    view = asyncio.create_task(live_view.show(stop, quotes=latest_quotes))
+    timer = asyncio.create_task(stop_after_duration())
+    producing = asyncio.create_task(produce(settings, config, stop))
+    try:
+        stats = await run_consumer(settings, stop)
+        await producing
+    finally:
+        timer.cancel()
+        stop.set()
+        await view
+        await quotes_client.aclose()
+    print(f"stopped: {stats.written:,} rows written, {stats.rejected:,} dead-lettered")
+    return EXIT_OK
+
+
+async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) -> None:
+    """A progress line on stderr every few seconds, for long produce/consume runs."""
+    from nexanest.cli.live_view import total
+
+    last, last_at = 0.0, time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(2.0)
+        now, now_at = total(metric, **labels), time.monotonic()
+        print(f"... {what} {now:,.0f} ({(now - last) / (now_at - last_at):,.0f}/s)", file=sys.stderr, flush=True)
+        last, last_at = now, now_at
