@@ -263,7 +263,9 @@ def container_stack() -> Iterator[Settings]:
             for command in spec.after_start:
                 code, output = container.exec(list(command))
                 if code != 0:
-                    raise RuntimeError(f"{spec.service}: {' '.join(command)} failed: {output.decode()[-1000:]}")
+                    # Bytes unless streamed (docker's ExecResult types both).
+                    text = (output if isinstance(output, bytes) else b"".join(output)).decode()
+                    raise RuntimeError(f"{spec.service}: {' '.join(command)} failed: {text[-1000:]}")
             ports[spec.service] = spec.host_port or int(container.get_exposed_port(spec.port))
         env = service_environment(ports, kafka_port, passwords)
         saved = {k: os.environ.get(k) for k in env}

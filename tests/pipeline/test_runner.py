@@ -145,7 +145,7 @@ def make_loop(
     batch: BatchSettings | None = None,
 ) -> IngestLoop:
     return IngestLoop(
-        consumer,  # type: ignore[arg-type]
+        consumer,
         validator=TickValidator(ValidationSettings()),
         timescale=timescale,  # type: ignore[arg-type]
         quotes=quotes or FakeSink(),  # type: ignore[arg-type]

@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from nexanest.pipeline.settings import Settings, load_settings, namespace_environment, namespaced, separate_databases
+from nexanest.pipeline.settings import (
+    PostgresSettings,
+    RedisSettings,
+    Settings,
+    TimescaleSettings,
+    load_settings,
+    namespace_environment,
+    namespaced,
+    separate_databases,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +63,14 @@ def test_redis_database_allocation_is_distinct() -> None:
 
 
 def _user_settings() -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return Settings(  # type: ignore[call-arg]  # _env_file is pydantic-settings' init-only argument
         _env_file=None,
-        timescale={
-            "dsn": "postgresql://ingest:p%40ss@127.0.0.1:5433/timescale?sslmode=disable",
-            "admin_dsn": "postgresql://owner:pw@127.0.0.1:5433/timescale",
-        },
-        postgres={"auth_dsn": "postgresql://nexanest:pw@127.0.0.1:5432/auth"},
-        redis={"url": "redis://:pw@127.0.0.1:6379"},
+        timescale=TimescaleSettings(
+            dsn=SecretStr("postgresql://ingest:p%40ss@127.0.0.1:5433/timescale?sslmode=disable"),
+            admin_dsn=SecretStr("postgresql://owner:pw@127.0.0.1:5433/timescale"),
+        ),
+        postgres=PostgresSettings(auth_dsn=SecretStr("postgresql://nexanest:pw@127.0.0.1:5432/auth")),
+        redis=RedisSettings(url=SecretStr("redis://:pw@127.0.0.1:6379")),
     )
 
 

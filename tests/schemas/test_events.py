@@ -74,7 +74,7 @@ class Recorder:
 
 def recording_emitter(component: str) -> tuple[EventEmitter, Recorder]:
     recorder = Recorder()
-    return EventEmitter(component, pool=None, producer=recorder, topic="events"), recorder  # type: ignore[arg-type]
+    return EventEmitter(component, pool=None, producer=recorder, topic="events"), recorder
 
 
 async def test_the_batch_monitor_sends_what_its_samples_show() -> None:
