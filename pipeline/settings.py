@@ -232,7 +232,8 @@ class ServicesSettings(BaseModel):
     accept (``services/auth.py``); ``deploy/local/env.sh`` writes a random one
     into a new ``.env``. It has no default: an older ``.env`` without it still
     serves the pipeline, and only a service refuses to start
-    (``token_secret_or_raise``)."""
+    (``token_secret_or_raise``). Nothing here is validated as a whole: pydantic's
+    errors would quote the group's input, secret included."""
 
     host: str = "127.0.0.1"
     auth_port: int = Field(default=8001, ge=1, le=65535)
@@ -246,16 +247,6 @@ class ServicesSettings(BaseModel):
     #: shortens tokens already issued: a token whose expiry lies further ahead is refused.
     token_lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ServicesSettings:
-        if self.token_secret is not None and len(self.token_secret.get_secret_value()) < 32:
-            # Never echo the secret, not even its length.
-            raise ValueError("services.token_secret is too short: use at least 32 random characters")
-        ports = self.ports()
-        if len(set(ports.values())) != len(ports):
-            raise ValueError(f"two services share a port: {ports}")
-        return self
-
     def ports(self) -> dict[str, int]:
         """The port of each service, by its name in ``nexanest serve``."""
         return {
@@ -267,14 +258,19 @@ class ServicesSettings(BaseModel):
         }
 
     def token_secret_or_raise(self) -> SecretStr:
-        """The token secret; raises ``ConfigurationError`` saying how to set it when it is
-        missing (a ``.env`` written before the services existed)."""
+        """The token secret; raises ``ConfigurationError`` saying how to set it when it
+        is missing (a ``.env`` written before the services existed) or too short."""
+        how = (
+            "add a line NEXANEST_SERVICES__TOKEN_SECRET=<at least 32 random characters> to .env "
+            "(e.g. from `openssl rand -hex 32`), or set it in the environment"
+        )
         if self.token_secret is None:
             raise ConfigurationError(
-                "NEXANEST_SERVICES__TOKEN_SECRET is not set: a .env written before the services existed lacks it. "
-                "Add a line NEXANEST_SERVICES__TOKEN_SECRET=<at least 32 random characters> to .env "
-                "(e.g. from `openssl rand -hex 32`), or set it in the environment"
+                "NEXANEST_SERVICES__TOKEN_SECRET is not set (a .env written before the services existed "
+                f"lacks it): {how}"
             )
+        if len(self.token_secret.get_secret_value()) < 32:  # never echo it, nor its length
+            raise ConfigurationError(f"NEXANEST_SERVICES__TOKEN_SECRET is too short: {how}")
         return self.token_secret
 
 
