@@ -8,6 +8,7 @@ resources, and FastAPI must see the annotations as objects (``Resource``'s docst
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib.metadata import version
 from typing import Annotated, Any
 
 import httpx
@@ -87,8 +88,6 @@ async def test_the_openapi_document_names_the_service_and_its_probes() -> None:
 
 
 async def test_the_version_defaults_to_the_installed_package() -> None:
-    from importlib.metadata import version
-
     assert create_app("demo").version == version("nexanest")
 
 
