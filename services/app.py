@@ -7,6 +7,11 @@ document at ``/openapi.json``, one structured log line per request, and a
 lifespan that opens the service's resources (pools, clients) at start and
 closes them at stop. Everything a service needs is passed in; nothing here is
 global, so tests build as many apps as they like side by side.
+
+Logs go through ``pipeline/log.py``; the entrypoint configures it once
+(``configure_logging``), as every ``nexanest`` command does. Under uvicorn, pass
+``log_config=None`` (its own lines then reach the handler that sets up) and
+``access_log=False`` (the request log here replaces it).
 """
 
 from __future__ import annotations
