@@ -191,7 +191,7 @@ async def test_crash_between_database_commit_and_kafka_commit_repeats_nothing(
     batches = 0
     real_commit = IngestLoop._commit
 
-    async def commit_then_crash(self: IngestLoop, next_offsets: dict) -> None:  # type: ignore[type-arg]
+    async def commit_then_crash(self: IngestLoop, next_offsets: dict[TopicPartition, int]) -> None:
         nonlocal batches
         batches += 1
         if batches == 3:
