@@ -33,7 +33,7 @@ $(BIN)/python:
 # through a link tree of the modules; it is redone when a module is added or
 # removed (the stamp's name carries a hash of the module and migration list) or
 # dependencies change.
-MODULES_HASH := $(shell find schemas pipeline ops consumers producers cli \( -name '*.py' -o -name '*.sql' \) 2>/dev/null | sort | md5sum | cut -c1-12)
+MODULES_HASH := $(shell find schemas pipeline ops consumers producers cli services \( -name '*.py' -o -name '*.sql' \) 2>/dev/null | sort | md5sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(MODULES_HASH)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python

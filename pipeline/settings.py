@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nexanest.pipeline.errors import ConfigurationError
+
 _DEFAULT_DSN = SecretStr("postgresql://localhost:5433/timescale")
 
 
@@ -223,6 +225,55 @@ class LogSettings(BaseModel):
     json_output: bool = Field(default=False, alias="json")
 
 
+class ServicesSettings(BaseModel):
+    """The HTTP services (``services/``): where they listen, and their access tokens.
+
+    Ports are the seed's. The token secret signs the access tokens the services
+    accept (``services/auth.py``); ``deploy/local/env.sh`` writes a random one
+    into a new ``.env``. It has no default: an older ``.env`` without it still
+    serves the pipeline, and only a service refuses to start
+    (``token_secret_or_raise``). Nothing here is validated as a whole: pydantic's
+    errors would quote the group's input, secret included."""
+
+    host: str = "127.0.0.1"
+    auth_port: int = Field(default=8001, ge=1, le=65535)
+    portfolio_port: int = Field(default=8002, ge=1, le=65535)
+    market_data_port: int = Field(default=8003, ge=1, le=65535)
+    notifications_port: int = Field(default=8004, ge=1, le=65535)
+    analytics_port: int = Field(default=8005, ge=1, le=65535)
+    #: HMAC-SHA256 key of the access tokens; at least 32 characters (env.sh: 64 hex digits).
+    token_secret: SecretStr | None = None
+    #: How long an access token is accepted after it was issued. Lowering it also
+    #: shortens tokens already issued: a token whose expiry lies further ahead is refused.
+    token_lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+    def ports(self) -> dict[str, int]:
+        """The port of each service, by its name in ``nexanest serve``."""
+        return {
+            "auth": self.auth_port,
+            "portfolio": self.portfolio_port,
+            "market-data": self.market_data_port,
+            "notifications": self.notifications_port,
+            "analytics": self.analytics_port,
+        }
+
+    def token_secret_or_raise(self) -> SecretStr:
+        """The token secret; raises ``ConfigurationError`` saying how to set it when it
+        is missing (a ``.env`` written before the services existed) or too short."""
+        how = (
+            "add a line NEXANEST_SERVICES__TOKEN_SECRET=<at least 32 random characters> to .env "
+            "(e.g. from `openssl rand -hex 32`), or set it in the environment"
+        )
+        if self.token_secret is None:
+            raise ConfigurationError(
+                "NEXANEST_SERVICES__TOKEN_SECRET is not set (a .env written before the services existed "
+                f"lacks it): {how}"
+            )
+        if len(self.token_secret.get_secret_value()) < 32:  # never echo it, nor its length
+            raise ConfigurationError(f"NEXANEST_SERVICES__TOKEN_SECRET is too short: {how}")
+        return self.token_secret
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NEXANEST_",
@@ -244,6 +295,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     events: EventsSettings = EventsSettings()
     retention: RetentionSettings = RetentionSettings()
+    services: ServicesSettings = ServicesSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.

@@ -56,6 +56,7 @@ class Passwords:
     timescale: str = field(default_factory=lambda: secrets.token_hex(16))
     ingest: str = field(default_factory=lambda: secrets.token_hex(16))
     redis: str = field(default_factory=lambda: secrets.token_hex(16))
+    token_secret: str = field(default_factory=lambda: secrets.token_hex(32))  # the services' (env.sh writes one)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passw
         "NEXANEST_TIMESCALE__DSN": f"postgresql://nexanest_ingest:{passwords.ingest}@127.0.0.1:{ts}/timescale",
         "NEXANEST_REDIS__URL": f"redis://:{passwords.redis}@127.0.0.1:{ports['redis']}",
         "NEXANEST_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "NEXANEST_SERVICES__TOKEN_SECRET": passwords.token_secret,
         COMMUNITY_PORT_VARIABLE: str(ports["timescaledb-community"]),
     }
 
@@ -263,7 +265,9 @@ def container_stack() -> Iterator[Settings]:
             for command in spec.after_start:
                 code, output = container.exec(list(command))
                 if code != 0:
-                    raise RuntimeError(f"{spec.service}: {' '.join(command)} failed: {output.decode()[-1000:]}")
+                    # Bytes unless streamed (docker's ExecResult types both).
+                    text = (output if isinstance(output, bytes) else b"".join(output)).decode()
+                    raise RuntimeError(f"{spec.service}: {' '.join(command)} failed: {text[-1000:]}")
             ports[spec.service] = spec.host_port or int(container.get_exposed_port(spec.port))
         env = service_environment(ports, kafka_port, passwords)
         saved = {k: os.environ.get(k) for k in env}

@@ -22,6 +22,7 @@ user's data meanwhile (stop ``make run`` while the tests run).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,14 +70,15 @@ class Snapshot:
     def differences(self, after: Snapshot) -> list[str]:
         """Each difference from ``after`` as a line a person can act on (empty: the same)."""
         lines: list[str] = []
-        for kind, before_map, after_map in (
+        kinds: list[tuple[str, Mapping[Any, object], Mapping[Any, object]]] = [
             ("database", self.databases, after.databases),
             ("redis db", self.redis_keys, after.redis_keys),
             ("topic", self.topics, after.topics),
             ("group", self.groups, after.groups),
-        ):
+        ]
+        for kind, before_map, after_map in kinds:
             for key in sorted(set(before_map) | set(after_map), key=str):
-                old, new = before_map.get(key), after_map.get(key)  # type: ignore[call-overload]
+                old, new = before_map.get(key), after_map.get(key)
                 if old == new:
                     continue
                 if isinstance(old, dict) and isinstance(new, dict):
@@ -164,7 +166,9 @@ async def _topics(user: Settings) -> dict[str, dict[int, int] | None]:
     finally:
         await consumer.stop()
     for tp, offset in offsets.items():
-        ends[tp.topic][tp.partition] = offset  # type: ignore[index]
+        topic_ends = ends[tp.topic]
+        assert topic_ends is not None  # the partitions asked for are those of existing topics
+        topic_ends[tp.partition] = offset
     return ends
 
 

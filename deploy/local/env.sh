@@ -11,6 +11,7 @@ fi
 
 secret() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 pg_pw=$(secret) ts_pw=$(secret) ingest_pw=$(secret) redis_pw=$(secret)
+token_secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 
 umask 077
 cat >"$ENV_FILE" <<ENV
@@ -33,5 +34,8 @@ NEXANEST_TIMESCALE__ADMIN_DSN=postgresql://timescale:$ts_pw@127.0.0.1:5433/times
 NEXANEST_TIMESCALE__DSN=postgresql://nexanest_ingest:$ingest_pw@127.0.0.1:5433/timescale
 NEXANEST_REDIS__URL=redis://:$redis_pw@127.0.0.1:6379
 NEXANEST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092
+# Signs the services' access tokens (services/auth.py). A .env from before the
+# services lacks it: add such a line by hand (e.g. from \`openssl rand -hex 32\`).
+NEXANEST_SERVICES__TOKEN_SECRET=$token_secret
 ENV
 log "wrote $ENV_FILE (mode 600)"

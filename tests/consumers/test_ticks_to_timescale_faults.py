@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import asyncpg
@@ -84,10 +84,18 @@ def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def start_consumer(
-    settings: Settings, *, until_idle_s: float = 3.0, log: Path | None = None, **extra: str
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    until_idle_s: float = 3.0,
+    log: Path | None = None,
+    **extra: str,
 ) -> subprocess.Popen[bytes]:
     """A consumer process; what it logs goes to ``log`` (the test can watch it
-    while it runs) or, without one, to a pipe ``finish`` reads."""
+    while it runs) or, without one, to a pipe ``finish`` reads. Its extra
+    ``NEXANEST_*`` variables come from ``env`` (one set shared by several
+    starts) and ``extra``."""
+    extra = {**(env or {}), **extra}
     if log is None:
         return subprocess.Popen(
             [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", str(until_idle_s)],
@@ -183,7 +191,7 @@ async def test_crash_between_database_commit_and_kafka_commit_repeats_nothing(
     batches = 0
     real_commit = IngestLoop._commit
 
-    async def commit_then_crash(self: IngestLoop, next_offsets: dict) -> None:  # type: ignore[type-arg]
+    async def commit_then_crash(self: IngestLoop, next_offsets: dict[TopicPartition, int]) -> None:
         nonlocal batches
         batches += 1
         if batches == 3:
@@ -330,7 +338,7 @@ async def test_repeated_kill_9_loses_and_doubles_nothing(
         before = await rows_of(timescale_pool, config.source)
         if before == produced:
             break
-        proc = start_consumer(isolated, **member)
+        proc = start_consumer(isolated, member)
 
         async def progressing(before: int = before) -> bool:
             return await rows_of(timescale_pool, config.source) > before
@@ -344,7 +352,7 @@ async def test_repeated_kill_9_loses_and_doubles_nothing(
         await asyncio.to_thread(proc.wait, 30)
     assert kills >= 4, "the consumer finished before it could be killed; produce more"
     assert 0 < await rows_of(timescale_pool, config.source) < produced
-    await asyncio.to_thread(finish, start_consumer(isolated, **member))
+    await asyncio.to_thread(finish, start_consumer(isolated, member))
     await assert_exactly_once(timescale_pool, config.source, produced, isolated, config.start_ns)
 
 
@@ -424,7 +432,7 @@ async def test_consumers_joining_and_leaving_a_group_write_each_tick_once(
     config = feed_config(test_id, produced, rate=3_000, paced=True)
     await ensure_topics(isolated.kafka)
     small_batches = {"NEXANEST_BATCH__MAX_ROWS": "500"}
-    first = start_consumer(isolated, until_idle_s=8.0, **small_batches)
+    first = start_consumer(isolated, small_batches, until_idle_s=8.0)
     producing = asyncio.create_task(publish(isolated, config))
 
     async def holding(n: int) -> bool:
@@ -435,9 +443,9 @@ async def test_consumers_joining_and_leaving_a_group_write_each_tick_once(
         return await rows_of(timescale_pool, config.source)
 
     await until(lambda: holding(1), "the first consumer holds every partition")
-    second = start_consumer(isolated, until_idle_s=6.0, **small_batches)
+    second = start_consumer(isolated, small_batches, until_idle_s=6.0)
     await until(lambda: holding(2), "two consumers hold partitions")
-    third = start_consumer(isolated, until_idle_s=6.0, **small_batches)
+    third = start_consumer(isolated, small_batches, until_idle_s=6.0)
     await until(lambda: holding(3), "three consumers hold partitions")
     three_held_at = await written()
 

@@ -67,11 +67,12 @@ async def test_indices_are_computed_stored_quoted_and_continue_after_a_restart(
         )
 
     async def rows() -> list[asyncpg.Record]:
-        return await timescale_pool.fetch(
+        fetched: list[asyncpg.Record] = await timescale_pool.fetch(
             "SELECT time, index_name, value, constituents, method FROM market_indices"
             " WHERE index_name = ANY($1) ORDER BY index_name, time",
             [pw, ew],
         )
+        return fetched
 
     # Two of three constituents: nothing may publish yet.
     await send(settings, [tick(a, "101.25", 0), tick(b, "48.5", 1)])

@@ -66,7 +66,9 @@ def shell_violations(text: str, functions: set[str] | None = None) -> list[str]:
         secret = _SECRET_READ.search(code) or (expansion.search(code) if expansion else None)
         if secret is None:
             continue
-        rest = code[_LEADING_ASSIGNMENTS.match(code).end() :]  # type: ignore[union-attr]
+        leading = _LEADING_ASSIGNMENTS.match(code)
+        assert leading is not None  # the pattern also matches no assignment at all
+        rest = code[leading.end() :]
         if secret.start() < len(code) - len(rest):
             continue  # in an assignment or an environment prefix
         words = rest.split()

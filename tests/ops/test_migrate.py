@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from nexanest.ops.migrate import TARGETS, MigrationError, load_migrations, migrate, pending
-from nexanest.pipeline.edition import EDITIONS, detect_edition
+from nexanest.pipeline.edition import EDITIONS, Edition, detect_edition
 from nexanest.pipeline.settings import Settings
 
 
@@ -125,7 +125,7 @@ async def test_the_ledger_records_the_variant_and_refuses_a_changed_or_foreign_o
     conn = await asyncpg.connect(migrated.timescale.admin_dsn.get_secret_value())
     try:
         edition = await detect_edition(conn)
-        other = "timescale" if edition == "apache" else "apache"
+        other: Edition = "timescale" if edition == "apache" else "apache"
         variant = await conn.fetchval("SELECT variant FROM nexanest_migrations WHERE version = 3")
         assert variant == edition
         assert await conn.fetchval("SELECT variant FROM nexanest_migrations WHERE version = 1") is None

@@ -103,9 +103,9 @@ async def test_events_are_stored_filtered_and_followed(
     since = datetime.now(UTC) - timedelta(seconds=5)
     a = EventEmitter(f"{base}.a", pool=timescale_pool, producer=None, topic="unused")
     b = EventEmitter(f"{base}.b", pool=timescale_pool, producer=None, topic="unused")
-    await a.emit("started", "a starts", answer=42)
-    await b.emit("lag_high", "b lags", Severity.WARNING, lag=7)
-    await a.emit("error", "a fails", Severity.ERROR)
+    await a.emit(EventType.STARTED, "a starts", answer=42)
+    await b.emit(EventType.LAG_HIGH, "b lags", Severity.WARNING, lag=7)
+    await a.emit(EventType.ERROR, "a fails", Severity.ERROR)
 
     everything = await fetch_events(timescale_pool, since=since, component=base)
     assert [(e["component"], e["event_type"]) for e in everything] == [
@@ -135,7 +135,7 @@ async def test_events_are_stored_filtered_and_followed(
         if len(seen) == 2:
             break
         await asyncio.sleep(0.05)
-    await a.emit("stopped", "a stops")
+    await a.emit(EventType.STOPPED, "a stops")
     for _ in range(100):
         if len(seen) == 3:
             break

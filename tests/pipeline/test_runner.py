@@ -147,7 +147,7 @@ def make_loop(
     batch: BatchSettings | None = None,
 ) -> IngestLoop:
     return IngestLoop(
-        consumer,  # type: ignore[arg-type]
+        consumer,
         validator=TickValidator(ValidationSettings()),
         timescale=timescale,
         offsets=timescale,  # type: ignore[arg-type]

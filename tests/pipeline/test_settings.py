@@ -6,7 +6,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from nexanest.pipeline.settings import Settings, load_settings, namespace_environment, namespaced, separate_databases
+from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.settings import (
+    PostgresSettings,
+    RedisSettings,
+    Settings,
+    TimescaleSettings,
+    load_settings,
+    namespace_environment,
+    namespaced,
+    separate_databases,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +64,14 @@ def test_redis_database_allocation_is_distinct() -> None:
 
 
 def _user_settings() -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return Settings(  # type: ignore[call-arg]  # _env_file is pydantic-settings' init-only argument
         _env_file=None,
-        timescale={
-            "dsn": "postgresql://ingest:p%40ss@127.0.0.1:5433/timescale?sslmode=disable",
-            "admin_dsn": "postgresql://owner:pw@127.0.0.1:5433/timescale",
-        },
-        postgres={"auth_dsn": "postgresql://nexanest:pw@127.0.0.1:5432/auth"},
-        redis={"url": "redis://:pw@127.0.0.1:6379"},
+        timescale=TimescaleSettings(
+            dsn=SecretStr("postgresql://ingest:p%40ss@127.0.0.1:5433/timescale?sslmode=disable"),
+            admin_dsn=SecretStr("postgresql://owner:pw@127.0.0.1:5433/timescale"),
+        ),
+        postgres=PostgresSettings(auth_dsn=SecretStr("postgresql://nexanest:pw@127.0.0.1:5432/auth")),
+        redis=RedisSettings(url=SecretStr("redis://:pw@127.0.0.1:6379")),
     )
 
 
@@ -118,3 +128,41 @@ def test_a_child_process_reads_back_the_same_settings(monkeypatch: pytest.Monkey
     assert child.consumer.quote_rebuild_window_s == 0.0
     names = {"ticks_topic", "dead_letter_topic", "events_topic", "consumer_group", "dlq_replay_group"}
     assert child.kafka.model_dump(include=names) == parent.kafka.model_dump(include=names)
+
+
+def test_services_listen_on_the_seeds_ports_by_default() -> None:
+    services = Settings(_env_file=None).services  # type: ignore[call-arg]
+    assert services.host == "127.0.0.1"
+    assert services.ports() == {
+        "auth": 8001,
+        "portfolio": 8002,
+        "market-data": 8003,
+        "notifications": 8004,
+        "analytics": 8005,
+    }
+    assert services.token_secret is None
+
+
+def test_services_settings_from_nested_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXANEST_SERVICES__PORTFOLIO_PORT", "9002")
+    monkeypatch.setenv("NEXANEST_SERVICES__TOKEN_SECRET", "s" * 64)
+    monkeypatch.setenv("NEXANEST_SERVICES__TOKEN_LIFETIME_S", "900")
+    services = Settings(_env_file=None).services  # type: ignore[call-arg]
+    assert services.portfolio_port == 9002
+    assert services.token_secret_or_raise().get_secret_value() == "s" * 64
+    assert services.token_lifetime_s == 900
+    assert "s" * 64 not in repr(services)
+
+
+def test_a_short_token_secret_is_refused_when_asked_for_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXANEST_SERVICES__TOKEN_SECRET", "tooshort-hunter2")
+    services = Settings(_env_file=None).services  # type: ignore[call-arg]  # the pipeline still loads
+    with pytest.raises(ConfigurationError, match="too short") as refused:
+        services.token_secret_or_raise()
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_missing_token_secret_is_an_error_only_when_asked_for() -> None:
+    services = Settings(_env_file=None).services  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match=r"NEXANEST_SERVICES__TOKEN_SECRET is not set.*\.env"):
+        services.token_secret_or_raise()

@@ -22,6 +22,7 @@ import pytest
 
 from nexanest.ops import bars
 from nexanest.ops.bars_repair import RepairReport
+from nexanest.pipeline.edition import Edition
 from nexanest.pipeline.events import BatchMonitor, EventEmitter
 from nexanest.pipeline.settings import EventsSettings, Settings
 from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS
@@ -74,7 +75,7 @@ class Recorder:
 
 def recording_emitter(component: str) -> tuple[EventEmitter, Recorder]:
     recorder = Recorder()
-    return EventEmitter(component, pool=None, producer=recorder, topic="events"), recorder  # type: ignore[arg-type]
+    return EventEmitter(component, pool=None, producer=recorder, topic="events"), recorder
 
 
 async def test_the_batch_monitor_sends_what_its_samples_show() -> None:
@@ -111,12 +112,14 @@ class FakeConnection:
 
 
 @pytest.mark.parametrize("edition", ["apache", "timescale"])
-async def test_bars_repair_records_an_event_readers_can_decode(monkeypatch: pytest.MonkeyPatch, edition: str) -> None:
+async def test_bars_repair_records_an_event_readers_can_decode(
+    monkeypatch: pytest.MonkeyPatch, edition: Edition
+) -> None:
     """The event as ``repair_bars`` stores it (its row, as the topic's JSON) must
     decode: it once carried ``bars`` and ``replaced`` as nested maps."""
     day = datetime(2026, 11, 29, tzinfo=UTC)
     counts = dict.fromkeys(RESOLUTIONS, 3) if edition == "apache" else {}
-    report = RepairReport(day, day.replace(day=30), "AAPL", edition, counts, dict(counts))  # type: ignore[arg-type]
+    report = RepairReport(day, day.replace(day=30), "AAPL", edition, counts, dict(counts))
     conn = FakeConnection()
 
     async def connect(dsn: str, role: str) -> FakeConnection:
@@ -158,6 +161,6 @@ def test_the_backup_script_records_a_known_event_type_with_flat_details() -> Non
 async def test_a_value_that_is_not_a_scalar_is_sent_as_its_json_text() -> None:
     """Typed callers cannot pass one; an untyped one must still not break the topic."""
     emitter, recorder = recording_emitter("cli.bars")
-    await emitter.emit(EventType.AGGREGATE_REPAIRED, "m", Severity.INFO, bars={"1m": 1})  # type: ignore[arg-type]
+    await emitter.emit(EventType.AGGREGATE_REPAIRED, "m", Severity.INFO, bars={"1m": 1})  # type: ignore[arg-type]  # the untyped caller
     (sent,) = recorder.sent
     assert decode_event(sent).details == {"bars": '{"1m": 1}'}

@@ -74,7 +74,7 @@ def split_field(field: bytes) -> bytes:
     return field[4:]
 
 
-def decode_stream(data: bytes) -> list[tuple[Any, ...]]:
+def decode_stream(data: bytes | bytearray) -> list[tuple[Any, ...]]:
     """A whole COPY stream of COPY_COLUMNS back to Python values, as asyncpg reads them."""
     assert data.startswith(COPY_SIGNATURE)
     flags, ext_len = struct.unpack_from("!ii", data, len(COPY_SIGNATURE))
@@ -94,7 +94,7 @@ def decode_stream(data: bytes) -> list[tuple[Any, ...]]:
             if length == -1:
                 fields.append(None)
             else:
-                fields.append(data[pos : pos + length])
+                fields.append(bytes(data[pos : pos + length]))
                 pos += length
         rows.append(tuple(decode_value(column, f) for column, f in zip(COPY_COLUMNS, fields, strict=True)))
     assert pos == len(data), "bytes after the trailer"
@@ -259,7 +259,7 @@ def test_the_cache_holds_at_least_one_row() -> None:
 # -- strategies: any tick the table can hold ---------------------------------------------
 
 # Text PostgreSQL can store: no NUL, no lone surrogates (they have no UTF-8).
-any_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=24)
+any_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=24)
 e9_values = st.one_of(
     st.integers(*INT64),
     st.integers(0, 10**13),  # the fast path

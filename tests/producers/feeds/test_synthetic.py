@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.schemas.ticks import Tick
 
 START = 1_764_000_000_000_000_000
 
 
-def ticks(**kw: object) -> list:  # type: ignore[type-arg]
-    config = SyntheticConfig(start_ns=START, **kw)  # type: ignore[arg-type]
+def ticks(**kw: Any) -> list[Tick]:
+    config = SyntheticConfig(start_ns=START, **kw)
     return list(SyntheticFeed(config).generate())
 
 

@@ -1,0 +1,70 @@
+"""deploy/local/env.sh (unit): a new .env carries the services' token secret; an
+existing one is never rewritten, and without the secret still loads."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.settings import load_settings
+from nexanest.services.auth import SignedTokens
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _no_token_secret_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment wins over .env: these tests read the file alone."""
+    monkeypatch.delenv("NEXANEST_SERVICES__TOKEN_SECRET", raising=False)
+
+
+def run_env_sh(env_file: Path) -> None:
+    subprocess.run(
+        [str(REPO / "deploy/local/env.sh")],
+        env={**os.environ, "NEXANEST_ENV_FILE": str(env_file)},
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def token_secret_of(env_file: Path) -> str:
+    found = re.findall(r"(?m)^NEXANEST_SERVICES__TOKEN_SECRET=(.*)$", env_file.read_text())
+    assert len(found) == 1
+    return str(found[0])
+
+
+async def test_a_new_env_file_has_a_random_token_secret_the_settings_read(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    run_env_sh(first)
+    run_env_sh(second)
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+    secret = token_secret_of(first)
+    assert re.fullmatch(r"[0-9a-f]{64}", secret)
+    assert secret != token_secret_of(second)
+    services = load_settings(first).services
+    assert services.token_secret is not None
+    assert services.token_secret.get_secret_value() == secret
+    tokens = SignedTokens.from_settings(services)
+    user = uuid.uuid4()
+    assert (await tokens.verify(tokens.issue(user))).user_id == user
+
+
+def test_an_existing_env_file_is_kept_and_without_the_secret_only_a_service_refuses(tmp_path: Path) -> None:
+    older = tmp_path / ".env"
+    text = "# written before the services existed\nNEXANEST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092\n"
+    older.write_text(text)
+    run_env_sh(older)
+    assert older.read_text() == text
+    settings = load_settings(older)  # the pipeline still starts
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.services.token_secret is None
+    with pytest.raises(ConfigurationError, match="NEXANEST_SERVICES__TOKEN_SECRET is not set"):
+        SignedTokens.from_settings(settings.services)
