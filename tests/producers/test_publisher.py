@@ -118,7 +118,7 @@ async def test_a_batch_lost_to_a_retriable_error_is_sent_again(isolated: Setting
     sent = ticks(600, 12)
     try:
         failing = FailingFirstDeliveries(producer, failures=4)
-        publisher = TickPublisher(failing, kafka.ticks_topic, "pub")  # type: ignore[arg-type]
+        publisher = TickPublisher(failing, kafka.ticks_topic, "pub")
         await publisher.publish(sent)
     finally:
         await producer.stop()
@@ -139,7 +139,7 @@ async def test_a_batch_lost_to_another_error_fails_the_publish(isolated: Setting
     producer = make_producer(isolated.kafka)
     await producer.start()
     try:
-        publisher = TickPublisher(Refused(producer, 0), isolated.kafka.ticks_topic, "pub")  # type: ignore[arg-type]
+        publisher = TickPublisher(Refused(producer, 0), isolated.kafka.ticks_topic, "pub")
         with pytest.raises(TopicAuthorizationFailedError):
             await publisher.publish(ticks(10, 2))
     finally:
