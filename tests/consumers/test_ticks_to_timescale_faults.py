@@ -378,9 +378,7 @@ async def test_consumer_rides_out_a_service_restart(
     while the consumer is writing and ticks are still being produced, and stays
     down until the consumer has logged that the outage reached it."""
     if containers.wanted():
-        pytest.skip(
-            "restarts services with deploy/local scripts; the testcontainers (Docker) stack is not those services"
-        )
+        pytest.skip("under testcontainers (Docker): it restarts services with deploy/local's scripts")
     produced = 24_000
     config = feed_config(test_id, produced, rate=3_000, paced=True)
     await ensure_topics(isolated.kafka)
