@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import uvloop
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from benchmarks.harness.host import KAFKA_SH
+from benchmarks.harness.host import KAFKA_SH, state_dir
 from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis
 from nexanest.ops.bars_repair import repair
 from nexanest.pipeline.settings import Settings, load_settings
@@ -34,6 +39,50 @@ RUN_ID = re.compile(r"[a-z][0-9a-f]{8}")
 ROLLUP_TABLES = ("ohlcv_1m_rollup", "ohlcv_5m_rollup", "ohlcv_1h_rollup", "ohlcv_1d_rollup")
 _SERVICE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, KafkaError)
 T = TypeVar("T")
+
+
+def scratch_database(run_id: str) -> str:
+    return f"nexanest_bench_{run_id}"
+
+
+def _superuser_sql(settings: Settings, database: str, *statements: str) -> str:
+    """Run ``statements`` (each its own ``-c``, so outside a transaction block) as
+    the cluster superuser over deploy/local's unix socket (peer authentication,
+    hence ``runuser``): the owner role may not CREATE DATABASE or extensions."""
+    port = urlsplit(settings.timescale.admin_dsn.get_secret_value()).port or 5433
+    psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    argv = [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(state_dir() / "run"), "-p", str(port)]
+    argv += ["-U", "postgres", "-d", database, *(a for s in statements for a in ("-c", s))]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"psql as postgres failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _in_database(dsn: SecretStr, database: str) -> SecretStr:
+    return SecretStr(urlunsplit(urlsplit(dsn.get_secret_value())._replace(path="/" + database)))
+
+
+def create_scratch_database(settings: Settings, run_id: str) -> Settings:
+    """An empty database with the extension, owned by the owner role, that the
+    ingest role may use; returns ``settings`` with both TimescaleDB DSNs in it
+    (run the migrations next). ``clean_up`` drops it."""
+    db, ts = scratch_database(run_id), settings.timescale
+    owner, ingest = (urlsplit(d.get_secret_value()).username or "" for d in (ts.admin_dsn, ts.dsn))
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", r) for r in (owner, ingest)):
+        raise RuntimeError(f"unexpected role names in the TimescaleDB DSNs: {owner!r}, {ingest!r}")
+    _superuser_sql(settings, "postgres", f'CREATE DATABASE "{db}" OWNER "{owner}"')
+    _superuser_sql(
+        settings,
+        db,
+        "SET client_min_messages = warning",
+        "CREATE EXTENSION IF NOT EXISTS timescaledb",
+        f'GRANT CONNECT ON DATABASE "{db}" TO "{ingest}"',
+    )
+    update = {"dsn": _in_database(ts.dsn, db), "admin_dsn": _in_database(ts.admin_dsn, db)}
+    return settings.model_copy(update={"timescale": ts.model_copy(update=update)})
 
 
 def symbol_prefix(run_id: str) -> str:
@@ -136,6 +185,13 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
             report["kafka_groups_delete_exit"] = await proc.wait()
         report["kafka_groups_deleted"] = len(groups)
 
+    try:
+        db = scratch_database(run_id)
+        if _superuser_sql(base, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip():
+            _superuser_sql(base, "postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            report["scratch_database_dropped"] = db
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        report.setdefault("failed", []).append(f"scratch database: {exc}")
     await patiently(report, "database", database)
     await patiently(report, "redis", redis_keys)
     await patiently(report, "kafka", kafka)

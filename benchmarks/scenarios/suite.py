@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import itertools
 import json
@@ -504,7 +505,7 @@ async def freshness(bench: Bench, offered: int) -> dict[str, Any]:
         observed.append(amount)
         observe(amount, exemplar)
 
-    hist.observe = record
+    hist.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted below
     stop = asyncio.Event()
     consumer = asyncio.create_task(run_consumer(settings, stop))
     lags: list[tuple[float, int]] = []
@@ -785,7 +786,7 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         if "freshness" not in plan.skip:
             for offered in plan.rates:
                 holder: dict[str, Any] = {}
-                await scenario(holder, errors, f"freshness_{offered}", lambda o=offered: freshness(bench, o))
+                await scenario(holder, errors, f"freshness_{offered}", functools.partial(freshness, bench, offered))
                 fresh.append(holder[f"freshness_{offered}"])
         results["freshness"] = fresh
     finally:
