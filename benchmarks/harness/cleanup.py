@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from benchmarks.harness.host import KAFKA_SH, state_dir
 from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis
 from nexanest.ops.bars_repair import repair
+from nexanest.ops.migrate import migrate
 from nexanest.pipeline.settings import Settings, load_settings
 
 RUN_ID = re.compile(r"[a-z][0-9a-f]{8}")
@@ -83,6 +84,14 @@ def create_scratch_database(settings: Settings, run_id: str) -> Settings:
     )
     update = {"dsn": _in_database(ts.dsn, db), "admin_dsn": _in_database(ts.admin_dsn, db)}
     return settings.model_copy(update={"timescale": ts.model_copy(update=update)})
+
+
+async def prepare_database(settings: Settings, run_id: str) -> tuple[Settings, list[str]]:
+    """``create_scratch_database`` with the project's migrations applied (as
+    ``nexanest migrate`` applies them): the settings into it and the migrations."""
+    scratch = create_scratch_database(settings, run_id)
+    applied = await migrate(scratch, ["timescale"])
+    return scratch, [a.migration.filename for a in applied]
 
 
 def symbol_prefix(run_id: str) -> str:
