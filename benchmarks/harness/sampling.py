@@ -7,6 +7,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from nexanest.pipeline import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +89,33 @@ def downsample(points: Sequence[tuple[float, float]], limit: int = 2_000) -> lis
         bucket = points[i : i + size]
         out.append([round(bucket[-1][0], 3), round(max(v for _, v in bucket), 2)])
     return out
+
+
+class FlushTimes:
+    """Every ``nexanest_sink_flush_seconds`` observation of the named sinks, as the
+    sinks make them (the histogram keeps only bucket counts)."""
+
+    def __init__(self, *sinks: str) -> None:
+        self.seconds: dict[str, list[float]] = {s: [] for s in sinks}
+        self._children = [(metrics.FLUSH_SECONDS.labels(s), self.seconds[s]) for s in sinks]
+
+    def __enter__(self) -> FlushTimes:
+        for child, values in self._children:
+            observe = child.observe
+
+            def record(amount: float, exemplar: Any = None, *, _v: list[float] = values, _o: Any = observe) -> None:
+                _v.append(amount)
+                _o(amount, exemplar)
+
+            child.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted on exit
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for child, _values in self._children:
+            del child.observe
+
+    def take(self) -> dict[str, list[float]]:
+        out = {s: list(v) for s, v in self.seconds.items()}
+        for v in self.seconds.values():
+            v.clear()
+        return out

@@ -42,7 +42,7 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
+from benchmarks.harness.report import print_and_save
 
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_HEADER, COPY_TRAILER, StockPriceCopyEncoder

@@ -31,7 +31,7 @@ from typing import Any
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
+from benchmarks.harness.report import print_and_save
 
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import load_settings

@@ -56,11 +56,10 @@ from benchmarks.harness.cleanup import clean_up, create_scratch_database
 from benchmarks.harness.host import machine, restarted, service_identities
 from benchmarks.harness.report import n as _n
 from benchmarks.harness.run import Run
-from benchmarks.harness.sampling import percentile
+from benchmarks.harness.sampling import FlushTimes, percentile
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
 from nexanest.ops.bars import fetch_bars
 from nexanest.ops.migrate import migrate
-from nexanest.pipeline import metrics
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, Settings, load_settings
@@ -87,36 +86,6 @@ log = report.log("growth")
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
-
-
-class FlushTimes:
-    """Every ``nexanest_sink_flush_seconds`` observation of the named sinks, as the
-    sinks make them (the histogram keeps only bucket counts)."""
-
-    def __init__(self, *sinks: str) -> None:
-        self.seconds: dict[str, list[float]] = {s: [] for s in sinks}
-        self._children = [(metrics.FLUSH_SECONDS.labels(s), self.seconds[s]) for s in sinks]
-
-    def __enter__(self) -> FlushTimes:
-        for child, values in self._children:
-            observe = child.observe
-
-            def record(amount: float, exemplar: Any = None, *, _v: list[float] = values, _o: Any = observe) -> None:
-                _v.append(amount)
-                _o(amount, exemplar)
-
-            child.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted on exit
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for child, _values in self._children:
-            del child.observe
-
-    def take(self) -> dict[str, list[float]]:
-        out = {s: list(v) for s, v in self.seconds.items()}
-        for v in self.seconds.values():
-            v.clear()
-        return out
 
 
 async def load(

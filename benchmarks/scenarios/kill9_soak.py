@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
+from benchmarks.harness.report import print_and_save
 
 from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer

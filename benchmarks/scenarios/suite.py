@@ -1,6 +1,6 @@
 """The benchmark suite of issue 5: every figure next to its reference, in one run.
 
-    python benchmarks/suite.py [--quick] [--ticks N] [--symbols 300] [--seed 1] [--rates 5000,20000,50000]
+    python -m benchmarks.scenarios.suite [--quick] [--ticks N] [--rates 5000,20000,50000] [--skip ...]
     make bench          # the default sizes (1M ticks; several minutes on 2 cores)
     make bench-quick    # --quick: 200k ticks, shorter freshness runs (under 5 minutes)
 
@@ -19,7 +19,7 @@ b. **The pipeline**: ``consumers.ticks_to_timescale.run_consumer`` (decode,
 c. **Alternatives**, each into an empty copy of ``stock_prices``: a naive
    consumer (aiokafka + asyncpg, one INSERT per message, offsets committed per
    batch), capped at a time budget; Quix Streams with ``PostgreSQLSink``
-   (``benchmarks/quix_app.py``, run with ``.venv-bench/bin/python``).
+   (``benchmarks/scenarios/quix_app.py``, run with ``.venv-bench/bin/python``).
 d. **Freshness**: a paced producer (a separate process) at each offered rate
    while the consumer runs; tick time to quote visible in Redis, exactly as the
    pipeline's ``nexanest_quote_latency_seconds`` histogram observes it (the
@@ -32,13 +32,12 @@ end of the last write (idle time waiting for more is excluded). A rate is only
 reported once the consumer's rows were counted in the database; a count that
 does not match marks the scenario failed (its rate is null) and the run exits 1.
 
-Output: JSON in ``benchmarks/results/suite-<time>.json`` and a section (newest
-first) in ``benchmarks/RESULTS.md`` with the command that produced it.
-Everything the run creates is named ``bench.<run>``/``bench-<run>``/``bench_<run>``
-and removed afterwards: scratch tables, its rows in ``stock_prices``, its
-``ingest_offsets`` rows, Redis quotes, Kafka topics and consumer groups.
-Needs the local stack (``make stack-up``), migrations applied, and
-``make bench-venv`` for Quix Streams.
+Output: JSON and the Markdown section in ``benchmarks/results/`` (git-ignored);
+``--update-results`` also adds the section to ``benchmarks/RESULTS.md``. The run
+writes into a scratch database (``nexanest_bench_<run>``, the project's
+migrations applied), and everything else it creates carries its run id; all of
+it is removed afterwards (``harness.cleanup``). Needs the local stack (``make
+stack-up``) and ``make bench-venv`` for Quix Streams.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ from aiokafka.admin import NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from benchmarks.harness import report
-from benchmarks.harness.cleanup import clean_up, patiently
+from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
 from benchmarks.harness.host import machine, restarted, service_identities
 from benchmarks.harness.report import n as _n
 from benchmarks.harness.run import CountMismatch, Run, feed_config
@@ -746,8 +745,11 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     print(f"[bench] run {bench.run_id}: {plan.mode}, {plan.ticks:,} ticks, {plan.symbols} symbols", file=sys.stderr)
-    machine_info = await machine(bench.base)
-    services_before = await service_identities(bench.base)
+    base = bench.base
+    machine_info = await machine(base)
+    services_before = await service_identities(base)
+    # Everything the run writes goes into a scratch database (dropped by the clean-up), not the user's.
+    bench.base, migrations = await prepare_database(base, bench.run_id)
     # The same ticks three times (same seed and tick times), told apart by an
     # equally long source tag: stock_prices rejects a (source, seq, time) it
     # holds already, so each pipeline run that writes it needs its own copy.
@@ -791,8 +793,8 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         results["freshness"] = fresh
     finally:
         print("[bench] cleaning up", file=sys.stderr, flush=True)
-        cleanup = await clean_up(bench.base, bench.run_id)
-    after = await patiently(cleanup, "service identities", lambda: service_identities(bench.base)) or {}
+        cleanup = await clean_up(base, bench.run_id)
+    after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
     if restarted(services_before, after):
         print(
             f"[bench] WARNING: restarted during the run: {', '.join(restarted(services_before, after))}",
@@ -820,6 +822,7 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "partitions": bench.base.kafka.partitions,
         },
         "machine": {**machine_info, "load_avg_at_end": os.getloadavg()},
+        "scratch_database_migrations": migrations,
         "services_restarted_during_run": restarted(services_before, after),
         "results": results,
         "ratios": ratio,
