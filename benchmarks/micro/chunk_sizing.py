@@ -46,8 +46,8 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from benchmarks.harness.report import print_and_save
 
+from benchmarks.harness.report import print_and_save
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed

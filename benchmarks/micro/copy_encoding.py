@@ -42,8 +42,8 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from benchmarks.harness.report import print_and_save
 
+from benchmarks.harness.report import print_and_save
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_HEADER, COPY_TRAILER, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row

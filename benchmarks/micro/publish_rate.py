@@ -31,8 +31,8 @@ from typing import Any
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from benchmarks.harness.report import print_and_save
 
+from benchmarks.harness.report import print_and_save
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import load_settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
-from benchmarks.harness.report import print_and_save
 
+from benchmarks.harness.report import print_and_save
 from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
