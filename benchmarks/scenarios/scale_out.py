@@ -1,8 +1,6 @@
 """Scale-out (issue 5): 1, 2 and 4 consumer processes in one group on a 12-partition topic.
 
-    flock /tmp/nexanest-bench.lock .venv/bin/python benchmarks/scale_out.py            # 1M ticks
-    flock /tmp/nexanest-bench.lock .venv/bin/python benchmarks/scale_out.py --quick    # 200k ticks, < 90 s
-    .venv/bin/python benchmarks/scale_out.py cleanup o1a2b3c4d                         # after an interrupted run
+    python -m benchmarks.scenarios.scale_out [--quick] [--consumers 1,2,4] [--partitions 12]
 
 What one run does
 -----------------
@@ -54,57 +52,14 @@ What one run does
    the run also measures the suite's ``db_ceiling`` (one client COPYing the same
    rows into an empty copy of ``stock_prices``) for the model below.
 
-The model
----------
-Figures below are from the full run recorded in ``benchmarks/RESULTS.md``
-(section "scale-out", 2026-11-25, 1M ticks per configuration); the script
-prints the same inputs under ``"model"`` in its JSON for every run.
+The JSON's ``"model"`` holds the inputs of the model for many machines (per
+consumer rate and cores, CPU per tick by component, PostgreSQL ticks/s per
+core); the reading of a recorded run, and the model, are in RESULTS.md.
 
-- **One consumer** drains ~37.5k ticks/s while using only ~0.54 core: it is not
-  CPU-bound but waits for its own database transaction (one COPY + rollup
-  upsert + offsets at a time, ~0.57 core of PostgreSQL, commit with
-  ``synchronous_commit=on``). Its CPU cost is ~14.5 us per tick, so with a core
-  of its own and a database that answers faster it could go to ~69k.
-- **This 2-core box** runs consumers, PostgreSQL, Kafka and Redis on the same
-  two cores. Every tick costs c = c_consumer + c_postgres + c_kafka + c_redis
-  ~ 14.5 + 15.2 + 0.6 + 0.2 us of CPU, so the box tops out near 2 / c ~ 65k
-  ticks/s whatever N is. N=2 reaches it (64.6k, 1.72x: the second consumer
-  fills the first one's database waits; 1.92 of 2 cores busy); N=4 finds the
-  cores full, pays more PostgreSQL CPU per tick (contention) and more
-  rebalancing, and is slower than N=2 (1.47x). Saturation is at N=2 here.
-- **Many machines.** A group's consumers share the topic's partitions, so at
-  most P consumers work (P = 12 here; more only idle). With consumers on
-  machines of their own the aggregate is about
-  ``min(min(N, P) * r_c, C_db)``: r_c the per-consumer rate above, C_db the
-  write capacity of the one TimescaleDB node all of them write to. C_db's
-  inputs measured here: PostgreSQL spends ~15 us of CPU per tick in the
-  pipeline's transactions (~65k ticks/s per core of PostgreSQL, in line with the
-  suite's single-client ``db_ceiling`` of ~71k ticks/s from pre-encoded COPY
-  buffers, which this script also measures), and writes ~450 bytes of WAL per
-  tick, so a node with K cores for PostgreSQL takes ~K x 65k ticks/s if its
-  disk sustains K x ~29 MB/s of WAL (plus the data files). 12 partitions and
-  12 consumers (~450k ticks/s of consumer capacity) would need ~7 such cores
-  and ~200 MB/s of WAL.
-- **What to do, in order**: below C_db, add consumers up to P, and partitions
-  for more (only at a quiet moment: a new partition count remaps symbols, so
-  per-symbol order holds only after the switch). At C_db, more consumers only
-  queue on the database: take a bigger node (cores, faster WAL disk), then
-  distribute symbols over several TimescaleDB nodes (map partitions, i.e.
-  symbol hashes, to nodes, one consumer group and sink per node; a per-symbol
-  query goes to one node). TimescaleDB's own multi-node is no option: 2.13 was
-  its last release with it (TimescaleDB 2.13.0 release notes,
-  https://github.com/timescale/timescaledb/releases/tag/2.13.0), and this
-  stack runs 2.19.
-
-Clean-up: everything carries the run id (``o`` and 8 hex digits, printed at the
-start): topics ``bench.<run>.*``, groups ``bench-<run>-*``, sources
-``bench-<run>-*`` in ``stock_prices``, rollup rows of symbols ``B<RUN>.*``,
-``ingest_offsets`` rows of its groups, ``system_events`` rows of its groups,
-Redis keys ``bench:<run>:*`` (quotes and bars). They are removed at the end, on
-error and on Ctrl-C; ``cleanup RUN_ID`` removes what an interrupted run left.
-
-Output: JSON (``benchmarks/report.py``) in ``benchmarks/results/scale_out-<time>.json``
-and a section (newest first) in ``benchmarks/RESULTS.md``.
+Everything goes into a scratch database (``nexanest_bench_<run>``); topics,
+groups, sources, symbols ``B<RUN>.*`` and Redis keys carry the run id; all of it
+is removed at the end (``python -m benchmarks.harness.cleanup RUN_ID`` after an
+interrupted run). Output: ``harness.report`` (``--update-results`` for RESULTS.md).
 """
 
 from __future__ import annotations
@@ -880,7 +835,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"## {result['started_at']} · scale-out · {result['mode']} · run `{result['run_id']}`",
         "",
-        f"Command: `flock /tmp/nexanest-bench.lock {result['command']}` ({result['duration_s']:.0f} s)",
+        f"Command: `{result['command']}` ({result['duration_s']:.0f} s)",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, shared; Python {m['python']}; "
         f"Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
