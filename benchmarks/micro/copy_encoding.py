@@ -1,6 +1,6 @@
 """Binary COPY of ``stock_prices`` rows: asyncpg's record encoding against ours, in one run.
 
-    python benchmarks/copy_encoding.py [--rows 200000] [--batch-rows 5000] [--symbols 200] [--seed 1]
+    python -m benchmarks.micro.copy_encoding [--rows 200000] [--batch-rows 5000] [--symbols 200] [--seed 1]
 
 The same synthetic ticks go, one transaction per batch as the sink does it,
 into four empty copies of ``stock_prices`` (same columns, defaults, indexes and

@@ -1,6 +1,6 @@
 """How fast can a feed adapter publish? ``TickPublisher`` against per-tick ``send``.
 
-    python benchmarks/publish_rate.py [--ticks 200000] [--symbols 300] [--batch 1000] [--rounds 3]
+    python -m benchmarks.micro.publish_rate [--ticks 200000] [--symbols 300] [--batch 1000] [--rounds 3]
 
 The same synthetic ticks are published to a fresh topic (the pipeline's
 partition count, producer settings from ``make_producer``: idempotent,
