@@ -181,35 +181,35 @@ async def produce_feeds(bench: Bench, configs: dict[str, SyntheticConfig]) -> di
 
 
 async def db_ceiling(run: Run, config: SyntheticConfig) -> dict[str, Any]:
-    """COPY the feed's rows into two empty copies of stock_prices, batch by batch:
-    as asyncpg encodes records, and from buffers the product's own encoder
-    (``StockPriceCopyEncoder``) made beforehand (the server's share). Only the
-    COPY transactions are timed; building rows and buffers is not."""
+    """COPY the feed's rows into an empty copy of stock_prices as asyncpg encodes
+    records, batch by batch; then the same batches, encoded beforehand by the
+    product's own ``StockPriceCopyEncoder``, into another (the server's share).
+    Only the COPY transactions are timed; building rows and buffers is not."""
     batch_rows, partitions = run.base.batch.max_rows, run.base.kafka.partitions
     encoder = StockPriceCopyEncoder()
+    encoded: list[bytearray] = []
     conn = await asyncpg.connect(run.admin_dsn)
     try:
         table, raw_table = await run.scratch_table(conn, "ceiling"), await run.scratch_table(conn, "ceiling_raw")
         copy_s = raw_s = 0.0
-        n = bytes_total = 0
+        n = 0
         ticks = SyntheticFeed(config).generate()
         while entries := [(t, (n + i) % partitions, n + i) for i, t in enumerate(itertools.islice(ticks, batch_rows))]:
             records = [stock_price_row(*e) for e in entries]
-            encoded = encoder.encode(entries)
-            bytes_total += len(encoded)
+            encoded.append(encoder.encode(entries))
             n += len(entries)
             started = time.perf_counter()
             async with conn.transaction():
                 await conn.copy_records_to_table(table, records=records, columns=COLUMNS)
             copy_s += time.perf_counter() - started
+        for part in encoded:
             started = time.perf_counter()
             async with conn.transaction():
-                await conn.copy_to_table(raw_table, source=encoded, columns=COLUMNS, format="binary")
+                await conn.copy_to_table(raw_table, source=part, columns=COLUMNS, format="binary")
             raw_s += time.perf_counter() - started
         for name, t in (("db_ceiling", table), ("db_ceiling_preencoded", raw_table)):
-            run.check(
-                name, "rows in scratch table", config.count or 0, await conn.fetchval(f"SELECT count(*) FROM {t}")
-            )
+            rows = await conn.fetchval(f"SELECT count(*) FROM {t}")
+            run.check(name, "rows in scratch table", config.count or 0, rows)
             await conn.execute(f"DROP TABLE {t}")
     finally:
         await conn.close()
@@ -219,7 +219,7 @@ async def db_ceiling(run: Run, config: SyntheticConfig) -> dict[str, Any]:
             "ticks_per_s": rate(n, raw_s),
             "seconds": raw_s,
             "batch_rows": batch_rows,
-            "bytes_per_row": bytes_total / max(n, 1),
+            "bytes_per_row": sum(len(p) for p in encoded) / max(n, 1),
         },
     }
 
