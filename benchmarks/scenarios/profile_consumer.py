@@ -24,19 +24,21 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from benchmarks.harness.cleanup import clean_up, prepare_database
 from benchmarks.harness.report import RESULTS_DIR, command_line
-from benchmarks.harness.run import feed_config
+from benchmarks.harness.run import Run, feed_config
 from benchmarks.harness.sampling import ROOT, run_sampled
-from benchmarks.scenarios.suite import NEXANEST, Bench, Plan, produce_feeds
+from benchmarks.scenarios.limits import produce_feeds
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, load_settings
 
 PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"
+NEXANEST = Path(sys.executable).parent / "nexanest"
 
 #: Areas, matched against a frame's file path from the innermost frame outwards;
 #: the first frame that matches names the area of the sample.
@@ -100,15 +102,14 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
 
 
 async def profile(args: argparse.Namespace) -> dict[str, Any]:
-    plan = Plan(mode="profile", ticks=args.ticks, symbols=args.symbols, seed=args.seed, idle_s=3.0)
-    bench = Bench(load_settings(), "p", plan=plan)
+    bench = Run(load_settings(), "p")
     base = bench.base
     stamp = time.strftime("%Y%m%dT%H%M%S")
     raw_path = RESULTS_DIR / f"profile-{stamp}.txt"
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         bench.base, _ = await prepare_database(base, bench.run_id)
-        config = feed_config(plan.ticks, plan.symbols, plan.seed, bench.source("p"), time.time_ns() - 3600 * 10**9)
+        config = feed_config(args.ticks, args.symbols, args.seed, bench.source("p"), time.time_ns() - 3600 * 10**9)
         await produce_feeds(bench, {"p": config})
         settings = bench.settings("profile", bench.topic("p"))
         argv = [str(PY_SPY), "record", "--format", "raw", "--function", "--rate", str(args.rate_hz)]
@@ -119,11 +120,11 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"py-spy / nexanest consume exited {result.returncode}: {result.stderr[-2000:]}")
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith("consumed "))
         written = int(line.split(" rows written")[0].split()[-1].replace(",", ""))
-        bench.check("profile", "rows the consumer reports written", plan.ticks, written)
+        bench.check("profile", "rows the consumer reports written", args.ticks, written)
         bench.check(
             "profile",
             "rows in stock_prices",
-            plan.ticks,
+            args.ticks,
             await bench.count_rows("stock_prices", config.source),
         )
     finally:
@@ -133,8 +134,8 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "profile_consumer",
         "run_id": bench.run_id,
         "command": command_line("benchmarks.scenarios.profile_consumer"),
-        "ticks": plan.ticks,
-        "symbols": plan.symbols,
+        "ticks": args.ticks,
+        "symbols": args.symbols,
         "rate_hz": args.rate_hz,
         "native": args.native,
         "wall_s_incl_startup_and_idle": result.wall_s,

@@ -92,7 +92,7 @@ from benchmarks.harness.report import n as _n
 from benchmarks.harness.report import ratio as _ratio
 from benchmarks.harness.run import CountMismatch, Run, feed_config
 from benchmarks.harness.sampling import ROOT
-from benchmarks.scenarios.suite import db_ceiling as measure_db_ceiling
+from benchmarks.scenarios.limits import db_ceiling as measure_db_ceiling
 from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
