@@ -46,13 +46,27 @@ def scratch_database(run_id: str) -> str:
     return f"nexanest_bench_{run_id}"
 
 
-def _superuser_sql(settings: Settings, database: str, *statements: str) -> str:
+def superuser_sql(settings: Settings, database: str, *statements: str) -> str:
     """Run ``statements`` (each its own ``-c``, so outside a transaction block) as
     the cluster superuser over deploy/local's unix socket (peer authentication,
     hence ``runuser``): the owner role may not CREATE DATABASE or extensions."""
     port = urlsplit(settings.timescale.admin_dsn.get_secret_value()).port or 5433
     psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
-    argv = [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(state_dir() / "run"), "-p", str(port)]
+    argv = [
+        psql,
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-F",
+        "\t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        str(state_dir() / "run"),
+        "-p",
+        str(port),
+    ]
     argv += ["-U", "postgres", "-d", database, *(a for s in statements for a in ("-c", s))]
     if os.geteuid() == 0:
         argv = ["runuser", "-u", "postgres", "--", *argv]
@@ -74,8 +88,8 @@ def create_scratch_database(settings: Settings, run_id: str) -> Settings:
     owner, ingest = (urlsplit(d.get_secret_value()).username or "" for d in (ts.admin_dsn, ts.dsn))
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", r) for r in (owner, ingest)):
         raise RuntimeError(f"unexpected role names in the TimescaleDB DSNs: {owner!r}, {ingest!r}")
-    _superuser_sql(settings, "postgres", f'CREATE DATABASE "{db}" OWNER "{owner}"')
-    _superuser_sql(
+    superuser_sql(settings, "postgres", f'CREATE DATABASE "{db}" OWNER "{owner}"')
+    superuser_sql(
         settings,
         db,
         "SET client_min_messages = warning",
@@ -196,8 +210,8 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
 
     try:
         db = scratch_database(run_id)
-        if _superuser_sql(base, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip():
-            _superuser_sql(base, "postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if superuser_sql(base, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip():
+            superuser_sql(base, "postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             report["scratch_database_dropped"] = db
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         report.setdefault("failed", []).append(f"scratch database: {exc}")

@@ -52,8 +52,8 @@ import itertools
 import os
 import re
 import shlex
-import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -70,8 +70,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from benchmarks.harness import report
-from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
-from benchmarks.harness.host import machine, restarted, service_identities, state_dir
+from benchmarks.harness.cleanup import clean_up, patiently, prepare_database, superuser_sql
+from benchmarks.harness.host import machine, restarted, service_identities
 from benchmarks.harness.report import n
 from benchmarks.harness.run import BenchError, Run, feed_config
 from benchmarks.harness.sampling import ROOT, downsample, proc_status
@@ -243,48 +243,36 @@ _ACTIVITY = (
 )
 
 
-async def superuser_activity(admin_dsn: str, app_name: str) -> dict[int, dict[str, str]] | str:
-    """pg_stat_activity of the consumer's sessions, read as ``postgres`` over
-    deploy/local's unix socket (peer authentication, hence ``runuser`` as root);
-    a string saying why when that is not possible."""
+async def superuser_activity(settings: Settings, app_name: str) -> dict[int, dict[str, str]] | str:
+    """pg_stat_activity of the consumer's sessions, read as the cluster superuser
+    (the owner role sees only its own sessions' wait events); a string saying why
+    when that is not possible."""
     if not re.fullmatch(r"[a-z0-9-]+", app_name):
         return f"unexpected application_name {app_name!r}"
-    dsn = urlsplit(admin_dsn)
-    argv = [
-        shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql",
-        *("-X", "-q", "-A", "-t", "-F", "\t", "-h", str(state_dir() / "run"), "-p", str(dsn.port or 5433)),
-        *("-U", "postgres", "-d", dsn.path.lstrip("/") or "timescale", "-c", _ACTIVITY.format(app=app_name)),
-    ]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
+    database = urlsplit(settings.timescale.admin_dsn.get_secret_value()).path.lstrip("/")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 10)
-    except (OSError, TimeoutError) as exc:
-        return f"psql as postgres: {exc!r}"
-    if proc.returncode != 0:
-        return f"psql as postgres failed: {err.decode(errors='replace').strip()[:200]}"
+        out = await asyncio.to_thread(superuser_sql, settings, database, _ACTIVITY.format(app=app_name))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return f"psql as postgres: {exc!r}"[:300]
     activity = {}
-    for line in out.decode().splitlines():
+    for line in out.splitlines():
         pid, wait_type, wait, state, query = (line.split("\t") + [""] * 5)[:5]
         activity[int(pid)] = {"wait_event_type": wait_type, "wait_event": wait, "state": state, "query": query}
     return activity
 
 
-async def observe_waiters(admin_dsn: str, lock_pid: int, app_name: str, trace: Trace) -> dict[str, Any]:
+async def observe_waiters(settings: Settings, lock_pid: int, app_name: str, trace: Trace) -> dict[str, Any]:
     """Who waits on the stall's lock right now (pg_locks, as the owner role);
     ``consumer_blocked`` when one of them is the consumer (its application_name)
     waiting for a lock on stock_prices. Adds each such session's wait event and
     query when the superuser view is available."""
     t_s = round(trace.now(), 2)
-    conn = await asyncpg.connect(admin_dsn)
+    conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
     try:
         rows = [dict(r) for r in await conn.fetch(_WAITERS, lock_pid)]
     finally:
         await conn.close()
-    activity = await superuser_activity(admin_dsn, app_name)
+    activity = await superuser_activity(settings, app_name)
     mine = [r for r in rows if r["application_name"] == app_name]
     for r in mine:
         r.update(activity.get(r["pid"], {}) if isinstance(activity, dict) else {"activity": activity})
@@ -337,7 +325,7 @@ async def stall_database(
             # in the middle and near the end of the stall.
             for at in (min(2.0, opts.stall_s / 4), opts.stall_s / 2, opts.stall_s - 1.0):
                 await asyncio.sleep(max(0.0, stall.from_s + at - trace.now()))
-                stall.observations.append(await observe_waiters(admin_dsn, lock_pid, app_name, trace))
+                stall.observations.append(await observe_waiters(settings, lock_pid, app_name, trace))
                 seen = stall.observations[-1]
                 log(
                     f"stall: t={seen['t_s']:.1f}s consumer blocked on the lock: {seen['consumer_blocked']}"
