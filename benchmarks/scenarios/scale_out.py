@@ -96,7 +96,7 @@ from benchmarks.scenarios.limits import db_ceiling as measure_db_ceiling
 from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import Tick
@@ -186,10 +186,7 @@ def configurations(bench: Bench, plan: Plan) -> list[Configuration]:
         topic = bench.topic(name)
         settings = bench.settings(name, topic)
         settings = settings.model_copy(
-            update={
-                "kafka": settings.kafka.model_copy(update={"partitions": plan.partitions}),
-                "redis": settings.redis.model_copy(update={"bar_key_prefix": f"bench:{bench.run_id}:{name}:bar:"}),
-            }
+            update={"kafka": settings.kafka.model_copy(update={"partitions": plan.partitions})}
         )
         source = bench.source(name)
         feed = feed_config(plan.ticks, plan.symbols, plan.seed, source, (hour - 2 - k) * HOUR_NS + 600 * 10**9)
@@ -432,19 +429,17 @@ def _notable_lines(text: str) -> dict[str, int]:
     return out
 
 
-def consumer_env(bench: Bench, config: Configuration) -> dict[str, str]:
-    return {
-        **os.environ,
-        **namespace_environment(config.settings),
-        "NEXANEST_KAFKA__PARTITIONS": str(config.settings.kafka.partitions),
-        "NEXANEST_METRICS__PORT": "0",
-        # Info is a few lines per process (start, each assignment, stop), with the
-        # assignment times steady_rate needs. Console format: NEXANEST_LOG__JSON=true
-        # fails at the first log line (structlog hands msgspec.json.encode keyword
-        # arguments it does not take).
-        "NEXANEST_LOG__LEVEL": "info",
-        "NEXANEST_LOG__JSON": "false",
-    }
+def consumer_env(config: Configuration) -> dict[str, str]:
+    # Info is a few lines per process (start, each assignment, stop), with the
+    # assignment times steady_rate needs. Console format: NEXANEST_LOG__JSON=true
+    # fails at the first log line (structlog hands msgspec.json.encode keyword
+    # arguments it does not take).
+    return Run.env(
+        config.settings,
+        NEXANEST_KAFKA__PARTITIONS=str(config.settings.kafka.partitions),
+        NEXANEST_LOG__LEVEL="info",
+        NEXANEST_LOG__JSON="false",
+    )
 
 
 async def run_consumers(
@@ -452,7 +447,7 @@ async def run_consumers(
 ) -> tuple[list[ConsumerProcess], CpuSampler]:
     """Start N ``nexanest consume --until-idle`` at once; wait for all (killing all on
     timeout, error or cancellation)."""
-    env = consumer_env(bench, config)
+    env = consumer_env(config)
     argv = [str(NEXANEST), "consume", "--until-idle", f"{bench.plan.idle_s:g}"]
     procs: list[ConsumerProcess] = []
     try:

@@ -155,10 +155,7 @@ def _duplicates_skipped() -> int:
 
 async def pipeline(bench: Bench, name: str, feed: str, source: str, *, exactly_once: bool) -> dict[str, Any]:
     """``run_consumer`` in this process over a pre-filled topic, exactly-once on or off."""
-    settings = bench.settings(name, bench.topic(feed))
-    settings = settings.model_copy(
-        update={"consumer": settings.consumer.model_copy(update={"exactly_once": exactly_once})}
-    )
+    settings = bench.settings(name, bench.topic(feed), exactly_once=exactly_once)
     duplicates_before = _duplicates_skipped()
     stats = await run_consumer(settings, asyncio.Event(), until_idle_s=bench.plan.idle_s)
     n = bench.plan.ticks
