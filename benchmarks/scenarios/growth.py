@@ -482,12 +482,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Reading (generated from the figures above): " + reading(result),
     ]
-    if result["services_restarted_during_run"]:
-        lines += [
-            "",
-            f"**Warning:** restarted during the run: {', '.join(result['services_restarted_during_run'])}; "
-            "treat these figures as void.",
-        ]
+    lines += report.restarted_warning(result)
     return "\n".join(lines) + "\n"
 
 

@@ -832,10 +832,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}` ({result['duration_s']:.0f} s)",
         "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, shared; Python {m['python']}; "
-        f"Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
-        f"({m['timescaledb_license']}, synchronous_commit={m['synchronous_commit']}); Redis {m['redis']}. "
-        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end.",
+        report.machine_line(m, shared=True),
         "",
         f"Feed: {p['ticks']:,} ticks per configuration, {p['symbols']} symbols, seed {p['seed']}, "
         f"{p['partitions']} partitions, published before the consumers start (a backlog: the consumers "
@@ -938,8 +935,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"~{_n(mo['predicted_box_saturation_ticks_per_s'])} ticks/s; PostgreSQL "
             f"~{_n(mo['postgresql_ticks_per_s_per_core'])} ticks/s per core of its CPU.",
         ]
-    if result["services_restarted_during_run"]:
-        lines += ["", f"**Warning:** restarted during the run: {', '.join(result['services_restarted_during_run'])}."]
+    lines += report.restarted_warning(result)
     if result["errors"]:
         lines += ["", "**Errors:**", ""] + [f"- {k}: {v}" for k, v in result["errors"].items()]
     lines += ["", "<!-- scale-out: reading -->", ""]

@@ -693,10 +693,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}` ({result['duration_s']:.0f} s)",
         "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; Python {m['python']}; "
-        f"Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
-        f"({m['timescaledb_license']}, synchronous_commit={m['synchronous_commit']}); Redis {m['redis']}. "
-        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end.",
+        report.machine_line(m, shared=False),
         "",
         f"Feed: {p['ticks']:,} ticks, {p['symbols']} symbols, seed {p['seed']}, {p['partitions']} partitions; "
         f"pipeline batches of up to {p['batch_max_rows']:,} rows.",
@@ -811,12 +808,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"Memory of `nexanest consume` at saturation: peak RSS {_n(mem['peak_rss_mb'])} MB, "
             f"steady {_n(mem['steady_rss_mb'])} MB ({mem['samples']} samples over {mem['wall_s']:.0f} s).",
         ]
-    if result["services_restarted_during_run"]:
-        lines += [
-            "",
-            f"**Warning:** restarted during the run: {', '.join(result['services_restarted_during_run'])} "
-            "(another session's fault tests?); treat these figures as void.",
-        ]
+    lines += report.restarted_warning(result)
     failed = [c for c in result["checks"] if not c["ok"]]
     if result["errors"] or failed:
         lines += ["", "**Failed scenarios** (no rate reported for them):", ""]
