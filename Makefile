@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
-        unit integration community-up run-community bench bench-quick bench-throughput bench-profile bench-venv db-start db-stop db-status \
+        unit integration community-up run-community bench bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
         db-connect-postgres db-connect-timescale db-logs db-backup clean
 
 help: ## list the targets
@@ -149,27 +149,39 @@ $(BENCH_STAMP): $(BENCH_REQ)
 
 bench-venv: $(BENCH_STAMP) ## the separate benchmark venv (Quix Streams, py-spy), pinned
 
-# The whole of issue 5, one scenario after another (each adds its section to
-# benchmarks/RESULTS.md and its JSON to benchmarks/results/), then the plots.
+# The whole of issue 5, one scenario after another. Each run writes its JSON and
+# Markdown section to the git-ignored benchmarks/results/ (plots to results/plots/):
+# a run leaves the tree clean. BENCH_RECORD=--update-results (make bench-record)
+# also inserts the sections into benchmarks/RESULTS.md and rewrites benchmarks/plots/;
+# record only a run made on a quiet machine.
+BENCH_RECORD ?=
+BENCH_RUN = $(BIN)/python -m benchmarks
+
 bench: setup stack-up migrate bench-venv ## every benchmark: limits, pipeline, alternatives, freshness, memory, stall, growth to 10M rows, scale-out, plots (about 25 minutes)
-	@$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
-	@$(BIN)/python benchmarks/backpressure.py
-	@$(BIN)/python benchmarks/scale_out.py
-	@$(BIN)/python benchmarks/growth.py
-	@$(BENCH_VENV)/bin/python benchmarks/plots.py
+	@$(BENCH_RUN).scenarios.suite $(BENCH_RECORD) $(BENCH_ARGS)
+	@$(BENCH_RUN).scenarios.backpressure $(BENCH_RECORD)
+	@$(BENCH_RUN).scenarios.scale_out $(BENCH_RECORD)
+	@$(BENCH_RUN).scenarios.growth $(BENCH_RECORD)
+	@$(BENCH_VENV)/bin/python -m benchmarks.harness.plots $(BENCH_RECORD)
 
-bench-quick: setup stack-up migrate bench-venv ## the same scenarios on fewer ticks and rows (about 5 minutes)
-	@$(BIN)/python benchmarks/suite.py --quick $(BENCH_ARGS)
-	@$(BIN)/python benchmarks/backpressure.py --quick
-	@$(BIN)/python benchmarks/scale_out.py --quick
-	@$(BIN)/python benchmarks/growth.py --quick
-	@$(BENCH_VENV)/bin/python benchmarks/plots.py
+bench-quick: setup stack-up migrate bench-venv ## the same scenarios on fewer ticks and rows (about 5 minutes); results in benchmarks/results/
+	@$(BENCH_RUN).scenarios.suite --quick $(BENCH_RECORD) $(BENCH_ARGS)
+	@$(BENCH_RUN).scenarios.backpressure --quick $(BENCH_RECORD)
+	@$(BENCH_RUN).scenarios.scale_out --quick $(BENCH_RECORD)
+	@$(BENCH_RUN).scenarios.growth --quick $(BENCH_RECORD)
+	@$(BENCH_VENV)/bin/python -m benchmarks.harness.plots $(BENCH_RECORD)
 
-bench-throughput: setup stack-up migrate ## only the end-to-end run against the raw COPY ceiling
-	@$(BIN)/python benchmarks/e2e_throughput.py $(BENCH_ARGS)
+bench-record: ## make bench, and record it: its sections into benchmarks/RESULTS.md, its plots into benchmarks/plots/
+	@$(MAKE) --no-print-directory bench BENCH_RECORD=--update-results
+
+bench-plots: bench-venv ## plots of the newest results (benchmarks/results/plots/)
+	@$(BENCH_VENV)/bin/python -m benchmarks.harness.plots
+
+bench-throughput: setup stack-up migrate ## only the throughput rows: ceilings and the pipeline with exactly-once on and off
+	@$(BENCH_RUN).scenarios.suite --skip naive,quix,memory,freshness $(BENCH_ARGS)
 
 bench-profile: setup stack-up migrate bench-venv ## py-spy profile of the consumer at saturation, top costs
-	@$(BIN)/python benchmarks/profile_consumer.py $(PROFILE_ARGS)
+	@$(BENCH_RUN).scenarios.profile_consumer $(PROFILE_ARGS)
 
 clean: ## remove the virtual environment and caches (not the services' data)
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

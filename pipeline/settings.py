@@ -101,7 +101,7 @@ class BatchSettings(BaseModel):
     #: while the previous one was written, so this cap binds only at saturation,
     #: where larger batches spread the per-transaction cost (rollups, offsets,
     #: commit) over more rows: 20,000 ingested 15% faster than 5,000 end to end
-    #: (benchmarks/e2e_throughput.py, two runs each, side by side). At most two
+    #: (the former benchmarks/e2e_throughput.py, now `make bench-throughput`; two runs each, side by side). At most two
     #: batches are in memory (a few MB each).
     max_rows: int = Field(default=20_000, ge=1)
     #: Longest a fetch waits for records before writing what it has.

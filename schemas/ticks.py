@@ -42,7 +42,7 @@ A value out of bounds fails decoding with a message that names the field
 (``schema_violation``). What a bound cannot say (no NUL character, which
 PostgreSQL text cannot hold) is checked in ``pipeline/validation.py``.
 
-Why MessagePack maps: measured with ``python benchmarks/wire_encoding.py``
+Why MessagePack maps: measured with ``python -m benchmarks.micro.wire_encoding``
 (msgspec 0.22, 200,000 ticks, one run on the 2-core dev machine), a tick is 141
 bytes as MessagePack against 199 as JSON (0.71x), encodes in 0.82x and decodes
 in 0.90x the time. Smaller records mean more ticks per Kafka batch and fetch.

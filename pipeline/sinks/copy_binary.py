@@ -15,7 +15,7 @@ accepts bytes) and fails with "embedded null byte". One buffer per batch is
 also what measured best: an async iterable of 1,000-row chunks (so that the
 server parses one while the next is encoded) was the same within noise.
 
-Measured with ``python benchmarks/copy_encoding.py`` (200,000 synthetic ticks,
+Measured with ``python -m benchmarks.micro.copy_encoding`` (200,000 synthetic ticks,
 5,000-row COPY transactions into empty copies of ``stock_prices``, the 2-core
 dev machine under load ~2, three runs): ``stock_price_row`` +
 ``copy_records_to_table`` 40-42 us/row against 21-23 us/row for this encoder +

@@ -1,6 +1,6 @@
 """Chunk interval of ``stock_prices``: insert rate and query speed per interval, in one run.
 
-    python benchmarks/chunk_sizing.py [--ticks 2000000] [--hours 48] [--symbols 300]
+    python -m benchmarks.micro.chunk_sizing [--ticks 2000000] [--hours 48] [--symbols 300]
         [--intervals "15 minutes,1 hour,6 hours,1 day"] [--batch-rows 5000] [--runs 7] [--seed 1]
 
 For each interval, an empty copy of ``stock_prices`` (``LIKE ... INCLUDING
@@ -46,8 +46,8 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
+from benchmarks.harness.report import print_and_save
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed

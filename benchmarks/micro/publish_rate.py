@@ -1,6 +1,6 @@
 """How fast can a feed adapter publish? ``TickPublisher`` against per-tick ``send``.
 
-    python benchmarks/publish_rate.py [--ticks 200000] [--symbols 300] [--batch 1000] [--rounds 3]
+    python -m benchmarks.micro.publish_rate [--ticks 200000] [--symbols 300] [--batch 1000] [--rounds 3]
 
 The same synthetic ticks are published to a fresh topic (the pipeline's
 partition count, producer settings from ``make_producer``: idempotent,
@@ -31,8 +31,8 @@ from typing import Any
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
+from benchmarks.harness.report import print_and_save
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import load_settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed

@@ -1,6 +1,6 @@
 """What a user would pick instead: Quix Streams with its PostgreSQL sink.
 
-Run by ``benchmarks/suite.py`` with ``.venv-bench/bin/python`` (Quix Streams is
+Run by ``benchmarks/scenarios/suite.py`` with ``.venv-bench/bin/python`` (Quix Streams is
 not a dependency of the project). It reads one JSON object from the environment
 variable ``BENCH_QUIX_CONFIG`` (``bootstrap``, ``topic``, ``group``, ``table``,
 ``pg`` with ``host``/``port``/``dbname``/``user``/``password``,
@@ -60,7 +60,7 @@ def _decimal(value_e9: int | None) -> Decimal | None:
     return None if value_e9 is None else Decimal(value_e9).scaleb(-9)
 
 
-class TickDeserializer(Deserializer):
+class TickDeserializer(Deserializer):  # type: ignore[misc]  # Quix Streams is untyped here (only in .venv-bench)
     """MessagePack tick -> dict with the columns of ``stock_prices``."""
 
     def __init__(self) -> None:
@@ -90,7 +90,7 @@ class _Clock:
     messages = 0
 
 
-class TimedPostgreSQLSink(PostgreSQLSink):
+class TimedPostgreSQLSink(PostgreSQLSink):  # type: ignore[misc]  # as above
     """``PostgreSQLSink`` unchanged, with each ``write`` (one per partition per
     checkpoint) timed for the benchmark."""
 

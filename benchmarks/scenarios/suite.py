@@ -1,6 +1,6 @@
 """The benchmark suite of issue 5: every figure next to its reference, in one run.
 
-    python benchmarks/suite.py [--quick] [--ticks N] [--symbols 300] [--seed 1] [--rates 5000,20000,50000]
+    python -m benchmarks.scenarios.suite [--quick] [--ticks N] [--rates 5000,20000,50000] [--skip ...]
     make bench          # the default sizes (1M ticks; several minutes on 2 cores)
     make bench-quick    # --quick: 200k ticks, shorter freshness runs (under 5 minutes)
 
@@ -19,7 +19,7 @@ b. **The pipeline**: ``consumers.ticks_to_timescale.run_consumer`` (decode,
 c. **Alternatives**, each into an empty copy of ``stock_prices``: a naive
    consumer (aiokafka + asyncpg, one INSERT per message, offsets committed per
    batch), capped at a time budget; Quix Streams with ``PostgreSQLSink``
-   (``benchmarks/quix_app.py``, run with ``.venv-bench/bin/python``).
+   (``benchmarks/scenarios/quix_app.py``, run with ``.venv-bench/bin/python``).
 d. **Freshness**: a paced producer (a separate process) at each offered rate
    while the consumer runs; tick time to quote visible in Redis, exactly as the
    pipeline's ``nexanest_quote_latency_seconds`` histogram observes it (the
@@ -32,38 +32,31 @@ end of the last write (idle time waiting for more is excluded). A rate is only
 reported once the consumer's rows were counted in the database; a count that
 does not match marks the scenario failed (its rate is null) and the run exits 1.
 
-Output: JSON in ``benchmarks/results/suite-<time>.json`` and a section (newest
-first) in ``benchmarks/RESULTS.md`` with the command that produced it.
-Everything the run creates is named ``bench.<run>``/``bench-<run>``/``bench_<run>``
-and removed afterwards: scratch tables, its rows in ``stock_prices``, its
-``ingest_offsets`` rows, Redis quotes, Kafka topics and consumer groups.
-Needs the local stack (``make stack-up``), migrations applied, and
-``make bench-venv`` for Quix Streams.
+Output: JSON and the Markdown section in ``benchmarks/results/`` (git-ignored);
+``--update-results`` also adds the section to ``benchmarks/RESULTS.md``. The run
+writes into a scratch database (``nexanest_bench_<run>``, the project's
+migrations applied), and everything else it creates carries its run id; all of
+it is removed afterwards (``harness.cleanup``). Needs the local stack (``make
+stack-up``) and ``make bench-venv`` for Quix Streams.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
-import io
 import itertools
 import json
 import os
-import platform
-import re
-import shlex
 import statistics
-import struct
 import sys
 import tempfile
 import time
-import uuid
 from array import array
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -72,28 +65,27 @@ import asyncpg
 import msgspec
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from redis.exceptions import RedisError
 
-from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis, run_consumer
-from nexanest.ops.bars_repair import repair
+from benchmarks.harness import report
+from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
+from benchmarks.harness.host import machine, restarted, service_identities
+from benchmarks.harness.report import n as _n
+from benchmarks.harness.run import CountMismatch, Run, feed_config
+from benchmarks.harness.sampling import ROOT, percentile, rate, run_sampled
+from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool, produce_feeds
+from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
-from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
+from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
+from nexanest.pipeline.settings import LogSettings, load_settings
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import decode_tick
 
+MODULE = "benchmarks.scenarios.suite"
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS_DIR = HERE / "results"
-RESULTS_MD = HERE / "RESULTS.md"
-SCRIPT = Path(__file__).resolve()
-KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 NEXANEST = Path(sys.executable).parent / "nexanest"
 
@@ -111,14 +103,9 @@ TARGETS: dict[str, tuple[str, float]] = {
 DEFAULT_RATES = {False: "5000,20000,50000", True: "5000,20000"}
 
 
-class CountMismatch(Exception):
-    """A consumer did not write (or read) every row it should have."""
-
-
 @dataclass(frozen=True)
 class Plan:
-    """What a run does. Other benchmarks build one for ``Bench`` with only the
-    feed (the fields without defaults); the rest are the suite's scenarios."""
+    """What a suite run does."""
 
     mode: str
     ticks: int
@@ -152,384 +139,11 @@ class Plan:
         )
 
 
-@dataclass
-class Bench:
-    """Names and clean-up of one run: everything it creates carries its run id."""
+@dataclass(kw_only=True)
+class Bench(Run):
+    """The suite's run: its names and checks, and its plan."""
 
-    base: Settings
     plan: Plan
-    #: "s" (suite) or "p" (profile) and 8 hex digits, unlike e2e_throughput.py's
-    #: plain hex ids, so ``cleanup`` can never touch another script's run.
-    run_id: str = field(default_factory=lambda: "s" + uuid.uuid4().hex[:8])
-    sources: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def prefix(self) -> str:
-        return f"bench.{self.run_id}"
-
-    @property
-    def feed_topic(self) -> str:
-        """The feed every reader shares (limits, pipeline, alternatives)."""
-        return self.topic("a")
-
-    def topic(self, feed: str) -> str:
-        return f"{self.prefix}.ticks-{feed}"
-
-    @property
-    def admin_dsn(self) -> str:
-        return self.base.timescale.admin_dsn.get_secret_value()
-
-    def source(self, name: str = "") -> str:
-        source = f"bench-{self.run_id}" + (f"-{name}" if name else "")
-        self.sources.append(source)
-        return source
-
-    def group(self, scenario: str) -> str:
-        """A consumer group never used before (a scenario run twice gets a new one)."""
-        group = f"bench-{self.run_id}-{scenario}"
-        n = 1
-        while group in self.groups:
-            n += 1
-            group = f"bench-{self.run_id}-{scenario}-{n}"
-        self.groups.append(group)
-        return group
-
-    def settings(self, scenario: str, topic: str | None = None) -> Settings:
-        """The pipeline's settings with this scenario's topics, group and Redis prefix."""
-        base = self.base
-        return base.model_copy(
-            update={
-                "kafka": base.kafka.model_copy(
-                    update={
-                        "ticks_topic": topic or self.feed_topic,
-                        "dead_letter_topic": f"{self.prefix}.{scenario}.dlq",
-                        "events_topic": f"{self.prefix}.{scenario}.events",
-                        "consumer_group": self.group(scenario),
-                    }
-                ),
-                "redis": base.redis.model_copy(
-                    update={
-                        "quote_key_prefix": f"bench:{self.run_id}:{scenario}:quote:",
-                        "bar_key_prefix": f"bench:{self.run_id}:{scenario}:bar:",
-                    }
-                ),
-            }
-        )
-
-    def env(self, settings: Settings) -> dict[str, str]:
-        """Environment for a ``nexanest`` subprocess running with ``settings``."""
-        return {
-            **os.environ,
-            **namespace_environment(settings),
-            "NEXANEST_METRICS__PORT": "0",
-            "NEXANEST_LOG__LEVEL": "warning",
-        }
-
-    def check(self, scenario: str, what: str, expected: int, actual: int) -> None:
-        """Record a count check; raise if it fails, so no rate is reported for it."""
-        ok = expected == actual
-        self.checks.append({"scenario": scenario, "what": what, "expected": expected, "actual": actual, "ok": ok})
-        if not ok:
-            raise CountMismatch(f"{scenario}: {what}: expected {expected:,}, got {actual:,}")
-
-    async def scratch_table(self, conn: asyncpg.Connection, name: str) -> str:
-        """An empty hypertable of the same shape as ``stock_prices`` (columns,
-        defaults, constraints, indexes, chunk interval), owned by the owner role."""
-        table = f"bench_{self.run_id}_{name}"
-        interval = await conn.fetchval(
-            "SELECT time_interval FROM timescaledb_information.dimensions "
-            "WHERE hypertable_name = 'stock_prices' AND column_name = 'time'"
-        )
-        await conn.execute(f"CREATE TABLE {table} (LIKE stock_prices INCLUDING ALL)")
-        await conn.execute(
-            "SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => $2::interval)", table, interval
-        )
-        return table
-
-
-# -- helpers ---------------------------------------------------------------------
-
-
-def feed_config(plan: Plan, source: str, start_ns: int) -> SyntheticConfig:
-    """The suite's ticks: fixed seed, ``plan.symbols`` symbols, tick times 10 us apart."""
-    return SyntheticConfig(
-        symbols=plan.symbols,
-        rate=100_000,
-        count=plan.ticks,
-        seed=plan.seed,
-        start_ns=start_ns,
-        source=source,
-        paced=False,
-    )
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """VmRSS/VmHWM of a process in kB (empty once it has exited)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
-@dataclass
-class Sampled:
-    returncode: int
-    stdout: str
-    stderr: str
-    wall_s: float
-    peak_rss_kb: int
-    rss_kb: list[tuple[float, int]]
-
-
-async def run_sampled(argv: Sequence[str], env: dict[str, str], timeout_s: float, interval_s: float = 0.05) -> Sampled:
-    """Run a subprocess to completion, sampling its RSS from /proc meanwhile.
-
-    Kills it (by its own pid) if it outlives ``timeout_s``."""
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    done = asyncio.ensure_future(proc.communicate())
-    samples: list[tuple[float, int]] = []
-    peak = 0
-    while not done.done():
-        status = _proc_status(proc.pid)
-        if "VmRSS" in status:
-            samples.append((time.monotonic() - started, status["VmRSS"]))
-            peak = max(peak, status.get("VmHWM", 0), status["VmRSS"])
-        await asyncio.wait({done}, timeout=interval_s)
-        if time.monotonic() - started > timeout_s and not done.done():
-            proc.kill()
-            await done
-            raise TimeoutError(f"{argv[0]} {' '.join(argv[1:3])} ran over {timeout_s:.0f}s and was killed")
-    stdout, stderr = done.result()
-    return Sampled(
-        proc.returncode or 0,
-        stdout.decode(errors="replace"),
-        stderr.decode(errors="replace"),
-        time.monotonic() - started,
-        peak,
-        samples,
-    )
-
-
-def rate(rows: int, seconds: float) -> float:
-    return rows / seconds if seconds > 0 else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-async def count_rows(dsn: str, table: str, source: str | None = None) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        if source is None:
-            return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-        return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE source = $1", source))
-    finally:
-        await conn.close()
-
-
-# -- the feed ----------------------------------------------------------------------
-
-
-async def produce_feeds(bench: Bench, configs: dict[str, SyntheticConfig]) -> dict[str, Any]:
-    """Publish each feed (flat out) to its own topic: the same ticks, told apart by ``source``."""
-    k = bench.base.kafka
-    out: dict[str, Any] = {"partitions": k.partitions}
-    for feed, config in configs.items():
-        topic = bench.topic(feed)
-        await ensure_topics(k, [NewTopic(topic, num_partitions=k.partitions, replication_factor=1)])
-        producer = make_producer(k)
-        await producer.start()
-        try:
-            started = time.perf_counter()
-            published = await TickPublisher(producer, topic, config.source).publish_all(SyntheticFeed(config).ticks())
-            elapsed = time.perf_counter() - started
-        finally:
-            await producer.stop()
-        bench.check("producer", f"ticks of feed {feed} acknowledged by Kafka", bench.plan.ticks, published)
-        out[feed] = {
-            "topic": topic,
-            "source": config.source,
-            "ticks": published,
-            "ticks_per_s": rate(published, elapsed),
-        }
-    out["ticks_per_s"] = out[next(iter(configs))]["ticks_per_s"]  # the first feed's
-    return out
-
-
-# -- a. limits ---------------------------------------------------------------------
-
-_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-
-
-def split_binary_copy(data: bytes, rows_per_part: int) -> list[bytes]:
-    """Cut one binary COPY stream into self-contained streams of ``rows_per_part`` rows."""
-    if not data.startswith(_PGCOPY_SIGNATURE):
-        raise ValueError("not a binary COPY stream")
-    (ext_len,) = struct.unpack_from("!I", data, 15)
-    pos = 19 + ext_len
-    header, trailer = data[:pos], b"\xff\xff"
-    parts: list[bytes] = []
-    start, rows = pos, 0
-    unpack_short, unpack_int = struct.Struct("!h").unpack_from, struct.Struct("!i").unpack_from
-    while True:
-        (fields,) = unpack_short(data, pos)
-        if fields == -1:
-            break
-        pos += 2
-        for _ in range(fields):
-            (length,) = unpack_int(data, pos)
-            pos += 4 + max(length, 0)
-        rows += 1
-        if rows == rows_per_part:
-            parts.append(header + data[start:pos] + trailer)
-            start, rows = pos, 0
-    if rows:
-        parts.append(header + data[start:pos] + trailer)
-    return parts
-
-
-async def db_ceiling(bench: Bench, config: SyntheticConfig) -> dict[str, Any]:
-    """COPY the feed's rows into empty copies of stock_prices, two ways; only the
-    COPY transactions are timed (building the rows is not)."""
-    batch_rows = bench.base.batch.max_rows
-    n = bench.plan.ticks
-    conn = await asyncpg.connect(bench.admin_dsn)
-    tables: list[str] = []
-    try:
-        table = await bench.scratch_table(conn, "ceiling")
-        tables.append(table)
-        copy_s = 0.0
-        batch: list[Any] = []
-        for i, tick in enumerate(SyntheticFeed(config).generate()):
-            batch.append(stock_price_row(tick, i % bench.base.kafka.partitions, i))
-            if len(batch) == batch_rows or i == n - 1:
-                started = time.perf_counter()
-                async with conn.transaction():
-                    await conn.copy_records_to_table(table, records=batch, columns=COLUMNS)
-                copy_s += time.perf_counter() - started
-                batch = []
-        bench.check("db_ceiling", "rows in scratch table", n, await conn.fetchval(f"SELECT count(*) FROM {table}"))
-
-        out = io.BytesIO()
-        # COPY <hypertable> TO reads only its (empty) root table: select from it instead.
-        await conn.copy_from_query(f"SELECT {', '.join(COLUMNS)} FROM {table}", output=out, format="binary")
-        parts = split_binary_copy(out.getvalue(), batch_rows)
-        del out
-        raw_table = await bench.scratch_table(conn, "ceiling_raw")
-        tables.append(raw_table)
-        raw_s = 0.0
-        for part in parts:
-            started = time.perf_counter()
-            async with conn.transaction():
-                await conn.copy_to_table(raw_table, source=io.BytesIO(part), columns=COLUMNS, format="binary")
-            raw_s += time.perf_counter() - started
-        bytes_total = sum(len(p) for p in parts)
-        del parts
-        bench.check(
-            "db_ceiling_preencoded",
-            "rows in scratch table",
-            n,
-            await conn.fetchval(f"SELECT count(*) FROM {raw_table}"),
-        )
-    finally:
-        for t in tables:
-            await conn.execute(f"DROP TABLE IF EXISTS {t}")
-        await conn.close()
-    return {
-        "copy_records": {"ticks_per_s": rate(n, copy_s), "seconds": copy_s, "batch_rows": batch_rows},
-        "copy_preencoded": {
-            "ticks_per_s": rate(n, raw_s),
-            "seconds": raw_s,
-            "batch_rows": batch_rows,
-            "bytes_per_row": bytes_total / n,
-        },
-    }
-
-
-async def kafka_perf_tool(bench: Bench) -> dict[str, Any]:
-    """Kafka's ConsumerPerformance over the feed topic; parses its CSV summary."""
-    k = bench.base.kafka
-    argv = [
-        str(KAFKA_SH),
-        "run-class",
-        "org.apache.kafka.tools.ConsumerPerformance",
-        "--bootstrap-server",
-        k.bootstrap_servers,
-        "--topic",
-        bench.feed_topic,
-        "--num-records",
-        str(bench.plan.ticks),
-        "--group",
-        bench.group("kafka-perf"),
-        "--fetch-size",
-        str(k.max_partition_fetch_bytes),
-        "--timeout",
-        "30000",
-    ]
-    result = await run_sampled(argv, dict(os.environ), timeout_s=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"ConsumerPerformance exited {result.returncode}: {result.stderr[-2000:]}")
-    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
-    header_at = next(i for i, ln in enumerate(lines) if ln.startswith("start.time"))
-    names = [h.strip() for h in lines[header_at].split(",")]
-    values = [v.strip() for v in lines[header_at + 1].split(",")]
-    row = dict(zip(names, values, strict=True))
-    consumed = int(float(row["data.consumed.in.nMsg"]))
-    bench.check("kafka_perf_tool", "records consumed", bench.plan.ticks, consumed)
-    return {
-        "ticks_per_s": float(row["fetch.nMsg.sec"]),
-        "ticks_per_s_incl_group_join": float(row["nMsg.sec"]),
-        "mb_per_s": float(row["fetch.MB.sec"]),
-        "rebalance_ms": float(row["rebalance.time.ms"]),
-        "fetch_ms": float(row["fetch.time.ms"]),
-        "records": consumed,
-        "tool_output": row,
-    }
-
-
-async def client_ceiling(bench: Bench) -> dict[str, Any]:
-    """aiokafka getmany (the pipeline's consumer settings and batch size) + msgspec
-    decode of every record into a ``Tick``; nothing written, nothing committed."""
-    k, b = bench.base.kafka, bench.base.batch
-    consumer = make_consumer(k, bench.feed_topic, group_id=bench.group("client"))
-    await consumer.start()
-    decoded = 0
-    first_at = last_at = None
-    idle_since = time.monotonic()
-    try:
-        while decoded < bench.plan.ticks:
-            records = await consumer.getmany(timeout_ms=b.max_wait_ms, max_records=b.max_rows)
-            if not records:
-                if time.monotonic() - idle_since > bench.plan.idle_s + 10:
-                    break
-                continue
-            if first_at is None:
-                first_at = time.monotonic()
-            for messages in records.values():
-                ticks = [decode_tick(m.value) for m in messages]
-                decoded += len(ticks)
-            idle_since = last_at = time.monotonic()
-    finally:
-        await consumer.stop()
-    bench.check("client_ceiling", "records decoded", bench.plan.ticks, decoded)
-    assert first_at is not None
-    assert last_at is not None
-    return {"ticks_per_s": rate(decoded, last_at - first_at), "seconds": last_at - first_at, "records": decoded}
 
 
 # -- b. the pipeline -------------------------------------------------------------------
@@ -541,17 +155,14 @@ def _duplicates_skipped() -> int:
 
 async def pipeline(bench: Bench, name: str, feed: str, source: str, *, exactly_once: bool) -> dict[str, Any]:
     """``run_consumer`` in this process over a pre-filled topic, exactly-once on or off."""
-    settings = bench.settings(name, bench.topic(feed))
-    settings = settings.model_copy(
-        update={"consumer": settings.consumer.model_copy(update={"exactly_once": exactly_once})}
-    )
+    settings = bench.settings(name, bench.topic(feed), exactly_once=exactly_once)
     duplicates_before = _duplicates_skipped()
     stats = await run_consumer(settings, asyncio.Event(), until_idle_s=bench.plan.idle_s)
     n = bench.plan.ticks
     bench.check(name, "rows the consumer reports written", n, stats.written)
     bench.check(name, "rows dead-lettered (none expected)", 0, stats.rejected)
     bench.check(name, "duplicates skipped (none expected)", 0, _duplicates_skipped() - duplicates_before)
-    bench.check(name, "rows in stock_prices", n, await count_rows(bench.admin_dsn, "stock_prices", source))
+    bench.check(name, "rows in stock_prices", n, await bench.count_rows("stock_prices", source))
     assert stats.first_batch_at is not None
     assert stats.last_batch_at is not None
     seconds = stats.last_batch_at - stats.first_batch_at
@@ -741,7 +352,7 @@ async def freshness(bench: Bench, offered: int) -> dict[str, Any]:
         observed.append(amount)
         observe(amount, exemplar)
 
-    hist.observe = record
+    hist.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted below
     stop = asyncio.Event()
     consumer = asyncio.create_task(run_consumer(settings, stop))
     lags: list[tuple[float, int]] = []
@@ -752,7 +363,8 @@ async def freshness(bench: Bench, offered: int) -> dict[str, Any]:
         buckets_before = _histogram_buckets()
         argv = [
             sys.executable,
-            str(SCRIPT),
+            "-m",
+            MODULE,
             "paced-producer",
             "--topic",
             topic,
@@ -789,9 +401,7 @@ async def freshness(bench: Bench, offered: int) -> dict[str, Any]:
         stats = await consumer
         del hist.observe  # back to the class's method
     bench.check(scenario, "rows the consumer reports written", prod["published"], stats.written)
-    bench.check(
-        scenario, "rows in stock_prices", prod["published"], await count_rows(bench.admin_dsn, "stock_prices", source)
-    )
+    bench.check(scenario, "rows in stock_prices", prod["published"], await bench.count_rows("stock_prices", source))
 
     since = prod["started_at"] + plan.warmup_s
     window = [v for t, v in zip(observed_at, observed, strict=True) if t >= since]
@@ -896,7 +506,7 @@ async def memory(bench: Bench, feed: str, source: str) -> dict[str, Any]:
     written = int(line.split(" rows written")[0].split()[-1].replace(",", ""))
     n = bench.plan.ticks
     bench.check("memory", "rows the consumer reports written", n, written)
-    bench.check("memory", "rows in stock_prices", n, await count_rows(bench.admin_dsn, "stock_prices", source))
+    bench.check("memory", "rows in stock_prices", n, await bench.count_rows("stock_prices", source))
     busy = [kb for t, kb in result.rss_kb if t <= result.wall_s - bench.plan.idle_s]
     steady = busy[len(busy) // 2 :] or [kb for _, kb in result.rss_kb]
     return {
@@ -906,172 +516,6 @@ async def memory(bench: Bench, feed: str, source: str) -> dict[str, Any]:
         "wall_s": result.wall_s,
         "rows": written,
     }
-
-
-# -- machine and clean-up -------------------------------------------------------------------
-
-
-def _host() -> tuple[int, str]:
-    """Memory in kB and the CPU model, from /proc."""
-    meminfo = Path("/proc/meminfo").read_text()
-    mem_kb = int(next(ln for ln in meminfo.splitlines() if ln.startswith("MemTotal")).split()[1])
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor(),
-    )
-    return mem_kb, cpu
-
-
-async def machine(bench: Bench) -> dict[str, Any]:
-    mem_kb, cpu = _host()
-    conn = await asyncpg.connect(bench.admin_dsn)
-    try:
-        timescale = {
-            "postgresql": await conn.fetchval("SHOW server_version"),
-            "timescaledb": await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"),
-            "timescaledb_license": await conn.fetchval("SHOW timescaledb.license"),
-            "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
-            "shared_buffers": await conn.fetchval("SHOW shared_buffers"),
-            "stock_prices_rows_before": await conn.fetchval("SELECT count(*) FROM stock_prices"),
-        }
-    finally:
-        await conn.close()
-    r = open_quotes_redis(bench.base)
-    try:
-        redis_version = (await r.info("server"))["redis_version"]
-    finally:
-        await r.aclose()
-    status = await asyncio.create_subprocess_exec(str(KAFKA_SH), "status", stdout=asyncio.subprocess.PIPE)
-    kafka_status = (await status.communicate())[0].decode().split()
-    kafka_version = kafka_status[kafka_status.index("version") + 1] if "version" in kafka_status else "unknown"
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_avg_at_start": os.getloadavg(),
-        "kafka": kafka_version,
-        "redis": redis_version,
-        **timescale,
-        "libraries": {d: version(d) for d in ("aiokafka", "asyncpg", "msgspec", "uvloop", "redis")},
-    }
-
-
-def _kafka_pid() -> str:
-    """The local broker's pid, from deploy/local's run directory."""
-    default = "/var/lib/nexanest" if os.geteuid() == 0 else str(Path.home() / ".local/share/nexanest")
-    pid_file = Path(os.environ.get("NEXANEST_STATE_DIR", default)) / "run" / "kafka.pid"
-    try:
-        return pid_file.read_text().strip()
-    except FileNotFoundError:
-        return "unknown"
-
-
-async def service_identities(bench: Bench) -> dict[str, str]:
-    """Something that changes when a service restarts: other sessions on this
-    machine run fault tests that restart services, which would void a run."""
-    conn = await asyncpg.connect(bench.admin_dsn)
-    try:
-        timescale = str(await conn.fetchval("SELECT pg_postmaster_start_time()"))
-    finally:
-        await conn.close()
-    r = open_quotes_redis(bench.base)
-    try:
-        redis_run_id = str((await r.info("server"))["run_id"])
-    finally:
-        await r.aclose()
-    return {"timescaledb": timescale, "redis": redis_run_id, "kafka": _kafka_pid()}
-
-
-_SERVICE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, KafkaError)
-
-
-async def _patiently(report: dict[str, Any], what: str, step: Callable[[], Awaitable[Any]]) -> Any:
-    """Run a clean-up step, retrying for a while if its service is restarting
-    (other sessions on this machine run fault tests that restart services)."""
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            return await step()
-        except _SERVICE_ERRORS as exc:
-            if time.monotonic() > deadline:
-                report.setdefault("failed", []).append(f"{what}: {type(exc).__name__}: {exc}")
-                return None
-            await asyncio.sleep(2)
-
-
-async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
-    """Remove everything run ``run_id`` created (found by its names); report what was removed."""
-    report: dict[str, Any] = {}
-
-    async def database() -> None:
-        conn = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
-        try:
-            tables = await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE tablename LIKE $1", f"bench\\_{run_id}\\_%"
-            )
-            for t in tables:
-                await conn.execute(f"DROP TABLE IF EXISTS {t['tablename']}")
-            report["scratch_tables_dropped"] = len(tables)
-            span = await conn.fetchrow(
-                "SELECT min(time) AS lo, max(time) AS hi FROM stock_prices WHERE source LIKE $1", f"bench-{run_id}%"
-            )
-            status = await conn.execute("DELETE FROM stock_prices WHERE source LIKE $1", f"bench-{run_id}%")
-            report["stock_prices_rows_deleted"] = int(status.split()[-1])
-            status = await conn.execute("DELETE FROM ingest_offsets WHERE consumer_group LIKE $1", f"bench-{run_id}-%")
-            report["ingest_offsets_rows_deleted"] = int(status.split()[-1])
-            status = await conn.execute(
-                "DELETE FROM system_events WHERE details->>'group' LIKE $1", f"bench-{run_id}-%"
-            )
-            report["system_events_deleted"] = int(status.split()[-1])
-            if span is not None and span["lo"] is not None:
-                # The pipeline runs merged the run's ticks into the OHLCV bars of their
-                # (synthetic) symbols; with the ticks gone, recomputing those days
-                # takes them out again.
-                fixed = await repair(conn, span["lo"], span["hi"] + timedelta(microseconds=1))
-                report["bars_repaired"] = {"from": fixed.start.isoformat(), "to": fixed.end.isoformat()}
-        finally:
-            await conn.close()
-
-    async def quotes() -> None:
-        removed = 0
-        for r in (open_quotes_redis(base), open_analytics_redis(base)):  # quotes, cached bars
-            try:
-                keys = [k async for k in r.scan_iter(match=f"bench:{run_id}:*", count=1000)]
-                if keys:
-                    await r.delete(*keys)
-                removed += len(keys)
-            finally:
-                await r.aclose()
-        report["redis_keys_deleted"] = removed
-
-    async def kafka() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka.bootstrap_servers)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(f"bench.{run_id}.")]
-            if topics:
-                await admin.delete_topics(topics)
-            report["kafka_topics_deleted"] = len(topics)
-            groups = sorted(g[0] for g in await admin.list_consumer_groups() if g[0].startswith(f"bench-{run_id}-"))
-        finally:
-            await admin.close()
-        if groups:
-            argv = [str(KAFKA_SH), "run-class", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"]
-            argv += ["--bootstrap-server", base.kafka.bootstrap_servers, "--delete"]
-            for g in groups:
-                argv += ["--group", g]
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
-            report["kafka_groups_delete_exit"] = await proc.wait()
-        report["kafka_groups_deleted"] = len(groups)
-
-    await _patiently(report, "database", database)
-    await _patiently(report, "redis", quotes)
-    await _patiently(report, "kafka", kafka)
-    return report
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -1143,14 +587,17 @@ def targets(ratio: dict[str, float | None], results: dict[str, Any]) -> dict[str
 
 async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     plan = Plan.from_args(args)
-    bench = Bench(load_settings(), plan)
+    bench = Bench(load_settings(), "s", plan=plan)
     started_at = datetime.now(UTC)
     started = time.monotonic()
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     print(f"[bench] run {bench.run_id}: {plan.mode}, {plan.ticks:,} ticks, {plan.symbols} symbols", file=sys.stderr)
-    machine_info = await machine(bench)
-    services_before = await service_identities(bench)
+    base = bench.base
+    machine_info = await machine(base)
+    services_before = await service_identities(base)
+    # Everything the run writes goes into a scratch database (dropped by the clean-up), not the user's.
+    bench.base, migrations = await prepare_database(base, bench.run_id)
     # The same ticks three times (same seed and tick times), told apart by an
     # equally long source tag: stock_prices rejects a (source, seq, time) it
     # holds already, so each pipeline run that writes it needs its own copy.
@@ -1159,14 +606,14 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     # validator's window for the whole run.
     start_ns = time.time_ns() - 3600 * 10**9
     feeds = ("a", "b", "c") if "memory" not in plan.skip else ("a", "b")
-    configs = {f: feed_config(plan, bench.source(f), start_ns) for f in feeds}
+    configs = {f: feed_config(plan.ticks, plan.symbols, plan.seed, bench.source(f), start_ns) for f in feeds}
     try:
         await scenario(results, errors, "producer", lambda: produce_feeds(bench, configs))
         if results["producer"] is None:
             raise RuntimeError(f"the feed could not be published: {errors['producer']}")
         await scenario(results, errors, "db_ceiling", lambda: db_ceiling(bench, configs["a"]))
-        await scenario(results, errors, "kafka_perf_tool", lambda: kafka_perf_tool(bench))
-        await scenario(results, errors, "client_ceiling", lambda: client_ceiling(bench))
+        await scenario(results, errors, "kafka_perf_tool", lambda: kafka_perf_tool(bench, plan.ticks))
+        await scenario(results, errors, "client_ceiling", lambda: client_ceiling(bench, plan.ticks, plan.idle_s))
         await scenario(
             results,
             errors,
@@ -1189,16 +636,18 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         if "freshness" not in plan.skip:
             for offered in plan.rates:
                 holder: dict[str, Any] = {}
-                await scenario(holder, errors, f"freshness_{offered}", lambda o=offered: freshness(bench, o))
+                await scenario(holder, errors, f"freshness_{offered}", functools.partial(freshness, bench, offered))
                 fresh.append(holder[f"freshness_{offered}"])
         results["freshness"] = fresh
     finally:
         print("[bench] cleaning up", file=sys.stderr, flush=True)
-        cleanup = await clean_up(bench.base, bench.run_id)
-    services_after = await _patiently(cleanup, "service identities", lambda: service_identities(bench)) or {}
-    restarted = sorted(k for k in services_before if services_before[k] != services_after.get(k))
-    if restarted:
-        print(f"[bench] WARNING: restarted during the run: {', '.join(restarted)}", file=sys.stderr)
+        cleanup = await clean_up(base, bench.run_id)
+    after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
+    if restarted(services_before, after):
+        print(
+            f"[bench] WARNING: restarted during the run: {', '.join(restarted(services_before, after))}",
+            file=sys.stderr,
+        )
     ratio = ratios(results)
     return {
         "benchmark": "suite",
@@ -1221,7 +670,8 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "partitions": bench.base.kafka.partitions,
         },
         "machine": {**machine_info, "load_avg_at_end": os.getloadavg()},
-        "services_restarted_during_run": restarted,
+        "scratch_database_migrations": migrations,
+        "services_restarted_during_run": restarted(services_before, after),
         "results": results,
         "ratios": ratio,
         "targets": targets(ratio, results),
@@ -1233,24 +683,6 @@ async def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- RESULTS.md ------------------------------------------------------------------------------------
 
-_MD_HEADER = """# Benchmark results
-
-Written by `benchmarks/suite.py` (`make bench`, `make bench-quick`); newest run
-first. Each section is one run: every figure and its reference were measured
-side by side in that run, on the same ticks (fixed seed). The machine is a
-shared 2-core box, so absolute rates are noisy: read the ratios. The JSON of
-each run (every figure, the machine, the count checks) is in
-`benchmarks/results/suite-<time>.json` on the machine that ran it.
-
-"""
-_MD_RUNS = "<!-- runs: newest first; the suite inserts each new run below this line -->\n"
-
-
-def _n(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
 
 def markdown(result: dict[str, Any]) -> str:
     r = result["results"]
@@ -1261,10 +693,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}` ({result['duration_s']:.0f} s)",
         "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; Python {m['python']}; "
-        f"Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
-        f"({m['timescaledb_license']}, synchronous_commit={m['synchronous_commit']}); Redis {m['redis']}. "
-        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end.",
+        report.machine_line(m, shared=False),
         "",
         f"Feed: {p['ticks']:,} ticks, {p['symbols']} symbols, seed {p['seed']}, {p['partitions']} partitions; "
         f"pipeline batches of up to {p['batch_max_rows']:,} rows.",
@@ -1379,12 +808,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"Memory of `nexanest consume` at saturation: peak RSS {_n(mem['peak_rss_mb'])} MB, "
             f"steady {_n(mem['steady_rss_mb'])} MB ({mem['samples']} samples over {mem['wall_s']:.0f} s).",
         ]
-    if result["services_restarted_during_run"]:
-        lines += [
-            "",
-            f"**Warning:** restarted during the run: {', '.join(result['services_restarted_during_run'])} "
-            "(another session's fault tests?); treat these figures as void.",
-        ]
+    lines += report.restarted_warning(result)
     failed = [c for c in result["checks"] if not c["ok"]]
     if result["errors"] or failed:
         lines += ["", "**Failed scenarios** (no rate reported for them):", ""]
@@ -1393,21 +817,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results_md(result: dict[str, Any], path: Path = RESULTS_MD) -> None:
-    previous = ""
-    if path.exists():
-        text = path.read_text()
-        previous = text.split(_MD_RUNS, 1)[1] if _MD_RUNS in text else ""
-    path.write_text(_MD_HEADER + _MD_RUNS + "\n" + markdown(result) + previous)
-
-
 # -- entry point -----------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="subcommand")
-    parser.add_argument("--quick", action="store_true", help="200k ticks, 10 s freshness runs, 15 s naive budget")
+    parser = report.parser(__doc__, "200k ticks, 10 s freshness runs, 15 s naive budget")
     parser.add_argument("--ticks", type=int, default=0, help="ticks in the feed (default 1,000,000; quick 200,000)")
     parser.add_argument("--symbols", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
@@ -1421,24 +835,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--naive-budget", type=float, default=0, help="seconds for the naive consumer (30; quick 15)")
     parser.add_argument("--idle-seconds", type=float, default=3.0, help="a consumer stops after this long idle")
     parser.add_argument("--quix-commit-interval", type=float, default=5.0, help="Quix Application(commit_interval)")
-    parser.add_argument(
-        "--quix-commit-every", type=int, default=20_000, help="Quix Application(commit_every) (default 20000)"
-    )
+    parser.add_argument("--quix-commit-every", type=int, default=20_000, help="Quix Application(commit_every)")
     parser.add_argument("--skip", default="", help="comma-separated: naive,quix,memory,freshness")
     parser.add_argument("--bench-python", default=str(BENCH_PYTHON), help="Python of .venv-bench (Quix Streams)")
-    parser.add_argument("--no-markdown", action="store_true", help="do not add the run to benchmarks/RESULTS.md")
-    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/suite-<time>.json)")
-
-    c = sub.add_parser("cleanup", help="remove what an earlier (interrupted) run left behind")
-    c.add_argument("run_id", help="the run id printed at its start, e.g. 1a2b3c4d")
-
-    p = sub.add_parser("paced-producer", help="(internal) the paced producer of the freshness runs")
-    p.add_argument("--topic", required=True)
-    p.add_argument("--source", required=True)
-    p.add_argument("--rate", type=float, required=True)
-    p.add_argument("--seconds", type=float, required=True)
-    p.add_argument("--symbols", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
+    p = parser.add_subparsers(dest="subcommand").add_parser("paced-producer", help="(internal) freshness's producer")
+    for name in ("--topic", "--source"):
+        p.add_argument(name, required=True)
+    for name in ("--rate", "--seconds"):
+        p.add_argument(name, type=float, required=True)
+    for name in ("--symbols", "--seed"):
+        p.add_argument(name, type=int, required=True)
     return parser
 
 
@@ -1448,27 +854,12 @@ def main() -> int:
     if args.subcommand == "paced-producer":
         uvloop.run(paced_producer(args))
         return 0
-    if args.subcommand == "cleanup":
-        if not re.fullmatch(r"[sp][0-9a-f]{8}", args.run_id):
-            print(f"{args.run_id!r} is not a run id of this suite (s or p and 8 hex digits)", file=sys.stderr)
-            return 2
-        report = uvloop.run(clean_up(load_settings(), args.run_id))
-        print(json.dumps(report, indent=2))
-        return 1 if report.get("failed") else 0
     if "quix" not in args.skip.split(",") and not Path(args.bench_python).exists():
         print(f"{args.bench_python} not found: run `make bench-venv` (or pass --skip quix)", file=sys.stderr)
         return 2
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
-    args.command_line = shlex.join([python, "benchmarks/suite.py", *sys.argv[1:]])
+    args.command_line = report.command_line(MODULE)
     result = uvloop.run(run_suite(args))  # the event loop the `nexanest` command uses
-    text = json.dumps(result, indent=2, default=str)
-    out = args.output or RESULTS_DIR / f"suite-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    if not args.no_markdown:
-        write_results_md(result)
-    print(markdown(result))
-    print(f"JSON: {out}", file=sys.stderr)
+    report.save("suite", result, markdown(result), args)
     failed = bool(result["errors"]) or not all(c["ok"] for c in result["checks"])
     return 1 if failed else 0
 

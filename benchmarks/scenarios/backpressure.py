@@ -1,7 +1,6 @@
 """Backpressure: the consumer's memory while the database stalls (issue 5).
 
-    python benchmarks/backpressure.py [--ticks N] [--quick] [--stall-seconds 20] [--output F] [--no-markdown]
-    python benchmarks/backpressure.py --clean-up RUN_ID     # what an interrupted run left behind
+    python -m benchmarks.scenarios.backpressure [--ticks N] [--quick] [--stall-seconds 20] [--update-results]
 
 The claim under test: when TimescaleDB stops accepting writes, the consumer
 stops fetching from Kafka, so its memory stays bounded by what it has fetched
@@ -39,18 +38,10 @@ saturated ingest before it), max during the stall, peak (VmHWM), after
 (median while ingest runs at saturation again), the bound from the settings,
 and ``bounded`` by the rule stated in the output (``bounded_rule``).
 
-Everything the run creates is named after its run id (``b`` and 8 hex digits):
-topics ``bench.<id>.*``, consumer group ``bench-<id>-consumer``, Redis keys
-``bench:<id>:*`` (quotes and bars), its rows in ``stock_prices``,
-``ingest_offsets`` and ``system_events``; all removed at the end and on error,
-and the OHLCV rollup bars of the touched days recomputed without its ticks
-(``nexanest bars repair``'s code). Note that the stall blocks every writer of
-``stock_prices`` on the machine for ``--stall-seconds``.
-
-Output: JSON via ``report.print_and_save`` (``benchmarks/results/backpressure-<time>.json``)
-and a section in ``benchmarks/RESULTS.md``. Needs the local stack (``make
-stack-up``) with migrations applied; wrap full runs in ``flock
-/tmp/nexanest-bench.lock`` on a shared machine.
+The consumer writes into a scratch database (``nexanest_bench_<run>``, the
+project's migrations applied; dropped at the end by ``harness.cleanup``), so
+the stall locks no table of the user's; topics, the consumer group and Redis
+keys carry the run id and are removed too.
 """
 
 from __future__ import annotations
@@ -58,15 +49,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import re
 import shlex
-import shutil
 import statistics
+import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,25 +68,24 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
-from suite import Bench, Plan, _patiently, _proc_status, clean_up, machine, service_identities
 
+from benchmarks.harness import report
+from benchmarks.harness.cleanup import clean_up, patiently, prepare_database, superuser_sql
+from benchmarks.harness.host import machine, restarted, service_identities
+from benchmarks.harness.report import n
+from benchmarks.harness.run import BenchError, Run, feed_config
+from benchmarks.harness.sampling import ROOT, downsample, proc_status
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
-from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings
+from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import Tick
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS_MD = HERE / "RESULTS.md"
+MODULE = "benchmarks.scenarios.backpressure"
 NEXANEST = Path(sys.executable).parent / "nexanest"
-RUNS_MARKER = "<!-- runs: newest first; the suite inserts each new run below this line -->"
-
 RSS_INTERVAL_S = 0.05
 PROGRESS_INTERVAL_S = 0.25
-MAX_POINTS = 2_000
 #: Ticks published while the database is stalled, as a share of ``--ticks``.
 TAIL_SHARE = 0.10
 #: Tick times this far back: inside the validator's 7-day window, and on a day
@@ -107,10 +95,6 @@ TICK_AGE_NS = 2 * 24 * 3600 * 10**9
 #: quarter of the stall may exceed that over the first quarter by at most this.
 TREND_ALLOWANCE_MB = 4.0
 MIB = 1024 * 1024
-
-
-class BenchError(Exception):
-    """The run could not measure what it set out to (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -159,33 +143,14 @@ class Trace:
         return self.progress[-1][1] if self.progress else 0
 
 
-def log(message: str) -> None:
-    print(f"[backpressure {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = report.log("backpressure")
+
+
+def _n(value: float | None, digits: int = 1) -> str:
+    return n(value, digits)
 
 
 # -- names and settings -------------------------------------------------------------------
-
-
-def run_settings(base: Settings, run_id: str) -> Settings:
-    """The consumer's settings: topics, group and Redis keys that only this run
-    uses, named so that ``suite.clean_up`` finds them by the run id."""
-    prefix = f"bench.{run_id}"
-    return base.model_copy(
-        update={
-            "kafka": base.kafka.model_copy(
-                update={
-                    "ticks_topic": f"{prefix}.ticks",
-                    "dead_letter_topic": f"{prefix}.ticks.dlq",
-                    "events_topic": f"{prefix}.events",
-                    "consumer_group": f"bench-{run_id}-consumer",
-                }
-            ),
-            "redis": base.redis.model_copy(
-                update={"quote_key_prefix": f"bench:{run_id}:quote:", "bar_key_prefix": f"bench:{run_id}:bar:"}
-            ),
-            "metrics": base.metrics.model_copy(update={"port": 0}),
-        }
-    )
 
 
 def with_application_name(dsn: str, name: str) -> str:
@@ -198,12 +163,9 @@ def with_application_name(dsn: str, name: str) -> str:
 
 
 def consumer_env(settings: Settings, app_name: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        **namespace_environment(settings),
-        "NEXANEST_TIMESCALE__DSN": with_application_name(settings.timescale.dsn.get_secret_value(), app_name),
-        "NEXANEST_LOG__LEVEL": "warning",
-    }
+    return Run.env(
+        settings, NEXANEST_TIMESCALE__DSN=with_application_name(settings.timescale.dsn.get_secret_value(), app_name)
+    )
 
 
 # -- the feed ------------------------------------------------------------------------------
@@ -232,7 +194,7 @@ async def publish(settings: Settings, ticks: Iterator[Tick], source: str) -> tup
 
 async def sample_rss(pid: int, trace: Trace, done: asyncio.Future[Any]) -> None:
     while not done.done():
-        status = _proc_status(pid)
+        status = proc_status(pid)
         if "VmRSS" in status:
             trace.rss.append((trace.now(), status["VmRSS"], status.get("VmHWM", 0)))
         await asyncio.wait({done}, timeout=RSS_INTERVAL_S)
@@ -281,53 +243,36 @@ _ACTIVITY = (
 )
 
 
-def _state_dir() -> Path:
-    default = "/var/lib/nexanest" if os.geteuid() == 0 else str(Path.home() / ".local/share/nexanest")
-    return Path(os.environ.get("NEXANEST_STATE_DIR", default))
-
-
-async def superuser_activity(admin_dsn: str, app_name: str) -> dict[int, dict[str, str]] | str:
-    """pg_stat_activity of the consumer's sessions, read as ``postgres`` over
-    deploy/local's unix socket (peer authentication, hence ``runuser`` as root);
-    a string saying why when that is not possible."""
+async def superuser_activity(settings: Settings, app_name: str) -> dict[int, dict[str, str]] | str:
+    """pg_stat_activity of the consumer's sessions, read as the cluster superuser
+    (the owner role sees only its own sessions' wait events); a string saying why
+    when that is not possible."""
     if not re.fullmatch(r"[a-z0-9-]+", app_name):
         return f"unexpected application_name {app_name!r}"
-    dsn = urlsplit(admin_dsn)
-    argv = [
-        shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql",
-        *("-X", "-q", "-A", "-t", "-F", "\t", "-h", str(_state_dir() / "run"), "-p", str(dsn.port or 5433)),
-        *("-U", "postgres", "-d", dsn.path.lstrip("/") or "timescale", "-c", _ACTIVITY.format(app=app_name)),
-    ]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
+    database = urlsplit(settings.timescale.admin_dsn.get_secret_value()).path.lstrip("/")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 10)
-    except (OSError, TimeoutError) as exc:
-        return f"psql as postgres: {exc!r}"
-    if proc.returncode != 0:
-        return f"psql as postgres failed: {err.decode(errors='replace').strip()[:200]}"
+        out = await asyncio.to_thread(superuser_sql, settings, database, _ACTIVITY.format(app=app_name))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return f"psql as postgres: {exc!r}"[:300]
     activity = {}
-    for line in out.decode().splitlines():
+    for line in out.splitlines():
         pid, wait_type, wait, state, query = (line.split("\t") + [""] * 5)[:5]
         activity[int(pid)] = {"wait_event_type": wait_type, "wait_event": wait, "state": state, "query": query}
     return activity
 
 
-async def observe_waiters(admin_dsn: str, lock_pid: int, app_name: str, trace: Trace) -> dict[str, Any]:
+async def observe_waiters(settings: Settings, lock_pid: int, app_name: str, trace: Trace) -> dict[str, Any]:
     """Who waits on the stall's lock right now (pg_locks, as the owner role);
     ``consumer_blocked`` when one of them is the consumer (its application_name)
     waiting for a lock on stock_prices. Adds each such session's wait event and
     query when the superuser view is available."""
     t_s = round(trace.now(), 2)
-    conn = await asyncpg.connect(admin_dsn)
+    conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
     try:
         rows = [dict(r) for r in await conn.fetch(_WAITERS, lock_pid)]
     finally:
         await conn.close()
-    activity = await superuser_activity(admin_dsn, app_name)
+    activity = await superuser_activity(settings, app_name)
     mine = [r for r in rows if r["application_name"] == app_name]
     for r in mine:
         r.update(activity.get(r["pid"], {}) if isinstance(activity, dict) else {"activity": activity})
@@ -380,7 +325,7 @@ async def stall_database(
             # in the middle and near the end of the stall.
             for at in (min(2.0, opts.stall_s / 4), opts.stall_s / 2, opts.stall_s - 1.0):
                 await asyncio.sleep(max(0.0, stall.from_s + at - trace.now()))
-                stall.observations.append(await observe_waiters(admin_dsn, lock_pid, app_name, trace))
+                stall.observations.append(await observe_waiters(settings, lock_pid, app_name, trace))
                 seen = stall.observations[-1]
                 log(
                     f"stall: t={seen['t_s']:.1f}s consumer blocked on the lock: {seen['consumer_blocked']}"
@@ -403,19 +348,6 @@ def _last_rss_mb(trace: Trace) -> float:
 
 
 # -- analysis ---------------------------------------------------------------------------------
-
-
-def downsample(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> list[list[float]]:
-    """At most ``limit`` points; each the last time and the max value of its
-    bucket, so a short spike survives the thinning."""
-    if len(points) <= limit:
-        return [[round(t, 3), round(v, 2)] for t, v in points]
-    size = -(-len(points) // limit)
-    out = []
-    for i in range(0, len(points), size):
-        bucket = points[i : i + size]
-        out.append([round(bucket[-1][0], 3), round(max(v for _, v in bucket), 2)])
-    return out
 
 
 def _median_mb(samples: Sequence[tuple[float, int, int]]) -> float | None:
@@ -557,56 +489,28 @@ async def check_rows(admin_dsn: str, source: str, ticks: int, start_ns: int) -> 
     }
 
 
-async def clean_up_run(base: Settings, run_id: str) -> dict[str, Any]:
-    """``suite.clean_up``: topics, group, the run's rows in stock_prices,
-    ingest_offsets and system_events, its quote and bar keys, and the rollup
-    bars of its tick days (recomputed from what remains)."""
-    return await clean_up(base, run_id)
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     opts = Options.from_args(args)
-    base = load_settings()
-    run_id = "b" + uuid.uuid4().hex[:8]
-    # suite.machine/service_identities take a Bench; only its settings and run id matter here.
-    bench = Bench(
-        base,
-        Plan(
-            mode=opts.mode,
-            ticks=opts.ticks,
-            symbols=opts.symbols,
-            seed=opts.seed,
-            warmup_s=opts.warmup_s,
-            idle_s=opts.idle_s,
-        ),
-        run_id=run_id,
-    )
-    settings = run_settings(base, run_id)
-    source = f"bench-{run_id}"
+    bench = Run(load_settings(), "b")
+    base, run_id = bench.base, bench.run_id
+    source = bench.source()
     app_name = f"bench-{run_id}-consumer"
     started_at = datetime.now(UTC)
     started = time.monotonic()
     log(
         f"run {run_id}: {opts.mode}, {opts.ticks:,} ticks ({opts.tail:,} held back for the stall), "
-        f"stall {opts.stall_s:g}s"
+        f"stall {opts.stall_s:g}s; if interrupted: python -m benchmarks.harness.cleanup {run_id}"
     )
-    machine_info = await machine(bench)
-    services_before = await service_identities(bench)
+    machine_info = await machine(base)
+    services_before = await service_identities(base)
     start_ns = time.time_ns() - TICK_AGE_NS
-    config = SyntheticConfig(
-        symbols=opts.symbols,
-        rate=100_000,
-        count=opts.ticks,
-        seed=opts.seed,
-        start_ns=start_ns,
-        source=source,
-        paced=False,
-    )
+    config = feed_config(opts.ticks, opts.symbols, opts.seed, source, start_ns)
     proc: asyncio.subprocess.Process | None = None
     try:
+        settings, migrations = await prepare_database(bench.settings("consumer", f"{bench.prefix}.ticks"), run_id)
         await ensure_topics(settings.kafka)
         ticks = SyntheticFeed(config).generate()
         prefilled, publish_s = await publish(settings, itertools.islice(ticks, opts.ticks - opts.tail), source)
@@ -640,7 +544,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(opts.warmup_s)
         backlog = trace.progress[-1][3]
         # More left than the consumer may hold (two batches), or a stall proves nothing.
-        if backlog < 3 * bench.base.batch.max_rows:
+        if backlog < 3 * base.batch.max_rows:
             raise BenchError(f"only {backlog:,} ticks left before the stall: not saturated; use more --ticks")
         log(f"written {trace.written:,}, lag {backlog:,}, rss {_last_rss_mb(trace):.1f} MB; stalling the database")
         stall = await stall_database(settings, opts, trace, app_name, tail, source)
@@ -674,9 +578,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             proc.kill()  # our own child, by its pid
             await proc.wait()
         log("cleaning up")
-        cleanup = await clean_up_run(base, run_id)
-    services_after = await _patiently(cleanup, "service identities", lambda: service_identities(bench)) or {}
-    restarted = sorted(k for k in services_before if services_before[k] != services_after.get(k))
+        cleanup = await clean_up(base, run_id)
+    services_after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
     return {
         "benchmark": "backpressure",
         "run_id": run_id,
@@ -698,7 +601,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "progress_interval_s": PROGRESS_INTERVAL_S,
         },
         "machine": {**machine_info, "load_avg_at_end": os.getloadavg()},
-        "services_restarted_during_run": restarted,
+        "services_restarted_during_run": restarted(services_before, services_after),
+        "scratch": {"database": settings.timescale.dsn.get_secret_value().rsplit("/", 1)[-1], "migrations": migrations},
         "samples": downsample([(t, kb / 1024) for t, kb, _ in trace.rss]),
         "lag_samples": downsample([(t, lag) for t, _, _, lag in trace.progress]),
         "written_samples": downsample([(t, w) for t, w, _, _ in trace.progress]),
@@ -725,10 +629,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 # -- RESULTS.md -------------------------------------------------------------------------------------
 
 
-def _n(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     m, p, r, s = result["machine"], result["parameters"], result["rss_mb"], result["stall"]
     b, ing, lag = result["bound_from_settings"], result["ingest"], result["lag"]
@@ -746,7 +646,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"`{p['consumer']}` (subprocess, RSS from /proc every {p['rss_interval_s'] * 1000:g} ms) over "
         f"{p['ticks']:,} ticks ({p['symbols']} symbols, seed {p['seed']}): {p['published_before_consumer']:,} "
         f"published before it started, {p['published_during_stall']:,} while the database was stalled. "
-        f"Stall: `LOCK TABLE stock_prices IN ACCESS EXCLUSIVE MODE` held by an owner connection from "
+        f"Stall: `LOCK TABLE stock_prices IN ACCESS EXCLUSIVE MODE` (scratch database "
+        f"`{result['scratch']['database']}`) held by an owner connection from "
         f"t={s['from_s']:.1f} s to t={s['to_s']:.1f} s ({s['held_s']:.1f} s); the consumer's session was seen "
         + (
             f"waiting for {wait['mode']} on {wait['relation']} (pg_locks; pg_stat_activity: wait event "
@@ -777,7 +678,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Rows: {result['rows']['rows']:,} of {result['rows']['expected']:,} in stock_prices, "
         f"{result['rows']['distinct_seq']:,} distinct seq: **rows_ok: {'yes' if result['rows_ok'] else 'NO'}**. "
         "RSS and lag over time (of the newest run): [plots/backpressure_rss.png](plots/backpressure_rss.png) "
-        "(`.venv-bench/bin/python benchmarks/plots.py`).",
+        "(`make bench-plots`).",
         "",
     ]
     if result["services_restarted_during_run"]:
@@ -788,22 +689,11 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_to_results_md(section: str, path: Path = RESULTS_MD) -> None:
-    """Insert ``section`` right below the runs marker (newest first). The file is
-    read just before writing, since other benchmarks add their runs too."""
-    text = path.read_text()
-    if RUNS_MARKER not in text:
-        raise BenchError(f"{path} has no line {RUNS_MARKER!r}")
-    head, tail = text.split(RUNS_MARKER, 1)
-    path.write_text(head + RUNS_MARKER + "\n\n" + section + tail.lstrip("\n"))
-
-
 # -- entry point ------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500,000 ticks, 3 s of saturation before the stall")
+def main() -> int:
+    parser = report.parser(__doc__, "500,000 ticks, 3 s of saturation before the stall")
     parser.add_argument("--ticks", type=int, default=0, help="ticks in the feed (default 1,000,000; quick 500,000)")
     parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (default 300)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (default 1)")
@@ -818,39 +708,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-seconds", type=float, default=0, help="ingest at saturation before the stall (default 8; quick 3)"
     )
     parser.add_argument("--idle-seconds", type=float, default=3.0, help="the consumer's --until-idle (default 3)")
-    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/backpressure-<time>.json)")
-    parser.add_argument("--no-markdown", action="store_true", help="do not add the run to benchmarks/RESULTS.md")
-    parser.add_argument("--clean-up", metavar="RUN_ID", help="only remove what run RUN_ID (b + 8 hex) left behind")
-    return parser
-
-
-def main() -> int:
-    args = build_parser().parse_args()
+    args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
-    if args.clean_up:
-        if not re.fullmatch(r"b[0-9a-f]{8}", args.clean_up):
-            print(f"{args.clean_up!r} is not a run id of this benchmark (b and 8 hex digits)", file=sys.stderr)
-            return 2
-        print(json.dumps(uvloop.run(clean_up_run(load_settings(), args.clean_up)), indent=2, default=str))
-        return 0
     if args.stall_seconds < 4:
-        print("--stall-seconds must be at least 4 (three observations of the waiting consumer)", file=sys.stderr)
-        return 2
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
-    args.command_line = shlex.join([python, "benchmarks/backpressure.py", *sys.argv[1:]])
+        parser.error("--stall-seconds must be at least 4 (three observations of the waiting consumer)")
+    args.command_line = report.command_line(MODULE)
     try:
         result = uvloop.run(run(args))
     except BenchError as exc:
         log(f"FAILED: {exc}")
         return 1
-    out = print_and_save("backpressure", result, args.output)
-    if not args.no_markdown:
-        add_to_results_md(markdown(result))
-    log(
-        f"rss steady {_n(result['rss_mb']['steady_before'])} MB, max during stall "
-        f"{_n(result['rss_mb']['max_during_stall'])} MB, after {_n(result['rss_mb']['after'])} MB, "
-        f"peak {_n(result['rss_mb']['peak'])} MB; bounded {result['bounded']}, rows_ok {result['rows_ok']}; JSON: {out}"
-    )
+    report.save("backpressure", result, markdown(result), args)
     return 0 if result["bounded"] and result["rows_ok"] else 1
 
 

@@ -1,6 +1,6 @@
 """Soak: kill -9 the consumer over and over while it ingests, then verify.
 
-    python benchmarks/kill9_soak.py [--ticks 1000000] [--cycles 20]
+    python -m benchmarks.scenarios.kill9_soak [--ticks 1000000] [--cycles 20]
 
 Publishes N synthetic ticks to a fresh topic, then repeatedly starts
 `nexanest consume` as a real process, waits until it is writing, lets it run a
@@ -19,37 +19,27 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import asyncpg
 import uvloop
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
+from benchmarks.harness.cleanup import clean_up, prepare_database
+from benchmarks.harness.report import print_and_save
+from benchmarks.harness.run import Run
+from benchmarks.harness.sampling import ROOT
 from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment, namespaced
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def soak_settings(base: Settings, name: str) -> Settings:
-    return namespaced(base, f"soak.{name}")
-
 
 def consumer_process(settings: Settings, name: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        **namespace_environment(settings),
-        "NEXANEST_KAFKA__GROUP_INSTANCE_ID": f"soak-{name}",
-        "NEXANEST_LOG__LEVEL": "warning",
-    }
+    env = Run.env(settings, NEXANEST_KAFKA__GROUP_INSTANCE_ID=f"soak-{name}")
     return subprocess.Popen(
         [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", "3"],
-        cwd=REPO,
+        cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -61,8 +51,19 @@ async def rows(pool: asyncpg.Pool, source: str) -> int:
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    name = uuid.uuid4().hex[:8]
-    settings = soak_settings(load_settings(), name)
+    run = Run(load_settings(), "k")
+    name, base = run.run_id, run.base
+    try:
+        run.base, _ = await prepare_database(base, run.run_id)
+        return await soak(run, args)
+    finally:
+        cleanup = await clean_up(base, name)
+        print(f"clean-up: {cleanup}", file=sys.stderr)
+
+
+async def soak(run: Run, args: argparse.Namespace) -> dict[str, object]:
+    name = run.run_id
+    settings = run.settings("soak", run.topic("soak"))
     start_ns = time.time_ns() - 3 * 3600 * 10**9
     config = SyntheticConfig(
         symbols=300,
@@ -70,7 +71,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         count=args.ticks,
         seed=args.seed,
         start_ns=start_ns,
-        source=f"soak-{name}",
+        source=run.source("soak"),
         paced=False,
     )
     await ensure_topics(settings.kafka)
@@ -115,6 +116,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     report = await verify(settings, settings.kafka.ticks_topic, start_ns, time.time_ns(), source=config.source)
     return {
         "benchmark": "kill9_soak",
+        "run_id": name,
         "machine": {"cores": os.cpu_count()},
         "ticks": args.ticks,
         "cycles": args.cycles,

@@ -1,6 +1,6 @@
 """Binary COPY of ``stock_prices`` rows: asyncpg's record encoding against ours, in one run.
 
-    python benchmarks/copy_encoding.py [--rows 200000] [--batch-rows 5000] [--symbols 200] [--seed 1]
+    python -m benchmarks.micro.copy_encoding [--rows 200000] [--batch-rows 5000] [--symbols 200] [--seed 1]
 
 The same synthetic ticks go, one transaction per batch as the sink does it,
 into four empty copies of ``stock_prices`` (same columns, defaults, indexes and
@@ -42,8 +42,8 @@ from typing import Any
 
 import asyncpg
 import uvloop
-from report import print_and_save  # benchmarks/report.py (scripts run from this folder)
 
+from benchmarks.harness.report import print_and_save
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.copy_binary import COPY_HEADER, COPY_TRAILER, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row

@@ -1,11 +1,12 @@
 """PNG plots of the benchmark results (issue 5), for RESULTS.md and the README.
 
-    .venv-bench/bin/python benchmarks/plots.py [FILE.json ...] [--results DIR] [--out DIR]
+    .venv-bench/bin/python -m benchmarks.harness.plots [FILE.json ...] [--results DIR] [--out DIR] [--update-results]
 
 Reads the newest ``<name>-<YYYYmmddTHHMMSS>.json`` of each benchmark in
 ``benchmarks/results/`` (a file named on the command line takes the place of
 the newest of its benchmark, told by its ``"benchmark"`` key) and writes, into
-``benchmarks/plots/``:
+``benchmarks/results/plots/`` (git-ignored), or with ``--update-results`` into the
+committed ``benchmarks/plots/`` that RESULTS.md and the README show:
 
 * ``throughput_by_scenario.png`` (``suite``): ticks/s of every scenario, the
   limits (database, broker, client) and the alternatives (naive INSERT, Quix
@@ -46,7 +47,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 RESULTS_DIR = HERE / "results"
 PLOTS_DIR = HERE / "plots"
 RESULT_NAME = re.compile(r"^(?P<name>[a-z_]+)-(?P<stamp>\d{8}T\d{6})\.json$")
@@ -364,7 +365,7 @@ def plot_backpressure(doc: dict[str, Any], path: Path, out_dir: Path) -> Path:
     ax.legend(handles, labels, fontsize=8, loc="lower right")
     peak = number(figures.get("peak"), path, "rss_mb.peak")
     during = number(figures.get("max_during_stall"), path, "rss_mb.max_during_stall")
-    verdict = {True: "bounded", False: "NOT bounded"}.get(doc.get("bounded"), "?")
+    verdict = {True: "bounded", False: "NOT bounded"}.get(doc.get("bounded") is True, "?")
     stats = f"max during stall {during:.0f} MB, peak {peak:.0f} MB" if during and peak else ""
     title(fig, ax, f"Consumer memory while the database stalls: {verdict} ({stats})", doc, path)
     return save(fig, out_dir / "backpressure_rss.png")
@@ -398,8 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path, help="result JSON files to use instead of the newest ones")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"where to look (default {RESULTS_DIR})")
-    parser.add_argument("--out", type=Path, default=PLOTS_DIR, help=f"where the PNGs go (default {PLOTS_DIR})")
+    parser.add_argument("--out", type=Path, help=f"where the PNGs go (default {RESULTS_DIR / 'plots'})")
+    parser.add_argument("--update-results", action="store_true", help=f"write the committed plots in {PLOTS_DIR}")
     args = parser.parse_args(argv)
+    args.out = args.out or (PLOTS_DIR if args.update_results else RESULTS_DIR / "plots")
     written: list[Path] = []
     try:
         chosen = inputs(args.files, args.results)

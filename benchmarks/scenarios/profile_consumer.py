@@ -1,6 +1,6 @@
 """Where the consumer's CPU goes at saturation: py-spy over ``nexanest consume``.
 
-    python benchmarks/profile_consumer.py [--ticks 300000] [--symbols 300] [--rate-hz 100] [--native]
+    python -m benchmarks.scenarios.profile_consumer [--ticks 300000] [--symbols 300] [--rate-hz 100] [--native]
     make bench-profile
 
 Fills a fresh topic with the suite's synthetic ticks (fixed seed), then runs
@@ -23,17 +23,22 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-import suite  # benchmarks/ is on sys.path when this file runs as a script
 import uvloop
 
+from benchmarks.harness.cleanup import clean_up, prepare_database
+from benchmarks.harness.report import RESULTS_DIR, command_line
+from benchmarks.harness.run import Run, feed_config
+from benchmarks.harness.sampling import ROOT, run_sampled
+from benchmarks.scenarios.limits import produce_feeds
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import LogSettings, load_settings
 
-PY_SPY = suite.ROOT / ".venv-bench" / "bin" / "py-spy"
+PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"
+NEXANEST = Path(sys.executable).parent / "nexanest"
 
 #: Areas, matched against a frame's file path from the innermost frame outwards;
 #: the first frame that matches names the area of the sample.
@@ -97,44 +102,45 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
 
 
 async def profile(args: argparse.Namespace) -> dict[str, Any]:
-    plan = suite.Plan(mode="profile", ticks=args.ticks, symbols=args.symbols, seed=args.seed, idle_s=3.0)
-    bench = suite.Bench(load_settings(), plan, run_id="p" + uuid.uuid4().hex[:8])
+    bench = Run(load_settings(), "p")
+    base = bench.base
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    raw_path = suite.RESULTS_DIR / f"profile-{stamp}.txt"
+    raw_path = RESULTS_DIR / f"profile-{stamp}.txt"
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        config = suite.feed_config(plan, bench.source("p"), time.time_ns() - 3600 * 10**9)
-        await suite.produce_feeds(bench, {"p": config})
+        bench.base, _ = await prepare_database(base, bench.run_id)
+        config = feed_config(args.ticks, args.symbols, args.seed, bench.source("p"), time.time_ns() - 3600 * 10**9)
+        await produce_feeds(bench, {"p": config})
         settings = bench.settings("profile", bench.topic("p"))
         argv = [str(PY_SPY), "record", "--format", "raw", "--function", "--rate", str(args.rate_hz)]
         argv += ["--output", str(raw_path)] + (["--native"] if args.native else [])
-        argv += ["--", str(suite.NEXANEST), "consume", "--until-idle", "3"]
-        result = await suite.run_sampled(argv, bench.env(settings), timeout_s=900)
+        argv += ["--", str(NEXANEST), "consume", "--until-idle", "3"]
+        result = await run_sampled(argv, bench.env(settings), timeout_s=900)
         if result.returncode != 0:
             raise RuntimeError(f"py-spy / nexanest consume exited {result.returncode}: {result.stderr[-2000:]}")
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith("consumed "))
         written = int(line.split(" rows written")[0].split()[-1].replace(",", ""))
-        bench.check("profile", "rows the consumer reports written", plan.ticks, written)
+        bench.check("profile", "rows the consumer reports written", args.ticks, written)
         bench.check(
             "profile",
             "rows in stock_prices",
-            plan.ticks,
-            await suite.count_rows(bench.admin_dsn, "stock_prices", config.source),
+            args.ticks,
+            await bench.count_rows("stock_prices", config.source),
         )
     finally:
-        cleanup = await suite.clean_up(bench.base, bench.run_id)
+        cleanup = await clean_up(base, bench.run_id)
     summary = summarize(raw_path.read_text(), args.top)
     return {
         "benchmark": "profile_consumer",
         "run_id": bench.run_id,
-        "command": " ".join(["python", "benchmarks/profile_consumer.py", *sys.argv[1:]]),
-        "ticks": plan.ticks,
-        "symbols": plan.symbols,
+        "command": command_line("benchmarks.scenarios.profile_consumer"),
+        "ticks": args.ticks,
+        "symbols": args.symbols,
         "rate_hz": args.rate_hz,
         "native": args.native,
         "wall_s_incl_startup_and_idle": result.wall_s,
         "consumer_line": line,
-        "raw_stacks": str(raw_path.relative_to(suite.ROOT)),
+        "raw_stacks": str(raw_path.relative_to(ROOT)),
         "checks": bench.checks,
         "cleanup": cleanup,
         **summary,
@@ -155,7 +161,7 @@ def main() -> int:
         return 2
     configure_logging(LogSettings(level="warning"))
     result = uvloop.run(profile(args))
-    out = suite.RESULTS_DIR / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out = RESULTS_DIR / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['consumer_line']}\n{result['samples']:,} samples of the consumer's CPU (start-up left out)\n")
     for title, key in (("by area", "areas"), ("self time", "top_self"), ("inclusive time", "top_inclusive")):

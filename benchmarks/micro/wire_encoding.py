@@ -1,6 +1,6 @@
 """Which encoding for ticks on the wire: MessagePack or JSON (both via msgspec)?
 
-Run: python benchmarks/wire_encoding.py [--n 200000]
+Run: python -m benchmarks.micro.wire_encoding [--n 200000]
 Prints JSON: bytes per tick and encode/decode ns per tick for each encoding,
 plus the msgpack/json ratios measured in the same run.
 """

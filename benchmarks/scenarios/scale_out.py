@@ -1,8 +1,6 @@
 """Scale-out (issue 5): 1, 2 and 4 consumer processes in one group on a 12-partition topic.
 
-    flock /tmp/nexanest-bench.lock .venv/bin/python benchmarks/scale_out.py            # 1M ticks
-    flock /tmp/nexanest-bench.lock .venv/bin/python benchmarks/scale_out.py --quick    # 200k ticks, < 90 s
-    .venv/bin/python benchmarks/scale_out.py cleanup o1a2b3c4d                         # after an interrupted run
+    python -m benchmarks.scenarios.scale_out [--quick] [--consumers 1,2,4] [--partitions 12]
 
 What one run does
 -----------------
@@ -54,57 +52,14 @@ What one run does
    the run also measures the suite's ``db_ceiling`` (one client COPYing the same
    rows into an empty copy of ``stock_prices``) for the model below.
 
-The model
----------
-Figures below are from the full run recorded in ``benchmarks/RESULTS.md``
-(section "scale-out", 2026-11-25, 1M ticks per configuration); the script
-prints the same inputs under ``"model"`` in its JSON for every run.
+The JSON's ``"model"`` holds the inputs of the model for many machines (per
+consumer rate and cores, CPU per tick by component, PostgreSQL ticks/s per
+core); the reading of a recorded run, and the model, are in RESULTS.md.
 
-- **One consumer** drains ~37.5k ticks/s while using only ~0.54 core: it is not
-  CPU-bound but waits for its own database transaction (one COPY + rollup
-  upsert + offsets at a time, ~0.57 core of PostgreSQL, commit with
-  ``synchronous_commit=on``). Its CPU cost is ~14.5 us per tick, so with a core
-  of its own and a database that answers faster it could go to ~69k.
-- **This 2-core box** runs consumers, PostgreSQL, Kafka and Redis on the same
-  two cores. Every tick costs c = c_consumer + c_postgres + c_kafka + c_redis
-  ~ 14.5 + 15.2 + 0.6 + 0.2 us of CPU, so the box tops out near 2 / c ~ 65k
-  ticks/s whatever N is. N=2 reaches it (64.6k, 1.72x: the second consumer
-  fills the first one's database waits; 1.92 of 2 cores busy); N=4 finds the
-  cores full, pays more PostgreSQL CPU per tick (contention) and more
-  rebalancing, and is slower than N=2 (1.47x). Saturation is at N=2 here.
-- **Many machines.** A group's consumers share the topic's partitions, so at
-  most P consumers work (P = 12 here; more only idle). With consumers on
-  machines of their own the aggregate is about
-  ``min(min(N, P) * r_c, C_db)``: r_c the per-consumer rate above, C_db the
-  write capacity of the one TimescaleDB node all of them write to. C_db's
-  inputs measured here: PostgreSQL spends ~15 us of CPU per tick in the
-  pipeline's transactions (~65k ticks/s per core of PostgreSQL, in line with the
-  suite's single-client ``db_ceiling`` of ~71k ticks/s from pre-encoded COPY
-  buffers, which this script also measures), and writes ~450 bytes of WAL per
-  tick, so a node with K cores for PostgreSQL takes ~K x 65k ticks/s if its
-  disk sustains K x ~29 MB/s of WAL (plus the data files). 12 partitions and
-  12 consumers (~450k ticks/s of consumer capacity) would need ~7 such cores
-  and ~200 MB/s of WAL.
-- **What to do, in order**: below C_db, add consumers up to P, and partitions
-  for more (only at a quiet moment: a new partition count remaps symbols, so
-  per-symbol order holds only after the switch). At C_db, more consumers only
-  queue on the database: take a bigger node (cores, faster WAL disk), then
-  distribute symbols over several TimescaleDB nodes (map partitions, i.e.
-  symbol hashes, to nodes, one consumer group and sink per node; a per-symbol
-  query goes to one node). TimescaleDB's own multi-node is no option: 2.13 was
-  its last release with it (TimescaleDB 2.13.0 release notes,
-  https://github.com/timescale/timescaledb/releases/tag/2.13.0), and this
-  stack runs 2.19.
-
-Clean-up: everything carries the run id (``o`` and 8 hex digits, printed at the
-start): topics ``bench.<run>.*``, groups ``bench-<run>-*``, sources
-``bench-<run>-*`` in ``stock_prices``, rollup rows of symbols ``B<RUN>.*``,
-``ingest_offsets`` rows of its groups, ``system_events`` rows of its groups,
-Redis keys ``bench:<run>:*`` (quotes and bars). They are removed at the end, on
-error and on Ctrl-C; ``cleanup RUN_ID`` removes what an interrupted run left.
-
-Output: JSON (``benchmarks/report.py``) in ``benchmarks/results/scale_out-<time>.json``
-and a section (newest first) in ``benchmarks/RESULTS.md``.
+Everything goes into a scratch database (``nexanest_bench_<run>``); topics,
+groups, sources, symbols ``B<RUN>.*`` and Redis keys carry the run id; all of it
+is removed at the end (``python -m benchmarks.harness.cleanup RUN_ID`` after an
+interrupted run). Output: ``harness.report`` (``--update-results`` for RESULTS.md).
 """
 
 from __future__ import annotations
@@ -115,13 +70,11 @@ import contextlib
 import itertools
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,38 +83,32 @@ from typing import Any, Final
 
 import asyncpg
 import msgspec
-import suite  # benchmarks/ is on sys.path when this file runs as a script
-from report import print_and_save
 
+from benchmarks.harness import report
+from benchmarks.harness.cleanup import clean_up, prepare_database, symbol_prefix
+from benchmarks.harness.host import machine as host_machine
+from benchmarks.harness.host import pid_of, restarted, service_identities, state_dir
+from benchmarks.harness.report import n as _n
+from benchmarks.harness.report import ratio as _ratio
+from benchmarks.harness.run import CountMismatch, Run, feed_config
+from benchmarks.harness.sampling import ROOT
+from benchmarks.scenarios.limits import db_ceiling as measure_db_ceiling
 from nexanest.ops.verify import verify
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings, namespace_environment
+from nexanest.pipeline.settings import LogSettings, Settings, load_settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import Tick
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS_MD = HERE / "RESULTS.md"
-MD_MARKER = "<!-- runs: newest first; the suite inserts each new run below this line -->\n"
 NEXANEST = Path(sys.executable).parent / "nexanest"
-#: Run ids of this script: "o" and 8 hex digits. suite.py uses s/p, e2e_throughput.py
-#: plain hex, so neither clean-up can ever match another script's run.
-RUN_ID_PATTERN: Final = re.compile(r"o[0-9a-f]{8}")
-ROLLUP_TABLES: Final = ("ohlcv_1m_rollup", "ohlcv_5m_rollup", "ohlcv_1h_rollup", "ohlcv_1d_rollup")
 HOUR_NS: Final = 3600 * 10**9
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 SAMPLE_INTERVAL_S: Final = 0.25
 
 
-def log(message: str) -> None:
-    print(f"[scale-out] {message}", file=sys.stderr, flush=True)
-
-
-def symbol_prefix(run_id: str) -> str:
-    """Run-scoped symbol prefix: removable rollup rows (see the module docstring)."""
-    return f"B{run_id.upper()}."
+MODULE = "benchmarks.scenarios.scale_out"
+log = report.log("scale-out")
 
 
 # -- plan and names -------------------------------------------------------------------------------
@@ -197,6 +144,13 @@ class Plan:
         )
 
 
+@dataclass(kw_only=True)
+class Bench(Run):
+    """The run's names and checks, and its plan."""
+
+    plan: Plan
+
+
 @dataclass(frozen=True)
 class Configuration:
     """One N: its topic, group, source, tick times and settings."""
@@ -221,7 +175,7 @@ class Configuration:
         return self.feed.start_ns
 
 
-def configurations(bench: suite.Bench, plan: Plan) -> list[Configuration]:
+def configurations(bench: Bench, plan: Plan) -> list[Configuration]:
     """Names and feeds of every N. Tick times: configuration k starts ten minutes
     into the hour k+2 hours before the current one (well inside the validator's
     7-day window), so each writes one fresh chunk of ``stock_prices``."""
@@ -232,13 +186,10 @@ def configurations(bench: suite.Bench, plan: Plan) -> list[Configuration]:
         topic = bench.topic(name)
         settings = bench.settings(name, topic)
         settings = settings.model_copy(
-            update={
-                "kafka": settings.kafka.model_copy(update={"partitions": plan.partitions}),
-                "redis": settings.redis.model_copy(update={"bar_key_prefix": f"bench:{bench.run_id}:{name}:bar:"}),
-            }
+            update={"kafka": settings.kafka.model_copy(update={"partitions": plan.partitions})}
         )
         source = bench.source(name)
-        feed = suite.feed_config(bench.plan, source, (hour - 2 - k) * HOUR_NS + 600 * 10**9)
+        feed = feed_config(plan.ticks, plan.symbols, plan.seed, source, (hour - 2 - k) * HOUR_NS + 600 * 10**9)
         out.append(Configuration(n, settings, source, feed))
     return out
 
@@ -252,7 +203,7 @@ async def _renamed(batches: AsyncIterator[list[Tick]], prefix: str) -> AsyncIter
         yield [replace(t, symbol=prefix + t.symbol) for t in batch]
 
 
-async def publish(bench: suite.Bench, config: Configuration) -> dict[str, Any]:
+async def publish(bench: Bench, config: Configuration) -> dict[str, Any]:
     """The configuration's copy of the feed, flat out, into its fresh topic (and its
     DLQ and events topics, so N consumers starting at once do not race to create them)."""
     k = config.settings.kafka
@@ -316,21 +267,6 @@ def _disk_written_bytes(disk: str) -> float | None:
     return None
 
 
-def _state_dir() -> Path:
-    default = "/var/lib/nexanest" if os.geteuid() == 0 else str(Path.home() / ".local/share/nexanest")
-    return Path(os.environ.get("NEXANEST_STATE_DIR", default))
-
-
-def _pid_file(name: str) -> int | None:
-    """A local service's pid, from deploy/local's state directory."""
-    state = _state_dir()
-    path = state / "timescaledb" / "postmaster.pid" if name == "timescaledb" else state / "run" / f"{name}.pid"
-    try:
-        return int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
 class CpuSampler:
     """Cumulative CPU seconds of each component, sampled with wall-clock times.
 
@@ -340,10 +276,10 @@ class CpuSampler:
     coming and going."""
 
     def __init__(self, consumers: dict[str, int], wal: asyncpg.Connection | None = None) -> None:
-        self.services = {name: _pid_file(name) for name in ("timescaledb", "kafka", "redis")}
+        self.services = {name: pid_of(name) for name in ("timescaledb", "kafka", "redis")}
         self.wal = wal
         try:
-            self.disk = _disk_of(_state_dir() / "timescaledb")
+            self.disk = _disk_of(state_dir() / "timescaledb")
         except OSError:
             self.disk = None
         self.consumers = dict(consumers)
@@ -493,27 +429,25 @@ def _notable_lines(text: str) -> dict[str, int]:
     return out
 
 
-def consumer_env(bench: suite.Bench, config: Configuration) -> dict[str, str]:
-    return {
-        **os.environ,
-        **namespace_environment(config.settings),
-        "NEXANEST_KAFKA__PARTITIONS": str(config.settings.kafka.partitions),
-        "NEXANEST_METRICS__PORT": "0",
-        # Info is a few lines per process (start, each assignment, stop), with the
-        # assignment times steady_rate needs. Console format: NEXANEST_LOG__JSON=true
-        # fails at the first log line (structlog hands msgspec.json.encode keyword
-        # arguments it does not take).
-        "NEXANEST_LOG__LEVEL": "info",
-        "NEXANEST_LOG__JSON": "false",
-    }
+def consumer_env(config: Configuration) -> dict[str, str]:
+    # Info is a few lines per process (start, each assignment, stop), with the
+    # assignment times steady_rate needs. Console format: NEXANEST_LOG__JSON=true
+    # fails at the first log line (structlog hands msgspec.json.encode keyword
+    # arguments it does not take).
+    return Run.env(
+        config.settings,
+        NEXANEST_KAFKA__PARTITIONS=str(config.settings.kafka.partitions),
+        NEXANEST_LOG__LEVEL="info",
+        NEXANEST_LOG__JSON="false",
+    )
 
 
 async def run_consumers(
-    bench: suite.Bench, config: Configuration, workdir: Path, timeout_s: float
+    bench: Bench, config: Configuration, workdir: Path, timeout_s: float
 ) -> tuple[list[ConsumerProcess], CpuSampler]:
     """Start N ``nexanest consume --until-idle`` at once; wait for all (killing all on
     timeout, error or cancellation)."""
-    env = consumer_env(bench, config)
+    env = consumer_env(config)
     argv = [str(NEXANEST), "consume", "--until-idle", f"{bench.plan.idle_s:g}"]
     procs: list[ConsumerProcess] = []
     try:
@@ -568,7 +502,7 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-async def database_view(bench: suite.Bench, source: str) -> dict[str, Any]:
+async def database_view(bench: Bench, source: str) -> dict[str, Any]:
     conn = await asyncpg.connect(bench.admin_dsn)
     try:
         row = await conn.fetchrow(_ROWS_SQL, source)
@@ -594,7 +528,7 @@ async def database_view(bench: suite.Bench, source: str) -> dict[str, Any]:
 
 
 async def steady_rate(
-    bench: suite.Bench, source: str, procs: list[ConsumerProcess], view: dict[str, Any]
+    bench: Bench, source: str, procs: list[ConsumerProcess], view: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Rows/s while every consumer holds the partitions it ends the run with and
     none has written its last batch yet (None when the logs show no assignment;
@@ -628,7 +562,7 @@ async def steady_rate(
 # -- one configuration ----------------------------------------------------------------------------
 
 
-async def measure(bench: suite.Bench, plan: Plan, config: Configuration, workdir: Path) -> dict[str, Any]:
+async def measure(bench: Bench, plan: Plan, config: Configuration, workdir: Path) -> dict[str, Any]:
     n, ticks = config.consumers, bench.plan.ticks
     name = f"n{n}"
     timeout_s = 120 + ticks / 2_000
@@ -652,7 +586,7 @@ async def measure(bench: suite.Bench, plan: Plan, config: Configuration, workdir
     ):
         try:
             bench.check(name, what, expected, actual)
-        except suite.CountMismatch as exc:
+        except CountMismatch as exc:
             log(f"{name}: CHECK FAILED: {exc}")
             ok = False
     # A batch written again after a rebalance (the unique rule keeps one copy) is
@@ -769,38 +703,7 @@ async def measure(bench: suite.Bench, plan: Plan, config: Configuration, workdir
     return result
 
 
-# -- clean-up -------------------------------------------------------------------------------------
-
-
-async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
-    """suite.clean_up (tables, stock_prices rows and the bars of their days,
-    ingest_offsets, system_events, quote and bar keys, topics, groups) plus the
-    rollup rows of this run's own symbols, under a lock timeout."""
-    report: dict[str, Any] = await suite.clean_up(base, run_id)
-
-    async def database() -> None:
-        conn = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
-        try:
-            # A test elsewhere holding a table lock must not hang the clean-up:
-            # time out, and _patiently retries for a while, then reports it.
-            await conn.execute("SET lock_timeout = '20s'")
-            deleted = 0
-            for table in ROLLUP_TABLES:
-                status = await conn.execute(f"DELETE FROM {table} WHERE symbol LIKE $1", symbol_prefix(run_id) + "%")
-                deleted += int(status.split()[-1])
-            report["rollup_rows_deleted"] = deleted
-        finally:
-            await conn.close()
-
-    await suite._patiently(report, "rollups", database)
-    return report
-
-
 # -- the run --------------------------------------------------------------------------------------
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
 
 
 def model(runs: list[dict[str, Any]], db_ceiling: dict[str, Any] | None) -> dict[str, Any]:
@@ -837,17 +740,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     base = load_settings()
-    suite_plan = suite.Plan(mode=plan.mode, ticks=plan.ticks, symbols=plan.symbols, seed=plan.seed, idle_s=plan.idle_s)
-    bench = suite.Bench(base, suite_plan, run_id="o" + uuid.uuid4().hex[:8])
+    bench = Bench(base, "o", plan=plan)
     started_at = datetime.now(UTC)
     started = time.monotonic()
     log(
         f"run {bench.run_id} ({plan.mode}): {plan.ticks:,} ticks, {plan.symbols} symbols, "
         f"{plan.partitions} partitions, consumers {','.join(map(str, plan.consumers))}; "
-        f"interrupted? `python benchmarks/scale_out.py cleanup {bench.run_id}`"
+        f"interrupted? `python -m benchmarks.harness.cleanup {bench.run_id}`"
     )
-    machine = await suite.machine(bench)
-    services_before = await suite.service_identities(bench)
+    machine = await host_machine(base)
+    services_before = await service_identities(base)
+    # Everything into a scratch database (dropped by the clean-up), not the user's.
+    bench.base, migrations = await prepare_database(base, bench.run_id)
     configs = configurations(bench, plan)
     runs: list[dict[str, Any]] = []
     published: list[dict[str, Any]] = []
@@ -869,15 +773,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if plan.db_ceiling:
             log("db_ceiling (one client COPYing the same rows into an empty copy of stock_prices) ...")
             try:
-                db_ceiling = await suite.db_ceiling(bench, configs[0].feed)
+                db_ceiling = await measure_db_ceiling(bench, configs[0].feed)
                 log(f"  {db_ceiling['copy_records']['ticks_per_s']:,.0f} ticks/s")
-            except (suite.CountMismatch, RuntimeError, OSError, asyncpg.PostgresError) as exc:
+            except (CountMismatch, RuntimeError, OSError, asyncpg.PostgresError) as exc:
                 errors["db_ceiling"] = f"{type(exc).__name__}: {exc}"
     finally:
         log("cleaning up")
         cleanup = await clean_up(base, bench.run_id)
-    services_after = await suite.service_identities(bench)
-    restarted = sorted(k for k in services_before if services_before[k] != services_after.get(k))
+    services_after = await service_identities(base)
     by_n = {r["consumers"]: r.get("ticks_per_s") for r in runs}
     steady = {r["consumers"]: (r.get("steady") or {}).get("ticks_per_s") for r in runs}
     return {
@@ -900,7 +803,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "verify": plan.verify,
         },
         "machine": {**machine, "load_avg_at_end": os.getloadavg()},
-        "services_restarted_during_run": restarted,
+        "services_restarted_during_run": restarted(services_before, services_after),
+        "scratch_database_migrations": migrations,
         "published": published,
         "runs": runs,
         "ratios": {
@@ -920,22 +824,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 # -- RESULTS.md -----------------------------------------------------------------------------------
 
 
-def _n(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     m, p = result["machine"], result["parameters"]
     mo = result.get("model") or {}
     lines = [
         f"## {result['started_at']} · scale-out · {result['mode']} · run `{result['run_id']}`",
         "",
-        f"Command: `flock /tmp/nexanest-bench.lock {result['command']}` ({result['duration_s']:.0f} s)",
+        f"Command: `{result['command']}` ({result['duration_s']:.0f} s)",
         "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, shared; Python {m['python']}; "
-        f"Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
-        f"({m['timescaledb_license']}, synchronous_commit={m['synchronous_commit']}); Redis {m['redis']}. "
-        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end.",
+        report.machine_line(m, shared=True),
         "",
         f"Feed: {p['ticks']:,} ticks per configuration, {p['symbols']} symbols, seed {p['seed']}, "
         f"{p['partitions']} partitions, published before the consumers start (a backlog: the consumers "
@@ -1038,35 +935,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"~{_n(mo['predicted_box_saturation_ticks_per_s'])} ticks/s; PostgreSQL "
             f"~{_n(mo['postgresql_ticks_per_s_per_core'])} ticks/s per core of its CPU.",
         ]
-    if result["services_restarted_during_run"]:
-        lines += ["", f"**Warning:** restarted during the run: {', '.join(result['services_restarted_during_run'])}."]
+    lines += report.restarted_warning(result)
     if result["errors"]:
         lines += ["", "**Errors:**", ""] + [f"- {k}: {v}" for k, v in result["errors"].items()]
     lines += ["", "<!-- scale-out: reading -->", ""]
     return "\n".join(lines) + "\n"
 
 
-def insert_results_md(section: str, path: Path = RESULTS_MD) -> None:
-    """Insert ``section`` right below the newest-first marker; re-read just before
-    writing, since other scripts add their sections to the same file."""
-    text = path.read_text()
-    if MD_MARKER not in text:
-        raise RuntimeError(f"{path}: marker line not found; not writing")
-    head, tail = text.split(MD_MARKER, 1)
-    path.write_text(head + MD_MARKER + "\n" + section + tail)
-
-
 # -- entry point ----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/scale_out.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--ticks", type=int, default=0, help="ticks per configuration (default 1,000,000; quick 200,000)"
-    )
-    parser.add_argument("--quick", action="store_true", help="200k ticks, no verify and no db_ceiling (under 90 s)")
+def main() -> int:
+    parser = report.parser(__doc__, "200k ticks, no verify and no db_ceiling (under 90 s)")
+    parser.add_argument("--ticks", type=int, default=0, help="ticks per configuration (1,000,000; quick 200,000)")
     parser.add_argument("--consumers", default="1,2,4", help="consumer process counts, comma-separated (1,2,4)")
     parser.add_argument("--partitions", type=int, default=12, help="partitions of each topic (12)")
     parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (300)")
@@ -1077,43 +958,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="--until-idle of each consumer (5): long enough that none leaves the group while others still work",
     )
-    parser.add_argument(
-        "--verify",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also compare topic and table with nexanest verify (default: on, off with --quick)",
-    )
-    parser.add_argument(
-        "--db-ceiling",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also measure the suite's db_ceiling for the model (default: on, off with --quick)",
-    )
-    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/scale_out-<time>.json)")
-    parser.add_argument("--no-markdown", action="store_true", help="do not add the run to benchmarks/RESULTS.md")
-    sub = parser.add_subparsers(dest="subcommand")
-    c = sub.add_parser("cleanup", help="remove what an earlier (interrupted) run left behind")
-    c.add_argument("run_id", help="the run id printed at its start, e.g. o1a2b3c4d")
-    return parser
-
-
-def main() -> int:
-    args = build_parser().parse_args()
+    for flag, what in (
+        ("--verify", "compare topic and table with nexanest verify"),
+        ("--db-ceiling", "measure the suite's db_ceiling for the model"),
+    ):
+        parser.add_argument(
+            flag, action=argparse.BooleanOptionalAction, default=None, help=f"{what} (default: on, off with --quick)"
+        )
+    args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
-    if args.subcommand == "cleanup":
-        if not RUN_ID_PATTERN.fullmatch(args.run_id):
-            print(f"{args.run_id!r} is not a run id of this script (o and 8 hex digits)", file=sys.stderr)
-            return 2
-        report = asyncio.run(clean_up(load_settings(), args.run_id))
-        print(msgspec.json.encode(report).decode())
-        return 1 if report.get("failed") else 0
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
-    args.command_line = shlex.join([python, "benchmarks/scale_out.py", *sys.argv[1:]])
+    args.command_line = report.command_line(MODULE)
     result = asyncio.run(run(args))
-    out = print_and_save("scale_out", result, args.output)
-    if not args.no_markdown:
-        insert_results_md(markdown(result))
-    log(f"JSON: {out}")
+    report.save("scale_out", result, markdown(result), args)
     failed = bool(result["errors"]) or not all(r.get("rows_ok") for r in result["runs"])
     return 1 if failed else 0
 

@@ -1,0 +1,101 @@
+"""Facts about the machine and the services a run reports beside its figures,
+and the restarts that would void them (other sessions on this shared machine
+run fault tests that restart services)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from nexanest.consumers.ticks_to_timescale import open_quotes_redis
+from nexanest.pipeline.settings import Settings
+
+KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
+
+
+def host() -> tuple[int, str]:
+    """Memory in kB and the CPU model, from /proc."""
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_kb = int(next(ln for ln in meminfo.splitlines() if ln.startswith("MemTotal")).split()[1])
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
+        platform.processor(),
+    )
+    return mem_kb, cpu
+
+
+async def machine(settings: Settings, admin_dsn: str | None = None) -> dict[str, Any]:
+    """Cores, memory, versions and database settings, once at the start of a run."""
+    mem_kb, cpu = host()
+    conn = await asyncpg.connect(admin_dsn or settings.timescale.admin_dsn.get_secret_value())
+    try:
+        timescale = {
+            "postgresql": await conn.fetchval("SHOW server_version"),
+            "timescaledb": await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"),
+            "timescaledb_license": await conn.fetchval("SHOW timescaledb.license"),
+            "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+            "shared_buffers": await conn.fetchval("SHOW shared_buffers"),
+            "max_wal_size": await conn.fetchval("SHOW max_wal_size"),
+        }
+    finally:
+        await conn.close()
+    r = open_quotes_redis(settings)
+    try:
+        redis_version = (await r.info("server"))["redis_version"]
+    finally:
+        await r.aclose()
+    status = await asyncio.create_subprocess_exec(str(KAFKA_SH), "status", stdout=asyncio.subprocess.PIPE)
+    words = (await status.communicate())[0].decode().split()
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_avg_at_start": os.getloadavg(),
+        "kafka": words[words.index("version") + 1] if "version" in words else "unknown",
+        "redis": redis_version,
+        **timescale,
+        "libraries": {d: version(d) for d in ("aiokafka", "asyncpg", "msgspec", "uvloop", "redis")},
+    }
+
+
+def state_dir() -> Path:
+    """deploy/local's state directory (its run/ holds the services' pid files)."""
+    default = "/var/lib/nexanest" if os.geteuid() == 0 else str(Path.home() / ".local/share/nexanest")
+    return Path(os.environ.get("NEXANEST_STATE_DIR", default))
+
+
+def pid_of(service: str) -> int | None:
+    """A local service's pid, from deploy/local's state directory."""
+    state = state_dir()
+    path = state / "timescaledb" / "postmaster.pid" if service == "timescaledb" else state / "run" / f"{service}.pid"
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+async def service_identities(settings: Settings) -> dict[str, str]:
+    """Something that changes when a service restarts."""
+    conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
+    try:
+        timescale = str(await conn.fetchval("SELECT pg_postmaster_start_time()"))
+    finally:
+        await conn.close()
+    r = open_quotes_redis(settings)
+    try:
+        redis_run_id = str((await r.info("server"))["run_id"])
+    finally:
+        await r.aclose()
+    return {"timescaledb": timescale, "redis": redis_run_id, "kafka": str(pid_of("kafka"))}
+
+
+def restarted(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before if before[k] != after.get(k))
