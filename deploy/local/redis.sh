@@ -19,7 +19,12 @@ cmd_start() {
   command -v redis-server >/dev/null || die "redis-server is not installed: run '$0 install'"
   ensure_dirs
   mkdir -p "$DATADIR"
-  if running; then log "already running on port $PORT"; return 0; fi
+  if running; then
+    if redis_cli ping 2>/dev/null | grep -q PONG; then log "already running on port $PORT"; return 0; fi
+    # Started with another password (.env was made anew): its config file is ours, restart it with .env's.
+    log "running with a password other than .env's; restarting it"
+    cmd_stop
+  fi
   port_open "$PORT" && die "port $PORT is taken by another process"
   # The password goes into a mode-600 config file, never onto a command line.
   (
@@ -52,9 +57,16 @@ CONF
 cmd_stop() {
   if running; then
     log "stopping"
-    redis_cli shutdown >/dev/null 2>&1 || kill "$(cat "$PIDFILE")"
+    redis_cli shutdown >/dev/null 2>&1 || true
     local waited=0
-    while running && [ "$waited" -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
+    while running && [ "$waited" -lt 10 ]; do sleep 1; waited=$((waited + 1)); done
+    # SHUTDOWN needs .env's password; a server started with another one gets SIGTERM
+    # (Redis saves and exits on it just the same).
+    if running; then
+      kill "$(cat "$PIDFILE")"
+      while running && [ "$waited" -lt 40 ]; do sleep 1; waited=$((waited + 1)); done
+    fi
+    running && die "redis (pid $(cat "$PIDFILE")) did not stop"
   else
     log "not running"
   fi
