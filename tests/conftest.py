@@ -194,7 +194,13 @@ async def isolated(migrated: Settings, test_id: str) -> AsyncIterator[Settings]:
     """Settings with this test's own topics, group and Redis key prefix. Other
     tests' recent ticks share symbol names, so quotes are not rebuilt from them
     into this test's keys (the rebuild is tested on its own). Its Redis keys
-    (quotes, index quotes, cached bars) are removed afterwards."""
+    (quotes, index quotes, cached bars) are removed afterwards.
+
+    A service found down fails the test at once: a consumer would otherwise retry
+    against it until the test's timeout, and every later test with it."""
+    down = [] if containers.wanted() else [name for name, port in SERVICE_PORTS.items() if not _port_open(port)]
+    if down:
+        pytest.fail(f"{', '.join(down)} down before the test started (left stopped by an earlier test?)", pytrace=False)
     yield namespaced(migrated, f"test.{test_id}", quote_rebuild_window_s=0.0)
     for db in {migrated.redis.db_quotes, migrated.redis.db_analytics}:
         client = redis.Redis.from_url(migrated.redis.url.get_secret_value(), db=db)

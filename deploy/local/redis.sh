@@ -25,7 +25,7 @@ cmd_start() {
     log "running with a password other than .env's; restarting it"
     cmd_stop
   fi
-  port_open "$PORT" && die "port $PORT is taken by another process"
+  if port_open "$PORT"; then die "port $PORT is taken by another process"; fi
   # The password goes into a mode-600 config file, never onto a command line.
   (
     umask 077
@@ -66,7 +66,7 @@ cmd_stop() {
       kill "$(cat "$PIDFILE")"
       while running && [ "$waited" -lt 40 ]; do sleep 1; waited=$((waited + 1)); done
     fi
-    running && die "redis (pid $(cat "$PIDFILE")) did not stop"
+    if running; then die "redis (pid $(cat "$PIDFILE")) did not stop"; fi
   else
     log "not running"
   fi

@@ -138,13 +138,16 @@ async def until(fact: Callable[[], Awaitable[bool]], what: str, timeout_s: float
 
 
 def service_script(service: str, action: str) -> None:
-    """Run ``deploy/local/<service>.sh <action>`` (stop or start)."""
-    subprocess.run(
+    """Run ``deploy/local/<service>.sh <action>`` (stop or start); a failure shows what the script said."""
+    done = subprocess.run(
         [str(REPO / "deploy/local" / f"{service}.sh"), action],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
+        check=False,
     )
+    if done.returncode != 0:
+        pytest.fail(f"{service}.sh {action} exited {done.returncode}:\n{done.stdout}{done.stderr}", pytrace=False)
 
 
 async def members_holding_partitions(settings: Settings) -> list[list[int]]:
@@ -396,10 +399,11 @@ async def test_consumer_rides_out_a_service_restart(
     async def outage_seen() -> bool:
         return OUTAGE_SEEN[service].search(log.read_text()[before:]) is not None
 
-    await asyncio.to_thread(service_script, service, "stop")
     try:
+        await asyncio.to_thread(service_script, service, "stop")
         await until(outage_seen, f"the consumer to notice that {service} is down")
     finally:
+        # Started again even when stopping failed half-way: every later test needs it.
         await asyncio.to_thread(service_script, service, "start")
     assert await producing == produced
     await asyncio.to_thread(finish, consumer, 180, log)
