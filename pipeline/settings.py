@@ -229,7 +229,7 @@ class ServicesSettings(BaseModel):
     """The HTTP services (``services/``): where they listen, and their access tokens.
 
     Ports are the seed's. The token secret signs the access tokens the services
-    accept (``services/auth.py``); ``deploy/local/env.sh`` writes a random one
+    accept (``services/tokens.py``); ``deploy/local/env.sh`` writes a random one
     into a new ``.env``. It has no default: an older ``.env`` without it still
     serves the pipeline, and only a service refuses to start
     (``token_secret_or_raise``). Nothing here is validated as a whole: pydantic's

@@ -14,7 +14,7 @@ import pytest
 
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import load_settings
-from nexanest.services.auth import SignedTokens
+from nexanest.services.tokens import SignedTokens
 
 REPO = Path(__file__).resolve().parents[2]
 

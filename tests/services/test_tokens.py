@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import ServicesSettings
 from nexanest.services.app import create_app
-from nexanest.services.auth import AUTH_RESPONSES, BearerAuth, Identity, InvalidToken, SignedTokens
+from nexanest.services.tokens import AUTH_RESPONSES, BearerAuth, Identity, InvalidToken, SignedTokens
 
 SECRET = SecretStr("k" * 40)
 USER = uuid.UUID("0b5f6c2e-8f5e-4d1a-9c39-5a3f0e2d7b11")

@@ -39,7 +39,7 @@ from pydantic import SecretStr
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import ServicesSettings
 
-_log = get_logger("nexanest.services.auth")
+_log = get_logger("nexanest.services.tokens")
 
 #: Whatever ``BearerAuth`` guards answers 401 too: for a router's or a route's
 #: ``responses=``, so that the OpenAPI document lists it.
