@@ -82,7 +82,7 @@ async def test_many_quotes_in_one_round_trip_in_the_order_asked(
 ) -> None:
     a, b, c, none = (symbol_of(test_id, s) for s in ("A", "B", "C", "N"))
     await write_quotes(service_settings, [tick(a, 10**9), tick(b, 2 * 10**9), tick(c, 3 * 10**9, book=False)])
-    sent: list[int] = []
+    sent: list[int | str] = []
     original = Connection.send_packed_command
 
     async def counting(self: Connection, command: object, check_health: bool = True) -> None:
