@@ -17,7 +17,7 @@ from typing import Final
 import asyncpg
 from fastapi import FastAPI
 
-from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource, create_app
 from nexanest.services.market_data.history import history_router
@@ -26,7 +26,9 @@ from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.quotes import quotes_router
 from nexanest.services.market_data.stream import stream_router
 from nexanest.services.resources import postgres_pool, redis_client
-from nexanest.services.tokens import TokenVerifier
+from nexanest.services.tokens import SignedTokens, TokenVerifier
+
+_log = get_logger("nexanest.services.market_data")
 
 SERVICE: Final = "market-data"
 #: Everything the service reads; ``/readyz`` checks the role may read each.
@@ -46,8 +48,8 @@ def build_app(
     db = _readable(
         postgres_pool(
             "timescale",
-            settings.timescale.dsn,
-            max_size=settings.timescale.pool_max_size,
+            settings.services.market_data_dsn,
+            max_size=settings.services.pool_max_size,
             command_timeout_s=limits.query_timeout_s,
         )
     )
@@ -65,6 +67,7 @@ def build_app(
                 hub, quotes, key_prefix=key_prefix, symbol_rule=symbol_rule, verifier=verifier, limits=limits
             ),
         ],
+        max_body_bytes=settings.services.max_body_bytes,
     )
 
 
@@ -83,7 +86,9 @@ def _readable(pool: Resource[asyncpg.Pool]) -> Resource[asyncpg.Pool]:
 
 
 def _sessions(settings: Settings) -> TokenVerifier:
-    """The auth service's sessions (``services/sessions.py``, not on this branch yet)."""
-    raise ConfigurationError(
-        "the market data service needs a token verifier: the auth service's sessions are not available yet"
-    )
+    """The auth service's Redis sessions, once ``services/sessions.py`` lands on
+    main; until then the signed tokens of ``settings.services.token_secret``, so
+    that ``nexanest serve market-data`` runs. Raises ``ConfigurationError`` when
+    no token secret is set."""
+    _log.warning("token_verifier", verifier="signed_tokens", reason="the auth service's sessions are not available yet")
+    return SignedTokens.from_settings(settings.services)

@@ -12,7 +12,7 @@ resources (see ``Resource`` in services/app.py).
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
@@ -24,13 +24,11 @@ from nexanest.services.market_data import repository
 from nexanest.services.market_data.cursor import InvalidCursor, decode_cursor, encode_cursor
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.models import Bars, IndexPage, TickPage
-from nexanest.services.tokens import AUTH_RESPONSES, BearerAuth, TokenVerifier
+from nexanest.services.problems import problem_responses
+from nexanest.services.tokens import BearerAuth, TokenVerifier
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_INVALID: Final[dict[int | str, dict[str, Any]]] = {
-    422: {"description": "A parameter is not valid, or the range is empty or too long"}
-}
 
 FromParam = Annotated[
     AwareDatetime | None, Query(alias="from", description="Start of the range (inclusive), RFC 3339 with a zone.")
@@ -87,7 +85,7 @@ def history_router(
     pool: Resource[asyncpg.Pool], *, symbol_rule: re.Pattern[str], verifier: TokenVerifier, limits: MarketDataLimits
 ) -> APIRouter:
     """``GET /ticks/{symbol}``, ``GET /bars/{symbol}`` and ``GET /indices/{name}/values``."""
-    router = APIRouter(dependencies=[Depends(BearerAuth(verifier))], responses={**AUTH_RESPONSES, **_INVALID})
+    router = APIRouter(dependencies=[Depends(BearerAuth(verifier))], responses=problem_responses(401, 422))
     SymbolParam = Annotated[str, Path(pattern=symbol_rule.pattern, description="e.g. `AAPL`")]
     LimitParam = Annotated[
         int, Query(ge=1, le=limits.max_tick_page, description=f"Rows per page, at most {limits.max_tick_page}.")

@@ -20,7 +20,8 @@ from nexanest.services.app import Resource
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.models import Quote, Quotes
 from nexanest.services.market_data.symbols import InvalidSymbols, parse_symbol_list
-from nexanest.services.tokens import AUTH_RESPONSES, BearerAuth, TokenVerifier
+from nexanest.services.problems import problem_responses
+from nexanest.services.tokens import BearerAuth, TokenVerifier
 
 _FIELDS: Final = ("ts_ns", "seq", "price", "bid", "ask", "size", "exchange", "updated_ns")
 
@@ -61,10 +62,12 @@ def quotes_router(
     limits: MarketDataLimits,
 ) -> APIRouter:
     """``GET /quotes/{symbol}`` and ``GET /quotes?symbols=A,B,C``."""
-    router = APIRouter(tags=["quotes"], dependencies=[Depends(BearerAuth(verifier))], responses=AUTH_RESPONSES)
+    router = APIRouter(
+        tags=["quotes"], dependencies=[Depends(BearerAuth(verifier))], responses=problem_responses(401, 422)
+    )
     max_list_chars = limits.max_quote_symbols * 33
 
-    @router.get("/quotes", responses={422: {"description": "No symbols, too many, or one that is not valid"}})
+    @router.get("/quotes")
     async def quotes(
         client: Annotated[redis.Redis, Depends(redis_quotes.get)],
         symbols: Annotated[
@@ -85,7 +88,7 @@ def quotes_router(
         found = await read_quotes(client, key_prefix, wanted)
         return Quotes(quotes=[found[s] for s in wanted if s in found], missing=[s for s in wanted if s not in found])
 
-    @router.get("/quotes/{symbol:path}", responses={404: {"description": "The symbol has no quote"}})
+    @router.get("/quotes/{symbol:path}", responses=problem_responses(404))
     async def quote(
         client: Annotated[redis.Redis, Depends(redis_quotes.get)],
         symbol: Annotated[str, Path(pattern=symbol_rule.pattern, description="e.g. `AAPL`")],

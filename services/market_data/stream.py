@@ -42,7 +42,8 @@ from nexanest.services.market_data.hub import QuoteHub, Subscription, render_eve
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.quotes import read_quotes
 from nexanest.services.market_data.symbols import InvalidSymbols, parse_symbol_list
-from nexanest.services.tokens import AUTH_RESPONSES, BearerAuth, InvalidToken, TokenVerifier
+from nexanest.services.problems import problem_responses
+from nexanest.services.tokens import BearerAuth, InvalidToken, TokenVerifier
 
 _log = get_logger("nexanest.services.market_data.stream")
 
@@ -122,7 +123,7 @@ def stream_router(
     limits: MarketDataLimits,
 ) -> APIRouter:
     """``GET /stream/quotes``."""
-    router = APIRouter(tags=["stream"], responses=AUTH_RESPONSES)
+    router = APIRouter(tags=["stream"], responses=problem_responses(401, 422, 503))
     current_user = BearerAuth(verifier)
 
     @router.get(
@@ -134,8 +135,6 @@ def stream_router(
                 "description": "Server-sent events: `quote` (data: a Quote), `end` (data: {reason}), comments",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            422: {"description": "No symbols, too many, or one that is not valid"},
-            503: {"description": "Too many streams at once, or the quote stream is unavailable"},
         },
     )
     async def stream_quotes(
