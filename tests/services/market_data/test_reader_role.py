@@ -150,7 +150,8 @@ async def test_the_role_owns_nothing_in_the_cluster_and_belongs_to_no_role(
             "SELECT roleid::regrole::text FROM pg_auth_members WHERE member = to_regrole($1)", ROLE
         )
         powers = await owner.fetchrow(
-            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication FROM pg_roles WHERE rolname = $1",
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication"
+            " FROM pg_roles WHERE rolname = $1",
             ROLE,
         )
     finally:
