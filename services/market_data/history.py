@@ -33,7 +33,7 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 FromParam = Annotated[
     AwareDatetime | None, Query(alias="from", description="Start of the range (inclusive), RFC 3339 with a zone.")
 ]
-ToParam = Annotated[AwareDatetime | None, Query(description="End of the range (exclusive); default now.")]
+ToParam = Annotated[AwareDatetime | None, Query(alias="to", description="End of the range (exclusive); default now.")]
 CursorParam = Annotated[
     str | None,
     Query(max_length=400, description="`next_cursor` of the previous page; it carries the range, so omit from/to."),
