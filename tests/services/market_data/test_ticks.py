@@ -137,7 +137,8 @@ async def test_index_values_page_the_same_way(
 ) -> None:
     name = symbol_of(test_id, "IX")
     await timescale_pool.executemany(
-        "INSERT INTO market_indices (time, index_name, value, constituents, method) VALUES ($1, $2, $3, 3, 'equal_weight')",
+        "INSERT INTO market_indices (time, index_name, value, constituents, method)"
+        " VALUES ($1, $2, $3, 3, 'equal_weight')",
         [(BASE + n * timedelta(seconds=1), name, Decimal(100) + n) for n in range(50)],
     )
     async with running(app) as http:
