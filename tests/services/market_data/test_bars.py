@@ -63,7 +63,7 @@ def community_settings(community: Settings) -> Settings:
     return community.model_copy(update={"services": community.services.model_copy(update={"market_data_dsn": reader})})
 
 
-async def bars_by_interval(settings: Settings, verifier: SignedTokens, symbol: str) -> dict[str, Any]:
+async def bars_by_interval(settings: Settings, verifier: SignedTokens, symbol: str) -> dict[Resolution, Any]:
     headers = {"Authorization": f"Bearer {verifier.issue(uuid.uuid4())}"}
     app = build_app(settings, verifier=verifier, limits=TEST_LIMITS)
     frm, to = quote((START - timedelta(hours=1)).isoformat()), quote((START + timedelta(days=2)).isoformat())
@@ -77,7 +77,7 @@ async def bars_by_interval(settings: Settings, verifier: SignedTokens, symbol: s
 
 
 async def view_rows(pool: asyncpg.Pool, symbol: str, interval: Resolution) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         f"SELECT * FROM {VIEWS[interval]} WHERE symbol = $1 AND bucket > $2::timestamptz - $3::interval"
         " AND bucket < $4 ORDER BY bucket",
         symbol,
@@ -85,6 +85,7 @@ async def view_rows(pool: asyncpg.Pool, symbol: str, interval: Resolution) -> li
         WIDTHS[interval],
         START + timedelta(days=2),
     )
+    return rows
 
 
 def numbers(bar: dict[str, Any]) -> tuple[Any, ...]:
