@@ -112,8 +112,11 @@ class QuoteHub:
         self._reader: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
         self._failures = 0
+        #: Streams following now, streams dropped so far, and the most updates one
+        #: stream that has ended ever held waiting (never above the queue bound).
         self.streams = 0
         self.dropped_total = 0
+        self.most_queued = 0
 
     async def start(self) -> None:
         """Connect (raises when Redis does not answer) and start reading."""
@@ -170,6 +173,7 @@ class QuoteHub:
             return
         subscription.closed = True
         self.streams -= 1
+        self.most_queued = max(self.most_queued, subscription.high_water)
         emptied = []
         for channel in subscription.channels:
             holders = self._holders.get(channel)

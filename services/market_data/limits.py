@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class MarketDataLimits(BaseModel):
@@ -42,8 +42,10 @@ class MarketDataLimits(BaseModel):
     #: connections silent for longer than about a minute; 15 s is the usual figure).
     keepalive_s: float = Field(default=15.0, gt=0, le=15.0)
     #: Updates waiting for one client. A client that lets this many pile up is
-    #: dropped (its stream ends), rather than buffered without bound.
-    stream_queue: int = Field(default=256, ge=1)
+    #: dropped (its stream ends), rather than buffered without bound. One batch of
+    #: the consumer may update every symbol a stream follows at once, so this is at
+    #: least ``max_stream_symbols`` (the default leaves five such batches of slack).
+    stream_queue: int = Field(default=1024, ge=1)
     #: A send that a client's socket does not accept within this long ends its
     #: stream: a client that stopped reading holds its connection no longer than
     #: this after its queue overflowed (or after a keep-alive, on a quiet stream).
@@ -51,3 +53,13 @@ class MarketDataLimits(BaseModel):
     #: How often a stream checks that its access token is still accepted (a
     #: revoked session ends the stream within this time).
     stream_reverify_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> MarketDataLimits:
+        if self.stream_queue < self.max_stream_symbols:
+            raise ValueError("stream_queue must be at least max_stream_symbols: one batch may update every symbol")
+        if self.default_tick_page > self.max_tick_page or self.default_bars > self.max_bars:
+            raise ValueError("a default page or bar count is above its maximum")
+        if self.default_tick_range > self.max_tick_range:
+            raise ValueError("default_tick_range is longer than max_tick_range")
+        return self

@@ -7,12 +7,16 @@ it ends)."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis.asyncio as redis
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -52,21 +56,30 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app under uvicorn on a free loopback port; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve())
+async def served(app: FastAPI, *, send_buffer_bytes: int | None = None) -> AsyncIterator[str]:
+    """The app under uvicorn on a free loopback port; yields its base URL.
+    ``send_buffer_bytes`` fixes the kernel's send buffer of every connection
+    (accepted sockets inherit the listener's), so that a client that stops
+    reading blocks the server's sends after kilobytes rather than megabytes."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer_bytes is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         for _ in range(400):
             if server.started or serving.done():
                 break
             await asyncio.sleep(0.025)
         assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 30)
+        listener.close()
 
 
 @pytest.fixture
@@ -78,3 +91,48 @@ def service_settings(isolated: Settings) -> Settings:
 @pytest.fixture
 def app(service_settings: Settings, verifier: SignedTokens) -> FastAPI:
     return build_app(service_settings, verifier=verifier, limits=TEST_LIMITS)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event as a client sees it: ``kind`` is the event's name, or
+    ``comment`` for a comment line; ``at`` when its last line arrived (monotonic)."""
+
+    kind: str
+    data: str
+    at: float
+
+
+async def events_of(response: httpx.Response) -> AsyncIterator[Event]:
+    """The events of a ``text/event-stream`` response, as they arrive."""
+    kind: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            yield Event("comment", line[1:].strip(), time.monotonic())
+        elif line == "":
+            if kind is not None or data:
+                yield Event(kind or "message", "\n".join(data), time.monotonic())
+            kind, data = None, []
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                kind = value
+            elif field == "data":
+                data.append(value)
+
+
+async def subscribers(client: redis.Redis, channel: str) -> int:
+    """How many connections follow ``channel`` (pub/sub spans every database)."""
+    counts = await client.pubsub_numsub(channel)
+    return int(counts[0][1])
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, what: str = "") -> None:
+    """Wait for a fact: ``condition`` true within ``timeout_s``, or fail the test."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)
