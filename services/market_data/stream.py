@@ -97,6 +97,8 @@ class QuoteStreamResponse(EventSourceResponse):
     finished generator, a disconnect, a send timeout, a stream that never
     started), and reports a send timeout as a dropped client rather than an error."""
 
+    media_type = "text/event-stream"
+
     def __init__(
         self, content: AsyncIterator[bytes | ServerSentEvent], *, release: Callable[[], None], **options: object
     ) -> None:
@@ -129,6 +131,7 @@ def stream_router(
     @router.get(
         "/stream/quotes",
         response_class=QuoteStreamResponse,
+        status_code=200,
         dependencies=[Depends(current_user)],
         responses={
             200: {
