@@ -24,6 +24,7 @@ lost; redis-py subscribes the channels again when it reconnects.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ class QuoteHub:
         self.streams = 0
         self.dropped_total = 0
         self.most_queued = 0
+        #: The Redis client name of its connection, when it was given one.
+        self.client_name: str | None = None
 
     async def start(self) -> None:
         """Connect (raises when Redis does not answer) and start reading."""
@@ -265,14 +268,18 @@ def quote_hub(name: str, settings: RedisSettings, *, queue_size: int) -> Resourc
 
     @asynccontextmanager
     async def open_hub() -> AsyncIterator[QuoteHub]:
+        # Named, so that an operator (CLIENT LIST) can tell the hub's connection apart.
+        client_name = f"nexanest-market-data-hub-{uuid.uuid4().hex[:8]}"
         client = redis.Redis.from_url(
             settings.url.get_secret_value(),
             db=settings.db_quotes,
             socket_timeout=settings.socket_timeout_s,
             socket_connect_timeout=settings.socket_timeout_s,
             health_check_interval=10,
+            client_name=client_name,
         )
         hub = QuoteHub(client, settings.quote_key_prefix, queue_size=queue_size)
+        hub.client_name = client_name
         try:
             await hub.start()
             yield hub

@@ -279,3 +279,43 @@ async def test_streams_are_bounded_and_checked(
     }
     assert answers["one stream too many"].headers["retry-after"] == "5"
     assert answers["one stream too many"].headers["content-type"] == "application/problem+json"
+
+
+async def test_a_stream_survives_the_loss_of_the_hubs_redis_connection(
+    app: FastAPI, sink: RedisQuoteSink, quotes_redis: redis.Redis, headers: dict[str, str], test_id: str
+) -> None:
+    """Redis drops the hub's connection (as it does a subscriber over its output
+    buffer limit); the hub reconnects and subscribes again, and the stream goes on.
+    Only the hub's own connection is killed (by its client name): the Redis is shared."""
+    symbol = symbol_of(test_id)
+    async with (
+        served(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+        http.stream("GET", f"/stream/quotes?symbols={symbol}", headers=headers) as response,
+    ):
+        events = events_of(response)
+        await next_event(events, "comment")
+        hub = hub_of(app)
+        clients = await quotes_redis.client_list(_type="pubsub")
+        ids = [c["id"] for c in clients if c.get("name") == hub.client_name]
+        assert len(ids) == 1
+        assert await quotes_redis.execute_command("CLIENT", "KILL", "ID", ids[0]) == 1
+        # Updates published while it reconnects are lost: publish newer ones until one comes.
+        arrived: list[Event] = []
+
+        async def read_one() -> None:
+            arrived.append(await next_event(events, timeout_s=15))
+
+        reading = asyncio.create_task(read_one())
+        seq = 0
+        while not reading.done() and seq < 150:
+            seq += 1
+            await put(sink, tick(symbol, 100 + seq, T0 + seq, seq))
+            await asyncio.wait({reading}, timeout=0.1)
+        await reading
+        assert json.loads(arrived[0].data)["symbol"] == symbol
+        await until(lambda: _ready(http), what="the hub reported ready again")
+
+
+async def _ready(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/readyz")).status_code == 200
