@@ -299,7 +299,7 @@ async def test_a_stream_survives_the_loss_of_the_hubs_redis_connection(
         clients = await quotes_redis.client_list(_type="pubsub")
         ids = [c["id"] for c in clients if c.get("name") == hub.client_name]
         assert len(ids) == 1
-        assert await quotes_redis.execute_command("CLIENT", "KILL", "ID", ids[0]) == 1
+        assert await quotes_redis.client_kill_filter(_id=ids[0]) == 1
         # Updates published while it reconnects are lost: publish newer ones until one comes.
         arrived: list[Event] = []
 
