@@ -258,6 +258,19 @@ class ServicesSettings(BaseModel):
     pool_max_size: int = Field(default=8, ge=1)
     #: Request bodies over this many bytes are refused with 413 (``services/problems.py``).
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Portfolio valuation: a quote whose tick is older than this is reported as
+    #: stale, with its age, and its price is not used.
+    portfolio_quote_max_age_s: float = Field(default=60.0, gt=0)
+    #: How long a portfolio's valuation stays cached in Redis (``redis.db_portfolio``);
+    #: a new transaction invalidates it at once. 0: no cache.
+    portfolio_valuation_cache_s: float = Field(default=2.0, ge=0, le=300)
+    #: The snapshot worker values every portfolio this often, at times aligned to it.
+    portfolio_snapshot_interval_s: float = Field(default=60.0, ge=1, le=24 * 3600)
+    #: The portfolio service runs the snapshot worker itself (a second worker,
+    #: ``nexanest serve portfolio-snapshots``, writes the same snapshots once).
+    portfolio_snapshots_in_service: bool = True
+    #: Portfolios one user may have (bounds ``GET /portfolios``).
+    portfolio_max_per_user: int = Field(default=100, ge=1, le=10_000)
 
     def dsns(self) -> dict[str, SecretStr]:
         """The DSN of each service role, by setting name."""
