@@ -57,7 +57,9 @@ def test_bad_transactions_are_refused(body: bytes) -> None:
 
 
 def test_zero_fees_are_fine() -> None:
-    assert transaction.validate_json(b'{"kind":"sell","symbol":"X","quantity":"1","price":"1","fees":"0"}').fees == 0
+    sell = transaction.validate_json(b'{"kind":"sell","symbol":"X","quantity":"1","price":"1","fees":"0"}')
+    assert isinstance(sell, TradeIn)
+    assert sell.fees == 0
 
 
 @pytest.mark.parametrize("name", ["", "   ", "a\x00b", "line\nbreak", "x" * 101])
