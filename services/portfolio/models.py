@@ -64,6 +64,8 @@ class _DecimalString:
 
     def _parse(self, value: object) -> Decimal:
         what = "a positive decimal number" if self.positive else "a decimal number"
+        if isinstance(value, Decimal) and value.is_finite():  # built in Python: held to the same rule
+            value = format_decimal(value)
         if not isinstance(value, str):
             raise ValueError(f'{what} as a string (e.g. "{self.example}"), never a JSON number')  # noqa: TRY004 - pydantic wants ValueError
         if not re.fullmatch(self.pattern, value):
