@@ -10,8 +10,12 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nexanest.pipeline.settings import Settings
+from nexanest.services.portfolio import ledger
+from nexanest.services.portfolio.ledger import Position
 from tests.services.portfolio.conftest import Service, running_service, service_settings
 
 pytestmark = pytest.mark.integration
@@ -359,3 +363,65 @@ async def test_the_openapi_document_declares_strings_for_decimals(service: Servi
     assert trade["quantity"]["type"] == "string"
     assert "/portfolios/{portfolio_id}/valuation" in document["paths"]
     assert (await service.http.get("/readyz")).json()["status"] == "ready"
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["deposit", "withdraw"]), st.sampled_from(["0.5", "10", "250", "1000"])),
+        st.tuples(
+            st.sampled_from(["buy", "sell"]),
+            st.sampled_from(["AAA", "BBB"]),
+            st.sampled_from(["0.1", "1", "3", "7.25"]),
+            st.sampled_from(["0.01", "9.99", "100"]),
+            st.sampled_from(["0", "0.5"]),
+        ),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+async def test_the_books_equal_the_ledger_replayed_by_hand(
+    service: Service, users: list[uuid.UUID], ops: list[tuple[str, ...]]
+) -> None:
+    """Whatever sequence a client sends, the service books exactly what the pure
+    ledger accepts, refuses (409) what it refuses, and ends in the same state."""
+    alice = users[0]
+    pid = await service.create(alice, f"prop-{uuid.uuid4().hex[:8]}")
+    cash, held = D(0), {"AAA": Position(), "BBB": Position()}
+    for op in ops:
+        if op[0] in ("deposit", "withdraw"):
+            kind, amount = op
+            response = await service.book(alice, pid, kind=kind, amount=amount)
+            step = ledger.deposit if kind == "deposit" else ledger.withdraw
+            try:
+                cash = step(cash, D(amount)).cash
+            except ledger.Refused:
+                assert response.status_code == 409
+            else:
+                assert response.status_code == 201
+        else:
+            kind, symbol, quantity, price, fees = op
+            response = await service.book(
+                alice, pid, kind=kind, symbol=symbol, quantity=quantity, price=price, fees=fees
+            )
+            trade = ledger.buy if kind == "buy" else ledger.sell
+            try:
+                booked = trade(cash, held[symbol], D(quantity), D(price), D(fees))
+            except ledger.Refused:
+                assert response.status_code == 409
+            else:
+                assert response.status_code == 201
+                assert booked.position is not None
+                cash, held[symbol] = booked.cash, booked.position
+    portfolio = (await service.http.get(f"/portfolios/{pid}", headers=service.auth(alice))).json()
+    assert D(portfolio["cash"]) == cash
+    holdings = (await service.http.get(f"/portfolios/{pid}/holdings", headers=service.auth(alice))).json()
+    for h in holdings:
+        assert (D(h["quantity"]), D(h["cost_basis"]), D(h["realised"])) == (
+            held[h["symbol"]].quantity,
+            held[h["symbol"]].cost_basis,
+            held[h["symbol"]].realised,
+        )
