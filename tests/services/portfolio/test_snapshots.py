@@ -10,10 +10,11 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+import redis.asyncio as redis
 
 from nexanest.pipeline.settings import Settings
 from nexanest.services.portfolio.snapshots import next_slot, run_snapshots, snapshot_round
-from tests.services.portfolio.conftest import Service
+from tests.services.portfolio.conftest import Service, running_service, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +160,20 @@ async def test_the_worker_snapshots_every_portfolio_once_per_interval_until_stop
     assert all(t.microsecond == 0 for t in times)  # on whole seconds
     assert all(t.timestamp() > started for t in times)
     assert len(set(times)) == len(times)  # one row per round
+
+
+async def test_the_service_can_run_the_worker_itself(
+    isolated: Settings, quotes_redis: redis.Redis, users: list[uuid.UUID]
+) -> None:
+    settings = service_settings(isolated, portfolio_snapshots_in_service=True, portfolio_snapshot_interval_s=1.0)
+    async with running_service(settings, quotes_redis) as service:
+        pid = uuid.UUID(await service.create(users[0]))
+        ready = (await service.http.get("/readyz")).json()
+        assert ready["checks"]["snapshots"] == "ok"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not await snapshots_of(settings, [pid]):
+            await asyncio.sleep(0.1)
+        assert await snapshots_of(settings, [pid])
+        worker = service.resources["snapshots"]
+    assert worker.done()  # stopped with the service
+    assert worker.exception() is None
