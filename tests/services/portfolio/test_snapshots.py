@@ -32,6 +32,19 @@ async def snapshots_of(settings: Settings, portfolio_ids: list[uuid.UUID]) -> li
         await conn.close()
 
 
+async def wait_for_snapshots(
+    settings: Settings, portfolio_ids: list[uuid.UUID], count: int, *, timeout_s: float = 15.0
+) -> list[asyncpg.Record]:
+    """The stored snapshots of ``portfolio_ids`` once there are at least ``count``
+    (polled every 0.1 s); what there is after ``timeout_s`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    rows = await snapshots_of(settings, portfolio_ids)
+    while len(rows) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        rows = await snapshots_of(settings, portfolio_ids)
+    return rows
+
+
 async def round_at(service: Service, at: datetime) -> None:
     await snapshot_round(
         service.pool,
@@ -148,11 +161,7 @@ async def test_the_worker_snapshots_every_portfolio_once_per_interval_until_stop
     stop = asyncio.Event()
     worker = asyncio.create_task(run_snapshots(service.settings, stop=stop, interval_s=1.0))
     started = time.time()
-    deadline = time.monotonic() + 15
-    rows: list[asyncpg.Record] = []
-    while time.monotonic() < deadline and len(rows) < 3:
-        rows = await snapshots_of(service.settings, [pid])
-        await asyncio.sleep(0.1)
+    rows = await wait_for_snapshots(service.settings, [pid], 3)
     stop.set()
     await asyncio.wait_for(worker, 10)
     assert len(rows) >= 3, rows
@@ -170,10 +179,7 @@ async def test_the_service_can_run_the_worker_itself(
         pid = uuid.UUID(await service.create(users[0]))
         ready = (await service.http.get("/readyz")).json()
         assert ready["checks"]["snapshots"] == "ok"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not await snapshots_of(settings, [pid]):
-            await asyncio.sleep(0.1)
-        assert await snapshots_of(settings, [pid])
+        assert await wait_for_snapshots(settings, [pid], 1)
         worker = service.resources["snapshots"]
     assert worker.done()  # stopped with the service
     assert worker.exception() is None
