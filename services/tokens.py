@@ -55,20 +55,27 @@ _BEARER = HTTPBearer(
 )
 
 
+#: What a user may do beyond their own data: ``admin`` is the operator's role.
+Role = Literal["user", "admin"]
+
+
 @dataclass(frozen=True)
 class Identity:
     """The acting user of a request, as a verifier vouches for it."""
 
     user_id: uuid.UUID
-    #: When the token stops being accepted (Unix seconds).
+    #: When the token stops being accepted (Unix seconds). For a session token
+    #: this is the idle deadline, pushed forward by each use up to the absolute one.
     expires_at_s: int
+    #: The user's role when the token was issued (a signed token carries none: ``user``).
+    role: Role = "user"
 
 
 class InvalidToken(Exception):
     """A verifier refuses a token. ``reason`` is for logs and tests; a client
     learns only whether it expired."""
 
-    def __init__(self, reason: Literal["malformed", "bad_signature", "expired", "too_long_lived"]) -> None:
+    def __init__(self, reason: Literal["malformed", "bad_signature", "expired", "too_long_lived", "unknown"]) -> None:
         super().__init__(reason)
         self.reason = reason
 
