@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
+        services-up services-down services-status \
         unit integration community-up run-community bench bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
         db-connect-postgres db-connect-timescale db-logs db-backup clean
 
@@ -23,7 +24,7 @@ help: ## list the targets
 
 # --- setup -------------------------------------------------------------------
 
-env: ## generate .env with local credentials (once; never overwritten)
+env: ## generate .env with local credentials (an existing one only gains the entries it lacks)
 	@deploy/local/env.sh
 
 $(BIN)/python:
@@ -60,11 +61,23 @@ setup: env services venv ## everything `run` and `test` need, idempotent
 stack-up: env ## start PostgreSQL, TimescaleDB, Redis and Kafka (installs what is missing)
 	@$(STACK) up
 
-stack-down: ## stop all four services
+stack-down: ## stop all four services (and the HTTP services first)
+	@if [ -x $(BIN)/nexanest ]; then deploy/local/services.sh stop; fi
 	@$(STACK) down
 
 stack-status: ## one line per service
 	@$(STACK) status
+
+# --- the HTTP services (services/) -------------------------------------------
+
+services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003) in the background
+	@deploy/local/services.sh start
+
+services-down: ## stop the HTTP services
+	@deploy/local/services.sh stop
+
+services-status: ## one line per HTTP service (up = /readyz answers 200)
+	@deploy/local/services.sh status
 
 # The community edition (timescaledb.license = 'timescale') on 127.0.0.1:5434, built
 # from source once (a few minutes) from NEXANEST_TIMESCALEDB_COMMUNITY_SOURCE (a path

@@ -257,6 +257,27 @@ class ServicesSettings(BaseModel):
     login_failures_per_account: int = Field(default=5, ge=1, le=1000)
     login_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     login_failure_window_s: int = Field(default=15 * 60, ge=1, le=24 * 3600)
+    #: Each service connects as a login role of its own that owns nothing, so
+    #: that the row-level security of its tables binds it (deploy/local creates
+    #: the roles; the owner roles of ``postgres``/``timescale`` only migrate).
+    auth_dsn: SecretStr = SecretStr("postgresql://nexanest_auth@127.0.0.1:5432/auth")
+    portfolio_dsn: SecretStr = SecretStr("postgresql://nexanest_portfolio@127.0.0.1:5432/portfolio")
+    #: The portfolio service's role on TimescaleDB, where the snapshots are.
+    portfolio_snapshots_dsn: SecretStr = SecretStr("postgresql://nexanest_portfolio@127.0.0.1:5433/timescale")
+    #: Read-only: SELECT on the market data tables and nothing else.
+    market_data_dsn: SecretStr = SecretStr("postgresql://nexanest_market_data@127.0.0.1:5433/timescale")
+    pool_max_size: int = Field(default=8, ge=1)
+    #: Request bodies over this many bytes are refused with 413 (``services/problems.py``).
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    def dsns(self) -> dict[str, SecretStr]:
+        """The DSN of each service role, by setting name."""
+        return {
+            "auth_dsn": self.auth_dsn,
+            "portfolio_dsn": self.portfolio_dsn,
+            "portfolio_snapshots_dsn": self.portfolio_snapshots_dsn,
+            "market_data_dsn": self.market_data_dsn,
+        }
 
     def ports(self) -> dict[str, int]:
         """The port of each service, by its name in ``nexanest serve``."""
@@ -355,7 +376,7 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
 def separate_databases(settings: Settings, *, suffix: str = "_test", redis_db_offset: int = 10) -> Settings:
     """A copy of ``settings`` that stores nothing where ``settings`` does: the
     TimescaleDB and service databases become ``<name><suffix>`` on the same
-    servers with the same roles, and each Redis database moves up by
+    servers with the same roles (the service roles' DSNs too), and each Redis database moves up by
     ``redis_db_offset`` (0-4 become 10-14, inside the unallocated 5-15). The test
     suite runs on it, so that running the tests leaves the user's data as it was.
 
@@ -374,7 +395,7 @@ def separate_databases(settings: Settings, *, suffix: str = "_test", redis_db_of
     }
     if not all(0 <= db <= 15 for db in moved.values()):
         raise ValueError(f"Redis databases {sorted(moved.values())} are not all within 0-15")
-    ts, pg = settings.timescale, settings.postgres
+    ts, pg, sv = settings.timescale, settings.postgres, settings.services
     return settings.model_copy(
         update={
             "timescale": ts.model_copy(
@@ -385,6 +406,9 @@ def separate_databases(settings: Settings, *, suffix: str = "_test", redis_db_of
             ),
             "postgres": pg.model_copy(
                 update={f"{name}_dsn": _database_suffixed(dsn, suffix) for name, dsn in pg.dsns().items()}
+            ),
+            "services": sv.model_copy(
+                update={name: _database_suffixed(dsn, suffix) for name, dsn in sv.dsns().items()}
             ),
             "redis": r.model_copy(update=moved),
         }
@@ -421,6 +445,10 @@ def namespace_environment(settings: Settings) -> dict[str, str]:
         "NEXANEST_POSTGRES__PORTFOLIO_DSN": pg.portfolio_dsn.get_secret_value(),
         "NEXANEST_POSTGRES__ANALYTICS_DSN": pg.analytics_dsn.get_secret_value(),
         "NEXANEST_POSTGRES__NOTIFICATIONS_DSN": pg.notifications_dsn.get_secret_value(),
+        **{
+            f"NEXANEST_SERVICES__{name.upper()}": dsn.get_secret_value()
+            for name, dsn in settings.services.dsns().items()
+        },
         "NEXANEST_REDIS__DB_SESSIONS": str(r.db_sessions),
         "NEXANEST_REDIS__DB_PORTFOLIO": str(r.db_portfolio),
         "NEXANEST_REDIS__DB_QUOTES": str(r.db_quotes),

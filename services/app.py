@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexanest.pipeline.log import get_logger
+from nexanest.services import problems
 
 T = TypeVar("T")
 
@@ -101,12 +102,15 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     readiness_timeout_s: float = 2.0,
     app_version: str | None = None,
+    max_body_bytes: int = 64 * 1024,
 ) -> FastAPI:
     """A FastAPI app for ``service`` (its name in logs and the OpenAPI title).
 
     ``resources`` are opened by the app's lifespan and checked by ``/readyz``,
     each with at most ``readiness_timeout_s``, all at once; ``routers`` hold the
     service's own routes. ``app_version`` defaults to the installed package's.
+    Every error answers with a problem body (``problems.py``), and request bodies
+    over ``max_body_bytes`` with 413.
     Raises ``ValueError`` when two resources share a name (``/readyz`` reports
     by name).
     """
@@ -134,7 +138,8 @@ def create_app(
         _log.info("service_stopped", service=service)
 
     app = FastAPI(title=f"NexaNest {service}", version=app_version or _package_version(), lifespan=lifespan)
-    app.add_middleware(_RequestLog, service=service)
+    problems.install(app, max_body_bytes=max_body_bytes)
+    app.add_middleware(_RequestLog, service=service)  # outermost: it logs refusals of the body limit too
     failing: set[str] = set()  # resources whose last check failed: log changes, not every probe
 
     @app.get("/healthz", tags=["probes"])

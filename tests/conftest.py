@@ -296,7 +296,8 @@ async def community(community_stack: Settings) -> Settings:
             pytest.fail(f"port {COMMUNITY_PORT} is not the community edition", pytrace=False)
         await conn.execute(f'DROP DATABASE IF EXISTS "{COMMUNITY_TEST_DATABASE}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{COMMUNITY_TEST_DATABASE}"')
-        await conn.execute(f'GRANT CONNECT ON DATABASE "{COMMUNITY_TEST_DATABASE}" TO nexanest_ingest')
+        for role in ("nexanest_ingest", "nexanest_portfolio", "nexanest_market_data"):
+            await conn.execute(f'GRANT CONNECT ON DATABASE "{COMMUNITY_TEST_DATABASE}" TO {role}')
     finally:
         await conn.close()
     conn = await asyncpg.connect(admin.get_secret_value(), timeout=10)

@@ -57,6 +57,9 @@ class Passwords:
     ingest: str = field(default_factory=lambda: secrets.token_hex(16))
     redis: str = field(default_factory=lambda: secrets.token_hex(16))
     token_secret: str = field(default_factory=lambda: secrets.token_hex(32))  # the services' (env.sh writes one)
+    auth_service: str = field(default_factory=lambda: secrets.token_hex(16))
+    portfolio_service: str = field(default_factory=lambda: secrets.token_hex(16))
+    market_data_service: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
         "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
         "NEXANEST_TIMESCALE_PASSWORD": passwords.timescale,
         "NEXANEST_INGEST_PASSWORD": passwords.ingest,
+        "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
+        "NEXANEST_MARKET_DATA_SERVICE_PASSWORD": passwords.market_data_service,
         "TIMESCALEDB_TELEMETRY": "off",
     }
     timescale_init = ((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),)
@@ -129,6 +134,8 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
                 "POSTGRES_PASSWORD": passwords.postgres,
                 "POSTGRES_DB": "auth",
                 "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
+                "NEXANEST_AUTH_SERVICE_PASSWORD": passwords.auth_service,
+                "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
             },
             mounts=((REPO / "deploy/compose/postgres-init.sh", "/docker-entrypoint-initdb.d/10-databases.sh"),),
             ready_log=pg_ready,
@@ -213,6 +220,16 @@ def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passw
         "NEXANEST_REDIS__URL": f"redis://:{passwords.redis}@127.0.0.1:{ports['redis']}",
         "NEXANEST_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "NEXANEST_SERVICES__TOKEN_SECRET": passwords.token_secret,
+        "NEXANEST_SERVICES__AUTH_DSN": f"postgresql://nexanest_auth:{passwords.auth_service}@127.0.0.1:{pg}/auth",
+        "NEXANEST_SERVICES__PORTFOLIO_DSN": (
+            f"postgresql://nexanest_portfolio:{passwords.portfolio_service}@127.0.0.1:{pg}/portfolio"
+        ),
+        "NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_DSN": (
+            f"postgresql://nexanest_portfolio:{passwords.portfolio_service}@127.0.0.1:{ts}/timescale"
+        ),
+        "NEXANEST_SERVICES__MARKET_DATA_DSN": (
+            f"postgresql://nexanest_market_data:{passwords.market_data_service}@127.0.0.1:{ts}/timescale"
+        ),
         COMMUNITY_PORT_VARIABLE: str(ports["timescaledb-community"]),
     }
 

@@ -194,6 +194,13 @@ SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
 EOF
 }
 
+# pg_grant_connect PORT DB ROLE: ROLE may connect to DB (PUBLIC may not: pg_ensure_database).
+pg_grant_connect() {
+  pg_sql "$1" postgres -v db="$2" -v role="$3" <<'EOF'
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'role') \gexec
+EOF
+}
+
 pg_status_line() {
   local datadir=$1 port=$2 name=$3 extra=${4:-}
   if [ -f "$datadir/PG_VERSION" ] && as_service_user "$PG_BIN/pg_ctl" -D "$datadir" status >/dev/null 2>&1; then

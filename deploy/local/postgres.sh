@@ -17,6 +17,10 @@ cmd_start() {
   pg_cluster_init "$DATADIR" "$PORT"
   pg_cluster_start "$DATADIR" "$PORT" postgres
   pg_ensure_role "$PORT" nexanest "$(env_value NEXANEST_POSTGRES_PASSWORD)"
+  # The services' login roles: they own nothing, so the row-level security of
+  # the tables (FORCEd by the migrations, which also grant them their tables) binds them.
+  pg_ensure_role "$PORT" nexanest_auth "$(env_value NEXANEST_AUTH_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
   local db
   # Each <db>_test is the test suite's (tests/conftest.py), so that running the
   # tests leaves the user's databases alone; same owner, created here because
@@ -25,6 +29,8 @@ cmd_start() {
     pg_ensure_database "$PORT" "$db" nexanest
     pg_ensure_database "$PORT" "${db}_test" nexanest
   done
+  for db in auth auth_test; do pg_grant_connect "$PORT" "$db" nexanest_auth; done
+  for db in portfolio portfolio_test; do pg_grant_connect "$PORT" "$db" nexanest_portfolio; done
 }
 
 cmd_stop() { pg_cluster_stop "$DATADIR"; }

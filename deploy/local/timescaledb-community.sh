@@ -194,8 +194,11 @@ cmd_start() {
   # as the owner role: it never touches the database `timescale` of this cluster.
   pg_sql "$PORT" postgres -c 'ALTER ROLE timescale CREATEDB'
   pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
+  pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
   pg_ensure_database "$PORT" timescale timescale
-  pg_sql "$PORT" timescale -c 'GRANT CONNECT ON DATABASE timescale TO nexanest_ingest'
+  local role
+  for role in nexanest_ingest nexanest_portfolio nexanest_market_data; do pg_grant_connect "$PORT" timescale "$role"; done
   pg_sql "$PORT" timescale -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
   log "ready on 127.0.0.1:$PORT, database timescale, timescaledb $(ext_version) edition $(license)"
 }

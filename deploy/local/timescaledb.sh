@@ -260,6 +260,9 @@ cmd_start() {
   pg_cluster_start "$DATA_DIR" "$PORT" timescaledb
   pg_ensure_role "$PORT" timescale "$ts_pw"
   pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
+  # The services' roles here: portfolio writes its snapshots, market data only reads.
+  pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
   # timescale_test is the test suite's (tests/conftest.py): the same owner, grants
   # and extension as the user's database, so the tests see what the pipeline sees
   # and leave the user's data alone. Creating a database and the extension takes
@@ -268,7 +271,8 @@ cmd_start() {
   for db in timescale timescale_test; do
     pg_ensure_database "$PORT" "$db" timescale
     pg_sql "$PORT" "$db" -v db="$db" <<'SQL'
-SELECT format('GRANT CONNECT ON DATABASE %I TO nexanest_ingest', :'db') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', role)
+  FROM unnest(ARRAY['nexanest_ingest', 'nexanest_portfolio', 'nexanest_market_data']) AS role \gexec
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 SQL

@@ -1,5 +1,5 @@
-"""deploy/local/env.sh (unit): a new .env carries the services' token secret; an
-existing one is never rewritten, and without the secret still loads."""
+"""deploy/local/env.sh (unit): a new .env carries the services' token secret and
+roles; an existing one keeps every line and gains only what it lacks."""
 
 from __future__ import annotations
 
@@ -57,12 +57,38 @@ async def test_a_new_env_file_has_a_random_token_secret_the_settings_read(tmp_pa
     assert (await tokens.verify(tokens.issue(user))).user_id == user
 
 
-def test_an_existing_env_file_is_kept_and_without_the_secret_only_a_service_refuses(tmp_path: Path) -> None:
+def test_an_existing_env_file_keeps_every_line_and_gains_what_it_lacks(tmp_path: Path) -> None:
+    """A .env written before the services existed: its lines (and passwords,
+    already in the clusters) stay as they were; the token secret and the service
+    roles' passwords and DSNs are appended once, built on the passwords it has."""
     older = tmp_path / ".env"
-    text = "# written before the services existed\nNEXANEST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092\n"
+    text = (
+        "# written before the services existed\n"
+        "NEXANEST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092\n"
+        "NEXANEST_REDIS_PASSWORD=kept-redis-password\n"
+    )
     older.write_text(text)
+    older.chmod(0o644)
     run_env_sh(older)
-    assert older.read_text() == text
+    topped_up = older.read_text()
+    assert topped_up.startswith(text)
+    assert stat.S_IMODE(older.stat().st_mode) == 0o600
+    assert "NEXANEST_REDIS__URL=redis://:kept-redis-password@127.0.0.1:6379\n" in topped_up
+    settings = load_settings(older)
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.services.token_secret is not None
+    auth_pw = re.findall(r"(?m)^NEXANEST_AUTH_SERVICE_PASSWORD=(.*)$", topped_up)
+    assert len(auth_pw) == 1
+    assert (
+        settings.services.auth_dsn.get_secret_value() == f"postgresql://nexanest_auth:{auth_pw[0]}@127.0.0.1:5432/auth"
+    )
+    run_env_sh(older)  # complete now: nothing more is added
+    assert older.read_text() == topped_up
+
+
+def test_without_a_token_secret_only_a_service_refuses(tmp_path: Path) -> None:
+    older = tmp_path / ".env"
+    older.write_text("NEXANEST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092\n")  # not topped up
     settings = load_settings(older)  # the pipeline still starts
     assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
     assert settings.services.token_secret is None

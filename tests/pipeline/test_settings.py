@@ -88,6 +88,12 @@ def test_separate_databases_moves_every_database_and_keeps_the_rest() -> None:
         "analytics": "analytics_test",
         "notifications": "notifications_test",
     }
+    assert {name: dsn.get_secret_value().rsplit("/", 1)[1] for name, dsn in test.services.dsns().items()} == {
+        "auth_dsn": "auth_test",
+        "portfolio_dsn": "portfolio_test",
+        "portfolio_snapshots_dsn": "timescale_test",
+        "market_data_dsn": "timescale_test",
+    }
     r = test.redis
     assert [r.db_sessions, r.db_portfolio, r.db_quotes, r.db_analytics, r.db_notifications] == [10, 11, 12, 13, 14]
     assert r.url == user.redis.url
@@ -125,6 +131,7 @@ def test_a_child_process_reads_back_the_same_settings(monkeypatch: pytest.Monkey
         monkeypatch.setenv(name, value)
     child = load_settings(env_file)
     assert (child.timescale, child.postgres, child.redis) == (parent.timescale, parent.postgres, parent.redis)
+    assert child.services.dsns() == parent.services.dsns()
     assert child.consumer.quote_rebuild_window_s == 0.0
     names = {"ticks_topic", "dead_letter_topic", "events_topic", "consumer_group", "dlq_replay_group"}
     assert child.kafka.model_dump(include=names) == parent.kafka.model_dump(include=names)

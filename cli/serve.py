@@ -1,0 +1,84 @@
+"""``nexanest serve SERVICE``: one HTTP service of the service layer, under uvicorn.
+
+Each service is a package of ``services/`` whose ``app`` module has
+``build_app(settings)``; this command only picks the port and runs it. The
+uvicorn server shares the command's event loop and its stop event: the first
+SIGINT/SIGTERM lets requests in flight finish (graceful shutdown, then the app's
+lifespan closes its pools), a second exits at once, as for every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import sys
+from collections.abc import Iterator
+from typing import Final
+
+from nexanest.cli.runtime import EXIT_ERROR, EXIT_OK, Commands
+from nexanest.pipeline.settings import Settings
+
+#: ``nexanest serve`` name -> the module holding its ``build_app(settings)``.
+SERVICES: Final = {
+    "auth": "nexanest.services.auth.app",
+    "portfolio": "nexanest.services.portfolio.app",
+    "market-data": "nexanest.services.market_data.app",
+}
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="run one HTTP service (auth, portfolio, market-data) on its port",
+        description=(
+            "Run one service of the service layer under uvicorn, on the seed's port unless --port says "
+            "otherwise (NEXANEST_SERVICES__<NAME>_PORT sets it too). Its OpenAPI document is at "
+            "/openapi.json, interactive docs at /docs, probes at /healthz and /readyz. "
+            "`make services-up` starts all of them in the background."
+        ),
+    )
+    p.add_argument("service", choices=sorted(SERVICES), help="the service to run")
+    p.add_argument("--port", type=int, default=None, help="listen on this port (default: the service's own)")
+    p.add_argument("--host", default=None, help="listen on this address (default: NEXANEST_SERVICES__HOST, loopback)")
+    p.set_defaults(handler=cmd_serve)
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    import uvicorn
+
+    port = args.port if args.port is not None else settings.services.ports()[args.service]
+    host = args.host or settings.services.host
+    app = importlib.import_module(SERVICES[args.service]).build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # uvicorn's lines go through the project's logging (pipeline/log.py)
+        access_log=False,  # services/app.py logs each request itself, without query strings
+        lifespan="on",
+        server_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the command's stop event governs shutdown
+            yield
+
+    server = Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+    except SystemExit:  # uvicorn exits when it cannot bind the port
+        print(f"nexanest serve {args.service}: cannot listen on {host}:{port}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        stopping.cancel()
+    if not server.started:
+        print(f"nexanest serve {args.service}: the service did not start (see the log above)", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
