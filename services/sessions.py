@@ -129,9 +129,16 @@ class Sessions:
         self._revoke_all = client.register_script(_REVOKE_ALL)
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: Settings, *, key_prefix: str = "auth") -> Sessions:
+    def from_settings(
+        cls,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        key_prefix: str = "auth",
+        clock: Callable[[], float] = time.time,
+    ) -> Sessions:
         s = settings.services
-        return cls(client, s.session_idle_s, s.session_absolute_s, key_prefix=key_prefix)
+        return cls(client, s.session_idle_s, s.session_absolute_s, key_prefix=key_prefix, clock=clock)
 
     async def create(self, user_id: uuid.UUID, role: Role) -> NewSession:
         """A new session of ``user_id`` acting as ``role``. The user's other
@@ -208,12 +215,10 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def session_store(settings: Settings, *, name: str = "sessions") -> tuple[Sessions, Resource[redis.Redis]]:
-    """The sessions of ``settings`` (Redis database ``db_sessions``), for any
-    service's ``build_app``: the verifier to give ``BearerAuth`` at once, and
-    the resource to give ``create_app``, which closes the client at stop and
-    pings Redis for ``/readyz``. The client connects on first use, so the
-    verifier exists before the app starts."""
+def sessions_redis(settings: Settings, *, name: str = "sessions") -> tuple[redis.Redis, Resource[redis.Redis]]:
+    """A client on the sessions database of ``settings`` (``db_sessions``),
+    usable at once (it connects on first use), with the resource to give
+    ``create_app``: it closes the client at stop and pings Redis for ``/readyz``."""
     r = settings.redis
     client = redis.Redis.from_url(
         r.url.get_secret_value(),
@@ -232,4 +237,12 @@ def session_store(settings: Settings, *, name: str = "sessions") -> tuple[Sessio
     async def ping(client: redis.Redis) -> None:
         await client.ping()
 
-    return Sessions.from_settings(client, settings), Resource(name, opened, ping)
+    return client, Resource(name, opened, ping)
+
+
+def session_store(settings: Settings, *, name: str = "sessions") -> tuple[Sessions, Resource[redis.Redis]]:
+    """The sessions of ``settings``, for any service's ``build_app``: the
+    verifier to give ``BearerAuth``, and the resource of its Redis client to
+    give ``create_app`` (``sessions_redis``)."""
+    client, resource = sessions_redis(settings, name=name)
+    return Sessions.from_settings(client, settings), resource

@@ -79,7 +79,7 @@ class AccessToken(BaseModel):
     """An access token, to send as ``Authorization: Bearer <access_token>``."""
 
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth 2.0 token type, no secret
     #: Seconds until the token expires unless used; each use extends it (up to
     #: the session's absolute lifetime).
     expires_in: int = Field(ge=0)

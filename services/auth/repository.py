@@ -86,11 +86,16 @@ async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> UserRecord | None:
     return None if row is None else _user(row)
 
 
-async def get_password_hash(pool: asyncpg.Pool, user_id: uuid.UUID) -> tuple[str, str] | None:
-    """(email, password hash) of the user ``user_id``, or None."""
+async def get_credentials(pool: asyncpg.Pool, user_id: uuid.UUID) -> tuple[str, LoginRecord] | None:
+    """(email, login facts) of the user ``user_id``, or None: what a password
+    change checks the current password against."""
     async with acting_as(pool, user_id) as conn:
-        row = await conn.fetchrow("SELECT email::text AS email, password_hash FROM users WHERE user_id = $1", user_id)
-    return None if row is None else (row["email"], row["password_hash"])
+        row = await conn.fetchrow(
+            "SELECT email::text AS email, password_hash, role, is_active FROM users WHERE user_id = $1", user_id
+        )
+    if row is None:
+        return None
+    return row["email"], LoginRecord(user_id, row["password_hash"], cast(Role, row["role"]), row["is_active"])
 
 
 async def set_password_hash(pool: asyncpg.Pool, user_id: uuid.UUID, password_hash: str) -> bool:
