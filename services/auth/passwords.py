@@ -58,6 +58,11 @@ class Passwords:
         # unknown user's login is verified against.
         self._decoy = self._hasher.hash(secrets.token_urlsafe(32))
 
+    @property
+    def hasher(self) -> PasswordHasher:
+        """The argon2-cffi hasher underneath, synchronous (for measurements)."""
+        return self._hasher
+
     async def hash(self, password: str) -> str:
         """The encoded argon2id hash of ``password`` (parameters and salt included)."""
         async with self._slots:
