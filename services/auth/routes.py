@@ -37,7 +37,8 @@ _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """Problem bodies for ``statuses``, with the headers each always carries."""
+    """Problem bodies for ``statuses``, with the headers each always carries.
+    (400: a body that is not JSON at all, which FastAPI refuses before validation.)"""
     responses = problems.problem_responses(*statuses)
     headers = {
         401: ("WWW-Authenticate", "The authentication challenge (RFC 6750).", {"type": "string"}),
@@ -66,7 +67,7 @@ def auth_router(parts: AuthParts) -> APIRouter:
     Pool = Annotated[asyncpg.Pool, Depends(db.get)]
     CurrentUser = Annotated[Identity, Depends(parts.current_user)]
 
-    @router.post("/register", status_code=status.HTTP_201_CREATED, responses=_declared(409))
+    @router.post("/register", status_code=status.HTTP_201_CREATED, responses=_declared(400, 409))
     async def register(body: RegisterRequest, pool: Pool) -> User:
         """Create an account (role ``user``). 409 when the email (compared
         case-insensitively) is taken. Log in afterwards for a token."""
@@ -83,7 +84,7 @@ def auth_router(parts: AuthParts) -> APIRouter:
             raise Problem(status.HTTP_409_CONFLICT, "an account with this email exists already") from None
         return _user(user)
 
-    @router.post("/login", responses=_declared(401, 403, 429))
+    @router.post("/login", responses=_declared(400, 401, 403, 429))
     async def login(body: LoginRequest, request: Request, response: Response, pool: Pool) -> AccessToken:
         """Exchange email and password for an access token (a new session).
         401 for an unknown email or a wrong password alike; 429 with
@@ -122,7 +123,7 @@ def auth_router(parts: AuthParts) -> APIRouter:
             raise Problem(status.HTTP_404_NOT_FOUND, "the user of this token no longer exists")
         return _user(found)
 
-    @router.post("/password", responses=_declared(401, 403, 404, 429))
+    @router.post("/password", responses=_declared(400, 401, 403, 404, 429))
     async def change_password(
         body: PasswordChangeRequest, user: CurrentUser, request: Request, response: Response, pool: Pool
     ) -> AccessToken:
