@@ -214,9 +214,9 @@ async def test_invalid_input_is_422_and_never_echoes_the_password(http: httpx.As
         assert PASSWORD not in response.text
     # A lone surrogate (valid JSON, not encodable text) is refused too, not a 500.
     for field in (b"password", b"display_name"):
-        body = b'{"email": "a@example.com", "password": "' + b"x" * 16 + b'", "display_name": "Ada"}'
+        raw = b'{"email": "a@example.com", "password": "' + b"x" * 16 + b'", "display_name": "Ada"}'
         value = b"x" * 16 if field == b"password" else b"Ada"
-        surrogate = body.replace(b'"' + field + b'": "' + value, b'"' + field + b'": "' + b"\\ud800" * 16)
+        surrogate = raw.replace(b'"' + field + b'": "' + value, b'"' + field + b'": "' + b"\\ud800" * 16)
         assert b"ud800" in surrogate
         response = await http.post("/auth/register", content=surrogate, headers={"content-type": "application/json"})
         assert response.status_code == 422
