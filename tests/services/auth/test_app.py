@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import Awaitable, Callable
 
 import argon2
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -17,6 +19,7 @@ from nexanest.services.auth.app import build_app
 from nexanest.services.auth.passwords import MEMORY_COST_KIB, TIME_COST, Passwords
 from nexanest.services.problems import MEDIA_TYPE
 from nexanest.services.rls import acting_as
+from nexanest.services.sessions import session_store
 from tests.services.auth.conftest import (
     PASSWORD,
     auth_settings,
@@ -246,21 +249,41 @@ async def test_a_hash_made_with_older_parameters_is_replaced_at_login(
     assert await login(current.client(new_address()), email)
 
 
-async def test_a_disabled_account_is_403_once_the_password_is_right(
-    auth: Served, http: httpx.AsyncClient, migrated: Settings
-) -> None:
-    import asyncpg
-
-    email = new_email()
-    user_id = await register(http, email)
-    # Disabling is no route yet: the owner does it, acting as the user (FORCE binds the owner too).
-    conn = await asyncpg.connect(migrated.postgres.auth_dsn.get_secret_value())
+async def as_owner_acting_for(settings: Settings, user_id: uuid.UUID, sql: str) -> str:
+    """Run ``sql`` (one parameter: the user id) as the owner role, acting as the
+    user: the owner is bound by the policies too (FORCE). What an operator does."""
+    conn = await asyncpg.connect(settings.postgres.auth_dsn.get_secret_value())
     try:
         async with conn.transaction():
             await conn.execute("SELECT set_config('app.user_id', $1, true)", str(user_id))
-            assert await conn.execute("UPDATE users SET is_active = false WHERE user_id = $1", user_id) == "UPDATE 1"
+            status: str = await conn.execute(sql, user_id)
+            return status
     finally:
         await conn.close()
+
+
+async def test_an_admin_logs_in_as_admin(http: httpx.AsyncClient, migrated: Settings) -> None:
+    email = new_email()
+    user_id = await register(http, email)
+    assert await as_owner_acting_for(migrated, user_id, "UPDATE users SET role = 'admin' WHERE user_id = $1") == (
+        "UPDATE 1"
+    )
+    token = await login(http, email)
+    assert (await http.get("/auth/me", headers=bearer(token))).json()["role"] == "admin"
+    sessions, resource = session_store(migrated)
+    async with resource.open():
+        assert (await sessions.verify(token)).role == "admin"
+
+
+async def test_a_disabled_account_is_403_once_the_password_is_right(
+    http: httpx.AsyncClient, migrated: Settings
+) -> None:
+    email = new_email()
+    user_id = await register(http, email)
+    # Disabling is no route yet: the operator does it.
+    assert await as_owner_acting_for(migrated, user_id, "UPDATE users SET is_active = false WHERE user_id = $1") == (
+        "UPDATE 1"
+    )
     assert (await http.post("/auth/login", json={"email": email, "password": "wrong wrong wrong"})).status_code == 401
     disabled = await http.post("/auth/login", json={"email": email, "password": PASSWORD})
     assert disabled.status_code == 403
