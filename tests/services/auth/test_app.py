@@ -296,3 +296,23 @@ async def test_created_at_is_an_aware_timestamp(http: httpx.AsyncClient) -> None
     created = dt.datetime.fromisoformat(me.json()["created_at"])
     assert created.tzinfo is not None
     assert abs((dt.datetime.now(dt.UTC) - created).total_seconds()) < 300
+
+
+async def test_a_token_unused_for_the_idle_time_stops_working(
+    migrated: Settings, serve: Callable[[FastAPI], Awaitable[Served]]
+) -> None:
+    now = [1_800_000_000.0]
+    served = await serve(build_app(migrated, clock=lambda: now[0]))
+    http = served.client(new_address())
+    email = new_email()
+    await register(http, email)
+    token = await login(http, email)
+    idle_s = migrated.services.session_idle_s
+    now[0] += idle_s - 1
+    assert (await http.get("/auth/me", headers=bearer(token))).status_code == 200  # used: idle_s from now again
+    now[0] += idle_s - 1
+    assert (await http.get("/auth/me", headers=bearer(token))).status_code == 200
+    now[0] += idle_s
+    expired = await http.get("/auth/me", headers=bearer(token))
+    assert expired.status_code == 401
+    assert expired.json()["detail"] == "the access token expired"
