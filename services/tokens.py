@@ -15,9 +15,9 @@ challenge (RFC 6750). No route sees a request whose user was not established.
 One verifier lives here, ``SignedTokens``: HMAC-SHA256 tokens that carry the
 user id and the expiry, checked without any lookup. Such a token cannot be
 revoked before it expires, so it suits short-lived and service-to-service
-credentials. The user sessions of issue 11 (opaque tokens whose hash is kept in
-Redis, revoked at logout) are meant to be a second ``TokenVerifier`` behind the
-same dependency.
+credentials. The user sessions (``services/sessions.py``: opaque tokens whose
+hash is kept in Redis, revoked at logout) are the second ``TokenVerifier``
+behind the same dependency, the one every service uses for its users.
 """
 
 from __future__ import annotations

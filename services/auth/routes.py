@@ -25,7 +25,7 @@ from nexanest.services.auth.passwords import Passwords
 from nexanest.services.auth.throttle import LoginThrottle, Throttled
 from nexanest.services.problems import Problem
 from nexanest.services.sessions import NewSession, Sessions
-from nexanest.services.tokens import BearerAuth, Identity, Role
+from nexanest.services.tokens import BearerAuth, Identity
 
 _CHALLENGE: Final = 'Bearer realm="nexanest"'
 #: The token of the request itself (logout revokes it); the same scheme as BearerAuth's.
@@ -170,7 +170,10 @@ def _token(session: NewSession, response: Response) -> AccessToken:
 
 
 def _user(user: repository.UserRecord) -> User:
-    role: Role = user.role
     return User(
-        user_id=user.user_id, email=user.email, display_name=user.display_name, role=role, created_at=user.created_at
+        user_id=user.user_id,
+        email=user.email,
+        display_name=user.display_name,
+        role=user.role,
+        created_at=user.created_at,
     )
