@@ -11,14 +11,16 @@ worker (``snapshots.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
-from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource, create_app
 from nexanest.services.portfolio.routes import build_router
 from nexanest.services.portfolio.snapshots import snapshot_worker
 from nexanest.services.resources import postgres_pool, redis_client
+from nexanest.services.sessions import session_store
 from nexanest.services.tokens import TokenVerifier
 
 
@@ -40,10 +42,11 @@ def build_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> F
         db=settings.redis.db_portfolio,
         socket_timeout_s=settings.redis.socket_timeout_s,
     )
-    resources: list[Resource[object]] = [db, snapshots_db, quotes, cache]  # type: ignore[list-item]
+    resources: list[Resource[Any]] = [db, snapshots_db, quotes, cache]
     if verifier is None:
-        raise ConfigurationError("the portfolio service needs the auth service's sessions (services/sessions.py)")
+        verifier, sessions = session_store(settings)
+        resources.append(sessions)
     if s.portfolio_snapshots_in_service:
-        resources.append(snapshot_worker(settings))  # type: ignore[arg-type]
+        resources.append(snapshot_worker(settings))
     router = build_router(settings, verifier=verifier, db=db, snapshots_db=snapshots_db, quotes=quotes, cache=cache)
     return create_app("portfolio", resources=resources, routers=[router], max_body_bytes=s.max_body_bytes)
