@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.services.portfolio.snapshots import next_slot, run_snapshots, snapshot_round
 from tests.services.portfolio.conftest import Service, running_service, service_settings
 
@@ -183,3 +188,31 @@ async def test_the_service_can_run_the_worker_itself(
         worker = service.resources["snapshots"]
     assert worker.done()  # stopped with the service
     assert worker.exception() is None
+
+
+async def test_nexanest_serve_portfolio_snapshots_runs_the_worker_until_sigterm(
+    service: Service, users: list[uuid.UUID], tmp_path: Path
+) -> None:
+    """The worker as operators run it, beside a service that does not snapshot itself."""
+    pid = uuid.UUID(await service.create(users[0]))
+    log = tmp_path / "worker.log"
+    worker = start_worker(service.settings, log)
+    try:
+        rows = await wait_for_snapshots(service.settings, [pid], 2, timeout_s=30)
+        assert len(rows) >= 2, log.read_text()[-3000:]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        returncode = await asyncio.to_thread(worker.wait, 20)
+    assert returncode == 0, log.read_text()[-3000:]
+    assert "snapshots_started" in log.read_text()
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **namespace_environment(settings)}
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nexanest.cli.main", "serve", "portfolio-snapshots", "--interval", "1"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
