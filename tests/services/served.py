@@ -28,12 +28,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(service: str, settings: Settings, log: Path, *, ready_timeout_s: float = 60.0) -> Iterator[str]:
+def served(
+    service: str,
+    settings: Settings,
+    log: Path,
+    *,
+    ready_timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """Yield the base URL of ``service`` once its ``/readyz`` answers 200; stop it
     (SIGTERM, graceful) afterwards. Fails the test with the service's log when it
-    exits or is not ready in time."""
+    exits or is not ready in time. ``env`` adds ``NEXANEST_*`` settings of its own."""
     port = free_port()
-    env = {**os.environ, **namespace_environment(settings), "NEXANEST_LOG__JSON": "true"}
+    env = {**os.environ, **namespace_environment(settings), "NEXANEST_LOG__JSON": "true", **(env or {})}
     with log.open("ab") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nexanest.cli.main", "serve", service, "--port", str(port)],
