@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 from fastapi import FastAPI
 
-from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource, create_app
 from nexanest.services.market_data.history import history_router
@@ -26,9 +25,8 @@ from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.quotes import quotes_router
 from nexanest.services.market_data.stream import stream_router
 from nexanest.services.resources import postgres_pool, redis_client
-from nexanest.services.tokens import SignedTokens, TokenVerifier
-
-_log = get_logger("nexanest.services.market_data")
+from nexanest.services.sessions import session_store
+from nexanest.services.tokens import TokenVerifier
 
 SERVICE: Final = "market-data"
 #: Everything the service reads; ``/readyz`` checks the role may read each.
@@ -39,10 +37,13 @@ def build_app(
     settings: Settings, *, verifier: TokenVerifier | None = None, limits: MarketDataLimits | None = None
 ) -> FastAPI:
     """The service's app. ``verifier`` checks access tokens (``None``: the auth
-    service's Redis sessions); ``limits`` bounds requests and streams (``None``:
-    the defaults). Raises ``ConfigurationError`` when no verifier can be had."""
+    service's sessions in Redis, ``settings.redis.db_sessions``); ``limits``
+    bounds requests and streams (``None``: the defaults)."""
     limits = limits or MarketDataLimits()
-    verifier = verifier or _sessions(settings)
+    resources: list[Resource[Any]] = []
+    if verifier is None:
+        verifier, sessions = session_store(settings)
+        resources.append(sessions)
     symbol_rule = re.compile(settings.validation.symbol_pattern)
     key_prefix = settings.redis.quote_key_prefix
     db = _readable(
@@ -59,7 +60,7 @@ def build_app(
     hub = quote_hub("quote-stream", settings.redis, queue_size=limits.stream_queue)
     return create_app(
         SERVICE,
-        resources=[db, quotes, hub],
+        resources=[db, quotes, hub, *resources],
         routers=[
             quotes_router(quotes, key_prefix=key_prefix, symbol_rule=symbol_rule, verifier=verifier, limits=limits),
             history_router(db, symbol_rule=symbol_rule, verifier=verifier, limits=limits),
@@ -83,12 +84,3 @@ def _readable(pool: Resource[asyncpg.Pool]) -> Resource[asyncpg.Pool]:
             raise PermissionError(f"the service's role may not read {', '.join(refused)}")
 
     return replace(pool, check=may_read)
-
-
-def _sessions(settings: Settings) -> TokenVerifier:
-    """The auth service's Redis sessions, once ``services/sessions.py`` lands on
-    main; until then the signed tokens of ``settings.services.token_secret``, so
-    that ``nexanest serve market-data`` runs. Raises ``ConfigurationError`` when
-    no token secret is set."""
-    _log.warning("token_verifier", verifier="signed_tokens", reason="the auth service's sessions are not available yet")
-    return SignedTokens.from_settings(settings.services)

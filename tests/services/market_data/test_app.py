@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from nexanest.pipeline.settings import Settings
 from nexanest.services.market_data.app import build_app
+from nexanest.services.sessions import session_store
 from nexanest.services.tokens import SignedTokens
 from tests.services.market_data.conftest import TEST_LIMITS, running, symbol_of
 from tests.services.served import served as served_process
@@ -67,16 +68,23 @@ async def test_ready_when_the_role_may_read_everything_and_not_otherwise(
     assert refused.json()["checks"]["timescale"] == "failed: PermissionError"
 
 
-def test_nexanest_serve_runs_it_with_the_settings_token_secret(
+async def test_nexanest_serve_runs_it_behind_the_auth_services_sessions(
     service_settings: Settings, test_id: str, tmp_path: Path
 ) -> None:
-    """Until the auth service's sessions land, the service accepts the signed tokens
-    of ``services.token_secret`` (``build_app`` without a verifier)."""
-    tokens = SignedTokens.from_settings(service_settings.services)
-    headers = {"Authorization": f"Bearer {tokens.issue(uuid.uuid4())}"}
-    with served_process("market-data", service_settings, tmp_path / "service.log") as url:
-        found = httpx.get(f"{url}/quotes?symbols={symbol_of(test_id)}", headers=headers, timeout=10)
-        refused = httpx.get(f"{url}/quotes?symbols={symbol_of(test_id)}", timeout=10)
+    """As users run it: ``build_app(settings)`` verifies tokens against the auth
+    service's sessions in Redis, so a logout ends access at once."""
+    sessions, resource = session_store(service_settings)
+    async with resource.open():
+        token = (await sessions.create(uuid.uuid4(), "user")).token
+        headers = {"Authorization": f"Bearer {token}"}
+        url_path = f"/quotes?symbols={symbol_of(test_id)}"
+        with served_process("market-data", service_settings, tmp_path / "service.log") as url:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                found = await http.get(url_path, headers=headers)
+                assert await sessions.revoke(token)
+                revoked = await http.get(url_path, headers=headers)
+                ready = await http.get("/readyz")
     assert found.status_code == 200
     assert found.json() == {"quotes": [], "missing": [symbol_of(test_id)]}
-    assert refused.status_code == 401
+    assert revoked.status_code == 401
+    assert ready.json()["checks"]["sessions"] == "ok"

@@ -28,7 +28,8 @@ from nexanest.services.market_data.app import build_app
 from nexanest.services.market_data.hub import QuoteHub, Subscription
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.stream import quote_events
-from nexanest.services.tokens import Identity, InvalidToken, SignedTokens
+from nexanest.services.sessions import session_store
+from nexanest.services.tokens import SignedTokens
 from tests.services.market_data.conftest import TEST_LIMITS, Event, events_of, served, subscribers, symbol_of, until
 
 pytestmark = pytest.mark.integration
@@ -219,37 +220,29 @@ async def test_a_dropped_stream_ends_with_an_end_event() -> None:
     assert events[-1].encode() == b'event: end\r\ndata: {"reason":"dropped"}\r\n\r\n'  # type: ignore[union-attr]
 
 
-class Revocable:
-    """Signed tokens that can also be revoked, as sessions are."""
-
-    def __init__(self, tokens: SignedTokens) -> None:
-        self.tokens = tokens
-        self.revoked: set[str] = set()
-
-    async def verify(self, token: str) -> Identity:
-        if token in self.revoked:
-            raise InvalidToken("expired")
-        return await self.tokens.verify(token)
-
-
-async def test_a_stream_ends_when_its_token_stops_being_accepted(
-    service_settings: Settings, verifier: SignedTokens, test_id: str
-) -> None:
-    revocable = Revocable(verifier)
-    app = build_app(
-        service_settings, verifier=revocable, limits=TEST_LIMITS.model_copy(update={"stream_reverify_s": 0.2})
-    )
-    token = verifier.issue(uuid.uuid4())
-    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+async def test_a_stream_ends_when_its_session_is_revoked(service_settings: Settings, test_id: str) -> None:
+    """The auth service's sessions (``build_app`` without a verifier): a logout
+    ends an open stream within ``stream_reverify_s``, not only new requests."""
+    limits = MarketDataLimits(keepalive_s=0.2, stream_reverify_s=0.2)
+    app = build_app(service_settings, limits=limits)
+    sessions, resource = session_store(service_settings)
+    async with resource.open():
+        token = (await sessions.create(uuid.uuid4(), "user")).token
         headers = {"Authorization": f"Bearer {token}"}
-        async with http.stream("GET", f"/stream/quotes?symbols={symbol_of(test_id)}", headers=headers) as response:
+        path = f"/stream/quotes?symbols={symbol_of(test_id)}"
+        async with (
+            served(app) as url,
+            httpx.AsyncClient(base_url=url, timeout=10) as http,
+            http.stream("GET", path, headers=headers) as response,
+        ):
             events = events_of(response)
             await next_event(events, "comment")
-            revocable.revoked.add(token)
+            await asyncio.sleep(0.5)  # verified again meanwhile, still accepted
+            assert await sessions.revoke(token)
             end = await next_event(events, "end")
             assert json.loads(end.data) == {"reason": "token"}
             assert [e async for e in events if e.kind != "comment"] == []  # and the stream is over
-        assert (await http.get(f"/quotes/{symbol_of(test_id)}", headers=headers)).status_code == 401
+            assert (await http.get(path, headers=headers)).status_code == 401
 
 
 async def test_streams_are_bounded_and_checked(
