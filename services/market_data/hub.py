@@ -223,7 +223,10 @@ class QuoteHub:
                 continue
             kind = message["type"]
             if kind == "message":
-                self._dispatch(message["channel"], message["data"])
+                try:
+                    self._dispatch(message["channel"], message["data"])
+                except Exception as exc:  # noqa: BLE001 - one bad update must not stop every stream
+                    _log.error("quote_update_failed", error=type(exc).__name__, exc_info=exc)
             elif kind == "subscribe":
                 confirmed = self._confirmed.get(message["channel"])
                 if confirmed is not None:
@@ -236,20 +239,20 @@ class QuoteHub:
         symbol = channel[len(self._prefix) :].decode()
         try:
             u = parse_quote_update(data)
-        except ValueError:
+            quote = Quote.from_fields(
+                symbol,
+                ts_ns=u.ts_ns,
+                seq=u.seq,
+                price=u.price,
+                bid=u.bid,
+                ask=u.ask,
+                size=u.size,
+                exchange=u.exchange,
+                updated_ns=u.updated_ns,
+            )
+        except ValueError:  # not a quote update (pydantic's ValidationError is one too)
             _log.warning("quote_update_unreadable", symbol=symbol, bytes=len(data))
             return
-        quote = Quote.from_fields(
-            symbol,
-            ts_ns=u.ts_ns,
-            seq=u.seq,
-            price=u.price,
-            bid=u.bid,
-            ask=u.ask,
-            size=u.size,
-            exchange=u.exchange,
-            updated_ns=u.updated_ns,
-        )
         update = StreamUpdate(symbol, u.ts_ns, u.seq, render_event(quote))
         for subscription in list(holders):
             if not subscription._offer(update):

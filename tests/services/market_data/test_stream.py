@@ -312,3 +312,29 @@ async def test_a_stream_survives_the_loss_of_the_hubs_redis_connection(
 
 async def _ready(http: httpx.AsyncClient) -> bool:
     return (await http.get("/readyz")).status_code == 200
+
+
+async def test_an_unreadable_update_is_skipped_and_the_stream_goes_on(
+    app: FastAPI,
+    sink: RedisQuoteSink,
+    quotes_redis: redis.Redis,
+    service_settings: Settings,
+    headers: dict[str, str],
+    test_id: str,
+) -> None:
+    symbol = symbol_of(test_id)
+    channel = quote_channel(service_settings.redis.quote_key_prefix, symbol)
+    async with (
+        served(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+        http.stream("GET", f"/stream/quotes?symbols={symbol}", headers=headers) as response,
+    ):
+        events = events_of(response)
+        await next_event(events, "comment")
+        # Someone else's message on the channel: too few fields, then a price that is no decimal.
+        assert await quotes_redis.publish(channel, b"not a quote") == 1
+        assert await quotes_redis.publish(channel, b"1 2 1e5 1 2 3 4 XNAS") == 1
+        await put(sink, tick(symbol, 12, T0, 3))
+        update = json.loads((await next_event(events)).data)
+        assert (update["price"], update["seq"]) == ("12", 3)
+        assert (await http.get("/readyz")).status_code == 200
