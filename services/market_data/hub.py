@@ -78,6 +78,13 @@ class Subscription:
         """The next update; ``None`` once dropped. Blocks until one arrives."""
         return await self._queue.get()
 
+    def take_waiting(self, most: int) -> list[StreamUpdate | None]:
+        """Up to ``most`` updates that wait already, without blocking (``None`` last, if dropped)."""
+        taken: list[StreamUpdate | None] = []
+        while len(taken) < most and not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        return taken
+
     def _offer(self, update: StreamUpdate) -> bool:
         try:
             self._queue.put_nowait(update)

@@ -38,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.sinks.redis_quotes import RETRYABLE_REDIS_ERRORS
 from nexanest.services.app import Resource
-from nexanest.services.market_data.hub import QuoteHub, Subscription, render_event
+from nexanest.services.market_data.hub import QuoteHub, StreamUpdate, Subscription, render_event
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.quotes import read_quotes
 from nexanest.services.market_data.symbols import InvalidSymbols, parse_symbol_list
@@ -50,6 +50,8 @@ _log = get_logger("nexanest.services.market_data.stream")
 #: What a browser's EventSource waits before reconnecting, in milliseconds.
 RECONNECT_MS: Final = 2_000
 _UNAVAILABLE: Final = "the quote stream is unavailable; try again shortly"
+#: Most updates sent in one write (about 400 bytes each).
+_MOST_PER_WRITE: Final = 256
 
 
 def _end(reason: str) -> ServerSentEvent:
@@ -67,29 +69,36 @@ async def quote_events(
     sent (``last_sent``: the (ts_ns, seq) sent per symbol), until the hub drops
     the subscription or ``still_accepted`` says no."""
     yield ServerSentEvent(comment=f"following {len(subscription.channels)} symbols", retry=RECONNECT_MS)
-    for event in snapshot:
-        yield event
+    if snapshot:
+        yield b"".join(snapshot)
     next_check = time.monotonic() + reverify_s
     while True:
-        update = None
-        waited = False
+        ready: list[StreamUpdate | None] = []
         with anyio.move_on_after(max(0.0, next_check - time.monotonic())):
-            update = await subscription.get()
-            waited = True
+            ready.append(await subscription.get())
         if time.monotonic() >= next_check:
             if not await still_accepted():
                 yield _end("token")
                 return
             next_check = time.monotonic() + reverify_s
-        if not waited:
+        if not ready:
             continue
-        if update is None:
+        # Whatever else is waiting goes out in the same write: a consumer batch
+        # publishes many symbols at once, and one send per event would cost a
+        # write, a chunk and a wake-up of the client each.
+        ready += subscription.take_waiting(_MOST_PER_WRITE)
+        fresh = []
+        for update in ready:
+            if update is None:
+                break
+            if (update.ts_ns, update.seq) > last_sent.get(update.symbol, (-1, -1)):  # else the snapshot held it
+                last_sent[update.symbol] = (update.ts_ns, update.seq)
+                fresh.append(update.event)
+        if fresh:
+            yield b"".join(fresh)
+        if ready[-1] is None:
             yield _end("dropped")
             return
-        if (update.ts_ns, update.seq) <= last_sent.get(update.symbol, (-1, -1)):
-            continue  # the snapshot held it already
-        last_sent[update.symbol] = (update.ts_ns, update.seq)
-        yield update.event
 
 
 class QuoteStreamResponse(EventSourceResponse):
