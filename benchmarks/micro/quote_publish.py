@@ -1,10 +1,12 @@
 """What publishing quote updates costs the consumer: ``RedisQuoteSink.flush`` with and without.
 
-    python -m benchmarks.micro.quote_publish [--symbols 300] [--flushes 400] [--rounds 5] [--baseline-ref REF]
+    python -m benchmarks.micro.quote_publish [--symbols 300] [--flushes 2000] [--baseline-ref REF]
 
 Each flush moves every one of ``--symbols`` quotes forward in one Lua call (one
 round trip), as a consumer batch does at saturation (300 symbols: the suite's
-feed). The variants run alternately, round after round, against the same Redis:
+feed). The variants take turns flush by flush (in a rotating order, so that
+whatever else the machine does weighs on all of them alike), each on keys and
+channels of its own, against the same Redis:
 
 * ``script@REF`` (with ``--baseline-ref``): the quote script as it was at that
   git revision, before quotes were published: the "before" of the comparison;
@@ -18,7 +20,7 @@ feed). The variants run alternately, round after round, against the same Redis:
 
 Reports the median and 99th percentile of the flush time (client wall time, so
 it includes the round trip and the script's time in Redis) and the ratios to
-the baseline. The subscriber must still be subscribed after each round (Redis
+the baseline. The subscriber must still be subscribed at the end (Redis
 disconnects a subscriber that falls too far behind): otherwise the run fails
 rather than report a cost that skipped the fan-out.
 
@@ -116,48 +118,46 @@ async def subscribers(client: redis.Redis, channel: str) -> int:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings()
     url, db = settings.redis.url.get_secret_value(), settings.redis.db_quotes
-    prefix = f"bench.quote-{uuid.uuid4().hex[:8]}:quote:"
+    run_id = uuid.uuid4().hex[:8]
     client = redis.Redis.from_url(url, db=db)
     baseline = script_at(args.baseline_ref) if args.baseline_ref else None
     variants = [*([f"script@{args.baseline_ref}"] if baseline else []), "no_publish", "publish_unfollowed"]
     variants.append("publish_followed")
-    channels = [quote_channel(prefix, t.symbol) for t in ticks_for(args.symbols, 0)]
+    # Each variant writes its own keys (and so publishes on its own channels), so
+    # that the follower follows only publish_followed's while all run interleaved.
+    prefixes = {v: f"bench.quote-{run_id}-{n}:quote:" for n, v in enumerate(variants)}
+    sinks = {v: make_sink(client, prefixes[v], v, baseline) for v in variants}
+    followed = [quote_channel(prefixes["publish_followed"], t.symbol) for t in ticks_for(args.symbols, 0)]
+    follower = start_follower(url, followed)
     flush_us: dict[str, list[float]] = {v: [] for v in variants}
-    step = 0
     try:
-        for _ in range(args.rounds):
-            for variant in variants:
-                follower = start_follower(url, channels) if variant == "publish_followed" else None
-                try:
-                    if follower is not None:
-                        deadline = time.monotonic() + 10
-                        while await subscribers(client, channels[-1]) < 1:
-                            if time.monotonic() > deadline:
-                                raise RuntimeError("redis-cli did not subscribe within 10 s")
-                            await asyncio.sleep(0.05)
-                    sink = make_sink(client, prefix, variant, baseline)
-                    for _ in range(args.warmup):
-                        step += 1
-                        sink.write(ticks_for(args.symbols, step))
-                        await sink.flush(observe_latency=False)
-                    for _ in range(args.flushes):
-                        step += 1
-                        sink.write(ticks_for(args.symbols, step))
-                        started = time.perf_counter()
-                        moved = await sink.flush(observe_latency=False)
-                        flush_us[variant].append((time.perf_counter() - started) * 1e6)
-                        if moved != args.symbols:
-                            raise RuntimeError(f"{variant}: a flush moved {moved} quotes, not {args.symbols}")
-                    if follower is not None and await subscribers(client, channels[0]) != 1:
-                        raise RuntimeError("the subscriber was disconnected: Redis found it too slow")
-                finally:
-                    if follower is not None:
-                        follower.terminate()
-                        follower.wait(10)
+        deadline = time.monotonic() + 10
+        while await subscribers(client, followed[-1]) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-cli did not subscribe within 10 s")
+            await asyncio.sleep(0.05)
+        for step in range(1, args.warmup + args.flushes + 1):
+            # Flush by flush, in an order that rotates: a disturbance of the shared
+            # machine falls on every variant alike.
+            for variant in variants[step % len(variants) :] + variants[: step % len(variants)]:
+                sink = sinks[variant]
+                sink.write(ticks_for(args.symbols, step))
+                started = time.perf_counter()
+                moved = await sink.flush(observe_latency=False)
+                elapsed_us = (time.perf_counter() - started) * 1e6
+                if moved != args.symbols:
+                    raise RuntimeError(f"{variant}: a flush moved {moved} quotes, not {args.symbols}")
+                if step > args.warmup:
+                    flush_us[variant].append(elapsed_us)
+        if await subscribers(client, followed[0]) != 1:
+            raise RuntimeError("the subscriber was disconnected: Redis found it too slow")
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
+        follower.terminate()
+        follower.wait(10)
+        for prefix in prefixes.values():
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
         await client.aclose()
     summary = {
         v: {
@@ -183,9 +183,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=300, help="quotes moved per flush (default 300)")
-    parser.add_argument("--flushes", type=int, default=400, help="timed flushes per variant and round (default 400)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed flushes before each (default 20)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of every variant, alternating (default 5)")
+    parser.add_argument("--flushes", type=int, default=2000, help="timed flushes of each variant (default 2000)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed flushes of each first (default 20)")
     parser.add_argument("--baseline-ref", help="also time the quote script of this git revision (the 'before')")
     print_and_save("quote_publish", uvloop.run(run(parser.parse_args())))
 
