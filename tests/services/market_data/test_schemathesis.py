@@ -11,7 +11,6 @@ are tested in ``test_stream.py``.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,11 +24,13 @@ from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.schemas.ticks import Tick
+from tests.services.fuzzing import assert_clean, bearer_of_a_new_user, fuzz
 from tests.services.market_data.conftest import symbol_of
 from tests.services.served import served
-from tests.services.test_schemathesis import CHECKS, MAX_EXAMPLES, SCHEMATHESIS, assert_clean, bearer_of_a_new_user
 
 pytestmark = pytest.mark.integration
+
+NOT_THE_STREAM = ("--exclude-path", "/stream/quotes")
 
 
 async def test_market_data_has_no_server_error_and_keeps_its_schema(
@@ -59,41 +60,11 @@ async def test_market_data_has_no_server_error_and_keeps_its_schema(
         with served("auth", migrated, auth_log) as auth_url:
             token = bearer_of_a_new_user(auth_url)
             with served("market-data", migrated, log) as url:
-                assert_clean(fuzz(url, token, tmp_path / "generated.toml"), "market-data", log)
-                known = fuzz(url, token, tmp_path / "known.toml", symbol=symbol, name=index)
+                assert_clean(fuzz(url, token, tmp_path / "generated.toml", *NOT_THE_STREAM), "market-data", log)
+                known = fuzz(url, token, tmp_path / "known.toml", *NOT_THE_STREAM, symbol=symbol, name=index)
                 assert_clean(known, "market-data", log)
         answered = [line for line in log.read_text().splitlines() if symbol in line and '"status":200' in line]
         assert len(answered) >= 20, "the fuzzer hardly reached the symbol's data"
     finally:
         await client.delete(migrated.redis.quote_key_prefix + symbol)
         await client.aclose()
-
-
-def fuzz(url: str, token: str, config: Path, **path: str) -> subprocess.CompletedProcess[str]:
-    """schemathesis on every operation but the stream, with ``path`` parameters
-    fixed to the values given (the rest of each request generated)."""
-    config.write_text("[parameters]\n" + "".join(f'"path.{name}" = "{value}"\n' for name, value in path.items()))
-    return subprocess.run(
-        [
-            str(SCHEMATHESIS),
-            "--config-file",
-            str(config),
-            "run",
-            f"{url}/openapi.json",
-            "--checks",
-            CHECKS,
-            "--max-examples",
-            MAX_EXAMPLES,
-            "--header",
-            f"Authorization: Bearer {token}",
-            "--exclude-path",
-            "/stream/quotes",
-            "--workers",
-            "1",
-            "--no-color",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )

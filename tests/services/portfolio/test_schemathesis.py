@@ -7,15 +7,14 @@ A second run puts the id of a portfolio with cash and a holding in every
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from nexanest.pipeline.settings import Settings
+from tests.services.fuzzing import assert_clean, bearer_of_a_new_user, fuzz
 from tests.services.served import served
-from tests.services.test_schemathesis import CHECKS, MAX_EXAMPLES, SCHEMATHESIS, assert_clean, bearer_of_a_new_user
 
 pytestmark = pytest.mark.integration
 
@@ -43,32 +42,3 @@ def test_portfolio_has_no_server_error_and_keeps_its_schema(migrated: Settings, 
             assert_clean(existing, "portfolio", log)
             reached = [line for line in log.read_text().splitlines() if pid in line and '"status":20' in line]
             assert len(reached) >= 20, "the fuzzer hardly reached the portfolio behind its id"
-
-
-def fuzz(url: str, token: str, config: Path, *options: str, **path: str) -> subprocess.CompletedProcess[str]:
-    """schemathesis on every operation, with ``path`` parameters fixed to the
-    values given (the rest of each request generated)."""
-    config.write_text("[parameters]\n" + "".join(f'"path.{name}" = "{value}"\n' for name, value in path.items()))
-    return subprocess.run(
-        [
-            str(SCHEMATHESIS),
-            "--config-file",
-            str(config),
-            "run",
-            f"{url}/openapi.json",
-            "--checks",
-            CHECKS,
-            "--max-examples",
-            MAX_EXAMPLES,
-            "--header",
-            f"Authorization: Bearer {token}",
-            "--workers",
-            "1",
-            "--no-color",
-            *options,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
