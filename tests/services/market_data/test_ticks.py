@@ -15,6 +15,7 @@ import msgspec
 import pytest
 from fastapi import FastAPI
 
+from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS
 from nexanest.services.market_data.cursor import encode_cursor
 from tests.services.market_data.conftest import TEST_LIMITS, running, symbol_of
 
@@ -33,19 +34,7 @@ async def insert_ticks(pool: asyncpg.Pool, rows: list[tuple[datetime, str, Decim
     await pool.copy_records_to_table(
         "stock_prices",
         records=[(t, s, p, Decimal(10), p - Decimal("0.01"), None, "XTST", src, q, 0, q) for t, s, p, src, q in rows],
-        columns=[
-            "time",
-            "symbol",
-            "price",
-            "size",
-            "bid",
-            "ask",
-            "exchange",
-            "source",
-            "source_seq",
-            "kafka_partition",
-            "kafka_offset",
-        ],
+        columns=list(COPY_COLUMNS),
     )
 
 
