@@ -40,7 +40,7 @@ def register(commands: Commands) -> None:
     s.add_argument("--count", type=positive_int, help="stop after this many ticks")
     s.add_argument("--duration", type=non_negative_float, help="stop after this many seconds")
     s.add_argument("--start-ns", type=int, help="tick time of the first tick, ns since the epoch (default: now)")
-    s.set_defaults(handler=cmd_produce, serves_metrics=True)
+    s.set_defaults(handler=cmd_produce, metrics_component="producer")
 
     p = commands.add_parser("consume", help="ingest the ticks topic into TimescaleDB and Redis")
     p.add_argument(
@@ -49,7 +49,7 @@ def register(commands: Commands) -> None:
         metavar="S",
         help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
     )
-    p.set_defaults(handler=cmd_consume, serves_metrics=True)
+    p.set_defaults(handler=cmd_consume, metrics_component="consumer")
 
     p = commands.add_parser(
         "run",
@@ -60,7 +60,7 @@ def register(commands: Commands) -> None:
     )
     _add_synthetic_args(p, default_rate=2000.0)
     p.add_argument("--duration", type=non_negative_float, help="stop after this many seconds (default: Ctrl-C)")
-    p.set_defaults(handler=cmd_run, serves_metrics=True)
+    p.set_defaults(handler=cmd_run, metrics_component="run")
 
 
 def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> None:
