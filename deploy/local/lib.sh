@@ -184,6 +184,24 @@ SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \gexec
 EOF
 }
 
+# pg_ensure_monitor_role PORT: nexanest_monitor, the login role of the Prometheus
+# exporters (prometheus.sh): member of pg_monitor (statistics, sizes, settings;
+# read-only) and nothing else, at most 5 connections. Its password is
+# NEXANEST_MONITOR_PASSWORD; a .env from before it (env.sh adds it) only skips the role.
+pg_ensure_monitor_role() {
+  local port=$1 monitor_pw
+  if ! grep -qE '^NEXANEST_MONITOR_PASSWORD=' "$ENV_FILE" 2>/dev/null; then
+    log "no NEXANEST_MONITOR_PASSWORD in $ENV_FILE (deploy/local/env.sh adds it): monitoring role skipped"
+    return 0
+  fi
+  monitor_pw=$(env_value NEXANEST_MONITOR_PASSWORD)
+  pg_ensure_role "$port" nexanest_monitor "$monitor_pw" "CONNECTION LIMIT 5"
+  pg_sql "$port" postgres -v role=nexanest_monitor <<'EOF'
+SELECT format('GRANT pg_monitor TO %I', :'role')
+ WHERE NOT pg_has_role(:'role', 'pg_monitor', 'MEMBER') \gexec
+EOF
+}
+
 # pg_ensure_database PORT DB OWNER
 pg_ensure_database() {
   local port=$1 db=$2 owner=$3
