@@ -86,6 +86,16 @@ env_value() {
   printf '%s' "${line#*=}"
 }
 
+# env_setting NAME DEFAULT: a (non-secret) NEXANEST_* setting as pipeline/settings.py
+# reads it: the environment first, then .env, else DEFAULT.
+env_setting() {
+  local value=${!1:-}
+  if [ -z "$value" ] && [ -f "$ENV_FILE" ]; then
+    value=$(grep -E "^$1=" "$ENV_FILE" | tail -n 1 | cut -d= -f2-) || true
+  fi
+  printf '%s' "${value:-$2}"
+}
+
 # ---------------------------------------------------------------------------
 # PostgreSQL clusters (used by postgres.sh and timescaledb.sh).
 # A cluster is a data directory we own, started with pg_ctl on loopback,

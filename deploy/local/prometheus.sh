@@ -102,24 +102,14 @@ mask_debian_units() {
 
 # --- configuration ------------------------------------------------------------
 
-# setting NAME DEFAULT: NEXANEST_* from the environment, else from .env, else DEFAULT
-# (the order pipeline/settings.py reads them in).
-setting() {
-  local value=${!1:-}
-  if [ -z "$value" ] && [ -f "$ENV_FILE" ]; then
-    value=$(grep -E "^$1=" "$ENV_FILE" | tail -n 1 | cut -d= -f2-)
-  fi
-  printf '%s' "${value:-$2}"
-}
-
 # The pipeline's metrics ports, as MetricsSettings has them (NEXANEST_METRICS__PORT
 # moves every command onto one port; it is then the one target).
 pipeline_targets() {
   local single consumer producer run
-  single=$(setting NEXANEST_METRICS__PORT "")
-  consumer=$(setting NEXANEST_METRICS__CONSUMER_PORT 9108)
-  producer=$(setting NEXANEST_METRICS__PRODUCER_PORT 9109)
-  run=$(setting NEXANEST_METRICS__RUN_PORT 9110)
+  single=$(env_setting NEXANEST_METRICS__PORT "")
+  consumer=$(env_setting NEXANEST_METRICS__CONSUMER_PORT 9108)
+  producer=$(env_setting NEXANEST_METRICS__PRODUCER_PORT 9109)
+  run=$(env_setting NEXANEST_METRICS__RUN_PORT 9110)
   if [ -n "$single" ]; then
     [ "$single" = 0 ] && { echo '[]'; return; }
     printf '[\n  {"targets": ["127.0.0.1:%s"], "labels": {"component": "any"}}\n]\n' "$single"
@@ -278,11 +268,11 @@ cmd_start() {
   command -v prometheus >/dev/null || die "Prometheus is not installed: run '$0 install'"
   ensure_dirs
   mkdir -p "$PROM_DIR"
-  local monitor_pw
-  monitor_pw=$(env_value NEXANEST_MONITOR_PASSWORD)
+  grep -qE '^NEXANEST_MONITOR_PASSWORD=' "$ENV_FILE" 2>/dev/null ||
+    die "NEXANEST_MONITOR_PASSWORD is not in $ENV_FILE: run deploy/local/env.sh, then postgres.sh and timescaledb.sh start (they create the role)"
   (
     umask 077
-    printf '%s' "$monitor_pw" >"$PROM_DIR/monitor.pass"
+    env_value NEXANEST_MONITOR_PASSWORD >"$PROM_DIR/monitor.pass"
   )
   write_config
   chmod 600 "$PROM_DIR/monitor.pass"
