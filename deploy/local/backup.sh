@@ -96,7 +96,7 @@ manifest="$work/MANIFEST"
 show_progress() {
   local pid=$1 what=$2 log_file=$3 pattern=$4 total=$5 out=${6:-} started=$SECONDS next=$((SECONDS + 5))
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
+    sleep 0.2
     if ((SECONDS >= next)); then
       local done_tables size=""
       done_tables=$(grep -c "$pattern" "$log_file" 2>/dev/null || true)
@@ -116,14 +116,17 @@ SELECT pg_get_userbyid(d.datdba),
        (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname !~ '^pg_toast'),
-       coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), ''),
-       coalesce(current_setting('timescaledb.license', true), ''),
+       coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), '-'),
+       coalesce(nullif(current_setting('timescaledb.license', true), ''), '-'),
        current_setting('server_version_num')
   FROM pg_database d WHERE d.datname = current_database()
 SQL
   )
+  # No field is empty ('-' instead): read would merge two tabs into one separator.
   IFS=$'\t' read -r owner tables ts_version license server_version <<<"$info"
-  log "pg_dump $db (port $port, $(cluster_name "$port")${ts_version:+, timescaledb $ts_version}): $tables tables"
+  local what="port $port, $(cluster_name "$port")"
+  [ "$ts_version" = - ] || what+=", TimescaleDB $ts_version"
+  log "pg_dump $db ($what): $tables tables"
   # As the cluster superuser over the local socket; the file is written by this shell.
   as_service_user "$PG_BIN/pg_dump" -h "$RUN_DIR" -p "$port" -U postgres -Fc -v -d "$db" >"$out" 2>"$err" &
   local pid=$!
@@ -134,7 +137,7 @@ SQL
   grep -E '^pg_dump: (warning|error)' "$err" | grep -v 'circular foreign-key' >&2 || true
   [ -s "$out" ] || die "pg_dump of $db produced nothing"
   printf 'database\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$port" "$db" "$owner" "$file" "$(stat -c %s "$out")" \
-    "${ts_version:--}" "${license:--}" "$server_version" >>"$manifest"
+    "$ts_version" "$license" "$server_version" >>"$manifest"
   # Database-level grants (CONNECT, ...) are not part of a dump without --create:
   # kept here so that restore.sh --create can give them back.
   local grants grantee privilege

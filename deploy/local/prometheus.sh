@@ -112,7 +112,7 @@ pipeline_targets() {
   run=$(env_setting NEXANEST_METRICS__RUN_PORT 9110)
   if [ -n "$single" ]; then
     [ "$single" = 0 ] && { echo '[]'; return; }
-    printf '[\n  {"targets": ["127.0.0.1:%s"], "labels": {"component": "any"}}\n]\n' "$single"
+    printf '[\n  {"targets": ["127.0.0.1:%s"], "labels": {"component": "consumer"}}\n]\n' "$single"
     return
   fi
   local entries=() port component

@@ -145,7 +145,7 @@ fi
 show_progress() {
   local pid=$1 what=$2 log_file=$3 total=$4 started=$SECONDS next=$((SECONDS + 5))
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
+    sleep 0.2
     if ((SECONDS >= next)); then
       log "$what: data of $(grep -c 'processing data for table' "$log_file" 2>/dev/null || true) of $total tables, $((SECONDS - started)) s"
       next=$((SECONDS + 5))
