@@ -142,12 +142,16 @@ fi
 
 # --- 4. restore ---------------------------------------------------------------
 
+# A line every 5 s while pg_restore runs, from its --verbose log: tables whose data
+# it has loaded, then the indexes and constraints it builds after the data.
 show_progress() {
-  local pid=$1 what=$2 log_file=$3 total=$4 started=$SECONDS next=$((SECONDS + 5))
+  local pid=$1 what=$2 log_file=$3 tables=$4 indexes=$5 started=$SECONDS next=$((SECONDS + 5))
   while kill -0 "$pid" 2>/dev/null; do
     sleep 0.2
     if ((SECONDS >= next)); then
-      log "$what: data of $(grep -c 'processing data for table' "$log_file" 2>/dev/null || true) of $total tables, $((SECONDS - started)) s"
+      log "$what: data of $(grep -c 'processing data for table' "$log_file" 2>/dev/null || true) of $tables tables," \
+        "$(grep -cE 'creating (FK )?(INDEX|CONSTRAINT)' "$log_file" 2>/dev/null || true) of $indexes indexes and constraints," \
+        "$((SECONDS - started)) s"
       next=$((SECONDS + 5))
     fi
   done
@@ -177,8 +181,11 @@ restore_one() {
   err=$(mktemp)
   exists=$(pg_sql "$port" postgres -At -v db="$db" <<<"SELECT 1 FROM pg_database WHERE datname = :'db'")
   [ "$exists" = 1 ] || create_database "$port" "$db" "$owner"
-  tables=$(as_service_user "$PG_BIN/pg_restore" -l <"$backup/$file" | grep -c ' TABLE DATA ' || true)
-  local what="$tables tables with data"
+  local listing indexes
+  listing=$(as_service_user "$PG_BIN/pg_restore" -l <"$backup/$file")
+  tables=$(grep -c ' TABLE DATA ' <<<"$listing" || true)
+  indexes=$(grep -cE ' (FK )?(INDEX|CONSTRAINT) ' <<<"$listing" || true)
+  local what="$tables tables with data, $indexes indexes and constraints"
   [ "$ts_version" = - ] || what+=", TimescaleDB $ts_version"
   log "pg_restore $file into $db (port $port): $what"
   if [ "$ts_version" != - ]; then
@@ -192,7 +199,7 @@ SQL
   as_service_user "$PG_BIN/pg_restore" -h "$RUN_DIR" -p "$port" -U postgres -d "$db" --exit-on-error -v \
     <"$backup/$file" 2>"$err" &
   local pid=$!
-  show_progress "$pid" "pg_restore $db" "$err" "$tables"
+  show_progress "$pid" "pg_restore $db" "$err" "$tables" "$indexes"
   wait "$pid" || rc=$?
   if [ "$ts_version" != - ]; then
     pg_sql "$port" "$db" -c 'SELECT timescaledb_post_restore()' >/dev/null ||

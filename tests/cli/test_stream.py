@@ -26,7 +26,7 @@ from nexanest.cli.stream import cmd_consume, cmd_produce, cmd_run, produce, synt
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig
-from tests.pipeline.test_metrics import check_metrics
+from tests.prometheus import check_metrics, free_ports
 from tests.schemas.event_samples import assert_like_sample, event_of_row
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,17 +117,6 @@ async def test_run_prints_one_plain_line_per_second_when_not_a_terminal_and_stop
     assert written >= max(int(m[3].replace(",", "")) for m in live if m) > 0
     stored = await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source)
     assert stored == written
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 async def scrape(port: int) -> bytes | None:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import urllib.request
 
 import pytest
@@ -11,6 +9,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from nexanest.pipeline import metrics
 from nexanest.pipeline.settings import MetricsSettings, Settings, namespace_environment, namespaced
 from nexanest.pipeline.validation import REASONS, REJECTED_BY_DATABASE
+from tests.prometheus import check_metrics
 
 
 def free_port() -> int:
@@ -101,26 +100,6 @@ def test_every_dead_letter_reason_is_exported_from_zero_and_no_other() -> None:
         if s.name == "nexanest_consumer_rejected_total"
     }
     assert reasons == {*REASONS, REJECTED_BY_DATABASE, "other"}
-
-
-def promtool() -> str:
-    """promtool from Debian's prometheus package: a missing one fails (never skips) the test."""
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail(
-            "promtool is missing: deploy/local/prometheus.sh install (Debian package prometheus)", pytrace=False
-        )
-    return found
-
-
-def check_metrics(exposition: bytes) -> str:
-    """``promtool check metrics`` of a scrape: its complaints (empty when it passes)."""
-    done = subprocess.run(
-        [promtool(), "check", "metrics"], input=exposition, capture_output=True, timeout=60, check=False
-    )
-    complaints = (done.stdout + done.stderr).decode().strip()
-    assert done.returncode == 0 or complaints, "promtool failed without a word"
-    return "" if done.returncode == 0 else complaints
 
 
 def test_promtool_accepts_every_metric_of_the_registry() -> None:
