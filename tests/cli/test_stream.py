@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Coroutine
@@ -20,7 +21,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nexanest.cli.main import main, parse_args
+from nexanest.cli.main import parse_args
 from nexanest.cli.runtime import EXIT_USAGE
 from nexanest.cli.stream import cmd_consume, cmd_produce, cmd_run, produce, synthetic_config
 from nexanest.pipeline.kafka import ensure_topics, make_producer
@@ -230,16 +231,19 @@ async def test_produce_and_consume_run_side_by_side_each_on_its_own_metrics_port
     assert stored == published
 
 
-def test_a_taken_metrics_port_names_the_setting_that_moves_it(capsys: pytest.CaptureFixture[str]) -> None:
-    """The error the two-terminal workflow used to end with, now naming the command's own setting."""
+def test_a_taken_metrics_port_names_the_setting_that_moves_it() -> None:
+    """The error the two-terminal workflow used to end with, now naming the command's own setting
+    (a child process: the command configures logging for its whole process)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("NEXANEST_METRICS__PRODUCER_PORT", str(port))
-            patch.delenv("NEXANEST_METRICS__PORT", raising=False)
-            assert main(["produce", "synthetic", "--count", "1"]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert f"metrics port {port} of the producer unavailable" in err
-    assert "set NEXANEST_METRICS__PRODUCER_PORT (0 disables)" in err
+        env = {k: v for k, v in os.environ.items() if k != "NEXANEST_METRICS__PORT"}
+        env["NEXANEST_METRICS__PRODUCER_PORT"] = str(port)
+        done = subprocess.run(
+            [sys.executable, "-m", "nexanest.cli.main", "produce", "synthetic", "--count", "1"],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == EXIT_USAGE
+    assert f"metrics port {port} of the producer unavailable" in done.stderr
+    assert "set NEXANEST_METRICS__PRODUCER_PORT (0 disables)" in done.stderr
