@@ -49,8 +49,8 @@ PROM_DIR="$STATE_DIR/prometheus"
 CONFIG="$PROM_DIR/prometheus.yml"
 if is_root; then RUN_AS=prometheus; else RUN_AS=$(id -un); fi
 
-usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+usage() { # the comment block at the top of this file
+  sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 

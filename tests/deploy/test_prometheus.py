@@ -174,8 +174,13 @@ def state_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def prometheus(stack: Settings) -> str:
-    """Prometheus and its exporters started (or reloaded) by the stack's own script."""
-    started = subprocess.run([str(PROMETHEUS_SH), "start"], capture_output=True, text=True, timeout=600, check=False)
+    """Prometheus and its exporters started (or reloaded) by the stack's own script,
+    configured from the user's .env: without the session's NEXANEST_* variables
+    (their metrics port 0 would empty the pipeline's targets)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}
+    started = subprocess.run(
+        [str(PROMETHEUS_SH), "start"], capture_output=True, text=True, timeout=600, check=False, env=env
+    )
     if started.returncode != 0:
         pytest.fail(f"prometheus.sh start failed:\n{started.stdout}\n{started.stderr}", pytrace=False)
     return PROMETHEUS
@@ -215,12 +220,17 @@ def test_prometheus_watches_the_databases_and_redis_through_its_exporters(promet
 def test_the_pipeline_targets_follow_the_metrics_port_map(prometheus: str, user_settings: Settings) -> None:
     m = user_settings.metrics  # what .env says (the script reads the same)
     expected = {c: f"127.0.0.1:{m.port_for(c)}" for c in ("consumer", "producer", "run") if m.port_for(c)}
-    pipeline = {
-        t["labels"]["component"]: t["labels"]["instance"]
-        for t in targets()
-        if t["labels"]["job"] == "nexanest" and t["labels"]["component"] in expected
-    }
-    assert pipeline == expected
+    assert expected
+
+    def pipeline() -> dict[str, str]:
+        return {
+            t["labels"]["component"]: t["labels"]["instance"]
+            for t in targets()
+            if t["labels"]["job"] == "nexanest" and t["labels"]["component"] in ("consumer", "producer", "run")
+        }
+
+    # file_sd reads the file the script wrote: wait for that, then compare.
+    wait_until("the pipeline's targets", lambda: pipeline() == expected or None, 60.0)
 
 
 @pytest.mark.integration
