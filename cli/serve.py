@@ -26,6 +26,8 @@ SERVICES: Final = {
     "portfolio": "nexanest.services.portfolio.app",
     "market-data": "nexanest.services.market_data.app",
 }
+#: The portfolio snapshot worker: a loop, not an HTTP service.
+SNAPSHOTS_WORKER: Final = "portfolio-snapshots"
 
 
 def register(commands: Commands) -> None:
@@ -39,7 +41,15 @@ def register(commands: Commands) -> None:
             "`make services-up` starts all of them in the background."
         ),
     )
-    p.add_argument("service", choices=sorted(SERVICES), help="the service to run")
+    p.add_argument(
+        "service",
+        choices=[*sorted(SERVICES), SNAPSHOTS_WORKER],
+        help=(
+            "the service to run; portfolio-snapshots is the portfolio snapshot worker alone (no HTTP), "
+            "for when the portfolio service runs without it (NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_IN_SERVICE=false)"
+        ),
+    )
+    p.add_argument("--interval", type=float, default=None, help="portfolio-snapshots: seconds between rounds")
     p.add_argument("--port", type=int, default=None, help="listen on this port (default: the service's own)")
     p.add_argument("--host", default=None, help="listen on this address (default: NEXANEST_SERVICES__HOST, loopback)")
     p.set_defaults(handler=cmd_serve)
@@ -48,6 +58,11 @@ def register(commands: Commands) -> None:
 async def cmd_serve(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
     import uvicorn
 
+    if args.service == SNAPSHOTS_WORKER:
+        from nexanest.services.portfolio.snapshots import run_snapshots
+
+        await run_snapshots(settings, stop=stop, interval_s=args.interval)
+        return EXIT_OK
     port = args.port if args.port is not None else settings.services.ports()[args.service]
     host = args.host or settings.services.host
     app = importlib.import_module(SERVICES[args.service]).build_app(settings)

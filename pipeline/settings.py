@@ -281,6 +281,17 @@ class ServicesSettings(BaseModel):
     #: How long an access token is accepted after it was issued. Lowering it also
     #: shortens tokens already issued: a token whose expiry lies further ahead is refused.
     token_lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    #: A session (``services/sessions.py``) ends after this long without a request.
+    session_idle_s: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
+    #: ... and this long after the login, however busy it is: a stolen token is
+    #: good for at most this long. A session never outlives either.
+    session_absolute_s: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
+    #: Failed logins (``services/auth/throttle.py``) counted per account and per
+    #: client address within a window; past a limit, logins answer 429 until the
+    #: window ends. The address limit is higher: many users may share one address.
+    login_failures_per_account: int = Field(default=5, ge=1, le=1000)
+    login_failures_per_address: int = Field(default=50, ge=1, le=100_000)
+    login_failure_window_s: int = Field(default=15 * 60, ge=1, le=24 * 3600)
     #: Each service connects as a login role of its own that owns nothing, so
     #: that the row-level security of its tables binds it (deploy/local creates
     #: the roles; the owner roles of ``postgres``/``timescale`` only migrate).
@@ -293,6 +304,19 @@ class ServicesSettings(BaseModel):
     pool_max_size: int = Field(default=8, ge=1)
     #: Request bodies over this many bytes are refused with 413 (``services/problems.py``).
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Portfolio valuation: a quote whose tick is older than this is reported as
+    #: stale, with its age, and its price is not used.
+    portfolio_quote_max_age_s: float = Field(default=60.0, gt=0)
+    #: How long a portfolio's valuation stays cached in Redis (``redis.db_portfolio``);
+    #: a new transaction invalidates it at once. 0: no cache.
+    portfolio_valuation_cache_s: float = Field(default=2.0, ge=0, le=300)
+    #: The snapshot worker values every portfolio this often, at times aligned to it.
+    portfolio_snapshot_interval_s: float = Field(default=60.0, ge=1, le=24 * 3600)
+    #: The portfolio service runs the snapshot worker itself (a second worker,
+    #: ``nexanest serve portfolio-snapshots``, writes the same snapshots once).
+    portfolio_snapshots_in_service: bool = True
+    #: Portfolios one user may have (bounds ``GET /portfolios``).
+    portfolio_max_per_user: int = Field(default=100, ge=1, le=10_000)
 
     def dsns(self) -> dict[str, SecretStr]:
         """The DSN of each service role, by setting name."""

@@ -15,9 +15,9 @@ challenge (RFC 6750). No route sees a request whose user was not established.
 One verifier lives here, ``SignedTokens``: HMAC-SHA256 tokens that carry the
 user id and the expiry, checked without any lookup. Such a token cannot be
 revoked before it expires, so it suits short-lived and service-to-service
-credentials. The user sessions of issue 11 (opaque tokens whose hash is kept in
-Redis, revoked at logout) are meant to be a second ``TokenVerifier`` behind the
-same dependency.
+credentials. The user sessions (``services/sessions.py``: opaque tokens whose
+hash is kept in Redis, revoked at logout) are the second ``TokenVerifier``
+behind the same dependency, the one every service uses for its users.
 """
 
 from __future__ import annotations
@@ -55,20 +55,27 @@ _BEARER = HTTPBearer(
 )
 
 
+#: What a user may do beyond their own data: ``admin`` is the operator's role.
+Role = Literal["user", "admin"]
+
+
 @dataclass(frozen=True)
 class Identity:
     """The acting user of a request, as a verifier vouches for it."""
 
     user_id: uuid.UUID
-    #: When the token stops being accepted (Unix seconds).
+    #: When the token stops being accepted (Unix seconds). For a session token
+    #: this is the idle deadline, pushed forward by each use up to the absolute one.
     expires_at_s: int
+    #: The user's role when the token was issued (a signed token carries none: ``user``).
+    role: Role = "user"
 
 
 class InvalidToken(Exception):
     """A verifier refuses a token. ``reason`` is for logs and tests; a client
     learns only whether it expired."""
 
-    def __init__(self, reason: Literal["malformed", "bad_signature", "expired", "too_long_lived"]) -> None:
+    def __init__(self, reason: Literal["malformed", "bad_signature", "expired", "too_long_lived", "unknown"]) -> None:
         super().__init__(reason)
         self.reason = reason
 

@@ -20,9 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _no_token_secret_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment wins over .env: these tests read the file alone."""
-    monkeypatch.delenv("NEXANEST_SERVICES__TOKEN_SECRET", raising=False)
+def _no_nexanest_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment wins over .env, and the ``stack`` fixture exports the suite's
+    settings into it for the session: these tests read the file alone."""
+    for name in list(os.environ):
+        if name.startswith("NEXANEST_"):
+            monkeypatch.delenv(name)
 
 
 def run_env_sh(env_file: Path) -> None:
