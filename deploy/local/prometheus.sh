@@ -305,16 +305,31 @@ version_of() {
   esac
 }
 
+# The name in status lines (the stack's first column is 12 characters wide).
+short_name() {
+  case $1 in
+    postgres-exporter) echo pg-exporter ;;
+    timescaledb-exporter) echo ts-exporter ;;
+    redis-exporter) echo redis-export ;;
+    *) echo "$1" ;;
+  esac
+}
+
 cmd_status() {
   local name rc=0 extra
   for name in "${PROCESSES[@]}"; do
+    case $name in
+      prometheus) extra="" ;;
+      postgres-exporter) extra="watches PostgreSQL 5432" ;;
+      timescaledb-exporter) extra="watches TimescaleDB 5433" ;;
+      redis-exporter) extra="watches Redis 6379" ;;
+    esac
     if running "$name" && port_open "$(port_of "$name")"; then
-      extra=""
       if [ "$name" = prometheus ]; then extra=$(target_summary); fi
-      printf '%-12s up     version %-10s port %-5s %s\n' "${name%-exporter}" "$(version_of "$name")" \
-        "$(port_of "$name")" "${extra:-$name}"
+      printf '%-12s up     version %-10s port %-5s %s\n' "$(short_name "$name")" "$(version_of "$name")" \
+        "$(port_of "$name")" "$extra"
     else
-      printf '%-12s down   %-18s port %-5s %s\n' "${name%-exporter}" "" "$(port_of "$name")" "$name"
+      printf '%-12s down   %-18s port %-5s %s\n' "$(short_name "$name")" "" "$(port_of "$name")" "$extra"
       rc=1
     fi
   done
