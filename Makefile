@@ -128,7 +128,7 @@ alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus)
 migrate: venv ## apply schema migrations and create Kafka topics
 	@$(BIN)/nexanest migrate && $(BIN)/nexanest topics
 
-run: setup stack-up migrate ## set up, start the stack, run producer + consumer with a live view (Ctrl-C stops)
+run: setup stack-up migrate services-up ## set up, start the stack and the HTTP services, run producer + consumer with a live view (Ctrl-C stops)
 	@$(BIN)/nexanest run $(RUN_ARGS)
 
 # The same, against the community cluster's database `timescale` (native continuous

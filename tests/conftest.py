@@ -296,6 +296,8 @@ async def community(community_stack: Settings) -> Settings:
             pytest.fail(f"port {COMMUNITY_PORT} is not the community edition", pytrace=False)
         await conn.execute(f'DROP DATABASE IF EXISTS "{COMMUNITY_TEST_DATABASE}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{COMMUNITY_TEST_DATABASE}"')
+        # As deploy/local makes every database: no CONNECT or TEMP for PUBLIC, only for the roles.
+        await conn.execute(f'REVOKE ALL ON DATABASE "{COMMUNITY_TEST_DATABASE}" FROM PUBLIC')
         for role in ("nexanest_ingest", "nexanest_portfolio", "nexanest_market_data"):
             await conn.execute(f'GRANT CONNECT ON DATABASE "{COMMUNITY_TEST_DATABASE}" TO {role}')
     finally:

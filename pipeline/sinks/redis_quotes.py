@@ -5,13 +5,34 @@ A quote is a hash ``quote:<SYMBOL>`` with ``price``, ``bid``, ``ask``, ``size``
 and ``updated_ns`` (when the pipeline wrote it). A small Lua script applies a
 batch atomically and only moves a quote forward in tick time, so a late or
 replayed tick never overwrites a newer quote.
+
+Quote updates, published
+------------------------
+The same script PUBLISHes every quote it moved forward (and nothing for a
+quote it left alone), so readers learn of changes without polling and without
+a second round trip from the consumer. One channel per symbol,
+``<key prefix>updates:<SYMBOL>`` (``quote_channel``), rather than one channel
+for all: Redis then sends an update only to the subscribers of that symbol,
+so a reader following ten symbols receives ten symbols' updates, not the whole
+market's, and a PUBLISH to a channel nobody follows costs a dictionary lookup
+and sends nothing. (Pattern subscriptions would undo this: every PUBLISH is
+matched against every pattern; readers subscribe to channels by name.) The
+channel derives from the key prefix because pub/sub ignores Redis database
+numbers: namespaced key prefixes (tests, side-by-side runs) keep their updates
+apart too.
+
+The message is the quote, fields separated by one space, ``exchange`` last
+(the only field that may hold a space):
+``<ts_ns> <seq> <price> <bid> <ask> <size> <updated_ns> <exchange>``, bid and
+ask empty when the tick had none (``parse_quote_update`` reads it). A change
+of this format takes a new channel name, so old readers never misread it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import redis.asyncio as redis
 from redis.exceptions import BusyLoadingError
@@ -30,9 +51,11 @@ local function newer(a, b)
   return a > b
 end
 local n = 8
+local channels = ARGV[1]
+local prefix_len = tonumber(ARGV[2])
 local applied = 0
 for i, key in ipairs(KEYS) do
-  local b = (i - 1) * n
+  local b = 2 + (i - 1) * n
   local ts, seq = ARGV[b + 1], ARGV[b + 2]
   local cur = redis.call('HMGET', key, 'ts_ns', 'seq')
   local take = true
@@ -46,6 +69,10 @@ for i, key in ipairs(KEYS) do
   if take then
     redis.call('HSET', key, 'ts_ns', ts, 'seq', seq, 'price', ARGV[b + 3], 'bid', ARGV[b + 4],
       'ask', ARGV[b + 5], 'size', ARGV[b + 6], 'exchange', ARGV[b + 7], 'updated_ns', ARGV[b + 8])
+    if channels ~= '' then
+      redis.call('PUBLISH', channels .. string.sub(key, prefix_len + 1), ts .. ' ' .. seq .. ' ' .. ARGV[b + 3]
+        .. ' ' .. ARGV[b + 4] .. ' ' .. ARGV[b + 5] .. ' ' .. ARGV[b + 6] .. ' ' .. ARGV[b + 8] .. ' ' .. ARGV[b + 7])
+    end
     applied = applied + 1
   end
 end
@@ -58,11 +85,16 @@ RETRYABLE_REDIS_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, BusyLo
 class RedisQuoteSink:
     name = "redis_quotes"
 
-    def __init__(self, client: redis.Redis, key_prefix: str = "quote:", *, name: str = "redis_quotes") -> None:
+    def __init__(
+        self, client: redis.Redis, key_prefix: str = "quote:", *, name: str = "redis_quotes", publish: bool = True
+    ) -> None:
+        """``publish=False`` writes quotes without publishing them (the benchmark's
+        baseline); the consumer always publishes."""
         self.name = name  # the metrics label: index quotes count apart from symbol quotes
         self._client = client
         self._prefix = key_prefix
         self._script = client.register_script(_APPLY_QUOTES)
+        self._script_head = [quote_channel(key_prefix, "") if publish else "", str(len(key_prefix))]
         self._latest: dict[str, Tick] = {}
 
     def write(self, rows: Sequence[Tick]) -> None:
@@ -75,15 +107,16 @@ class RedisQuoteSink:
                 latest[tick.symbol] = tick
 
     async def flush(self, *, observe_latency: bool = True) -> int:
-        """Apply the buffered quotes in one round trip; ``observe_latency=False``
-        for re-applied old ticks (a rebuild), which would read as huge latencies."""
+        """Apply the buffered quotes in one round trip, publishing those that moved
+        forward; ``observe_latency=False`` for re-applied old ticks (a rebuild),
+        which would read as huge latencies."""
         if not self._latest:
             return 0
         started = time.perf_counter()
         ticks = list(self._latest.values())
         updated_ns = str(time.time_ns())
         keys = [self._prefix + t.symbol for t in ticks]
-        args: list[str] = []
+        args = list(self._script_head)
         for t in ticks:
             args += (
                 str(t.ts_ns),
@@ -113,6 +146,33 @@ class RedisQuoteSink:
 
     async def close(self) -> None:
         self._latest = {}
+
+
+def quote_channel(key_prefix: str, symbol: str) -> str:
+    """The channel on which the quote of ``symbol`` (key ``<key_prefix><symbol>``) is published."""
+    return f"{key_prefix}updates:{symbol}"
+
+
+class QuoteUpdate(NamedTuple):
+    """One published quote (decimal strings as in the hash; bid and ask ``None`` when absent)."""
+
+    ts_ns: int
+    seq: int
+    price: str
+    bid: str | None
+    ask: str | None
+    size: str
+    updated_ns: int
+    exchange: str
+
+
+def parse_quote_update(message: bytes) -> QuoteUpdate:
+    """Read a message of a quote channel; raises ``ValueError`` when it is not one."""
+    fields = message.decode().split(" ", 7)
+    if len(fields) != 8:
+        raise ValueError(f"a quote update has 8 fields, this one {len(fields)}")
+    ts_ns, seq, price, bid, ask, size, updated_ns, exchange = fields
+    return QuoteUpdate(int(ts_ns), int(seq), price, bid or None, ask or None, size, int(updated_ns), exchange)
 
 
 async def read_quote(client: redis.Redis, symbol: str, key_prefix: str = "quote:") -> dict[str, str]:

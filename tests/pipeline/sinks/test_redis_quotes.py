@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.client import PubSub
 
-from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink, read_quote
+from nexanest.pipeline.sinks.redis_quotes import (
+    QuoteUpdate,
+    RedisQuoteSink,
+    parse_quote_update,
+    quote_channel,
+    read_quote,
+)
 from nexanest.schemas.ticks import Tick
 
 pytestmark = pytest.mark.integration
@@ -81,3 +90,86 @@ async def test_one_batch_many_symbols_out_of_order(quotes_redis: redis.Redis, te
         quote = await read_quote(quotes_redis, f"S{s}", prefix)
         assert quote["ts_ns"] == str(latest.ts_ns)
         assert quote["seq"] == str(latest.seq)
+
+
+async def next_update(subscription: PubSub, timeout_s: float = 5.0) -> tuple[str, bytes]:
+    """The next message on ``subscription`` (channel, data); fails after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        message = await subscription.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None:
+            return message["channel"].decode(), message["data"]
+    pytest.fail(f"no quote update within {timeout_s} s")
+
+
+async def test_a_moved_quote_is_published_once_and_an_older_one_not(quotes_redis: redis.Redis, test_id: str) -> None:
+    prefix = f"test:{test_id}:quote:"
+    sink = RedisQuoteSink(quotes_redis, prefix)
+    subscription = quotes_redis.pubsub()
+    await subscription.subscribe(quote_channel(prefix, "LATE"), quote_channel(prefix, "OTHER"))
+    try:
+        sink.write([tick(101.5, T0 + 2_000, seq=2), tick(7, T0, seq=1, symbol="OTHER")])
+        await sink.flush()
+        updates = dict([await next_update(subscription), await next_update(subscription)])
+        assert set(updates) == {f"test:{test_id}:quote:updates:LATE", f"test:{test_id}:quote:updates:OTHER"}
+        late = parse_quote_update(updates[quote_channel(prefix, "LATE")])
+        assert (late.ts_ns, late.seq, late.price, late.bid, late.ask, late.size, late.exchange) == (
+            T0 + 2_000,
+            2,
+            "101.5",
+            "101.49",
+            "101.51",
+            "100",
+            "XNAS",
+        )
+        # An older tick, the same tick replayed, and one with an earlier seq at the same
+        # time move nothing and publish nothing; the next newer one is the next message.
+        for stale in (tick(99, T0 + 1_000, seq=1), tick(101.5, T0 + 2_000, seq=2), tick(98, T0 + 2_000, seq=1)):
+            sink.write([stale])
+            assert await sink.flush() == 1  # offered to the script, which refuses it
+        sink.write([tick(102, T0 + 3_000, seq=3)])
+        await sink.flush()
+        channel, data = await next_update(subscription)
+        assert channel == quote_channel(prefix, "LATE")
+        assert parse_quote_update(data).price == "102"
+        assert await subscription.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+    finally:
+        await subscription.aclose()  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
+
+
+async def test_publishing_off_writes_quotes_without_publishing(quotes_redis: redis.Redis, test_id: str) -> None:
+    prefix = f"test:{test_id}:quote:"
+    subscription = quotes_redis.pubsub()
+    await subscription.subscribe(quote_channel(prefix, "LATE"))
+    try:
+        sink = RedisQuoteSink(quotes_redis, prefix, publish=False)
+        sink.write([tick(10, T0, seq=1)])
+        await sink.flush()
+        assert (await read_quote(quotes_redis, "LATE", prefix))["price"] == "10"
+        # A publishing sink's update arrives; had the first one published, it would come first.
+        publishing = RedisQuoteSink(quotes_redis, prefix)
+        publishing.write([tick(11, T0 + 1, seq=2)])
+        await publishing.flush()
+        _, data = await next_update(subscription)
+        assert parse_quote_update(data).price == "11"
+    finally:
+        await subscription.aclose()  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
+
+
+def test_a_quote_update_reads_from_its_frozen_form() -> None:
+    """The message format, frozen: readers in other processes depend on it."""
+    sample = b"1764000000000002000 2 101.5 101.49 101.51 100 1764000000100000000 XNAS Main Board"
+    assert parse_quote_update(sample) == QuoteUpdate(
+        ts_ns=1_764_000_000_000_002_000,
+        seq=2,
+        price="101.5",
+        bid="101.49",
+        ask="101.51",
+        size="100",
+        updated_ns=1_764_000_000_100_000_000,
+        exchange="XNAS Main Board",
+    )
+    no_book = parse_quote_update(b"1 0 5   1 2 X")
+    assert (no_book.bid, no_book.ask) == (None, None)
+    with pytest.raises(ValueError, match="8 fields"):
+        parse_quote_update(b"1 2 3")
