@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
         services-up services-down services-status \
         unit integration community-up run-community bench bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
-        db-connect-postgres db-connect-timescale db-logs db-backup clean
+        db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -58,10 +58,10 @@ setup: env services venv ## everything `run` and `test` need, idempotent
 
 # --- the stack ---------------------------------------------------------------
 
-stack-up: env ## start PostgreSQL, TimescaleDB, Redis and Kafka (installs what is missing)
+stack-up: env ## start PostgreSQL, TimescaleDB, Redis, Kafka and Prometheus with its exporters (installs what is missing)
 	@$(STACK) up
 
-stack-down: ## stop all four services (and the HTTP services first)
+stack-down: ## stop every service of the stack (and the HTTP services first)
 	@if [ -x $(BIN)/nexanest ]; then deploy/local/services.sh stop; fi
 	@$(STACK) down
 
@@ -105,10 +105,23 @@ db-connect-timescale: ## psql into TimescaleDB as the owner role
 
 db-logs: ## the last lines of every service log (SERVICE=name -f to follow one)
 	@if [ -n "$(SERVICE)" ]; then $(STACK) logs $(SERVICE) -f; else \
-	  for s in postgres timescaledb redis kafka; do echo "== $$s"; $(STACK) logs $$s 2>/dev/null | tail -n 20; done; fi
+	  for s in postgres timescaledb redis kafka prometheus; do echo "== $$s"; $(STACK) logs $$s 2>/dev/null | tail -n 20; done; fi
 
-db-backup: ## pg_dump every database into backups/<timestamp>/
-	@deploy/local/backup.sh
+# Backups: backups/<UTC time>/ (NEXANEST_BACKUP_DIR moves them), one pg_dump -Fc per
+# database with MANIFEST and SHA256SUMS; the newest BACKUP_KEEP complete ones are kept.
+BACKUP_KEEP ?= 7
+db-backup: ## pg_dump every database (TimescaleDB's procedure) into backups/<UTC time>/ with checksums; keeps the newest BACKUP_KEEP (7)
+	@deploy/local/backup.sh --keep $(BACKUP_KEEP)
+
+db-restore: ## restore BACKUP=backups/<UTC time> into empty databases, after verifying its checksums
+	@if [ -z "$(BACKUP)" ]; then echo "usage: make db-restore BACKUP=backups/<UTC time>  (deploy/local/restore.sh --help)" >&2; exit 2; fi
+	@deploy/local/restore.sh "$(BACKUP)"
+
+prometheus-status: ## Prometheus, its exporters and the health of every scrape target
+	@deploy/local/prometheus.sh status; deploy/local/prometheus.sh targets
+
+alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus)
+	@promtool check rules deploy/prometheus/rules/*.yml && promtool test rules deploy/prometheus/tests/*.yml
 
 # --- the pipeline --------------------------------------------------------------
 

@@ -78,15 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nexanest: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log)
-    if getattr(args, "serves_metrics", False):
+    component = getattr(args, "metrics_component", None)
+    if component is not None:
         from nexanest.pipeline.metrics import serve_metrics
 
+        port = settings.metrics.port_for(component)
         try:
-            serve_metrics(settings.metrics.host, settings.metrics.port)
+            serve_metrics(settings.metrics.host, port)
         except OSError as exc:
             print(
-                f"nexanest: metrics port {settings.metrics.port} unavailable ({exc}); "
-                "set NEXANEST_METRICS__PORT (0 disables)",
+                f"nexanest: metrics port {port} of the {component} unavailable ({exc}); "
+                f"set {settings.metrics.setting_for(component)} (0 disables)",
                 file=sys.stderr,
             )
             return EXIT_USAGE

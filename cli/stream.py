@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from nexanest.cli.arguments import non_negative_float, positive_int, source_tag
 from nexanest.cli.runtime import EXIT_OK, Commands
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.settings import MetricsComponent, MetricsSettings, Settings
 
 if TYPE_CHECKING:
     from nexanest.cli.live_view import Quote
@@ -34,33 +34,47 @@ def register(commands: Commands) -> None:
     s = feeds.add_parser(
         "synthetic",
         help="geometric Brownian motion ticks, deterministic for a seed",
-        description="Publish synthetic ticks (GBM prices, bid/ask, sizes), keyed by symbol.",
+        description="Publish synthetic ticks (GBM prices, bid/ask, sizes), keyed by symbol. "
+        + _metrics_note("producer"),
     )
     _add_synthetic_args(s, default_rate=1000.0)
     s.add_argument("--count", type=positive_int, help="stop after this many ticks")
     s.add_argument("--duration", type=non_negative_float, help="stop after this many seconds")
     s.add_argument("--start-ns", type=int, help="tick time of the first tick, ns since the epoch (default: now)")
-    s.set_defaults(handler=cmd_produce, serves_metrics=True)
+    s.set_defaults(handler=cmd_produce, metrics_component="producer")
 
-    p = commands.add_parser("consume", help="ingest the ticks topic into TimescaleDB and Redis")
+    p = commands.add_parser(
+        "consume",
+        help="ingest the ticks topic into TimescaleDB and Redis",
+        description="Ingest the ticks topic: rows to TimescaleDB (exactly once), latest quotes to Redis, bad "
+        "messages to the dead-letter topic. " + _metrics_note("consumer"),
+    )
     p.add_argument(
         "--until-idle",
         type=non_negative_float,
         metavar="S",
         help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
     )
-    p.set_defaults(handler=cmd_consume, serves_metrics=True)
+    p.set_defaults(handler=cmd_consume, metrics_component="consumer")
 
     p = commands.add_parser(
         "run",
         help="run a synthetic producer and the consumer together, with a live view",
         description="A synthetic producer and the consumer in one process. On a terminal, a table redrawn "
         "in place: ticks/s in and out, rows written, dead-lettered, lag, tick-to-quote latency and the latest "
-        "quotes of a few symbols; otherwise one plain line per second.",
+        "quotes of a few symbols; otherwise one plain line per second. " + _metrics_note("run"),
     )
     _add_synthetic_args(p, default_rate=2000.0)
     p.add_argument("--duration", type=non_negative_float, help="stop after this many seconds (default: Ctrl-C)")
-    p.set_defaults(handler=cmd_run, serves_metrics=True)
+    p.set_defaults(handler=cmd_run, metrics_component="run")
+
+
+def _metrics_note(component: MetricsComponent) -> str:
+    port = MetricsSettings().port_for(component)  # the default of the map
+    return (
+        f"Prometheus metrics on 127.0.0.1:{port}/metrics (NEXANEST_METRICS__{component.upper()}_PORT moves them, "
+        "0 turns them off), a port of its own so that produce, consume and run can run side by side."
+    )
 
 
 def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> None:

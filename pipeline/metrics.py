@@ -3,28 +3,116 @@
 Names follow ``nexanest_<component>_<what>_<unit>``. Components update these
 per batch (``inc(n)``, one ``observe`` per batch), never per tick, except the
 quote-latency histogram, which is observed once per symbol per batch.
+
+Every label has a bounded set of values (topics, partitions, sinks, the
+dead-letter reasons of ``pipeline/validation.py``, resolutions, services,
+components and event types), never a symbol or a per-run tag: each value is a
+time series Prometheus keeps. ``promtool check metrics`` passes on a scrape of
+the consumer (``tests/pipeline/test_metrics.py``).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nexanest.pipeline.validation import REASONS, REJECTED_BY_DATABASE
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-# Producer side.
+
+class AgeGauge(Collector):
+    """A gauge of "now minus a stored time", computed when Prometheus scrapes:
+    the age keeps growing while nothing newer is stored (a stalled consumer),
+    which a value set by the consumer itself would not show.
+
+    ``observe`` keeps the newest time per label set; ``forget`` drops label sets
+    no longer owned (partitions revoked in a rebalance: another consumer
+    reports them). Thread-safe: the event loop writes, the HTTP thread reads.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        registry: CollectorRegistry | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._name, self._documentation, self._labelnames = name, documentation, tuple(labelnames)
+        self._clock = clock
+        self._newest: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], time_s: float) -> None:
+        """Record that something of ``labels`` as new as ``time_s`` (epoch seconds) is stored."""
+        with self._lock:
+            if time_s > self._newest.get(labels, float("-inf")):
+                self._newest[labels] = time_s
+
+    def forget(self, labels: Iterable[tuple[str, ...]]) -> None:
+        """Stop reporting these label sets (partitions another consumer owns now)."""
+        with self._lock:
+            for one in labels:
+                self._newest.pop(one, None)
+
+    def value(self, labels: tuple[str, ...]) -> float | None:
+        """The age now, in seconds (None: nothing recorded for ``labels``)."""
+        with self._lock:
+            newest = self._newest.get(labels)
+        return None if newest is None else max(0.0, self._clock() - newest)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self._clock()
+        with self._lock:
+            newest = list(self._newest.items())
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for labels, time_s in sorted(newest):
+            family.add_metric(labels, max(0.0, now - time_s))
+        yield family
+
+
+# Producer side. Labelled by topic, not by the feed's per-run source tag (a new
+# series each run would be a label without bound).
 TICKS_PRODUCED = Counter(
-    "nexanest_producer_ticks_total", "Ticks handed to Kafka and acknowledged", ["source"], registry=REGISTRY
+    "nexanest_producer_ticks_total", "Ticks handed to Kafka and acknowledged", ["topic"], registry=REGISTRY
 )
 PRODUCE_ERRORS = Counter(
-    "nexanest_producer_errors_total", "Ticks Kafka did not acknowledge", ["source"], registry=REGISTRY
+    "nexanest_producer_errors_total", "Ticks Kafka did not acknowledge", ["topic"], registry=REGISTRY
 )
 
 # Consumer side.
 TICKS_CONSUMED = Counter("nexanest_consumer_messages_total", "Messages taken from Kafka", ["topic"], registry=REGISTRY)
 TICKS_WRITTEN = Counter("nexanest_sink_rows_written_total", "Rows made durable by a sink", ["sink"], registry=REGISTRY)
+#: The ``reason`` label's values: the validation rules, the database's refusal,
+#: and ``other`` should a reason outside them ever be given (never expected).
+REJECTION_REASONS = (*REASONS, REJECTED_BY_DATABASE, "other")
 TICKS_REJECTED = Counter(
-    "nexanest_consumer_rejected_total", "Messages set aside to the dead-letter topic", ["reason"], registry=REGISTRY
+    "nexanest_consumer_rejected_total",
+    "Messages set aside to the dead-letter topic, by reason",
+    ["reason"],
+    registry=REGISTRY,
 )
+for _reason in REJECTION_REASONS:  # every reason from 0: rate() sees the first one
+    TICKS_REJECTED.labels(_reason)
+
+
+def count_rejected(reason: str, n: int = 1) -> None:
+    """Count ``n`` dead letters of ``reason`` (an unknown reason counts as ``other``)."""
+    TICKS_REJECTED.labels(reason if reason in REJECTION_REASONS else "other").inc(n)
+
+
 BATCH_SIZE = Histogram(
     "nexanest_consumer_batch_rows",
     "Messages per consumed batch",
@@ -48,6 +136,29 @@ CONSUMER_LAG = Gauge(
     "nexanest_consumer_lag_messages",
     "High watermark minus the consumer's position, per partition",
     ["topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG_SECONDS = AgeGauge(
+    "nexanest_consumer_lag_seconds",
+    "Now minus the tick time of the newest tick stored from the partition (computed at scrape time; "
+    "while the partition's lag in messages is 0 this is the feed's silence, not lag)",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+TICK_TO_ROW_SECONDS = Histogram(
+    "nexanest_consumer_tick_to_row_seconds",
+    "From a tick's time to its row committed in TimescaleDB: once per partition per batch, for the "
+    "partition's oldest tick in the batch (the longest wait, an upper bound for the others)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    registry=REGISTRY,
+)
+#: The rollup resolutions (views ohlcv_1m .. ohlcv_1d).
+RESOLUTIONS = ("1m", "5m", "1h", "1d")
+ROLLUP_FRESHNESS_SECONDS = AgeGauge(
+    "nexanest_rollup_freshness_seconds",
+    "Now minus the tick time of the newest tick merged into the OHLCV bars by this consumer "
+    "(pipeline rollups; computed at scrape time)",
+    ["resolution"],
     registry=REGISTRY,
 )
 RETRIES = Counter(

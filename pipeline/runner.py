@@ -47,6 +47,7 @@ be read again after the claim.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,10 @@ class _Batch:
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     taken: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Per partition: the tick times (ns) of its oldest and newest valid tick in
+    #: the batch, for the tick-to-row latency and the lag in seconds.
+    oldest_ns: dict[TopicPartition, int] = field(default_factory=dict)
+    newest_ns: dict[TopicPartition, int] = field(default_factory=dict)
     count: int = 0
     #: The fetches the batch was taken from, as aiokafka returned them (no copy):
     #: where a row the database refuses finds its record's bytes and headers.
@@ -149,6 +154,8 @@ class IngestLoop:
         self._next = _Batch()
         self._writing: asyncio.Task[None] | None = None
         self._writing_batch = _Batch()
+        #: (topic, partition) label sets this loop reports lag for.
+        self._reported: set[tuple[str, str]] = set()
         self.stats = IngestStats()
 
     async def run(self, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
@@ -236,6 +243,7 @@ class IngestLoop:
                 self._seek_if_assigned(tp, messages[0].offset)
                 continue
             batch.first_offsets.setdefault(tp, messages[0].offset)
+            valid_from = len(fresh)
             for msg in messages:
                 result = check(msg.value, now_ns)
                 if isinstance(result, Tick):
@@ -243,6 +251,11 @@ class IngestLoop:
                     fresh.append(result)
                 else:
                     rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, *result, msg.headers))
+            if len(fresh) > valid_from:
+                times = [t.ts_ns for t in fresh[valid_from:]]
+                oldest, newest = min(times), max(times)
+                batch.oldest_ns[tp] = min(oldest, batch.oldest_ns.get(tp, oldest))
+                batch.newest_ns[tp] = max(newest, batch.newest_ns.get(tp, newest))
             batch.count += len(messages)
             batch.taken[tp] = batch.taken.get(tp, 0) + len(messages)
             batch.next_offsets[tp] = messages[-1].offset + 1
@@ -280,6 +293,11 @@ class IngestLoop:
 
         await self._retrying("kafka", self._dead_letters.flush)
         refused = await self._write_ticks(batch)  # FencedError: see _settle_write
+        committed_ns = self._clock_ns()
+        for tp, oldest in batch.oldest_ns.items():
+            metrics.TICK_TO_ROW_SECONDS.observe(max(0, committed_ns - oldest) / 1e9)
+            metrics.CONSUMER_LAG_SECONDS.observe((tp.topic, str(tp.partition)), batch.newest_ns[tp] / 1e9)
+            self._reported.add((tp.topic, str(tp.partition)))
         ticks = batch.ticks
         if refused:
             gone = {(r.partition, r.offset) for r in refused}
@@ -308,6 +326,8 @@ class IngestLoop:
         lags = await self._assigned_lags(assigned)
         for (topic, partition), lag in lags.items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+            self._reported.add((topic, str(partition)))
+        self._forget_revoked(assigned)
         if self._monitor is not None:  # dlq_burst / lag_high events
             await self._monitor.after_batch(
                 rejected_by_reason=reasons,
@@ -316,6 +336,19 @@ class IngestLoop:
             )
         stats.last_batch_at = time.monotonic()
         _log.debug("batch_ingested", rows=len(batch.rows), rejected=len(batch.rejected), partitions=len(batch.taken))
+
+    def _forget_revoked(self, assigned: set[TopicPartition]) -> None:
+        """Stop reporting lag for partitions a rebalance gave to another consumer:
+        it reports them now, and a frozen value here would add to its."""
+        owned = {(tp.topic, str(tp.partition)) for tp in assigned}
+        gone = self._reported - owned
+        if not gone:
+            return
+        metrics.CONSUMER_LAG_SECONDS.forget(gone)
+        for labels in gone:
+            with contextlib.suppress(KeyError):  # never set for this partition
+                metrics.CONSUMER_LAG.remove(*labels)
+        self._reported &= owned
 
     async def _write_ticks(self, batch: _Batch) -> list[Rejected]:
         """The TimescaleDB transaction, retried while the database is away. Rows it

@@ -214,10 +214,45 @@ class RetentionSettings(BaseModel):
     compress_ticks_after_days: float = Field(default=8.0, ge=0)
 
 
+#: The commands that serve Prometheus metrics, each on a port of its own.
+MetricsComponent = Literal["consumer", "producer", "run"]
+
+
 class MetricsSettings(BaseModel):
-    #: Port of the Prometheus /metrics endpoint; 0 disables the HTTP server.
-    port: int = Field(default=9108, ge=0, le=65535)
+    """Where each process of the pipeline serves Prometheus ``/metrics``.
+
+    Every component has a default port of its own, so that ``nexanest consume``,
+    ``nexanest produce`` and ``nexanest run`` can run side by side on one machine
+    and Prometheus can scrape each (``deploy/local/prometheus.sh`` generates its
+    targets from the same map; README "Metrics" has the table). 9111-9119 are
+    reserved for the project's other processes; the HTTP services serve their
+    ``/metrics`` on their own HTTP port. ``port``, when set, replaces all three
+    (one process on a port chosen by hand; ``0`` disables the HTTP server).
+    """
+
     host: str = "127.0.0.1"
+    consumer_port: int = Field(default=9108, ge=0, le=65535)  # nexanest consume
+    producer_port: int = Field(default=9109, ge=0, le=65535)  # nexanest produce
+    run_port: int = Field(default=9110, ge=0, le=65535)  # nexanest run: producer and consumer in one process
+    #: Overrides the component's port for whichever command runs; 0 disables the HTTP server.
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> MetricsSettings:
+        ports = [p for p in (self.consumer_port, self.producer_port, self.run_port) if p]
+        if len(set(ports)) != len(ports):
+            raise ValueError("the consumer, producer and run metrics ports must differ (or be 0)")
+        return self
+
+    def port_for(self, component: MetricsComponent) -> int:
+        """The port ``component`` serves on (0: none)."""
+        if self.port is not None:
+            return self.port
+        return {"consumer": self.consumer_port, "producer": self.producer_port, "run": self.run_port}[component]
+
+    def setting_for(self, component: MetricsComponent) -> str:
+        """The environment variable that sets ``component``'s port (for messages)."""
+        return "NEXANEST_METRICS__PORT" if self.port is not None else f"NEXANEST_METRICS__{component.upper()}_PORT"
 
 
 class LogSettings(BaseModel):
@@ -469,6 +504,17 @@ def namespace_environment(settings: Settings) -> dict[str, str]:
         "NEXANEST_REDIS__DB_NOTIFICATIONS": str(r.db_notifications),
         "NEXANEST_REDIS__QUOTE_KEY_PREFIX": r.quote_key_prefix,
         "NEXANEST_REDIS__BAR_KEY_PREFIX": r.bar_key_prefix,
-        "NEXANEST_METRICS__PORT": str(settings.metrics.port),
+        **_metrics_ports(settings.metrics),
         "NEXANEST_CONSUMER__QUOTE_REBUILD_WINDOW_S": str(c.quote_rebuild_window_s),
     }
+
+
+def _metrics_ports(m: MetricsSettings) -> dict[str, str]:
+    ports = {
+        "NEXANEST_METRICS__CONSUMER_PORT": str(m.consumer_port),
+        "NEXANEST_METRICS__PRODUCER_PORT": str(m.producer_port),
+        "NEXANEST_METRICS__RUN_PORT": str(m.run_port),
+    }
+    if m.port is not None:
+        ports["NEXANEST_METRICS__PORT"] = str(m.port)
+    return ports

@@ -42,8 +42,10 @@ class TickPublisher:
         self._producer = producer
         self._queue_timeout_s = queue_timeout_s
         self._topic = topic
-        self._produced = metrics.TICKS_PRODUCED.labels(source)
-        self._errors = metrics.PRODUCE_ERRORS.labels(source)
+        #: The feed's source tag (not a metric label: a new one each run would grow without bound).
+        self.source = source
+        self._produced = metrics.TICKS_PRODUCED.labels(topic)
+        self._errors = metrics.PRODUCE_ERRORS.labels(topic)
         self._partitioner = DefaultPartitioner()
         self._partition_count = 0
         self._partition_of: dict[str, int] = {}

@@ -19,6 +19,7 @@ redis_pw=$(known_or_new NEXANEST_REDIS_PASSWORD)
 auth_pw=$(known_or_new NEXANEST_AUTH_SERVICE_PASSWORD)
 portfolio_pw=$(known_or_new NEXANEST_PORTFOLIO_SERVICE_PASSWORD)
 market_pw=$(known_or_new NEXANEST_MARKET_DATA_SERVICE_PASSWORD)
+monitor_pw=$(known_or_new NEXANEST_MONITOR_PASSWORD)
 
 if [ "$new" = yes ]; then
   cat >"$ENV_FILE" <<ENV
@@ -44,6 +45,7 @@ entry NEXANEST_REDIS_PASSWORD "$redis_pw"
 entry NEXANEST_AUTH_SERVICE_PASSWORD "$auth_pw" "# The services' own login roles (they own nothing: row-level security binds them)."
 entry NEXANEST_PORTFOLIO_SERVICE_PASSWORD "$portfolio_pw"
 entry NEXANEST_MARKET_DATA_SERVICE_PASSWORD "$market_pw"
+entry NEXANEST_MONITOR_PASSWORD "$monitor_pw" "# The Prometheus exporters' role (pg_monitor only; deploy/local/prometheus.sh)."
 
 # Read by the nexanest settings object (pipeline/settings.py). The postgres DSNs
 # are the owner's, used only by `nexanest migrate`.

@@ -86,6 +86,16 @@ env_value() {
   printf '%s' "${line#*=}"
 }
 
+# env_setting NAME DEFAULT: a (non-secret) NEXANEST_* setting as pipeline/settings.py
+# reads it: the environment first, then .env, else DEFAULT.
+env_setting() {
+  local value=${!1:-}
+  if [ -z "$value" ] && [ -f "$ENV_FILE" ]; then
+    value=$(grep -E "^$1=" "$ENV_FILE" | tail -n 1 | cut -d= -f2-) || true
+  fi
+  printf '%s' "${value:-$2}"
+}
+
 # ---------------------------------------------------------------------------
 # PostgreSQL clusters (used by postgres.sh and timescaledb.sh).
 # A cluster is a data directory we own, started with pg_ctl on loopback,
@@ -181,6 +191,24 @@ pg_ensure_role() {
 SELECT format('CREATE ROLE %I LOGIN $attrs', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \gexec
+EOF
+}
+
+# pg_ensure_monitor_role PORT: nexanest_monitor, the login role of the Prometheus
+# exporters (prometheus.sh): member of pg_monitor (statistics, sizes, settings;
+# read-only) and nothing else, at most 5 connections. Its password is
+# NEXANEST_MONITOR_PASSWORD; a .env from before it (env.sh adds it) only skips the role.
+pg_ensure_monitor_role() {
+  local port=$1 monitor_pw
+  if ! grep -qE '^NEXANEST_MONITOR_PASSWORD=' "$ENV_FILE" 2>/dev/null; then
+    log "no NEXANEST_MONITOR_PASSWORD in $ENV_FILE (deploy/local/env.sh adds it): monitoring role skipped"
+    return 0
+  fi
+  monitor_pw=$(env_value NEXANEST_MONITOR_PASSWORD)
+  pg_ensure_role "$port" nexanest_monitor "$monitor_pw" "CONNECTION LIMIT 5"
+  pg_sql "$port" postgres -v role=nexanest_monitor <<'EOF'
+SELECT format('GRANT pg_monitor TO %I', :'role')
+ WHERE NOT pg_has_role(:'role', 'pg_monitor', 'MEMBER') \gexec
 EOF
 }
 

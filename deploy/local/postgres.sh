@@ -21,6 +21,7 @@ cmd_start() {
   # the tables (FORCEd by the migrations, which also grant them their tables) binds them.
   pg_ensure_role "$PORT" nexanest_auth "$(env_value NEXANEST_AUTH_SERVICE_PASSWORD)"
   pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
+  pg_ensure_monitor_role "$PORT" # the Prometheus exporter's (prometheus.sh)
   local db
   # Each <db>_test is the test suite's (tests/conftest.py), so that running the
   # tests leaves the user's databases alone; same owner, created here because

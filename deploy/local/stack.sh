@@ -5,14 +5,15 @@
 #   stack.sh down    [SERVICE...]   stop
 #   stack.sh status  [SERVICE...]   one line each; exit 1 if any is down
 #   stack.sh logs    SERVICE [-f]
-# SERVICE is postgres, timescaledb, redis, kafka or timescaledb-community. The default
-# is the four the product runs on; timescaledb-community (the community edition on
-# 5434, built from source, for its tests: `make test`) is started only when named,
-# and `status`/`down` include it once it has a data directory.
+# SERVICE is postgres, timescaledb, redis, kafka, prometheus or timescaledb-community.
+# The default is the four the product runs on plus Prometheus and its exporters
+# (prometheus.sh, 127.0.0.1:9090), which watch them. timescaledb-community (the
+# community edition on 5434, built from source, for its tests: `make test`) is
+# started only when named; `status`/`down` include it once it has a data directory.
 SERVICE_NAME=stack
 . "$(dirname "$0")/lib.sh"
 
-ALL=(postgres timescaledb redis kafka)
+ALL=(postgres timescaledb redis kafka prometheus)
 OPTIONAL=(timescaledb-community)
 
 services() { if [ $# -gt 0 ]; then printf '%s\n' "$@"; else printf '%s\n' "${ALL[@]}"; fi; }
@@ -59,5 +60,5 @@ case "${1:-}" in
     run_each status "${list[@]}"
     ;;
   logs) shift; svc=${1:?usage: stack.sh logs SERVICE [-f]}; shift; "$LOCAL_DIR/$svc.sh" logs "$@" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

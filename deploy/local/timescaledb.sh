@@ -263,6 +263,7 @@ cmd_start() {
   # The services' roles here: portfolio writes its snapshots, market data only reads.
   pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
   pg_ensure_role "$PORT" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
+  pg_ensure_monitor_role "$PORT" # the Prometheus exporter's (prometheus.sh)
   # timescale_test is the test suite's (tests/conftest.py): the same owner, grants
   # and extension as the user's database, so the tests see what the pipeline sees
   # and leave the user's data alone. Creating a database and the extension takes

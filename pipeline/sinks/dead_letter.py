@@ -84,7 +84,7 @@ class DeadLetterSink:
             raise RetryableError("kafka", exc) from exc
         count = len(self._pending)
         for r in self._pending:
-            metrics.TICKS_REJECTED.labels(r.reason).inc()
+            metrics.count_rejected(r.reason)
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         self._pending = []
         return count

@@ -158,6 +158,10 @@ class TimescaleSink:
             raise RetryableError("timescaledb", exc) from exc
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
+        if self._rollups and self._rows:
+            newest_s = max(entry[0].ts_ns for entry in self._rows) / 1e9
+            for resolution in metrics.RESOLUTIONS:  # one statement merges all four
+                metrics.ROLLUP_FRESHNESS_SECONDS.observe((resolution,), newest_s)
         self._rows = []
         self._isolated = False
         if self._offsets is not None:

@@ -38,8 +38,9 @@ COMMANDS = {
 def test_every_command_reaches_its_handler(argv: str) -> None:
     args = parse_args(argv.split())
     assert args.handler is COMMANDS[argv]
-    # Only the commands that run the pipeline open the metrics port.
-    assert getattr(args, "serves_metrics", False) == (argv.split()[0] in ("produce", "consume", "run"))
+    # Only the commands that run the pipeline open a metrics port, each its own component's.
+    components = {"produce": "producer", "consume": "consumer", "run": "run"}
+    assert getattr(args, "metrics_component", None) == components.get(argv.split()[0])
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """``nexanest produce``, ``consume`` and ``run``: arguments (unit); the producer's
-life-cycle events and a real ``nexanest run`` in a child process, its output
-not a terminal (integration)."""
+life-cycle events, a real ``nexanest run`` in a child process, its output not a
+terminal, and ``produce`` beside ``consume``, each serving its metrics (integration)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,25 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
+import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nexanest.cli.main import parse_args
+from nexanest.cli.runtime import EXIT_USAGE
 from nexanest.cli.stream import cmd_consume, cmd_produce, cmd_run, produce, synthetic_config
+from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig
+from tests.prometheus import check_metrics, free_ports
 from tests.schemas.event_samples import assert_like_sample, event_of_row
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +118,132 @@ async def test_run_prints_one_plain_line_per_second_when_not_a_terminal_and_stop
     assert written >= max(int(m[3].replace(",", "")) for m in live if m) > 0
     stored = await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source)
     assert stored == written
+
+
+async def scrape(port: int) -> bytes | None:
+    """The /metrics page on ``port``, or None while nothing answers there."""
+
+    def get() -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                return bytes(response.read())
+        except OSError:
+            return None
+
+    return await asyncio.to_thread(get)
+
+
+def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition.decode())
+        for s in family.samples
+    }
+
+
+def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
+    return found.get((name, tuple(sorted(labels.items()))))
+
+
+@pytest.mark.integration
+async def test_produce_and_consume_run_side_by_side_each_on_its_own_metrics_port(
+    isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """The two-terminal workflow: `nexanest consume` in one, `nexanest produce` in
+    the other, both serving metrics at once (the consumer's and the producer's
+    ports of the map, no override), and the consumer's page passes promtool."""
+    consumer_port, producer_port, run_port = free_ports(3)
+    env = {**os.environ, **namespace_environment(isolated)}
+    env.pop("NEXANEST_METRICS__PORT")  # the tests' override (0): each command takes its own port
+    env |= {
+        "NEXANEST_METRICS__CONSUMER_PORT": str(consumer_port),
+        "NEXANEST_METRICS__PRODUCER_PORT": str(producer_port),
+        "NEXANEST_METRICS__RUN_PORT": str(run_port),
+    }
+    topic, source = isolated.kafka.ticks_topic, f"side-{test_id}"
+    await ensure_topics(isolated.kafka)
+    producer = make_producer(isolated.kafka)
+    await producer.start()
+    try:  # three messages that are no ticks: a dead-letter reason to see
+        for _ in range(3):
+            await producer.send_and_wait(topic, b"\xc1", key=b"BAD")
+    finally:
+        await producer.stop()
+
+    def nexanest(*argv: str) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
+        return asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nexanest.cli.main", *argv,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+        )  # fmt: skip
+
+    consume = await nexanest("consume")
+    produce: asyncio.subprocess.Process | None = None
+    try:
+        async with asyncio.timeout(120):
+            while await scrape(consumer_port) is None:
+                assert consume.returncode is None, (await consume.communicate())[1].decode()
+                await asyncio.sleep(0.2)
+            produce = await nexanest(
+                "produce", "synthetic", "--symbols", "5", "--rate", "400", "--duration", "5", "--source", source
+            )
+            # Both serve at once, each its own metrics.
+            while (
+                value(samples(await scrape(producer_port) or b""), "nexanest_producer_ticks_total", topic=topic) is None
+            ):
+                assert produce.returncode is None, (await produce.communicate())[1].decode()
+                await asyncio.sleep(0.2)
+            assert consume.returncode is None
+            out, err = await produce.communicate()
+            assert produce.returncode == 0, err.decode()
+            assert "unavailable" not in err.decode()
+            published = int(re.search(r"published ([\d,]+) ticks", out.decode())[1].replace(",", ""))  # type: ignore[index]
+            assert published > 0
+            # The consumer stores them all; its page then shows the new metrics.
+            while True:
+                page = await scrape(consumer_port) or b""
+                found = samples(page)
+                if (value(found, "nexanest_sink_rows_written_total", sink="timescale") or 0) >= published:
+                    break
+                await asyncio.sleep(0.2)
+        assert check_metrics(page) == ""
+        lags = {
+            dict(labels)["partition"]: v
+            for (name, labels), v in found.items()
+            if name == "nexanest_consumer_lag_seconds" and dict(labels)["topic"] == topic
+        }
+        assert lags
+        assert all(0 <= lag < 120 for lag in lags.values()), lags
+        assert (value(found, "nexanest_consumer_tick_to_row_seconds_count") or 0) >= 1
+        # The Apache edition's pipeline rollups: fresh from the consumer's own batches.
+        assert value(found, "nexanest_rollup_freshness_seconds", resolution="1m") is not None
+        assert value(found, "nexanest_consumer_rejected_total", reason="undecodable") == 3
+        assert value(found, "nexanest_consumer_rejected_total", reason="bad_price") == 0  # every reason, from 0
+        consume.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(consume.communicate(), 120)
+        assert await consume.wait() == 0, err.decode()  # (returncode, read anew: mypy narrowed it to None)
+        assert "unavailable" not in err.decode()
+    finally:
+        for proc in (consume, produce):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    stored = await timescale_pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source)
+    assert stored == published
+
+
+def test_a_taken_metrics_port_names_the_setting_that_moves_it() -> None:
+    """The error the two-terminal workflow used to end with, now naming the command's own setting
+    (a child process: the command configures logging for its whole process)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "NEXANEST_METRICS__PORT"}
+        env["NEXANEST_METRICS__PRODUCER_PORT"] = str(port)
+        done = subprocess.run(
+            [sys.executable, "-m", "nexanest.cli.main", "produce", "synthetic", "--count", "1"],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == EXIT_USAGE
+    assert f"metrics port {port} of the producer unavailable" in done.stderr
+    assert "set NEXANEST_METRICS__PRODUCER_PORT (0 disables)" in done.stderr

@@ -85,6 +85,10 @@ def test_an_existing_env_file_keeps_every_line_and_gains_what_it_lacks(tmp_path:
     assert (
         settings.services.auth_dsn.get_secret_value() == f"postgresql://nexanest_auth:{auth_pw[0]}@127.0.0.1:5432/auth"
     )
+    # The Prometheus exporters' role (prometheus.sh) gets its own password too.
+    monitor_pw = re.findall(r"(?m)^NEXANEST_MONITOR_PASSWORD=(.*)$", topped_up)
+    assert len(monitor_pw) == 1
+    assert re.fullmatch(r"[0-9a-f]{32}", monitor_pw[0])
     run_env_sh(older)  # complete now: nothing more is added
     assert older.read_text() == topped_up
 

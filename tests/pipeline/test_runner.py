@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.runner import IngestLoop
 from nexanest.pipeline.settings import BatchSettings, RetrySettings, ValidationSettings
@@ -342,3 +343,84 @@ async def test_a_fenced_batch_discards_the_batch_taken_behind_it_too() -> None:
     assert timescale.committed_rows == []
     assert stats.fenced == 1
     assert consumer.commits == []
+
+
+class LaggingConsumer(FakeConsumer):
+    """Reports a high watermark of 100 and a position of 90 on every partition."""
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return 100
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 90
+
+
+class ReassigningTimescale(FakeTimescale):
+    """At its second flush, notes what partition 1's lag was and gives the
+    partition to another consumer (a rebalance while a batch is written)."""
+
+    def __init__(self, consumer: FakeConsumer, topic: str) -> None:
+        super().__init__(claimed={(topic, 0): 1, (topic, 1): 1})
+        self._consumer, self._topic = consumer, topic
+        self.flushes = 0
+        self.lag_seen: float | None = None
+
+    async def flush(self) -> int:
+        self.flushes += 1
+        if self.flushes == 2:
+            self.lag_seen = metrics.CONSUMER_LAG_SECONDS.value((self._topic, "1"))
+            self._consumer.assigned = {TopicPartition(self._topic, 0)}
+        return await super().flush()
+
+
+async def test_lag_in_seconds_and_tick_to_row_latency_follow_the_stored_ticks() -> None:
+    """Per partition: the newest stored tick time makes the lag in seconds, the
+    oldest tick of each batch the tick-to-row observation; a partition taken by
+    another consumer stops being reported (it would add a frozen value to the new owner's)."""
+    topic = f"lag-{time.monotonic_ns()}"  # series of its own in the process-wide registry
+    now_ns = time.time_ns()
+
+    def at(partition: int, offset: int, age_s: float) -> ConsumerRecord[bytes, bytes]:
+        tick = Tick(symbol="AAA", exchange="X", price_e9=10**9, size_e9=1, ts_ns=now_ns - int(age_s * 1e9),
+                    source="t", seq=offset)  # fmt: skip
+        value = encode_tick(tick)
+        return ConsumerRecord(topic, partition, offset, 0, 0, b"AAA", value, None, 3, len(value), [])
+
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = LaggingConsumer([{p0: [at(0, 0, 30), at(0, 1, 10)], p1: [at(1, 0, 5)]}, {p0: [at(0, 2, 2)]}])
+    consumer.assigned = {p0, p1}
+    timescale = ReassigningTimescale(consumer, topic)
+    loop = IngestLoop(
+        consumer,
+        validator=TickValidator(ValidationSettings()),
+        timescale=timescale,
+        offsets=timescale,  # type: ignore[arg-type]
+        quotes=FakeSink(),  # type: ignore[arg-type]
+        dead_letters=FakeSink(),  # type: ignore[arg-type]
+        batch=BatchSettings(),
+        retry=RetrySettings(initial_backoff_s=0.001),
+        clock_ns=lambda: now_ns,  # every batch commits at now_ns
+    )
+    count_before = metrics.REGISTRY.get_sample_value("nexanest_consumer_tick_to_row_seconds_count") or 0.0
+    sum_before = metrics.REGISTRY.get_sample_value("nexanest_consumer_tick_to_row_seconds_sum") or 0.0
+    await loop.run(asyncio.Event(), until_idle_s=0.01)
+
+    # One observation per partition per batch, each its oldest tick: 30 s and 5 s, then 2 s.
+    assert metrics.REGISTRY.get_sample_value("nexanest_consumer_tick_to_row_seconds_count") == count_before + 3
+    got = metrics.REGISTRY.get_sample_value("nexanest_consumer_tick_to_row_seconds_sum")
+    assert got is not None
+    assert abs(got - sum_before - 37.0) < 1e-6
+    # Partition 0's newest stored tick is 2 s old at now_ns; the age is taken when read.
+    lag = metrics.CONSUMER_LAG_SECONDS.value((topic, "0"))
+    assert lag is not None
+    assert 2.0 <= lag < 2.0 + (time.time_ns() - now_ns) / 1e9 + 0.001
+    assert metrics.REGISTRY.get_sample_value("nexanest_consumer_lag_messages", {"topic": topic, "partition": "0"}) == 10
+    # Partition 1 was reported after the first batch (its tick 5 s old), then went to
+    # another consumer during the second: neither of its lags is reported any more.
+    assert timescale.flushes == 2
+    assert timescale.lag_seen is not None
+    assert timescale.lag_seen >= 5.0
+    assert metrics.CONSUMER_LAG_SECONDS.value((topic, "1")) is None
+    assert (
+        metrics.REGISTRY.get_sample_value("nexanest_consumer_lag_messages", {"topic": topic, "partition": "1"}) is None
+    )

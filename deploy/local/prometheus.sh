@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# Prometheus and its exporters for the local stack, from Debian's packages, on loopback only.
+#
+#   prometheus.sh install        apt packages prometheus, prometheus-postgres-exporter, prometheus-redis-exporter
+#                                (Debian's own services are kept from starting: see below)
+#   prometheus.sh start          generate the config, start whatever is not running, reload what is
+#   prometheus.sh stop
+#   prometheus.sh status         one line per process; exits non-zero when one is down
+#   prometheus.sh targets        every scrape target with its health (from Prometheus' API)
+#   prometheus.sh logs [NAME] [-f]   NAME: prometheus (default), postgres-exporter, timescaledb-exporter, redis-exporter
+#
+# What runs (as the `prometheus` user when started as root):
+#
+#   process               listens on        watches
+#   prometheus            127.0.0.1:9090    everything below; config in $STATE_DIR/prometheus/
+#   postgres-exporter     127.0.0.1:9187    PostgreSQL 127.0.0.1:5432
+#   timescaledb-exporter  127.0.0.1:9188    TimescaleDB 127.0.0.1:5433
+#   redis-exporter        127.0.0.1:9121    Redis 127.0.0.1:6379
+#
+# Scrape targets: Prometheus itself, the three exporters (job postgres with a
+# `cluster` label, job redis) and the pipeline's processes (job nexanest, label
+# `component`) on the metrics port map of pipeline/settings.py MetricsSettings:
+# consumer 9108, producer 9109, run 9110 (NEXANEST_METRICS__*_PORT in the
+# environment or .env move them). Those come from file_sd files in
+# $STATE_DIR/prometheus/targets/: a process that is not running is a target that
+# is down, which is fine for a producer. Drop more *.json files there to add
+# targets (a second consumer on its own port); Prometheus picks them up within 30 s.
+#
+# The alert rules are deploy/prometheus/rules/*.yml, copied next to the config
+# at every start and checked with promtool before Prometheus (re)loads them.
+#
+# The exporters log in as nexanest_monitor, a login role with pg_monitor and
+# nothing else (postgres.sh and timescaledb.sh create it; password
+# NEXANEST_MONITOR_PASSWORD in .env). Credentials reach them in a mode-600 file
+# (PostgreSQL: DATA_SOURCE_PASS_FILE) or their environment (Redis:
+# REDIS_PASSWORD), never on a command line.
+SERVICE_NAME=prometheus
+. "$(dirname "$0")/lib.sh"
+
+PROM_PORT=9090
+PG_EXPORTER_PORT=9187
+TS_EXPORTER_PORT=9188
+REDIS_EXPORTER_PORT=9121
+PACKAGES=(prometheus prometheus-postgres-exporter prometheus-redis-exporter)
+UNITS=(prometheus.service prometheus-postgres-exporter.service prometheus-redis-exporter.service)
+PROCESSES=(prometheus postgres-exporter timescaledb-exporter redis-exporter)
+
+PROM_DIR="$STATE_DIR/prometheus"
+CONFIG="$PROM_DIR/prometheus.yml"
+if is_root; then RUN_AS=prometheus; else RUN_AS=$(id -un); fi
+
+usage() { # the comment block at the top of this file
+  sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# --- install ------------------------------------------------------------------
+
+# Debian's packages enable and start their own prometheus and exporters (port 9090
+# on every interface, exporters without credentials). The stack runs its own
+# copies, so: no start during the install (a policy-rc.d that refuses, unless the
+# machine already has one), then the units are masked so neither boot nor a
+# package upgrade starts them.
+cmd_install() {
+  local missing=() pkg
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    is_root || die "missing Debian packages (${missing[*]}); run as root or install them"
+    local policy=/usr/sbin/policy-rc.d ours=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\n# nexanest deploy/local/prometheus.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+      ours=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt_install "${PACKAGES[@]}"
+    if [ "$ours" -eq 1 ]; then rm -f "$policy"; trap - EXIT; fi
+  fi
+  if is_root; then mask_debian_units; fi
+  local tool
+  for tool in prometheus promtool prometheus-postgres-exporter prometheus-redis-exporter; do
+    command -v "$tool" >/dev/null || die "$tool is missing after the install"
+  done
+}
+
+mask_debian_units() {
+  local unit
+  for unit in "${UNITS[@]}"; do
+    [ -L "/etc/systemd/system/$unit" ] && [ "$(readlink "/etc/systemd/system/$unit")" = /dev/null ] && continue
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      systemctl mask "$unit" >/dev/null
+    else # no systemd running (a container): the same links, made offline
+      systemctl --root=/ disable "$unit" >/dev/null 2>&1 || true
+      systemctl --root=/ mask "$unit" >/dev/null 2>&1 || ln -sf /dev/null "/etc/systemd/system/$unit"
+    fi
+    log "masked Debian's $unit (the stack runs its own on loopback)"
+  done
+}
+
+# --- configuration ------------------------------------------------------------
+
+# The pipeline's metrics ports, as MetricsSettings has them (NEXANEST_METRICS__PORT
+# moves every command onto one port; it is then the one target).
+pipeline_targets() {
+  local single consumer producer run
+  single=$(env_setting NEXANEST_METRICS__PORT "")
+  consumer=$(env_setting NEXANEST_METRICS__CONSUMER_PORT 9108)
+  producer=$(env_setting NEXANEST_METRICS__PRODUCER_PORT 9109)
+  run=$(env_setting NEXANEST_METRICS__RUN_PORT 9110)
+  if [ -n "$single" ]; then
+    [ "$single" = 0 ] && { echo '[]'; return; }
+    printf '[\n  {"targets": ["127.0.0.1:%s"], "labels": {"component": "consumer"}}\n]\n' "$single"
+    return
+  fi
+  local entries=() port component
+  for component in consumer producer run; do
+    port=${!component}
+    [ "$port" = 0 ] && continue
+    entries+=("$(printf '  {"targets": ["127.0.0.1:%s"], "labels": {"component": "%s"}}' "$port" "$component")")
+  done
+  local IFS=$'\n'
+  printf '[\n%s\n]\n' "$(printf '%s\n' "${entries[@]}" | sed '$!s/$/,/')"
+}
+
+write_config() {
+  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules" "$PROM_DIR/targets"
+  rm -f "$PROM_DIR/rules/"*.yml
+  cp "$REPO_DIR"/deploy/prometheus/rules/*.yml "$PROM_DIR/rules/"
+  pipeline_targets >"$PROM_DIR/targets/pipeline.json.tmp"
+  mv "$PROM_DIR/targets/pipeline.json.tmp" "$PROM_DIR/targets/pipeline.json"
+  cat >"$CONFIG.tmp" <<YAML
+# Generated by deploy/local/prometheus.sh at every start: edit the script, not this file.
+global:
+  scrape_interval: 10s
+  scrape_timeout: 5s
+  evaluation_interval: 10s
+
+rule_files:
+  - $PROM_DIR/rules/*.yml
+
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["127.0.0.1:$PROM_PORT"]
+
+  # The pipeline's processes (pipeline/settings.py MetricsSettings); add files to add targets.
+  - job_name: nexanest
+    file_sd_configs:
+      - files: ["$PROM_DIR/targets/*.json"]
+        refresh_interval: 30s
+
+  - job_name: postgres
+    static_configs:
+      - targets: ["127.0.0.1:$PG_EXPORTER_PORT"]
+        labels: {cluster: postgres}
+      - targets: ["127.0.0.1:$TS_EXPORTER_PORT"]
+        labels: {cluster: timescaledb}
+
+  - job_name: redis
+    static_configs:
+      - targets: ["127.0.0.1:$REDIS_EXPORTER_PORT"]
+YAML
+  mv "$CONFIG.tmp" "$CONFIG"
+  local checked
+  checked=$(promtool check config "$CONFIG" 2>&1) || { printf '%s\n' "$checked" >&2; die "promtool rejects $CONFIG"; }
+  if is_root; then chown -R "$RUN_AS" "$PROM_DIR"; fi
+}
+
+# --- processes ------------------------------------------------------------------
+
+pidfile() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+logfile() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
+port_of() {
+  case $1 in
+    prometheus) echo "$PROM_PORT" ;;
+    postgres-exporter) echo "$PG_EXPORTER_PORT" ;;
+    timescaledb-exporter) echo "$TS_EXPORTER_PORT" ;;
+    redis-exporter) echo "$REDIS_EXPORTER_PORT" ;;
+    *) die "unknown process '$1' (known: ${PROCESSES[*]})" ;;
+  esac
+}
+
+running() { start-stop-daemon --status --pidfile "$(pidfile "$1")" 2>/dev/null; }
+
+# launch NAME BINARY ARGS...: start BINARY in the background as $RUN_AS, its pid in
+# $RUN_DIR and its output in $LOG_DIR. The caller's environment is passed on.
+launch() {
+  local name=$1
+  shift
+  local chuid=()
+  if is_root; then chuid=(--chuid "$RUN_AS"); fi
+  start-stop-daemon --start --quiet --background --make-pidfile --pidfile "$(pidfile "$name")" \
+    --output "$(logfile "$name")" "${chuid[@]}" --exec "$@"
+}
+
+start_process() {
+  local name=$1 port
+  port=$(port_of "$name")
+  if running "$name"; then return 0; fi
+  if port_open "$port"; then die "port $port is taken by another process (not our $name)"; fi
+  log "starting $name on 127.0.0.1:$port"
+  : >>"$(logfile "$name")"
+  if is_root; then chown "$RUN_AS" "$(logfile "$name")"; fi
+  case $name in
+    prometheus)
+      launch prometheus "$(command -v prometheus)" -- \
+        --config.file="$CONFIG" \
+        --storage.tsdb.path="$PROM_DIR/data" \
+        --storage.tsdb.retention.time=15d \
+        --web.listen-address="127.0.0.1:$PROM_PORT" \
+        --web.console.templates=/usr/share/prometheus/consoles \
+        --web.console.libraries=/usr/share/prometheus/console_libraries
+      ;;
+    postgres-exporter | timescaledb-exporter)
+      local db_port=5432
+      [ "$name" = timescaledb-exporter ] && db_port=5433
+      DATA_SOURCE_URI="127.0.0.1:$db_port/postgres?sslmode=disable" DATA_SOURCE_USER=nexanest_monitor \
+        DATA_SOURCE_PASS_FILE="$PROM_DIR/monitor.pass" \
+        launch "$name" "$(command -v prometheus-postgres-exporter)" -- \
+        --web.listen-address="127.0.0.1:$port" --disable-settings-metrics
+      ;;
+    redis-exporter)
+      REDIS_PASSWORD=$(env_value NEXANEST_REDIS_PASSWORD) REDIS_ADDR=redis://127.0.0.1:6379 \
+        launch redis-exporter "$(command -v prometheus-redis-exporter)" -- \
+        -web.listen-address="127.0.0.1:$port"
+      ;;
+  esac
+  if ! wait_for_port "$port" 30; then
+    tail -n 20 "$(logfile "$name")" >&2
+    die "$name did not listen on 127.0.0.1:$port within 30 s"
+  fi
+}
+
+stop_process() {
+  local name=$1
+  if running "$name"; then
+    log "stopping $name"
+    start-stop-daemon --stop --quiet --pidfile "$(pidfile "$name")" --retry TERM/20/KILL/5 --remove-pidfile \
+      || die "$name did not stop"
+  fi
+  rm -f "$(pidfile "$name")"
+}
+
+# http_get PORT PATH: the response body (HTTP/1.0 over bash's /dev/tcp: no curl needed).
+http_get() {
+  local port=$1 path=$2 response
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
+  response=$(cat <&3)
+  exec 3<&-
+  [[ ${response%%$'\r'*} == *" 200 "* ]] || return 1
+  printf '%s' "${response#*$'\r\n\r\n'}"
+}
+
+wait_ready() {
+  local waited=0
+  until http_get "$PROM_PORT" /-/ready >/dev/null 2>&1; do
+    [ "$waited" -ge 60 ] && { tail -n 20 "$(logfile prometheus)" >&2; die "Prometheus not ready within 60 s"; }
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
+cmd_start() {
+  command -v prometheus >/dev/null || die "Prometheus is not installed: run '$0 install'"
+  ensure_dirs
+  mkdir -p "$PROM_DIR"
+  grep -qE '^NEXANEST_MONITOR_PASSWORD=' "$ENV_FILE" 2>/dev/null ||
+    die "NEXANEST_MONITOR_PASSWORD is not in $ENV_FILE: run deploy/local/env.sh, then postgres.sh and timescaledb.sh start (they create the role)"
+  (
+    umask 077
+    env_value NEXANEST_MONITOR_PASSWORD >"$PROM_DIR/monitor.pass"
+  )
+  write_config
+  chmod 600 "$PROM_DIR/monitor.pass"
+  local name
+  for name in postgres-exporter timescaledb-exporter redis-exporter; do start_process "$name"; done
+  if running prometheus; then
+    log "reloading the configuration and rules"
+    kill -HUP "$(cat "$(pidfile prometheus)")"
+  else
+    start_process prometheus
+  fi
+  wait_ready
+  log "ready on http://127.0.0.1:$PROM_PORT ($(ls "$PROM_DIR/rules" | wc -l) rule files)"
+}
+
+cmd_stop() {
+  local name any=0
+  for name in "${PROCESSES[@]}"; do
+    if running "$name"; then any=1; fi
+    stop_process "$name"
+  done
+  [ "$any" -eq 1 ] || log "not running"
+}
+
+version_of() {
+  case $1 in
+    prometheus) prometheus --version 2>&1 | sed -n 's/^prometheus, version \([^ ]*\).*/\1/p' ;;
+    redis-exporter) prometheus-redis-exporter -version 2>&1 | grep -oE 'v?[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 ;;
+    *) prometheus-postgres-exporter --version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 ;;
+  esac
+}
+
+# The name in status lines (the stack's first column is 12 characters wide).
+short_name() {
+  case $1 in
+    postgres-exporter) echo pg-exporter ;;
+    timescaledb-exporter) echo ts-exporter ;;
+    redis-exporter) echo redis-export ;;
+    *) echo "$1" ;;
+  esac
+}
+
+cmd_status() {
+  local name rc=0 extra
+  for name in "${PROCESSES[@]}"; do
+    case $name in
+      prometheus) extra="" ;;
+      postgres-exporter) extra="watches PostgreSQL 5432" ;;
+      timescaledb-exporter) extra="watches TimescaleDB 5433" ;;
+      redis-exporter) extra="watches Redis 6379" ;;
+    esac
+    if running "$name" && port_open "$(port_of "$name")"; then
+      if [ "$name" = prometheus ]; then extra=$(target_summary); fi
+      printf '%-12s up     version %-10s port %-5s %s\n' "$(short_name "$name")" "$(version_of "$name")" \
+        "$(port_of "$name")" "$extra"
+    else
+      printf '%-12s down   %-18s port %-5s %s\n' "$(short_name "$name")" "" "$(port_of "$name")" "$extra"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+# Read Prometheus' /api/v1/targets (JSON in $TARGETS_JSON) with python3: `summary`
+# prints "targets 5/7 up (not up: nexanest/producer, ...)", `table` one line per target.
+targets_report() {
+  TARGETS_JSON=$(http_get "$PROM_PORT" /api/v1/targets) || return 1
+  TARGETS_JSON=$TARGETS_JSON python3 - "$1" <<'PY'
+import json, os, sys
+
+active = json.loads(os.environ["TARGETS_JSON"])["data"]["activeTargets"]
+def name(t):
+    labels = t["labels"]
+    return labels["job"] + "/" + labels.get("component", labels.get("cluster", labels["instance"]))
+if sys.argv[1] == "summary":
+    down = [name(t) for t in active if t["health"] != "up"]
+    print(f"targets {len(active) - len(down)}/{len(active)} up" + (f" (not up: {', '.join(down)})" if down else ""))
+else:
+    for t in sorted(active, key=name):
+        print(f"{name(t):<32} {t['health']:<8} {t['scrapeUrl']:<36} {t['lastError']}")
+PY
+}
+
+target_summary() {
+  command -v python3 >/dev/null || return 0
+  targets_report summary 2>/dev/null || true
+}
+
+cmd_targets() {
+  running prometheus || die "not running: $0 start"
+  command -v python3 >/dev/null || die "python3 is needed to read the API's JSON"
+  targets_report table
+}
+
+cmd_logs() {
+  local name=prometheus follow=""
+  for arg in "$@"; do
+    case $arg in
+      -f) follow=1 ;;
+      *) port_of "$arg" >/dev/null && name=$arg ;;
+    esac
+  done
+  local file
+  file=$(logfile "$name")
+  [ -f "$file" ] || die "no log yet ($file)"
+  if [ -n "$follow" ]; then exec tail -n 50 -F "$file"; else tail -n 100 "$file"; fi
+}
+
+case "${1:-}" in
+  install | start | stop | status | targets) cmd="cmd_$1"; shift; "$cmd" "$@" ;;
+  logs) shift; cmd_logs "$@" ;;
+  -h | --help | help) usage ;;
+  *) usage ;;
+esac

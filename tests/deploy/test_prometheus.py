@@ -1,0 +1,348 @@
+"""Prometheus in the local stack (deploy/local/prometheus.sh) and the alert rules
+(deploy/prometheus).
+
+Unit: ``promtool check rules`` and ``promtool test rules`` on every rule file,
+every alert with a case that fires and one that stays quiet, a changed
+threshold caught by the cases, every alert documented. promtool comes from
+Debian's ``prometheus`` package (``prometheus.sh install``); without it these
+tests fail, they never skip.
+
+Integration: the script's Prometheus and exporters on loopback only, every
+exporter target healthy through the least-privilege monitoring role, the
+pipeline's targets following the metrics port map, a consumer found through a
+targets file and its lag read back through Prometheus' API, no secret on a
+command line, and Debian's own services kept from starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from nexanest.pipeline.settings import Settings, namespace_environment
+from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.producers.publisher import publish_feed
+from tests.deploy.test_secrets import command_lines, env_secrets
+from tests.prometheus import free_ports, promtool
+
+REPO = Path(__file__).resolve().parents[2]
+PROMETHEUS_SH = REPO / "deploy/local/prometheus.sh"
+RULES = sorted((REPO / "deploy/prometheus/rules").glob("*.yml"))
+RULE_TESTS = sorted((REPO / "deploy/prometheus/tests").glob("*.yml"))
+PROMETHEUS = "http://127.0.0.1:9090"
+#: Loopback ports of Prometheus and its exporters (prometheus.sh).
+PORTS = {"prometheus": 9090, "postgres-exporter": 9187, "timescaledb-exporter": 9188, "redis-exporter": 9121}
+
+
+def alerts_of(path: Path) -> list[str]:
+    return re.findall(r"(?m)^\s*- alert: (\w+)\s*$", path.read_text())
+
+
+def cases_of(path: Path) -> tuple[set[str], set[str]]:
+    """The alerts a promtool test file expects to fire somewhere, and those it expects quiet somewhere."""
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    alert = None
+    for line in path.read_text().splitlines():
+        if found := re.match(r"\s*alertname: (\w+)\s*$", line):
+            alert = found[1]
+        elif found := re.match(r"\s*exp_alerts:\s*(.*)$", line):
+            assert alert is not None, line
+            (quiet if found[1].strip() == "[]" else firing).add(alert)
+    return firing, quiet
+
+
+def run_promtool(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *map(str, argv)], capture_output=True, text=True, timeout=120, check=False, cwd=cwd
+    )
+
+
+def test_every_rule_file_passes_promtool_check_rules() -> None:
+    assert {p.name for p in RULES} == {"pipeline.yml", "infrastructure.yml", "services.yml"}
+    checked = run_promtool("check", "rules", *RULES)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("SUCCESS") == len(RULES)
+
+
+def test_every_rule_passes_its_promtool_unit_tests() -> None:
+    tested = run_promtool("test", "rules", *RULE_TESTS)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert tested.stdout.count("SUCCESS") == len(RULE_TESTS)
+
+
+def test_every_alert_has_a_case_that_fires_and_one_that_stays_quiet() -> None:
+    alerts = [a for path in RULES for a in alerts_of(path)]
+    assert len(alerts) == len(set(alerts)) == 12
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for path in RULE_TESTS:
+        f, q = cases_of(path)
+        firing |= f
+        quiet |= q
+    assert firing == set(alerts)
+    assert quiet == set(alerts)
+    # Each test file covers one rule file, and together they cover all.
+    covered = {m for path in RULE_TESTS for m in re.findall(r"(?m)^\s*- \.\./rules/(\S+\.yml)$", path.read_text())}
+    assert covered == {p.name for p in RULES}
+
+
+def test_a_changed_threshold_fails_the_cases(tmp_path: Path) -> None:
+    """The cases pin the thresholds: the lag alert at 300 s instead of 30 s no longer fires where it must."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "tests").mkdir()
+    for path in RULES:
+        shutil.copy(path, tmp_path / "rules" / path.name)
+    for path in RULE_TESTS:
+        shutil.copy(path, tmp_path / "tests" / path.name)
+    pipeline = tmp_path / "rules/pipeline.yml"
+    text = pipeline.read_text()
+    assert "max by (topic, partition) (nexanest_consumer_lag_seconds) > 30\n" in text
+    pipeline.write_text(
+        text.replace("(nexanest_consumer_lag_seconds) > 30\n", "(nexanest_consumer_lag_seconds) > 300\n")
+    )
+    tested = run_promtool("test", "rules", "tests/pipeline_test.yml", cwd=tmp_path)
+    assert tested.returncode != 0
+    assert "NexanestConsumerLagHigh" in tested.stdout + tested.stderr
+
+
+def test_every_alert_is_documented_with_its_threshold() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Alerts") :]
+    for alert in (a for path in RULES for a in alerts_of(path)):
+        assert re.search(rf"^\| `{alert}` \|[^|]+\|[^|]+\|[^|]+\|", table, re.MULTILINE), alert
+
+
+def test_the_services_rule_reads_the_metric_the_services_will_export() -> None:
+    services = (REPO / "deploy/prometheus/rules/services.yml").read_text()
+    assert 'nexanest_http_requests_total{status=~"5.."}' in services
+    assert "sum by (service)" in services
+    others = "".join(p.read_text() for p in RULES if p.name != "services.yml")
+    assert "nexanest_http_requests_total" not in others
+
+
+# --- the running Prometheus ------------------------------------------------------
+
+
+def api(path: str, **query: str) -> Any:
+    url = f"{PROMETHEUS}/api/v1/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an http:// URL of ours
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def targets() -> list[dict[str, Any]]:
+    return list(api("targets")["activeTargets"])
+
+
+def wait_until(what: str, fact: Any, timeout_s: float = 90.0) -> Any:
+    """Poll ``fact()`` until it returns something truthy; fail after ``timeout_s`` saying ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = fact()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s (last: {found!r})", pytrace=False)
+        time.sleep(0.5)
+
+
+def state_dir() -> Path:
+    """$NEXANEST_STATE_DIR as deploy/local/lib.sh picks it."""
+    if os.environ.get("NEXANEST_STATE_DIR"):
+        return Path(os.environ["NEXANEST_STATE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/nexanest")
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "nexanest"
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack: Settings) -> str:
+    """Prometheus and its exporters started (or reloaded) by the stack's own script,
+    configured from the user's .env: without the session's NEXANEST_* variables
+    (their metrics port 0 would empty the pipeline's targets)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}
+    started = subprocess.run(
+        [str(PROMETHEUS_SH), "start"], capture_output=True, text=True, timeout=600, check=False, env=env
+    )
+    if started.returncode != 0:
+        pytest.fail(f"prometheus.sh start failed:\n{started.stdout}\n{started.stderr}", pytrace=False)
+    return PROMETHEUS
+
+
+def health(job: str) -> dict[str, str]:
+    return {
+        t["labels"].get("component") or t["labels"].get("cluster") or t["labels"]["instance"]: t["health"]
+        for t in targets()
+        if t["labels"]["job"] == job
+    }
+
+
+def value_of(query: str) -> dict[str, float]:
+    return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in api("query", query=query)["result"]}
+
+
+@pytest.mark.integration
+def test_prometheus_watches_the_databases_and_redis_through_its_exporters(prometheus: str) -> None:
+    wait_until("both PostgreSQL exporters up", lambda: health("postgres") == {"postgres": "up", "timescaledb": "up"})
+    wait_until("the Redis exporter up", lambda: list(health("redis").values()) == ["up"])
+    wait_until("Prometheus scraping itself", lambda: list(health("prometheus").values()) == ["up"])
+    # The exporters reach their services (not only answer themselves).
+    pg_up = wait_until("pg_up of both clusters", lambda: value_of("pg_up") if len(value_of("pg_up")) == 2 else None)
+    assert sorted(pg_up.values()) == [1.0, 1.0]
+    assert {json.loads(k)["cluster"] for k in pg_up} == {"postgres", "timescaledb"}
+    assert list(value_of("redis_up").values()) == [1.0]
+    sizes = value_of('pg_database_size_bytes{cluster="timescaledb", datname="timescale"}')
+    assert len(sizes) == 1
+    assert next(iter(sizes.values())) > 0
+    # Every alert rule of the repository is loaded.
+    loaded = {r["name"] for g in api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"}
+    assert loaded == {a for path in RULES for a in alerts_of(path)}
+
+
+@pytest.mark.integration
+def test_the_pipeline_targets_follow_the_metrics_port_map(prometheus: str, user_settings: Settings) -> None:
+    m = user_settings.metrics  # what .env says (the script reads the same)
+    expected = {c: f"127.0.0.1:{m.port_for(c)}" for c in ("consumer", "producer", "run") if m.port_for(c)}
+    assert expected
+
+    def pipeline() -> dict[str, str]:
+        return {
+            t["labels"]["component"]: t["labels"]["instance"]
+            for t in targets()
+            if t["labels"]["job"] == "nexanest" and t["labels"]["component"] in ("consumer", "producer", "run")
+        }
+
+    # file_sd reads the file the script wrote: wait for that, then compare.
+    wait_until("the pipeline's targets", lambda: pipeline() == expected or None, 60.0)
+
+
+@pytest.mark.integration
+def test_prometheus_and_its_exporters_listen_on_loopback_only(prometheus: str) -> None:
+    listening: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A":  # LISTEN
+                listening.setdefault(int(hex_port, 16), set()).add(address)
+    for name, port in PORTS.items():
+        found = listening.get(port)
+        assert found == {"0100007F"}, f"{name} on {port}: {found}"  # 127.0.0.1 only
+
+
+@pytest.mark.integration
+def test_no_secret_on_the_command_lines_of_prometheus_and_its_exporters(prometheus: str) -> None:
+    secrets = env_secrets(REPO / ".env")
+    ours = {pid: line for pid, line in command_lines().items() if re.match(rb"\S*prometheus", line)}
+    assert len(ours) >= len(PORTS), ours
+    assert [pid for pid, line in ours.items() if any(s.encode() in line for s in secrets)] == []
+
+
+@pytest.mark.integration
+def test_debian_s_own_prometheus_services_are_masked(prometheus: str) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("run as root: only root installs packages (the script masks their units then)", pytrace=False)
+    for unit in ("prometheus", "prometheus-postgres-exporter", "prometheus-redis-exporter"):
+        path = Path(f"/etc/systemd/system/{unit}.service")
+        assert path.is_symlink(), unit
+        assert os.readlink(path) == "/dev/null", unit
+
+
+@pytest.mark.integration
+async def test_the_exporters_role_reads_statistics_and_nothing_else(stack: Settings) -> None:
+    password = re.findall(r"(?m)^NEXANEST_MONITOR_PASSWORD=(.+)$", (REPO / ".env").read_text())
+    assert len(password) == 1, "deploy/local/env.sh adds NEXANEST_MONITOR_PASSWORD"
+    for port in (5432, 5433):
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=port, user="nexanest_monitor", password=password[0], database="postgres"
+        )
+        try:
+            role = await conn.fetchrow(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, rolconnlimit,"
+                " ARRAY(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid"
+                "       WHERE m.member = r.oid) AS member_of"
+                " FROM pg_roles r WHERE rolname = current_user"
+            )
+            assert role is not None
+            assert not any(
+                role[k] for k in ("rolsuper", "rolcreaterole", "rolcreatedb", "rolbypassrls", "rolreplication")
+            )
+            assert role["member_of"] == ["pg_monitor"]
+            assert role["rolconnlimit"] == 5
+            # pg_monitor: the sizes and statistics of every database...
+            assert await conn.fetchval("SELECT pg_database_size('postgres')") > 0
+            # ...but no way into the project's databases (PUBLIC has no CONNECT there).
+        finally:
+            await conn.close()
+        database = "timescale" if port == 5433 else "auth"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(
+                host="127.0.0.1", port=port, user="nexanest_monitor", password=password[0], database=database
+            )
+
+
+@pytest.fixture
+async def consumer_on_a_port_of_its_own(isolated: Settings) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+    (port,) = free_ports(1)
+    env = {**os.environ, **namespace_environment(isolated), "NEXANEST_METRICS__PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nexanest.cli.main", "consume",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        yield port, proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+@pytest.mark.integration
+async def test_prometheus_finds_a_consumer_through_a_targets_file_and_reads_its_lag(
+    prometheus: str,
+    isolated: Settings,
+    consumer_on_a_port_of_its_own: tuple[int, asyncio.subprocess.Process],
+    test_id: str,
+) -> None:
+    """A second consumer on a port of its own, announced by a file in targets/ (the
+    documented way to add one): Prometheus scrapes it and its lag per partition."""
+    port, consumer = consumer_on_a_port_of_its_own
+    instance = f"127.0.0.1:{port}"
+    targets_file = state_dir() / "prometheus/targets" / f"test-{test_id}.json"
+    targets_file.write_text(json.dumps([{"targets": [instance], "labels": {"component": f"test-{test_id}"}}]))
+    try:
+        config = SyntheticConfig(symbols=6, rate=0, count=600, seed=3, source=f"prom-{test_id}", paced=False)
+        assert await publish_feed(isolated.kafka, SyntheticFeed(config), config.source) == 600
+
+        def lag() -> dict[str, float] | None:
+            assert consumer.returncode is None, "the consumer exited"
+            found = value_of(f'nexanest_consumer_lag_seconds{{instance="{instance}"}}')
+            return found or None
+
+        found = await asyncio.to_thread(wait_until, "the consumer's lag in seconds, through Prometheus", lag, 120.0)
+        assert {json.loads(k)["topic"] for k in found} == {isolated.kafka.ticks_topic}
+        assert all(0 <= v < 300 for v in found.values()), found
+        assert health("nexanest")[f"test-{test_id}"] == "up"
+    finally:
+        targets_file.unlink()
