@@ -78,7 +78,8 @@ def test_the_settings_reach_every_service_as_the_env_file_does(monkeypatch: pyte
     passwords = Passwords()
     ports = {"postgres": 15432, "timescaledb": 15433, "timescaledb-community": 15434, "redis": 16379}
     env = service_environment(ports, 19092, passwords)
-    written = set(re.findall(r"^(NEXANEST_\w+__\w+)=", (REPO / "deploy/local/env.sh").read_text(), re.MULTILINE))
+    written = set(re.findall(r"^entry (NEXANEST_\w+__\w+) ", (REPO / "deploy/local/env.sh").read_text(), re.MULTILINE))
+    assert len(written) >= 10  # env.sh's `entry KEY VALUE` lines were found
     assert set(env) == written | {containers.COMMUNITY_PORT_VARIABLE}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -88,6 +89,9 @@ def test_the_settings_reach_every_service_as_the_env_file_does(monkeypatch: pyte
     assert settings.timescale.admin_dsn.get_secret_value().startswith("postgresql://timescale:")
     assert settings.postgres.portfolio_dsn.get_secret_value().endswith("@127.0.0.1:15432/portfolio")
     assert settings.redis.url.get_secret_value() == f"redis://:{passwords.redis}@127.0.0.1:16379"
+    assert settings.services.market_data_dsn.get_secret_value() == (
+        f"postgresql://nexanest_market_data:{passwords.market_data_service}@127.0.0.1:15433/timescale"
+    )
 
 
 @pytest.mark.parametrize(
