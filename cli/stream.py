@@ -131,7 +131,7 @@ async def produce(settings: Settings, config: SyntheticConfig, stop: asyncio.Eve
     events = await open_event_emitter(settings, PRODUCER_COMPONENT, producer)
     topic, started = settings.kafka.ticks_topic, time.monotonic()
     try:
-        publisher = TickPublisher(producer, topic, config.source)
+        publisher = TickPublisher(producer, topic, config.source, new_producer=lambda: make_producer(settings.kafka))
         await events.emit(
             EventType.STARTED,
             f"publishing synthetic ticks to {topic} as source {config.source}",

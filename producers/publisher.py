@@ -16,10 +16,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -33,13 +40,43 @@ from nexanest.schemas.ticks import Tick, encode_tick
 _log = get_logger(__name__)
 
 
-#: Record batches handed to the accumulator: the ticks of each, and its delivery.
-Queued = list[tuple[list[Tick], "asyncio.Future[object]"]]
+#: What the broker answers when an idempotent producer's sequence has a gap it
+#: cannot close: a batch expired during a broker restart, so the next ones are
+#: out of order for good. Only a new producer (a new producer id) gets past it.
+IDEMPOTENCE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+
+
+@dataclass
+class Queued:
+    """Record batches handed to one producer's accumulator: the ticks of each, and its delivery."""
+
+    generation: int  # which producer took them (``TickPublisher`` counts the producers it used)
+    batches: list[tuple[list[Tick], asyncio.Future[object]]]
 
 
 class TickPublisher:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, source: str, *, queue_timeout_s: float = 300.0) -> None:
+    """Publishes batches of ticks through ``producer``.
+
+    ``new_producer``, when given, makes a replacement when the broker answers
+    that the idempotent sequence is lost (``IDEMPOTENCE_LOST``, after a broker
+    restart longer than a batch's expiry); the failed ticks then go again
+    through the new one. The publisher stops the producers it made when
+    ``publish_all`` ends; ``producer`` stays the caller's to stop.
+    """
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        source: str,
+        *,
+        queue_timeout_s: float = 300.0,
+        new_producer: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
         self._producer = producer
+        self._new_producer = new_producer
+        self._generation = 0
+        self._made: list[AIOKafkaProducer] = []
         self._queue_timeout_s = queue_timeout_s
         self._topic = topic
         #: The feed's source tag (not a metric label: a new one each run would grow without bound).
@@ -69,7 +106,7 @@ class TickPublisher:
         partition_of = await self._partitions()
         builders: dict[int, BatchBuilder] = {}
         members: dict[int, list[Tick]] = {}  # the ticks of each builder, to send again if it fails
-        queued: Queued = []
+        queued = Queued(self._generation, [])
         for tick in ticks:
             symbol = tick.symbol
             partition = partition_of.get(symbol)
@@ -81,7 +118,7 @@ class TickPublisher:
                 members[partition] = []
             key, value = symbol.encode(), encode_tick(tick)
             if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                queued.append((members[partition], await self._submit(builder, partition)))
+                queued.batches.append((members[partition], await self._submit(builder, partition)))
                 builder = builders[partition] = producer.create_batch()
                 members[partition] = []
                 if builder.append(key=key, value=value, timestamp=None) is None:
@@ -89,7 +126,7 @@ class TickPublisher:
             members[partition].append(tick)
         for partition, builder in builders.items():
             builder.close()  # nothing else may be added by the accumulator
-            queued.append((members[partition], await self._submit(builder, partition)))
+            queued.batches.append((members[partition], await self._submit(builder, partition)))
         return queued
 
     async def _submit(self, builder: BatchBuilder, partition: int) -> asyncio.Future[object]:
@@ -136,10 +173,10 @@ class TickPublisher:
         and a tick that did land the first time is skipped by ``(source, seq, time)``."""
         deadline = time.monotonic() + self._queue_timeout_s
         while True:
-            results = await asyncio.gather(*(future for _, future in queued), return_exceptions=True)
+            results = await asyncio.gather(*(future for _, future in queued.batches), return_exceptions=True)
             failed: list[tuple[list[Tick], BaseException]] = []
             delivered = 0
-            for (ticks, _), result in zip(queued, results, strict=True):
+            for (ticks, _), result in zip(queued.batches, results, strict=True):
                 if isinstance(result, BaseException):
                     failed.append((ticks, result))
                 else:
@@ -149,13 +186,39 @@ class TickPublisher:
             if not failed:
                 return
             first = failed[0][1]
-            retriable = all(isinstance(error, KafkaError) and error.retriable for _, error in failed)
+            lost = any(isinstance(error, IDEMPOTENCE_LOST) for _, error in failed)
+            if lost and self._new_producer is not None and queued.generation == self._generation:
+                await self._renew_producer(first)
+            retriable = all(self._can_send_again(error) for _, error in failed)
             again = [tick for ticks, _ in failed for tick in ticks]
             if not retriable or time.monotonic() >= deadline:
                 self._errors.inc(len(again))
                 raise first if isinstance(first, KafkaError) else KafkaError(repr(first))
             _log.warning("publish_sending_again", topic=self._topic, ticks=len(again), error=repr(first))
             queued = await self._enqueue(again)
+
+    def _can_send_again(self, error: BaseException) -> bool:
+        if not isinstance(error, KafkaError):
+            return False
+        return bool(error.retriable) or (self._new_producer is not None and isinstance(error, IDEMPOTENCE_LOST))
+
+    async def _renew_producer(self, error: BaseException) -> None:
+        assert self._new_producer is not None  # noqa: S101 - only called when it is
+        fresh = self._new_producer()
+        await fresh.start()
+        self._made.append(fresh)
+        self._producer, self._generation = fresh, self._generation + 1
+        _log.warning("publish_new_producer", topic=self._topic, error=repr(error))
+
+    async def _stop_made(self) -> None:
+        """Stop the producers this publisher made (each bounded: one that lost its
+        broker must not hold up the end of the feed)."""
+        for producer in self._made:
+            try:
+                await asyncio.wait_for(producer.stop(), 30)
+            except Exception as exc:  # noqa: BLE001 - a retired producer may fail to stop; nothing is lost
+                _log.warning("publish_producer_stop_failed", topic=self._topic, error=repr(exc))
+        self._made.clear()
 
     async def publish_all(
         self, batches: AsyncIterator[Sequence[Tick]], stop: asyncio.Event | None = None, *, in_flight: int = 8
@@ -177,7 +240,10 @@ class TickPublisher:
             while pending:
                 await self._acknowledged(pending.popleft())
         finally:
-            await self._producer.flush()
+            try:
+                await self._producer.flush()
+            finally:
+                await self._stop_made()
         return self.published
 
 
@@ -188,6 +254,7 @@ async def publish_feed(settings: KafkaSettings, feed: FeedAdapter, source: str) 
     producer = make_producer(settings)
     await producer.start()
     try:
-        return await TickPublisher(producer, settings.ticks_topic, source).publish_all(feed.ticks())
+        publisher = TickPublisher(producer, settings.ticks_topic, source, new_producer=lambda: make_producer(settings))
+        return await publisher.publish_all(feed.ticks())
     finally:
         await producer.stop()

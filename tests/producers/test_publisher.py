@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError
+from aiokafka.errors import LeaderNotAvailableError, OutOfOrderSequenceNumber, TopicAuthorizationFailedError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -145,3 +146,54 @@ async def test_a_batch_lost_to_another_error_fails_the_publish(isolated: Setting
     finally:
         await producer.stop()
     assert publisher.published == 0
+
+
+class SequenceLost(FailingFirstDeliveries):
+    """As the broker answers an idempotent producer whose sequence has a gap it
+    cannot close (a batch expired while the broker restarted): every batch the
+    producer is handed from then on fails. Only a new producer gets past it."""
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[object]:
+        self.failed += 1
+        lost: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        lost.set_exception(OutOfOrderSequenceNumber())
+        return lost
+
+
+async def batches_of(sent: list[Tick], size: int) -> AsyncIterator[list[Tick]]:
+    for start in range(0, len(sent), size):
+        yield sent[start : start + size]
+
+
+async def test_a_lost_idempotent_sequence_goes_on_through_a_new_producer(isolated: Settings) -> None:
+    kafka = isolated.kafka.model_copy(update={"partitions": 6})
+    await ensure_topics(kafka)
+    producer = make_producer(kafka)
+    await producer.start()
+    made: list[AIOKafkaProducer] = []
+
+    def new_producer() -> AIOKafkaProducer:
+        made.append(make_producer(kafka))
+        return made[-1]
+
+    sent = ticks(600, 12)
+    broken = SequenceLost(producer, failures=0)
+    try:
+        publisher = TickPublisher(broken, kafka.ticks_topic, "pub", new_producer=new_producer)
+        assert await publisher.publish_all(batches_of(sent, 100), in_flight=3) == 600
+    finally:
+        await producer.stop()
+    assert broken.failed >= 1
+    assert len(made) == 1  # one replacement, however many batches the old one failed
+    assert made[0]._closed  # stopped by the publisher that made it
+    got = await read_all(isolated, 600)
+    assert sorted(t.seq for _, _, t in got) == list(range(600))  # each once, none lost
+
+    # Without a way to make a new producer the failure surfaces, as before.
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await TickPublisher(SequenceLost(producer, 0), kafka.ticks_topic, "pub").publish(sent[:10])
+    finally:
+        await producer.stop()
