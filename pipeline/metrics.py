@@ -185,3 +185,21 @@ FENCED = Counter(
     "Batches discarded because another consumer had claimed their partition",
     registry=REGISTRY,
 )
+
+# The HTTP services (services/app.py counts every request). ``route`` is the
+# route's template (``/portfolios/{portfolio_id}``), never the path a client
+# sent, so ids and symbols do not become series; requests that match no route
+# are ``unmatched``.
+HTTP_REQUESTS = Counter(
+    "nexanest_http_requests_total",
+    "Requests answered by a service, by route template, method and status",
+    ["service", "route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "nexanest_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response (a stream: its whole life)",
+    ["service", "route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)

@@ -28,9 +28,11 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nexanest.pipeline import metrics
 from nexanest.pipeline.log import get_logger
 from nexanest.services import problems
 
@@ -40,8 +42,8 @@ _log = get_logger("nexanest.services")
 #: A request id a client may choose (echoed and logged): short, and nothing that
 #: could forge a log line.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-#: Probes are polled every few seconds; their lines would drown the rest at info.
-_PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+#: Probes and scrapes come every few seconds; their lines would drown the rest at info.
+_PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +144,11 @@ def create_app(
     app.add_middleware(_RequestLog, service=service)  # outermost: it logs refusals of the body limit too
     failing: set[str] = set()  # resources whose last check failed: log changes, not every probe
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """The process's metrics for Prometheus (``pipeline/metrics.py``), on the service's own port."""
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> Health:
         """The process answers. Says nothing about its resources (``/readyz`` does)."""
@@ -200,8 +207,10 @@ def _package_version() -> str:
 class _RequestLog:
     """One log line per request (method, path, status, duration), with a request
     id bound to everything logged while the request runs and returned as
-    ``X-Request-ID``. A plain ASGI middleware, so that streamed responses
-    (server-sent events) pass through untouched. Never logs headers or the query
+    ``X-Request-ID``; and the request counted in ``nexanest_http_requests_total``
+    and ``nexanest_http_request_duration_seconds`` by route template. A plain
+    ASGI middleware, so that streamed responses (server-sent events) pass
+    through untouched. Never logs headers or the query
     string: they may carry credentials."""
 
     def __init__(self, app: ASGIApp, *, service: str) -> None:
@@ -227,12 +236,17 @@ class _RequestLog:
             try:
                 await self._app(scope, receive, send_with_id)
             finally:
+                elapsed = time.perf_counter() - started
+                route = getattr(scope.get("route"), "path", "unmatched")
+                method = scope["method"]
+                metrics.HTTP_REQUESTS.labels(self._service, route, method, str(status)).inc()
+                metrics.HTTP_REQUEST_SECONDS.labels(self._service, route, method).observe(elapsed)
                 fields = {
                     "service": self._service,
-                    "method": scope["method"],
+                    "method": method,
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 }
                 if scope["path"] in _PROBE_PATHS and status < 500:
                     _log.debug("request", **fields)

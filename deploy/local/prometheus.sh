@@ -25,6 +25,8 @@
 # $STATE_DIR/prometheus/targets/: a process that is not running is a target that
 # is down, which is fine for a producer. Drop more *.json files there to add
 # targets (a second consumer on its own port); Prometheus picks them up within 30 s.
+# The HTTP services (job services, label `component`) are scraped on their own
+# ports, 8001-8003, where each serves /metrics beside its API.
 #
 # The alert rules are deploy/prometheus/rules/*.yml, copied next to the config
 # at every start and checked with promtool before Prometheus (re)loads them.
@@ -151,6 +153,17 @@ scrape_configs:
     file_sd_configs:
       - files: ["$PROM_DIR/targets/*.json"]
         refresh_interval: 30s
+
+  # The HTTP services' own ports serve /metrics too (services/app.py); down unless
+  # make services-up runs them.
+  - job_name: services
+    static_configs:
+      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__AUTH_PORT 8001)"]
+        labels: {component: auth}
+      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__PORTFOLIO_PORT 8002)"]
+        labels: {component: portfolio}
+      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__MARKET_DATA_PORT 8003)"]
+        labels: {component: market-data}
 
   - job_name: postgres
     static_configs:

@@ -234,6 +234,20 @@ def test_the_pipeline_targets_follow_the_metrics_port_map(prometheus: str, user_
 
 
 @pytest.mark.integration
+def test_the_services_are_scraped_on_their_own_ports(prometheus: str, user_settings: Settings) -> None:
+    """Each HTTP service serves /metrics beside its API (tests/services/test_app.py);
+    Prometheus has a target on each service's port (down while it does not run)."""
+    ports = user_settings.services.ports()
+    expected = {name: f"127.0.0.1:{ports[name]}" for name in ("auth", "portfolio", "market-data")}
+
+    def services() -> dict[str, str]:
+        jobs = (t["labels"] for t in targets())
+        return {labels["component"]: labels["instance"] for labels in jobs if labels["job"] == "services"}
+
+    wait_until("the services' targets", lambda: services() == expected or None, 60.0)
+
+
+@pytest.mark.integration
 def test_prometheus_and_its_exporters_listen_on_loopback_only(prometheus: str) -> None:
     listening: dict[int, set[str]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

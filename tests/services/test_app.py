@@ -16,8 +16,10 @@ import pytest
 import structlog
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from nexanest.services.app import Resource, ResourceOpenError, create_app
+from tests.prometheus import check_metrics
 
 
 class Ledger:
@@ -264,3 +266,40 @@ async def test_under_uvicorn_the_lifespan_runs_and_probes_answer_over_tcp() -> N
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
     assert ledger.events == ["open:db", "check:db", "close:db"]
+
+
+async def test_requests_are_counted_by_route_template_and_scraped_on_the_service_port() -> None:
+    """/metrics on the service's own port: every request counted by the route's
+    template (an id in the path never becomes a series), 404s of unknown paths as
+    ``unmatched``, 500s counted; the scrape passes ``promtool check metrics``."""
+    router = APIRouter()
+
+    @router.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @router.get("/broken")
+    async def broken() -> dict[str, int]:
+        raise RuntimeError("boom")
+
+    service = f"metrics-{id(router)}"  # series of its own in the process-wide registry
+    app = create_app(service, routers=[router])
+    async with running(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            for item_id in (1, 2, 3):
+                assert (await client.get(f"/items/{item_id}")).status_code == 200
+            assert (await client.get("/nowhere/7")).status_code == 404
+            assert (await client.get("/broken")).status_code == 500
+            scrape = await client.get("/metrics")
+            document = (await client.get("/openapi.json")).json()
+    assert scrape.status_code == 200
+    assert "/metrics" not in document["paths"]
+    counted = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(scrape.text)
+        for s in family.samples
+        if s.name == "nexanest_http_requests_total" and s.labels.get("service") == service
+    }
+    assert counted == {("/items/{item_id}", "200"): 3, ("unmatched", "404"): 1, ("/broken", "500"): 1}
+    assert check_metrics(scrape.content) == ""
