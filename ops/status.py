@@ -66,11 +66,12 @@ _BACKUP_NAME: Final = re.compile(r"^(\d{8}T\d{6}Z)(-\d+)?$")
 
 _NEWEST_BY_PARTITION: Final = f"""
 SELECT kafka_partition, max(time) AS newest FROM stock_prices
- WHERE time > now() - interval '{LAG_WINDOW_S} seconds' AND kafka_partition = ANY($1::int[])
+ WHERE time > now() - interval '{LAG_WINDOW_S} seconds' AND time <= now() AND kafka_partition = ANY($1::int[])
  GROUP BY kafka_partition
 """
 _RATE: Final = f"""
-SELECT count(*) AS n, (SELECT max(time) FROM stock_prices WHERE time > now() - interval '{LAG_WINDOW_S} seconds')
+SELECT count(*) AS n, (SELECT max(time) FROM stock_prices
+         WHERE time > now() - interval '{LAG_WINDOW_S} seconds' AND time <= now())
        AS newest, now() AS now
   FROM stock_prices WHERE time > now() - interval '{RATE_WINDOW_S} seconds' AND time <= now()
 """
