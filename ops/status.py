@@ -246,7 +246,9 @@ async def _guard(coro: Awaitable[T], timeout_s: float) -> T | str:
 def _describe(exc: BaseException) -> str:
     # asyncpg's and redis's messages name hosts and ports, never passwords; keep them short.
     message = str(exc).splitlines()[0][:160] if str(exc) else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    kind = type(exc).__name__
+    message = message.removeprefix(f"{kind}: ")
+    return f"{kind}: {message}" if message else kind
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
@@ -291,8 +293,8 @@ async def _kafka(settings: Settings, timeout_s: float) -> tuple[str | None, str 
     """Kafka's protocol does not tell a client the broker's release: the version
     stays empty, the detail counts the brokers of the cluster."""
     admin = _admin(settings, timeout_s)
-    await admin.start()
     try:
+        await admin.start()
         cluster = await admin.describe_cluster()
     finally:
         await admin.close()
@@ -347,8 +349,8 @@ def _admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
 async def _offsets(settings: Settings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
     """Beginning and end offsets of every partition of ``topic`` (none if it does not exist)."""
     consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings.kafka, "status"))
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             await consumer._client.force_metadata_update()
@@ -368,8 +370,8 @@ async def _lag(settings: Settings) -> list[PartitionLag]:
     _, end = await _offsets(settings, kafka.ticks_topic)
     committed: dict[int, int] = {}
     admin = _admin(settings, DEFAULT_TIMEOUT_S)
-    await admin.start()
     try:
+        await admin.start()
         for tp, meta in (await admin.list_consumer_group_offsets(kafka.consumer_group)).items():
             if tp.topic == kafka.ticks_topic and meta.offset >= 0:
                 committed[tp.partition] = meta.offset

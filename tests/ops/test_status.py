@@ -4,6 +4,7 @@ size and down services against the real stack (integration)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -236,6 +237,7 @@ async def test_a_closed_port_is_reported_down_and_the_rest_up(isolated: Settings
     assert report.down == ["postgresql", "redis", "prometheus"]
     assert not report.ok
     assert "secret-pw" not in format_status(report)
+    assert "secret-pw" not in json.dumps(report.to_json())
 
 
 @pytest.mark.integration
