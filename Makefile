@@ -92,8 +92,11 @@ db-start: env ## start the databases (PostgreSQL, TimescaleDB, Redis)
 db-stop: ## stop the databases
 	@$(STACK) down postgres timescaledb redis
 
-db-status: ## up/down, version, port and TimescaleDB edition of each service
-	@$(STACK) status
+# `nexanest status` replaces `stack.sh status` here: it probes what the processes
+# serve (versions, edition, lag, DLQ, backups), read-only; stack.sh status still
+# shows the processes themselves. STATUS_ARGS=--json for scripts.
+db-status: ## services up/down with version and port, TimescaleDB edition, lag, ticks/s, DLQ, last backup (exit 1 if down)
+	@$(BIN)/nexanest status $(STATUS_ARGS)
 
 db-connect-postgres: ## psql into a service database (DB=auth|portfolio|analytics|notifications)
 	@PGPASSWORD=$$(grep -E '^NEXANEST_POSTGRES_PASSWORD=' .env | cut -d= -f2-) \

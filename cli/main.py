@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nexanest.cli import bars, dlq, events, maintain, provision, quote, serve, stream, verify
+from nexanest.cli import bars, dlq, events, maintain, provision, quote, serve, status, stream, verify
 from nexanest.cli.arguments import join_time_values
 from nexanest.cli.runtime import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handler, run_async
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
@@ -45,10 +45,11 @@ examples:
   nexanest events --since 10m --severity warning --follow   tail the system events
   nexanest maintain --dry-run                 what retention would drop (or which policies it would set)
   nexanest serve portfolio --port 8102        one HTTP service (auth, portfolio, market-data)
+  nexanest status --json                      services up/down, lag, ticks/s, DLQ size, last backup
 """
 
 # In the order `nexanest --help` lists them.
-COMMAND_GROUPS = (provision, stream, quote, verify, dlq, bars, events, maintain, serve)
+COMMAND_GROUPS = (provision, stream, quote, verify, dlq, bars, events, maintain, serve, status)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -380,6 +380,8 @@ class Settings(BaseSettings):
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
     backup_dir: Path = Path("backups")
+    #: Where `nexanest status` finds Prometheus (deploy/local/prometheus.sh); empty: not configured.
+    prometheus_url: str = "http://127.0.0.1:9090"
 
     @model_validator(mode="after")
     def _unique_index_names(self) -> Settings:
