@@ -136,7 +136,9 @@ def pipeline() -> dict[str, Any]:
     )
 
 
-HYPERTABLES = "('stock_prices', 'market_indices', 'ohlcv_1m_rollup', 'ohlcv_5m_rollup', 'ohlcv_1h_rollup', 'ohlcv_1d_rollup')"
+HYPERTABLES = (
+    "('stock_prices', 'market_indices', 'ohlcv_1m_rollup', 'ohlcv_5m_rollup', 'ohlcv_1h_rollup', 'ohlcv_1d_rollup')"
+)
 
 
 def storage() -> dict[str, Any]:
@@ -145,7 +147,9 @@ def storage() -> dict[str, Any]:
         "NexaNest / Storage",
         [
             timeseries(
-                "Rows written by sink", "ops", ("sum by (sink) (rate(nexanest_sink_rows_written_total[5m]))", "{{sink}}")
+                "Rows written by sink",
+                "ops",
+                ("sum by (sink) (rate(nexanest_sink_rows_written_total[5m]))", "{{sink}}"),
             ),
             timeseries(
                 "Rollup freshness", "s", ("max by (resolution) (nexanest_rollup_freshness_seconds)", "{{resolution}}")
@@ -155,9 +159,6 @@ def storage() -> dict[str, Any]:
                 "ops",
                 ("sum(rate(nexanest_sink_duplicates_skipped_total[5m]))", "duplicates skipped"),
                 ("sum(rate(nexanest_consumer_fenced_total[5m]))", "batches fenced"),
-            ),
-            timeseries(
-                "Retried batch writes", "ops", ("sum by (service) (rate(nexanest_consumer_retries_total[5m]))", "{{service}}")
             ),
             sql_table(
                 "Hypertable sizes and chunks",
@@ -188,7 +189,9 @@ def services() -> dict[str, Any]:
         "NexaNest / Services",
         [
             timeseries(
-                "Requests by route", "reqps", (f"sum by (service, route) (rate({requests}[5m]))", "{{service}} {{route}}")
+                "Requests by route",
+                "reqps",
+                (f"sum by (service, route) (rate({requests}[5m]))", "{{service}} {{route}}"),
             ),
             timeseries(
                 "5xx ratio",
