@@ -127,7 +127,8 @@ def pipeline() -> dict[str, Any]:
                 "short",
                 *quantiles("nexanest_consumer_batch_rows"),
                 (
-                    "sum(rate(nexanest_consumer_batch_rows_sum[5m])) / sum(rate(nexanest_consumer_batch_rows_count[5m]))",
+                    "sum(rate(nexanest_consumer_batch_rows_sum[5m]))"
+                    " / sum(rate(nexanest_consumer_batch_rows_count[5m]))",
                     "mean",
                 ),
             ),
@@ -197,7 +198,8 @@ def services() -> dict[str, Any]:
                 "5xx ratio",
                 "percentunit",
                 (
-                    f'(sum by (service) (rate({requests}{{status=~"5.."}}[5m])) or sum by (service) (rate({requests}[5m])) * 0)'
+                    f'(sum by (service) (rate({requests}{{status=~"5.."}}[5m]))'
+                    f" or sum by (service) (rate({requests}[5m])) * 0)"
                     f" / sum by (service) (rate({requests}[5m]))",
                     "{{service}}",
                 ),

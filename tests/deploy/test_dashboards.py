@@ -45,7 +45,7 @@ from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_prometheus import state_dir
-from tests.prometheus import free_ports
+from tests.prometheus import free_ports, promtool
 from tests.services.served import served
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +134,8 @@ def test_every_metric_a_dashboard_reads_is_one_the_project_defines() -> None:
     services = {
         n for p in committed()["services.json"]["panels"] for t in p["targets"] for n in metric_names(t["expr"])
     }
-    assert services and all(n.startswith("nexanest_http_") for n in services)
+    assert services
+    assert all(n.startswith("nexanest_http_") for n in services)
 
 
 def test_every_sql_panel_is_bounded_in_time_or_reads_catalogue_sizes() -> None:
@@ -193,6 +194,21 @@ def query(expr: str) -> list[dict[str, Any]]:
     body = api("query", query=expr)
     assert body["status"] == "success", f"{expr}: {body.get('error')}"
     return list(body["data"]["result"])
+
+
+def any_of(instances: list[str]) -> str:
+    """A PromQL regex (inside a double-quoted string) matching exactly these instances."""
+    return "|".join(i.replace(".", "\\\\.") for i in instances)
+
+
+def scope(expr: str, instances: str) -> str:
+    """``expr`` with every ``nexanest_*`` selector limited to ``instances`` (a regex)."""
+
+    def narrowed(m: re.Match[str]) -> str:
+        inner = m[3] or ""
+        return f'{m[1]}{{instance=~"{instances}"{", " + inner if inner else ""}}}'
+
+    return re.sub(r"\b(nexanest_\w+)(\{([^}]*)\})?", narrowed, expr)
 
 
 def wait_for(what: str, fact: Any, timeout_s: float) -> Any:
@@ -270,7 +286,7 @@ def pipeline_scraped(running_prometheus: str, isolated: Settings, test_id: str, 
                 # Requests for the services' panels (any status counts, probes do not).
                 for path in ("/quotes", "/quotes/NOSUCH", "/no/such/route"):
                     httpx.get(f"{service}{path}", timeout=5)
-                up = query(f'up{{instance=~"{"|".join(map(re.escape, instances))}"}} == 1')
+                up = query(f'up{{instance=~"{any_of(instances)}"}} == 1')
                 return len(up) == len(instances)
 
             wait_for("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
@@ -296,7 +312,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
 ) -> None:
     exprs = targets_of("expr")
     names = {n for e in exprs for n in metric_names(e)}
-    ours = "|".join(map(re.escape, pipeline_scraped))
+    ours = any_of(pipeline_scraped)
 
     def our_names() -> set[str] | None:
         found = {r["metric"]["__name__"] for r in query(f'count by (__name__) ({{instance=~"{ours}"}})')}
@@ -307,10 +323,14 @@ def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
     assert names <= set(api("label/__name__/values")["data"])
 
     # ...and every expression parses and returns data once rates have two samples.
+    # Each as written, and each with its metrics narrowed to this test's processes
+    # (the stack's own consumer, if one runs, must not be what gives the data).
+    scoped = [scope(e, ours) for e in exprs]
+    assert all(f'instance=~"{ours}"' in s for s, e in zip(scoped, exprs, strict=True) if metric_names(e))
     missing: list[str] = []
 
     def all_return_data() -> bool:
-        missing[:] = [e for e in exprs if not query(e)]
+        missing[:] = [e for e in [*exprs, *scoped] if not query(e)]
         return not missing
 
     deadline = time.monotonic() + 150.0
@@ -335,20 +355,18 @@ async def test_every_sql_panel_returns_rows_as_the_read_only_role(isolated: Sett
     own: the Prometheus test above runs one too), then every SQL panel as Grafana would run it."""
     config = SyntheticConfig(symbols=4, rate=0, count=200, seed=5, source=f"dash-sql-{test_id}", paced=False)
     assert await publish_feed(isolated.kafka, SyntheticFeed(config), config.source) == 200
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nexanest.cli.main", "consume"],
-        cwd=REPO,
-        env={**os.environ, **namespace_environment(isolated)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nexanest.cli.main", "consume",
+        cwd=REPO, env={**os.environ, **namespace_environment(isolated)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
     reader = await asyncpg.connect(isolated.services.market_data_dsn.get_secret_value())
     try:
         assert await reader.fetchval("SELECT current_user") == "nexanest_market_data"
         assert not await reader.fetchval("SELECT has_table_privilege('stock_prices', 'INSERT')")
         deadline = time.monotonic() + 120.0
         while await reader.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", config.source) < 200:
-            assert proc.poll() is None, "the consumer exited"
+            assert proc.returncode is None, "the consumer exited"
             assert time.monotonic() < deadline, "the consumer stored the ticks: not within 120 s"
             await asyncio.sleep(0.5)
         end = datetime.now(UTC) + timedelta(minutes=1)
@@ -358,8 +376,29 @@ async def test_every_sql_panel_returns_rows_as_the_read_only_role(isolated: Sett
         for sql in sqls:
             rows = await reader.fetch(grafana_macros(sql, start, end))
             assert rows, sql
-            for column in rows[0].keys():
+            for column in range(len(rows[0])):
                 assert any(r[column] is not None for r in rows), (column, sql)
     finally:
         await reader.close()
-        stop(proc)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def test_the_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    """The compose file's Prometheus config, with its rule path pointed at the repository's rules."""
+    text = (REPO / "deploy/prometheus/prometheus.yml").read_text()
+    assert text.count("/etc/prometheus/rules/*.yml") == 1
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/rules/*.yml", str(REPO / "deploy/prometheus/rules/*.yml")))
+    checked = subprocess.run(
+        [promtool(), "check", "config", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(RULES)} rule files found" in checked.stdout, checked.stdout
+    for rules in RULES:  # each read and valid
+        assert f"Checking {rules}\n  SUCCESS:" in checked.stdout, checked.stdout
