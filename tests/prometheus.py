@@ -1,13 +1,19 @@
 """Helpers for the tests that check metrics the way Prometheus does: promtool
 (Debian's ``prometheus`` package, which ``deploy/local/prometheus.sh install``
 installs; missing, the test fails and never skips) and free loopback ports for
-metrics endpoints."""
+metrics endpoints, and the local Prometheus' HTTP API."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
 
 import pytest
 
@@ -42,3 +48,30 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+#: The stack's Prometheus (deploy/local/prometheus.sh).
+PROMETHEUS = "http://127.0.0.1:9090"
+
+
+def api_body(path: str, **query: str) -> Any:
+    """The JSON body of ``GET /api/v1/<path>``, errors included (400: an expression
+    that does not parse answers ``status: error`` with the reason)."""
+    url = f"{PROMETHEUS}/api/v1/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an http:// URL of ours
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        return json.load(error)
+
+
+def wait_until(what: str, fact: Any, timeout_s: float = 90.0) -> Any:
+    """Poll ``fact()`` until it returns something truthy; fail after ``timeout_s`` saying ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = fact()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s (last: {found!r})", pytrace=False)
+        time.sleep(0.5)

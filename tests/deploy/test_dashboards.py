@@ -27,9 +27,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,13 +42,12 @@ from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_prometheus import state_dir
-from tests.prometheus import free_ports, promtool
+from tests.prometheus import api_body, free_ports, promtool, wait_until
 from tests.services.served import served
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy/grafana"
 RULES = sorted((REPO / "deploy/prometheus/rules").glob("*.yml"))
-PROMETHEUS = "http://127.0.0.1:9090"
 
 
 def committed() -> dict[str, dict[str, Any]]:
@@ -180,18 +176,8 @@ def test_the_rule_expressions_are_all_found() -> None:
 # --- integration -------------------------------------------------------------------------------
 
 
-def api(path: str, **query: str) -> Any:
-    url = f"{PROMETHEUS}/api/v1/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an http:// URL of ours
-            body = json.load(response)
-    except urllib.error.HTTPError as e:  # 400: the expression does not parse
-        body = json.load(e)
-    return body
-
-
 def query(expr: str) -> list[dict[str, Any]]:
-    body = api("query", query=expr)
+    body = api_body("query", query=expr)
     assert body["status"] == "success", f"{expr}: {body.get('error')}"
     return list(body["data"]["result"])
 
@@ -211,17 +197,6 @@ def scope(expr: str, instances: str) -> str:
     return re.sub(r"\b(nexanest_\w+)(\{([^}]*)\})?", narrowed, expr)
 
 
-def wait_for(what: str, fact: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = fact()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_s:.0f} s (last: {found!r})", pytrace=False)
-        time.sleep(1.0)
-
-
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -233,17 +208,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def running_prometheus(stack: Settings) -> str:
-    """The stack's Prometheus (deploy/local/prometheus.sh), left as it runs."""
-    try:
-        api("status/buildinfo")
-    except OSError as e:
-        pytest.fail(f"Prometheus is not answering on {PROMETHEUS} ({e}): deploy/local/prometheus.sh start")
-    return PROMETHEUS
-
-
-@pytest.fixture
-def pipeline_scraped(running_prometheus: str, isolated: Settings, test_id: str, tmp_path: Path) -> Iterator[list[str]]:
+def pipeline_scraped(prometheus: str, isolated: Settings, test_id: str, tmp_path: Path) -> Iterator[list[str]]:
     """Producer, consumer and the market data service of this test, scraped by
     Prometheus: their instances."""
     consumer_port, producer_port = free_ports(2)
@@ -289,7 +254,7 @@ def pipeline_scraped(running_prometheus: str, isolated: Settings, test_id: str, 
                 up = query(f'up{{instance=~"{any_of(instances)}"}} == 1')
                 return len(up) == len(instances)
 
-            wait_for("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
+            wait_until("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
             yield instances
     finally:
         targets_file.unlink(missing_ok=True)
@@ -298,17 +263,17 @@ def pipeline_scraped(running_prometheus: str, isolated: Settings, test_id: str, 
 
 
 @pytest.mark.integration
-def test_every_rule_expression_parses_in_prometheus(running_prometheus: str) -> None:
+def test_every_rule_expression_parses_in_prometheus(prometheus: str) -> None:
     exprs = rule_expressions()
     for expr in exprs:
         query(expr)
     # A broken expression is refused (the check can fail).
-    assert api("query", query="sum by (le (rate(nexanest_consumer_batch_rows_bucket[5m]))")["status"] == "error"
+    assert api_body("query", query="sum by (le (rate(nexanest_consumer_batch_rows_bucket[5m]))")["status"] == "error"
 
 
 @pytest.mark.integration
 def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
-    pipeline_scraped: list[str], running_prometheus: str
+    pipeline_scraped: list[str], prometheus: str
 ) -> None:
     exprs = targets_of("expr")
     names = {n for e in exprs for n in metric_names(e)}
@@ -319,8 +284,8 @@ def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
         return found if names <= found else None
 
     # Every metric a dashboard reads is exported by this test's processes...
-    wait_for(f"the dashboards' metrics from the test's processes: {sorted(names)}", our_names, 120.0)
-    assert names <= set(api("label/__name__/values")["data"])
+    wait_until(f"the dashboards' metrics from the test's processes: {sorted(names)}", our_names, 120.0)
+    assert names <= set(api_body("label/__name__/values")["data"])
 
     # ...and every expression parses and returns data once rates have two samples.
     # Each as written, and each with its metrics narrowed to this test's processes

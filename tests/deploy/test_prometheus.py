@@ -24,9 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,13 +35,12 @@ from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_secrets import command_lines, env_secrets
-from tests.prometheus import free_ports, promtool
+from tests.prometheus import api_body, free_ports, promtool, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_SH = REPO / "deploy/local/prometheus.sh"
 RULES = sorted((REPO / "deploy/prometheus/rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "deploy/prometheus/tests").glob("*.yml"))
-PROMETHEUS = "http://127.0.0.1:9090"
 #: Loopback ports of Prometheus and its exporters (prometheus.sh).
 PORTS = {"prometheus": 9090, "postgres-exporter": 9187, "timescaledb-exporter": 9188, "redis-exporter": 9121}
 
@@ -140,27 +136,13 @@ def test_the_services_rule_reads_the_metric_the_services_will_export() -> None:
 
 
 def api(path: str, **query: str) -> Any:
-    url = f"{PROMETHEUS}/api/v1/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an http:// URL of ours
-        body = json.load(response)
+    body = api_body(path, **query)
     assert body["status"] == "success", body
     return body["data"]
 
 
 def targets() -> list[dict[str, Any]]:
     return list(api("targets")["activeTargets"])
-
-
-def wait_until(what: str, fact: Any, timeout_s: float = 90.0) -> Any:
-    """Poll ``fact()`` until it returns something truthy; fail after ``timeout_s`` saying ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = fact()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_s:.0f} s (last: {found!r})", pytrace=False)
-        time.sleep(0.5)
 
 
 def state_dir() -> Path:
@@ -170,20 +152,6 @@ def state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/nexanest")
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "nexanest"
-
-
-@pytest.fixture(scope="module")
-def prometheus(stack: Settings) -> str:
-    """Prometheus and its exporters started (or reloaded) by the stack's own script,
-    configured from the user's .env: without the session's NEXANEST_* variables
-    (their metrics port 0 would empty the pipeline's targets)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}
-    started = subprocess.run(
-        [str(PROMETHEUS_SH), "start"], capture_output=True, text=True, timeout=600, check=False, env=env
-    )
-    if started.returncode != 0:
-        pytest.fail(f"prometheus.sh start failed:\n{started.stdout}\n{started.stderr}", pytrace=False)
-    return PROMETHEUS
 
 
 def health(job: str) -> dict[str, str]:
