@@ -4,7 +4,8 @@ Everything here runs on the pool of the read-only role ``nexanest_market_data``
 (``schemas/sql/timescale/0005_market_data_reader.sql``), which may SELECT from
 ``stock_prices``, ``market_indices`` and the bar views and do nothing else. The
 only names put into SQL text are the bar views, taken from a constant mapping
-by a validated interval; every value is a bind parameter.
+by a validated interval (``ops/bars.py``, shared with ``nexanest bars show``);
+every value is a bind parameter.
 
 Ranges are half-open, ``[start, end)``, and every query is bounded by the
 caller (``limits.py``): a page size, or a range whose bar count is capped.
@@ -15,7 +16,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from nexanest.pipeline.sinks.ohlcv import VIEWS, WIDTHS, Resolution
+from nexanest.ops import bars
+from nexanest.pipeline.sinks.ohlcv import Resolution
 from nexanest.services.market_data.models import (
     Bar,
     IndexValue,
@@ -57,17 +59,6 @@ SELECT time, value, constituents, method
  ORDER BY time
  LIMIT $4
 """
-# The bars whose bucket overlaps [start, end): a bucket that began up to one width
-# before start still holds ticks from inside the range.
-_BARS: Final = {
-    resolution: f"""
-SELECT bucket, open, high, low, close, volume, trade_count, vwap
-  FROM {view}
- WHERE symbol = $1 AND bucket > $2::timestamptz - $3::interval AND bucket < $4
- ORDER BY bucket
-"""
-    for resolution, view in VIEWS.items()
-}
 
 
 async def fetch_ticks(
@@ -113,19 +104,18 @@ async def fetch_index_values(
 
 async def fetch_bars(db: Any, symbol: str, interval: Resolution, start: datetime, end: datetime) -> list[Bar]:
     """The ``interval`` bars of ``symbol`` whose bucket overlaps ``[start, end)``,
-    oldest first, from the query surface both editions share. The caller bounds
-    the range (its bar count)."""
-    rows = await db.fetch(_BARS[interval], symbol, start, WIDTHS[interval], end)
+    oldest first, read as ``nexanest bars show`` reads them (``ops/bars.py``: the
+    query surface both editions share). The caller bounds the range (its bar count)."""
     return [
         Bar(
-            bucket=r["bucket"],
-            open=decimal_text(r["open"]),
-            high=decimal_text(r["high"]),
-            low=decimal_text(r["low"]),
-            close=decimal_text(r["close"]),
-            volume=decimal_text(r["volume"]),
-            trade_count=r["trade_count"],
-            vwap=optional_decimal_text(r["vwap"]),
+            bucket=r.bucket,
+            open=decimal_text(r.open),
+            high=decimal_text(r.high),
+            low=decimal_text(r.low),
+            close=decimal_text(r.close),
+            volume=decimal_text(r.volume),
+            trade_count=r.trade_count,
+            vwap=optional_decimal_text(r.vwap),
         )
-        for r in rows
+        for r in await bars.fetch_bars(db, symbol, interval, start, end)
     ]

@@ -42,6 +42,7 @@ from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_prometheus import state_dir
+from tests.processes import interrupt
 from tests.prometheus import api_body, free_ports, promtool, wait_until
 from tests.services.served import served
 
@@ -345,13 +346,7 @@ async def test_every_sql_panel_returns_rows_as_the_read_only_role(isolated: Sett
                 assert any(r[column] is not None for r in rows), (column, sql)
     finally:
         await reader.close()
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await interrupt(proc)
 
 
 def test_the_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_secrets import command_lines, env_secrets
+from tests.processes import interrupt
 from tests.prometheus import api_body, free_ports, promtool, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,13 +291,7 @@ async def consumer_on_a_port_of_its_own(isolated: Settings) -> AsyncIterator[tup
     try:
         yield port, proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await interrupt(proc)
 
 
 @pytest.mark.integration
