@@ -51,23 +51,40 @@ def postgres_pool(
 
 
 def redis_client(name: str, url: SecretStr, *, db: int, socket_timeout_s: float = 5.0) -> Resource[redis.Redis]:
-    """A Redis client on database ``db`` of ``url``. It connects on first use,
-    so opening never fails; ``/readyz`` sends PING."""
+    """A Redis client on database ``db`` of ``url``, made when the app starts. It
+    connects on first use, so opening never fails; ``/readyz`` sends PING."""
 
     @asynccontextmanager
     async def open_client() -> AsyncIterator[redis.Redis]:
-        client = redis.Redis.from_url(
-            url.get_secret_value(),
-            db=db,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-        )
-        try:
+        async with _closing(_new_redis(url, db, socket_timeout_s)) as client:
             yield client
-        finally:
-            await client.aclose()
 
-    async def ping(client: redis.Redis) -> None:
-        await client.ping()
+    return Resource(name, open_client, _ping)
 
-    return Resource(name, open_client, ping)
+
+def redis_client_now(
+    name: str, url: SecretStr, *, db: int, socket_timeout_s: float = 5.0
+) -> tuple[redis.Redis, Resource[redis.Redis]]:
+    """As ``redis_client``, with the client made at once, for what must hold it
+    before the app starts (a token verifier given to a route's dependency); the
+    resource closes it when the app stops."""
+    client = _new_redis(url, db, socket_timeout_s)
+    return client, Resource(name, lambda: _closing(client), _ping)
+
+
+def _new_redis(url: SecretStr, db: int, socket_timeout_s: float) -> redis.Redis:
+    return redis.Redis.from_url(
+        url.get_secret_value(), db=db, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+    )
+
+
+@asynccontextmanager
+async def _closing(client: redis.Redis) -> AsyncIterator[redis.Redis]:
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _ping(client: redis.Redis) -> None:
+    await client.ping()

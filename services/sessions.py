@@ -33,8 +33,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast, get_args
 
@@ -42,6 +41,7 @@ import redis.asyncio as redis
 
 from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource
+from nexanest.services.resources import redis_client_now
 from nexanest.services.tokens import Identity, InvalidToken, Role
 
 #: secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
@@ -220,24 +220,7 @@ def sessions_redis(settings: Settings, *, name: str = "sessions") -> tuple[redis
     usable at once (it connects on first use), with the resource to give
     ``create_app``: it closes the client at stop and pings Redis for ``/readyz``."""
     r = settings.redis
-    client = redis.Redis.from_url(
-        r.url.get_secret_value(),
-        db=r.db_sessions,
-        socket_timeout=r.socket_timeout_s,
-        socket_connect_timeout=r.socket_timeout_s,
-    )
-
-    @asynccontextmanager
-    async def opened() -> AsyncIterator[redis.Redis]:
-        try:
-            yield client
-        finally:
-            await client.aclose()
-
-    async def ping(client: redis.Redis) -> None:
-        await client.ping()
-
-    return client, Resource(name, opened, ping)
+    return redis_client_now(name, r.url, db=r.db_sessions, socket_timeout_s=r.socket_timeout_s)
 
 
 def session_store(settings: Settings, *, name: str = "sessions") -> tuple[Sessions, Resource[redis.Redis]]:
