@@ -203,3 +203,37 @@ HTTP_REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
+
+# The notifications service (services/notifications/). Labels are channels, outcomes,
+# queue parts and failure reasons: small fixed sets, never a user, endpoint or symbol.
+NOTIFICATIONS_QUEUE_DEPTH = Gauge(
+    "nexanest_notifications_queue_depth",
+    "Jobs on the notification queue: ready, taken by a worker (processing) or waiting to be retried (delayed)",
+    ["state"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_DELIVERIES = Counter(
+    "nexanest_notifications_deliveries_total",
+    "Delivery attempts by channel (inbox, webhook) and outcome (delivered, retry, failed, abandoned)",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_WEBHOOK_FAILURES = Counter(
+    "nexanest_notifications_webhook_failures_total",
+    "Failed webhook attempts by reason (status: a non-2xx answer; timeout; connect; error)",
+    ["reason"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_ENDPOINTS_DISABLED = Counter(
+    "nexanest_notifications_webhook_endpoints_disabled_total",
+    "Webhook endpoints disabled after too many failures in a row",
+    registry=REGISTRY,
+)
+NOTIFICATIONS_ALERTS_FIRED = Counter(
+    "nexanest_notifications_alerts_fired_total", "Price alerts fired (one per crossing)", registry=REGISTRY
+)
+NOTIFICATIONS_JOBS_RECLAIMED = Counter(
+    "nexanest_notifications_jobs_reclaimed_total",
+    "Jobs put back on the queue from the processing list of a worker that died",
+    registry=REGISTRY,
+)

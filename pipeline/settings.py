@@ -260,6 +260,45 @@ class LogSettings(BaseModel):
     json_output: bool = Field(default=False, alias="json")
 
 
+class NotificationsSettings(BaseModel):
+    """The notifications service (``services/notifications/``): its Redis keys, its
+    evaluator and delivery worker, and webhook delivery (``NEXANEST_NOTIFICATIONS__*``)."""
+
+    #: Prefix of its Redis keys (queue, processing lists, retries, worker heartbeats, in
+    #: ``redis.db_notifications``) and of its pub/sub channel of alert changes.
+    key_prefix: str = "notifications:"
+    #: Seals the webhook signing secrets stored in the database (AES-256-GCM): 64 hex
+    #: digits. Unset: derived from ``services.token_secret`` (then rotating that secret
+    #: makes the stored webhook secrets unreadable: endpoints must be made again).
+    secret_key: SecretStr | None = None
+    #: ``nexanest serve notifications`` runs the alert evaluator and the delivery worker
+    #: itself; ``nexanest serve notifications-worker`` runs the worker alone.
+    evaluator_in_service: bool = True
+    worker_in_service: bool = True
+    #: Deliveries one worker process makes at once.
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    #: A worker refreshes its heartbeat this often; a processing list whose worker
+    #: missed three is put back on the queue by another (or the next) worker.
+    worker_heartbeat_s: float = Field(default=5.0, gt=0, le=300)
+    #: The evaluator re-reads every enabled alert this often, besides the change messages.
+    index_refresh_s: float = Field(default=60.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Attempts of one webhook delivery before it is given up (``failed``).
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    #: An endpoint whose deliveries failed this many times in a row is disabled and its
+    #: owner told in the inbox.
+    webhook_disable_after_failures: int = Field(default=20, ge=1, le=10_000)
+    #: Retry delays: exponential from the first, capped, jittered (``pipeline/retry.py``).
+    retry_initial_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=3600.0, gt=0)
+    #: Alerts one user may have.
+    max_alerts_per_user: int = Field(default=200, ge=1, le=10_000)
+    max_webhooks_per_user: int = Field(default=10, ge=1, le=100)
+    #: The worker follows the system events topic and sends these types to the admins
+    #: subscribed to operational alerts (empty: it does not follow the topic).
+    ops_event_types: list[str] = Field(default_factory=lambda: ["dlq_burst", "lag_high", "batch_failed", "error"])
+
+
 class ServicesSettings(BaseModel):
     """The HTTP services (``services/``): where they listen, and their access tokens.
 
@@ -376,6 +415,7 @@ class Settings(BaseSettings):
     events: EventsSettings = EventsSettings()
     retention: RetentionSettings = RetentionSettings()
     services: ServicesSettings = ServicesSettings()
+    notifications: NotificationsSettings = NotificationsSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
