@@ -30,6 +30,8 @@ SERVICES: Final = {
 }
 #: The portfolio snapshot worker: a loop, not an HTTP service.
 SNAPSHOTS_WORKER: Final = "portfolio-snapshots"
+#: The notifications delivery worker (and operational alerts follower): a loop, not an HTTP service.
+NOTIFICATIONS_WORKER: Final = "notifications-worker"
 
 
 def register(commands: Commands) -> None:
@@ -45,10 +47,11 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "service",
-        choices=[*sorted(SERVICES), SNAPSHOTS_WORKER],
+        choices=[*sorted(SERVICES), SNAPSHOTS_WORKER, NOTIFICATIONS_WORKER],
         help=(
             "the service to run; portfolio-snapshots is the portfolio snapshot worker alone (no HTTP), "
-            "for when the portfolio service runs without it (NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_IN_SERVICE=false)"
+            "for when the portfolio service runs without it (NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_IN_SERVICE=false); "
+            "notifications-worker is a notifications delivery worker alone (no HTTP)"
         ),
     )
     p.add_argument("--interval", type=float, default=None, help="portfolio-snapshots: seconds between rounds")
@@ -64,6 +67,11 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace, stop: asyncio.
         from nexanest.services.portfolio.snapshots import run_snapshots
 
         await run_snapshots(settings, stop=stop, interval_s=args.interval)
+        return EXIT_OK
+    if args.service == NOTIFICATIONS_WORKER:
+        from nexanest.services.notifications.worker import run_worker
+
+        await run_worker(settings, stop=stop)
         return EXIT_OK
     port = args.port if args.port is not None else settings.services.ports()[args.service]
     host = args.host or settings.services.host

@@ -67,7 +67,8 @@ def encode_job(job: Job) -> bytes:
 
 def decode_job(raw: bytes) -> Job:
     """Raises ``msgspec.DecodeError`` (a ``ValueError``) for bytes that are not a job."""
-    return _decoder.decode(raw)
+    job: Job = _decoder.decode(raw)
+    return job
 
 
 def alert_notification_id(alert_id: uuid.UUID, firing: int) -> uuid.UUID:

@@ -118,7 +118,9 @@ async def _follow(settings: Settings, types: frozenset[str], stop: asyncio.Event
                 await consumer.commit(offsets)
                 if queued:
                     _log.info(
-                        "ops_alerts_queued", notices=queued, duration_ms=round((time.perf_counter() - started) * 1000, 1)
+                        "ops_alerts_queued",
+                        notices=queued,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
                     )
     finally:
         await consumer.stop()

@@ -78,17 +78,17 @@ class JobQueue:
         if jobs:
             await self._client.lpush(self._ready, *jobs)
 
-    async def take(self, timeout_s: float) -> bytes | None:
+    async def take(self, timeout_s: int) -> bytes | None:
         """The oldest ready job, moved onto this worker's processing list; ``None``
         when none came within ``timeout_s``."""
-        job: bytes | None = await self._client.blmove(self._ready, self._processing, timeout_s, "RIGHT", "LEFT")
-        return job
+        job = await self._client.blmove(self._ready, self._processing, timeout_s, "RIGHT", "LEFT")
+        return job if job is None else bytes(job, "utf-8") if isinstance(job, str) else job
 
     async def ack(self, job: bytes, *then: bytes) -> None:
         """``job`` is done: off the processing list, and ``then`` (the jobs it led
         to) onto the queue, atomically."""
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.lrem(self._processing, 1, job)
+            pipe.lrem(self._processing, 1, job)  # type: ignore[arg-type] # bytes go as they are
             if then:
                 pipe.lpush(self._ready, *then)
             await pipe.execute()
@@ -97,7 +97,7 @@ class JobQueue:
         """``job`` failed this time: off the processing list, and ``retry`` (its
         next attempt) due at ``due_s`` (Unix seconds), atomically."""
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.lrem(self._processing, 1, job)
+            pipe.lrem(self._processing, 1, job)  # type: ignore[arg-type] # bytes go as they are
             pipe.zadd(self._delayed, {retry: due_s})
             await pipe.execute()
 

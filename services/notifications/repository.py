@@ -341,4 +341,6 @@ async def ops_subscribers(pool: asyncpg.Pool) -> list[uuid.UUID]:
 def data_of(value: object) -> Mapping[str, str]:
     """An inbox row's ``data`` (asyncpg hands JSONB over as text)."""
     decoded = json.loads(value) if isinstance(value, str) else value
-    return {str(k): str(v) for k, v in dict(decoded or {}).items()}
+    if not isinstance(decoded, dict):
+        return {}
+    return {str(k): str(v) for k, v in decoded.items()}

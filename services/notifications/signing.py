@@ -17,7 +17,7 @@ import hmac
 import secrets
 from typing import Final
 
-SECRET_PREFIX: Final = "whsec_"
+SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
 #: 24 random bytes (192 bits), as the specification suggests (between 24 and 64).
 _SECRET_BYTES: Final = 24
 

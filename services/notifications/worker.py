@@ -56,7 +56,7 @@ from nexanest.services.rls import acting_as
 
 _log = get_logger("nexanest.services.notifications.worker")
 #: How long one take waits for a job before the worker looks at its stop event again.
-_TAKE_TIMEOUT_S = 1.0
+_TAKE_TIMEOUT_S = 1
 #: A job whose handling raised (the database or Redis away) is tried again this much later.
 _TROUBLE_DELAY_S = 5.0
 
@@ -121,7 +121,9 @@ class DeliveryWorker:
                 outcome = Outcome("failed", error=type(exc).__name__)
         attempts = job.attempt + 1
         final = outcome.kind != "failed" or attempts >= self._settings.webhook_max_attempts
-        status = {"delivered": "delivered", "abandoned": "abandoned"}.get(outcome.kind, "failed" if final else "retrying")
+        status = {"delivered": "delivered", "abandoned": "abandoned"}.get(
+            outcome.kind, "failed" if final else "retrying"
+        )
         async with acting_as(self._pool, job.notice.user_id) as conn:
             await repository.record_delivery(
                 conn,
