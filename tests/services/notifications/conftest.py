@@ -1,0 +1,194 @@
+"""Fixtures of the notifications service's tests: the app on the suite's own
+databases (``notifications_test``) and Redis databases (10-14), with this test's
+own Redis key prefix, quote keys and channels; users whose rows are removed
+afterwards; and a local webhook receiver (uvicorn on loopback) that records what
+it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as redis
+import uvicorn
+from pydantic import SecretStr
+
+from nexanest.pipeline.settings import Settings
+from nexanest.services.app import Resource
+from nexanest.services.notifications.app import build_app
+from nexanest.services.tokens import Identity, InvalidToken, Role
+
+
+class Verifier:
+    """Tokens ``<role>:<user id>``: any user, either role, for the service's own tests."""
+
+    async def verify(self, token: str) -> Identity:
+        role, _, user = token.partition(":")
+        if role not in ("user", "admin"):
+            raise InvalidToken("malformed")
+        try:
+            user_id = uuid.UUID(user)
+        except ValueError:
+            raise InvalidToken("malformed") from None
+        actual: Role = "admin" if role == "admin" else "user"
+        return Identity(user_id, 2_000_000_000, actual)
+
+
+def auth(user: uuid.UUID, role: str = "user") -> dict[str, str]:
+    return {"Authorization": f"Bearer {role}:{user}"}
+
+
+def notification_settings(isolated: Settings, test_id: str, **notifications: object) -> Settings:
+    """``isolated`` with this test's notification keys, a fresh sealing key, quick
+    heartbeats and retries, and neither evaluator nor worker in the app unless asked."""
+    update: dict[str, object] = {
+        "key_prefix": f"test.{test_id}:notifications:",
+        "secret_key": SecretStr(secrets.token_hex(32)),
+        "evaluator_in_service": False,
+        "worker_in_service": False,
+        "worker_heartbeat_s": 0.5,
+        "retry_initial_s": 0.2,
+        "retry_max_s": 1.0,
+        "index_refresh_s": 5.0,
+        "ops_event_types": [],
+        **notifications,
+    }
+    return isolated.model_copy(update={"notifications": isolated.notifications.model_copy(update=update)})
+
+
+@dataclass
+class Service:
+    settings: Settings
+    http: httpx.AsyncClient
+    resources: dict[str, Any]
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The service's own pool (role nexanest_notifications)."""
+        pool: asyncpg.Pool = self.resources["notifications-db"]
+        return pool
+
+    @property
+    def queue_redis(self) -> redis.Redis:
+        client: redis.Redis = self.resources["notifications-redis"]
+        return client
+
+    async def quote(self, symbol: str, price: str) -> None:
+        quotes: redis.Redis = self.resources["quotes-redis"]
+        await quotes.hset(self.settings.redis.quote_key_prefix + symbol, mapping={"price": price, "ts_ns": "1"})
+
+    async def alert(self, user: uuid.UUID, **body: Any) -> dict[str, Any]:
+        response = await self.http.post("/alerts", json=body, headers=auth(user))
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+
+@asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[Service]:
+    app = build_app(settings, verifier=Verifier())
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifications.test") as http,
+    ):
+        opened: dict[Resource[Any], Any] = app.state.resources
+        yield Service(settings, http, {r.name: v for r, v in opened.items()})
+
+
+@pytest.fixture
+def settings(isolated: Settings, test_id: str) -> Settings:
+    return notification_settings(isolated, test_id)
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[Service]:
+    async with running_service(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def users(migrated: Settings, settings: Settings) -> AsyncIterator[list[uuid.UUID]]:
+    """Two fresh users (append more). Their rows go afterwards (as the owner role),
+    and this test's Redis keys of the notifications database."""
+    made = [uuid.uuid4(), uuid.uuid4()]
+    yield made
+    conn = await asyncpg.connect(migrated.postgres.notifications_dsn.get_secret_value())
+    try:
+        for table in ("deliveries", "notifications", "webhook_endpoints", "price_alerts", "ops_subscriptions"):
+            await conn.execute(f"DELETE FROM {table} WHERE user_id = ANY($1)", made)  # noqa: S608 - fixed names
+    finally:
+        await conn.close()
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value(), db=settings.redis.db_notifications)
+    try:
+        keys = [k async for k in client.scan_iter(match=settings.notifications.key_prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on loopback: records every request; answers ``status``
+    (200), or holds requests while ``hold`` is set."""
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    status: int = 200
+    hold: asyncio.Event | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.received.append(Received(headers, body))
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    made = Receiver(url=f"http://127.0.0.1:{port}/hook")
+    server = uvicorn.Server(uvicorn.Config(made.app, log_config=None, access_log=False, lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        for _ in range(400):
+            if server.started or serving.done():
+                break
+            await asyncio.sleep(0.025)
+        assert server.started, "the receiver did not start"
+        yield made
+    finally:
+        if made.hold is not None:
+            made.hold.set()
+        server.should_exit = True
+        await serving
