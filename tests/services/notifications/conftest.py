@@ -178,7 +178,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     made = Receiver(url=f"http://127.0.0.1:{port}/hook")
-    server = uvicorn.Server(uvicorn.Config(made.app, log_config=None, access_log=False, lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(made.app, log_config=None, access_log=False, lifespan="off", interface="asgi3"))
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         for _ in range(400):
