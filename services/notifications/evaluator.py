@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,6 +101,9 @@ class AlertIndex:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def get(self, alert_id: uuid.UUID) -> LiveAlert | None:
+        return self._by_id.get(alert_id)
 
     def replace_all(self, alerts: Iterable[LiveAlert]) -> None:
         self.by_symbol, self._by_id = {}, {}
@@ -298,8 +301,17 @@ class Evaluator:
         await self.on_quote(name, ts_ns, price)
 
 
-async def run_evaluator(settings: Settings, *, stop: asyncio.Event) -> None:
-    """The evaluator on connections of its own, until ``stop`` is set."""
+@dataclass
+class Running:
+    """An evaluator running in a task: ``evaluator`` is set once it is built."""
+
+    task: asyncio.Task[None] | None = None
+    evaluator: Evaluator | None = None
+
+
+async def run_evaluator(settings: Settings, *, stop: asyncio.Event, running: Running | None = None) -> None:
+    """The evaluator on connections of its own, until ``stop`` is set (``running``,
+    when given, is told the evaluator it built)."""
     n, r = settings.notifications, settings.redis
     queue_client = redis.Redis.from_url(
         r.url.get_secret_value(), db=r.db_notifications, socket_timeout=r.socket_timeout_s
@@ -315,6 +327,8 @@ async def run_evaluator(settings: Settings, *, stop: asyncio.Event) -> None:
     try:
         async with postgres_pool("evaluator-db", settings.services.notifications_dsn, max_size=2).open() as pool:
             evaluator = Evaluator(pool, JobQueue(queue_client, n.key_prefix))
+            if running is not None:
+                running.evaluator = evaluator
             await evaluator.follow(
                 pubsub_client,
                 quote_prefix=r.quote_key_prefix,
@@ -327,23 +341,34 @@ async def run_evaluator(settings: Settings, *, stop: asyncio.Event) -> None:
         await queue_client.aclose()
 
 
-def evaluator_resource(settings: Settings, *, name: str = "alert-evaluator") -> Resource[asyncio.Task[None]]:
+def evaluator_resource(settings: Settings, *, name: str = "alert-evaluator") -> Resource[Running]:
     """The evaluator inside the service: started and stopped with the app;
     ``/readyz`` checks that it still runs."""
 
     @asynccontextmanager
-    async def open_evaluator() -> AsyncIterator[asyncio.Task[None]]:
+    async def open_evaluator() -> AsyncIterator[Running]:
         stop = asyncio.Event()
-        task = asyncio.create_task(run_evaluator(settings, stop=stop), name="alert-evaluator")
+        running = Running()
+        task = asyncio.create_task(_logged(run_evaluator(settings, stop=stop, running=running)), name="alert-evaluator")
+        running.task = task
         try:
-            yield task
+            yield running
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 10)
 
-    async def running(task: asyncio.Task[None]) -> None:
-        if task.done():
+    async def check(running: Running) -> None:
+        if running.task is None or running.task.done():
             raise RuntimeError("the alert evaluator has stopped")
 
-    return Resource(name, open_evaluator, running)
+    return Resource(name, open_evaluator, check)
+
+
+async def _logged(work: Awaitable[None]) -> None:
+    """A background task's failure goes to the log (``/readyz`` then reports it)."""
+    try:
+        await work
+    except Exception as exc:
+        _log.error("background_task_failed", error=type(exc).__name__, exc_info=exc)
+        raise

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -222,6 +222,15 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
+async def _logged(work: Awaitable[None]) -> None:
+    """A background task's failure goes to the log (``/readyz`` then reports it)."""
+    try:
+        await work
+    except Exception as exc:
+        _log.error("background_task_failed", error=type(exc).__name__, exc_info=exc)
+        raise
+
+
 def notifications_redis(settings: Settings) -> redis.Redis:
     """A client on ``redis.db_notifications`` whose socket outlasts a blocking take."""
     timeout = max(settings.redis.socket_timeout_s, _TAKE_TIMEOUT_S + 4)
@@ -280,7 +289,7 @@ def worker_resource(settings: Settings, *, name: str = "delivery-worker") -> Res
     @asynccontextmanager
     async def open_worker() -> AsyncIterator[asyncio.Task[None]]:
         stop = asyncio.Event()
-        task = asyncio.create_task(run_worker(settings, stop=stop), name="notification-worker")
+        task = asyncio.create_task(_logged(run_worker(settings, stop=stop)), name="notification-worker")
         try:
             yield task
         finally:

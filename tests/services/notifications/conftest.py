@@ -124,7 +124,7 @@ async def users(migrated: Settings, settings: Settings) -> AsyncIterator[list[uu
     conn = await asyncpg.connect(migrated.postgres.notifications_dsn.get_secret_value())
     try:
         for table in ("deliveries", "notifications", "webhook_endpoints", "price_alerts", "ops_subscriptions"):
-            await conn.execute(f"DELETE FROM {table} WHERE user_id = ANY($1)", made)  # noqa: S608 - fixed names
+            await conn.execute(f"DELETE FROM {table} WHERE user_id = ANY($1)", made)
     finally:
         await conn.close()
     client = redis.Redis.from_url(settings.redis.url.get_secret_value(), db=settings.redis.db_notifications)
@@ -178,7 +178,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     made = Receiver(url=f"http://127.0.0.1:{port}/hook")
-    server = uvicorn.Server(uvicorn.Config(made.app, log_config=None, access_log=False, lifespan="off", interface="asgi3"))
+    server = uvicorn.Server(
+        uvicorn.Config(made.app, log_config=None, access_log=False, lifespan="off", interface="asgi3")
+    )
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         for _ in range(400):

@@ -23,8 +23,11 @@ pytestmark = pytest.mark.integration
 async def test_alerts_crud(service: Service, users: list[uuid.UUID]) -> None:
     alice, _ = users
     created = await service.alert(alice, symbol="AAA", kind="crosses_above", threshold="100.50", hysteresis="0.5")
-    assert created["threshold"] == "100.5" and created["hysteresis"] == "0.5"
-    assert created["state"] == "armed" and created["fired_count"] == 0 and created["enabled"] is True
+    assert created["threshold"] == "100.5"
+    assert created["hysteresis"] == "0.5"
+    assert created["state"] == "armed"
+    assert created["fired_count"] == 0
+    assert created["enabled"] is True
     moves = await service.alert(alice, symbol="AAA", kind="moves_pct", threshold="5", hysteresis="1", window_s=300)
     listed = (await service.http.get("/alerts", headers=auth(alice))).json()
     assert [a["id"] for a in listed] == [created["id"], moves["id"]]
@@ -33,7 +36,8 @@ async def test_alerts_crud(service: Service, users: list[uuid.UUID]) -> None:
         f"/alerts/{created['id']}", json={"threshold": "90", "enabled": False}, headers=auth(alice)
     )
     assert patched.status_code == 200, patched.text
-    assert patched.json()["threshold"] == "90" and patched.json()["enabled"] is False
+    assert patched.json()["threshold"] == "90"
+    assert patched.json()["enabled"] is False
     got = await service.http.get(f"/alerts/{created['id']}", headers=auth(alice))
     assert got.json()["threshold"] == "90"
 
@@ -124,7 +128,8 @@ async def test_the_inbox_pages_newest_first_and_marks_read_once(service: Service
     assert seen == ["n4", "n3", "n2", "n1", "n0"]
 
     first = await service.http.post(f"/notifications/{notices[2].notification_id}/read", headers=auth(alice))
-    assert first.status_code == 200 and first.json()["read_at"] is not None
+    assert first.status_code == 200
+    assert first.json()["read_at"] is not None
     again = await service.http.post(f"/notifications/{notices[2].notification_id}/read", headers=auth(alice))
     assert again.json()["read_at"] == first.json()["read_at"]
     unread = (await service.http.get("/notifications?unread=true", headers=auth(alice))).json()["items"]
@@ -142,7 +147,8 @@ async def test_a_webhook_secret_is_shown_once_and_stored_sealed(service: Service
     assert created.headers["cache-control"] == "no-store"
     body = created.json()
     secret = body["secret"]
-    assert secret.startswith("whsec_") and len(secret_key(secret)) == 24
+    assert secret.startswith("whsec_")
+    assert len(secret_key(secret)) == 24
     listed = (await service.http.get("/webhooks", headers=auth(alice))).json()
     assert listed == [{k: v for k, v in body.items() if k != "secret"}]
     assert secret not in (await service.http.get("/webhooks", headers=auth(alice))).text
@@ -154,7 +160,8 @@ async def test_a_webhook_secret_is_shown_once_and_stored_sealed(service: Service
         )
     finally:
         await conn.close()
-    assert secret.encode() not in sealed and secret_key(secret) not in sealed
+    assert secret.encode() not in sealed
+    assert secret_key(secret) not in sealed
     box = SecretBox.from_settings(service.settings)
     assert box.open(sealed, uuid.UUID(body["id"]), alice) == secret
 
@@ -169,7 +176,8 @@ async def test_operational_alerts_are_for_admins(service: Service, users: list[u
     assert (await service.http.put("/ops-alerts/subscription", headers=auth(alice))).status_code == 403
     assert (await service.http.get("/ops-alerts/subscription", headers=auth(alice))).status_code == 403
     put = await service.http.put("/ops-alerts/subscription", headers=auth(root, "admin"))
-    assert put.status_code == 200 and put.json()["subscribed"] is True
+    assert put.status_code == 200
+    assert put.json()["subscribed"] is True
     assert (await service.http.get("/ops-alerts/subscription", headers=auth(root, "admin"))).json()["subscribed"]
     assert root in await repository.ops_subscribers(service.pool)
     gone = await service.http.delete("/ops-alerts/subscription", headers=auth(root, "admin"))

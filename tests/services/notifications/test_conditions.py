@@ -107,7 +107,8 @@ def test_fires_alternate_with_real_crossings_of_the_band(prices: list[int], band
     for p in prices:
         transition = step(rule, state, D(p))
         if transition == "fire":
-            assert dipped and p >= 10_000
+            assert dipped
+            assert p >= 10_000
             dipped = False
             state = "fired"
         elif transition == "rearm":

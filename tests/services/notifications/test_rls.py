@@ -120,7 +120,8 @@ async def test_the_workers_functions_cross_users_for_their_purpose_only(
     on = await service.alert(alice, symbol="AAA", kind="crosses_above", threshold="1")
     off = await service.alert(bob, symbol="BBB", kind="crosses_below", threshold="2", enabled=False)
     evaluated = {r["alert_id"]: r for r in await repository.alerts_to_evaluate(service.pool)}
-    assert uuid.UUID(on["id"]) in evaluated and uuid.UUID(off["id"]) not in evaluated
+    assert uuid.UUID(on["id"]) in evaluated
+    assert uuid.UUID(off["id"]) not in evaluated
     assert set(evaluated[uuid.UUID(on["id"])].keys()) == {
         "alert_id", "user_id", "symbol", "kind", "threshold", "hysteresis", "window_s", "state", "fired_count"
     }  # fmt: skip

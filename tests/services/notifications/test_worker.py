@@ -22,8 +22,8 @@ from nexanest.services.notifications.jobs import Fanout, Notice, encode_job
 from nexanest.services.notifications.queue import JobQueue
 from nexanest.services.notifications.worker import DeliveryWorker, delivery_worker
 from tests.services.notifications.conftest import (
-    Receiver,
     Received,
+    Receiver,
     Service,
     auth,
     notification_settings,
@@ -99,7 +99,8 @@ async def test_a_notice_reaches_the_inbox_and_every_enabled_webhook_signed(
         assert received.headers["content-type"] == "application/json"
         body = json.loads(received.body)
         assert body["type"] == "alert.fired"
-        assert body["data"]["notification_id"] == str(notice.notification_id) and body["data"]["price"] == "10.5"
+        assert body["data"]["notification_id"] == str(notice.notification_id)
+        assert body["data"]["price"] == "10.5"
     # Each endpoint's delivery verifies with its own secret, and not with the other's.
     verified = 0
     for received in receiver.received:
@@ -109,9 +110,9 @@ async def test_a_notice_reaches_the_inbox_and_every_enabled_webhook_signed(
                 verified += 1
     assert verified == 2
     [row] = await inbox(service, alice)
-    assert (
-        row["id"] == str(notice.notification_id) and row["title"] == notice.title and row["data"] == {"price": "10.5"}
-    )
+    assert row["id"] == str(notice.notification_id)
+    assert row["title"] == notice.title
+    assert row["data"] == {"price": "10.5"}
     depth = await queue.depth()
     assert (depth.ready, depth.processing, depth.delayed) == (0, 0, 0)
 
@@ -138,7 +139,8 @@ async def test_a_failing_endpoint_is_retried_then_disabled_with_a_notice(
             await asyncio.sleep(0.5)  # a retry the disabled endpoint must not get
         assert len(receiver.received) == 4
         [hook] = (await service.http.get("/webhooks", headers=auth(alice))).json()
-        assert hook["disabled_at"] is not None and hook["consecutive_failures"] == 4
+        assert hook["disabled_at"] is not None
+        assert hook["consecutive_failures"] == 4
         deliveries = (await service.http.get(f"/webhooks/{hook_id}/deliveries", headers=auth(alice))).json()
         statuses = {d["notification_id"]: (d["status"], d["attempts"], d["last_status_code"]) for d in deliveries}
         assert statuses[str(first.notification_id)] == ("failed", 3, 500)
