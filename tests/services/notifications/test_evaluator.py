@@ -61,7 +61,7 @@ class Market:
 
 async def queued(service: Service) -> list[Fanout]:
     raw = await service.queue_redis.lrange(service.settings.notifications.key_prefix + "queue", 0, -1)
-    jobs = [decode_job(r) for r in reversed(raw)]
+    jobs = [decode_job(r if isinstance(r, bytes) else r.encode()) for r in reversed(raw)]
     return [j for j in jobs if isinstance(j, Fanout)]
 
 

@@ -145,7 +145,7 @@ async def test_a_failing_endpoint_is_retried_then_disabled_with_a_notice(
         statuses = {d["notification_id"]: (d["status"], d["attempts"], d["last_status_code"]) for d in deliveries}
         assert statuses[str(first.notification_id)] == ("failed", 3, 500)
         assert statuses[str(second.notification_id)][0] in ("retrying", "abandoned")
-        kinds = [n["kind"] for n in await inbox(service, alice)]
+        kinds = [str(n["kind"]) for n in await inbox(service, alice)]
         assert sorted(kinds) == ["alert_fired", "alert_fired", "webhook_disabled"]
 
 
