@@ -90,6 +90,11 @@ async def test_each_crossing_fires_once_and_a_restart_does_not_fire_again(
         for price in ("9", "10.1", "9.8", "10.3", "9.6", "9.4", "10"):  # fires at 10.1 and at 10 only
             await market.tick(sym, price)
         await wait_for(lambda: _fired(service, 2), "two firings")
+
+        async def second_stored() -> bool:  # queued first, stored after (evaluator.py)
+            return bool((await stored(service.pool, alice, alert["id"]))["fired_count"] == 2)
+
+        await wait_for(second_stored, "the second firing stored")
         row = await stored(service.pool, alice, alert["id"])
         assert (row["state"], row["fired_count"], str(row["last_fired_price"])) == ("fired", 2, "10.000000000")
         jobs = await queued(service)
