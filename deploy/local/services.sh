@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The HTTP services (auth :8001, portfolio :8002, market-data :8003), each a
+# The HTTP services (auth :8001, portfolio :8002, market-data :8003, notifications :8004), each a
 # `nexanest serve` process in the background on loopback, started from the
 # project's .venv with its .env. Logs: $LOG_DIR/service-<name>.log.
 # Usage: services.sh start|stop|status|logs [NAME...]   (default: all of them)
 SERVICE_NAME=services
 . "$(dirname "$0")/lib.sh"
 
-ALL=(auth portfolio market-data)
+ALL=(auth portfolio market-data notifications)
 NEXANEST="$REPO_DIR/.venv/bin/nexanest"
 PYTHON="$REPO_DIR/.venv/bin/python"
 
