@@ -283,6 +283,9 @@ class NotificationsSettings(BaseModel):
     #: The evaluator re-reads every enabled alert this often, besides the change messages.
     index_refresh_s: float = Field(default=60.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Allow webhook URLs on loopback, private or link-local addresses (a local
+    #: receiver in development); off, they are refused (``destinations.py``).
+    webhook_allow_private: bool = False
     #: Attempts of one webhook delivery before it is given up (``failed``).
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)
     #: An endpoint whose deliveries failed this many times in a row is disabled and its

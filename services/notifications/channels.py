@@ -7,8 +7,8 @@
   (``sealing.py``). 2xx is delivered; anything else, a timeout or a refused
   connection is a failed attempt, counted against the endpoint: the
   ``disable_after``-th failure in a row disables it and tells its owner in the
-  inbox, in the same transaction. A deleted or disabled endpoint abandons the
-  delivery.
+  inbox, in the same transaction. A deleted or disabled endpoint, or one whose
+  host resolves to a private address (``destinations.py``), abandons the delivery.
 
 A channel never retries: the worker (``worker.py``) decides from the outcome.
 """
@@ -26,6 +26,7 @@ import msgspec
 
 from nexanest.pipeline import metrics
 from nexanest.services.notifications import repository
+from nexanest.services.notifications.destinations import refused_resolved
 from nexanest.services.notifications.jobs import Delivery, Notice, webhook_id
 from nexanest.services.notifications.sealing import SecretBox, SecretUnreadable
 from nexanest.services.notifications.signing import secret_key, signed_headers
@@ -100,11 +101,13 @@ class WebhookChannel:
         box: SecretBox,
         *,
         disable_after: int,
+        allow_private: bool = False,
     ) -> None:
         self._pool = pool
         self._http = http
         self._box = box
         self._disable_after = disable_after
+        self._allow_private = allow_private
 
     async def deliver(self, job: Delivery) -> Outcome:
         if job.endpoint_id is None:
@@ -120,6 +123,8 @@ class WebhookChannel:
             key = secret_key(self._box.open(endpoint["secret_sealed"], job.endpoint_id, user_id))
         except (SecretUnreadable, ValueError):
             return Outcome("abandoned", error="secret unreadable")
+        if not self._allow_private and (reason := await refused_resolved(endpoint["url"])) is not None:
+            return Outcome("abandoned", error=reason[:200])
         body = webhook_body(job.notice)
         headers = signed_headers(key, webhook_id(job.notice.notification_id), int(time.time()), body)
         outcome = await self._post(endpoint["url"], body, headers)

@@ -24,6 +24,7 @@ from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource
 from nexanest.services.notifications import repository
 from nexanest.services.notifications.conditions import Rule, State, initial_state
+from nexanest.services.notifications.destinations import refused_literal
 from nexanest.services.notifications.evaluator import announce_change, plain
 from nexanest.services.notifications.models import (
     AlertIn,
@@ -221,7 +222,10 @@ def build_router(
     async def create_webhook(body: WebhookIn, user: User, pool: Db, response: Response) -> WebhookCreated:
         """Notifications are POSTed to ``url`` as Standard Webhooks, signed with the
         ``secret`` of the answer (``whsec_...``), which is shown this once only.
-        409 when you have as many endpoints as allowed."""
+        422 for a URL on a private, loopback or reserved address (unless the
+        service allows them); 409 when you have as many endpoints as allowed."""
+        if not n.webhook_allow_private and (reason := refused_literal(str(body.url))) is not None:
+            raise Problem(422, f"{reason}; this service calls public addresses only")
         endpoint_id = uuid.uuid4()
         secret = new_secret()
         sealed = box.seal(secret, endpoint_id, user.user_id)

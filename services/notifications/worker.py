@@ -257,7 +257,13 @@ async def delivery_worker(settings: Settings, pool: asyncpg.Pool | None = None) 
                 pool = await stack.enter_async_context(postgres_pool("worker-db", dsn, max_size=4).open())
             channels: dict[ChannelName, Channel] = {
                 "inbox": InboxChannel(pool),
-                "webhook": WebhookChannel(pool, http, box, disable_after=n.webhook_disable_after_failures),
+                "webhook": WebhookChannel(
+                    pool,
+                    http,
+                    box,
+                    disable_after=n.webhook_disable_after_failures,
+                    allow_private=n.webhook_allow_private,
+                ),
             }
             queue = JobQueue(client, n.key_prefix, worker_id=f"{uuid.uuid4().hex[:12]}")
             yield DeliveryWorker(queue, pool, channels, n)

@@ -60,6 +60,7 @@ def notification_settings(isolated: Settings, test_id: str, **notifications: obj
         "retry_max_s": 1.0,
         "index_refresh_s": 5.0,
         "ops_event_types": [],
+        "webhook_allow_private": True,  # the receiver is on loopback
         **notifications,
     }
     return isolated.model_copy(update={"notifications": isolated.notifications.model_copy(update=update)})

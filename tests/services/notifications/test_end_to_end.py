@@ -1,4 +1,4 @@
-"""Issue 12's done-when, through the real pipeline (integration; about 30 s).
+"""Issue 12's done-when, through the real pipeline (integration; about 15 s).
 
     .venv/bin/pytest -p no:cacheprovider tests/services/notifications/test_end_to_end.py
 
@@ -81,6 +81,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "NEXANEST_NOTIFICATIONS__RETRY_INITIAL_S": str(n.retry_initial_s),
         "NEXANEST_NOTIFICATIONS__RETRY_MAX_S": str(n.retry_max_s),
         "NEXANEST_NOTIFICATIONS__OPS_EVENT_TYPES": "[]",
+        "NEXANEST_NOTIFICATIONS__WEBHOOK_ALLOW_PRIVATE": "true",
     }
 
 
