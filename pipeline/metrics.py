@@ -224,6 +224,15 @@ NOTIFICATIONS_WEBHOOK_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+# Every label value exported from the start (at 0), so that rate() and alerts see a
+# failure kind before its first occurrence.
+for _state in ("ready", "processing", "delayed"):
+    NOTIFICATIONS_QUEUE_DEPTH.labels(_state)
+for _channel in ("inbox", "webhook"):
+    for _outcome in ("delivered", "retry", "failed", "abandoned"):
+        NOTIFICATIONS_DELIVERIES.labels(_channel, _outcome)
+for _reason in ("status", "timeout", "connect", "error"):
+    NOTIFICATIONS_WEBHOOK_FAILURES.labels(_reason)
 NOTIFICATIONS_ENDPOINTS_DISABLED = Counter(
     "nexanest_notifications_webhook_endpoints_disabled_total",
     "Webhook endpoints disabled after too many failures in a row",

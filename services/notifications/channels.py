@@ -33,8 +33,6 @@ from nexanest.services.notifications.signing import secret_key, signed_headers
 from nexanest.services.rls import acting_as
 
 OutcomeKind = Literal["delivered", "failed", "abandoned"]
-#: Failure reasons counted in ``nexanest_notifications_webhook_failures_total`` (bounded).
-FAILURE_REASONS: Final = ("status", "timeout", "connect", "error")
 
 
 @dataclass(frozen=True, slots=True)

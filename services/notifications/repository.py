@@ -179,10 +179,12 @@ async def mark_read(conn: asyncpg.Connection, notification_id: uuid.UUID) -> asy
 
 
 async def insert_notice(conn: asyncpg.Connection, notice: Notice) -> bool:
-    """Into the inbox of the acting user, once: False when it is there already."""
+    """Into the inbox of the acting user, once: False when it is there already.
+    An alert deleted since it fired leaves the notice without its ``alert_id``."""
     done = await conn.fetchval(
         """INSERT INTO notifications (notification_id, user_id, kind, title, body, data, alert_id, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, to_timestamp($8::double precision / 1e9))
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, (SELECT alert_id FROM price_alerts WHERE alert_id = $7),
+                   to_timestamp($8::double precision / 1e9))
            ON CONFLICT (notification_id) DO NOTHING RETURNING true""",
         notice.notification_id,
         notice.user_id,

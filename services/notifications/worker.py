@@ -124,6 +124,19 @@ class DeliveryWorker:
         status = {"delivered": "delivered", "abandoned": "abandoned"}.get(
             outcome.kind, "failed" if final else "retrying"
         )
+        # An endpoint deleted meanwhile took its delivery records with it: nothing to record.
+        with contextlib.suppress(asyncpg.ForeignKeyViolationError):
+            await self._record(job, attempts, status, outcome)
+        metrics.NOTIFICATIONS_DELIVERIES.labels(job.channel, "retry" if status == "retrying" else status).inc()
+        if final:
+            if status == "failed":
+                _log.warning("delivery_given_up", channel=job.channel, attempts=attempts, error=outcome.error)
+            await self._queue.ack(raw)
+            return
+        retry = msgspec.structs.replace(job, attempt=attempts)
+        await self._queue.retry_at(raw, encode_job(retry), time.time() + self.retry_delay_s(attempts))
+
+    async def _record(self, job: Delivery, attempts: int, status: str, outcome: Outcome) -> None:
         async with acting_as(self._pool, job.notice.user_id) as conn:
             await repository.record_delivery(
                 conn,
@@ -137,14 +150,6 @@ class DeliveryWorker:
                 status_code=outcome.status_code,
                 error=outcome.error,
             )
-        metrics.NOTIFICATIONS_DELIVERIES.labels(job.channel, "retry" if status == "retrying" else status).inc()
-        if final:
-            if status == "failed":
-                _log.warning("delivery_given_up", channel=job.channel, attempts=attempts, error=outcome.error)
-            await self._queue.ack(raw)
-            return
-        retry = msgspec.structs.replace(job, attempt=attempts)
-        await self._queue.retry_at(raw, encode_job(retry), time.time() + self.retry_delay_s(attempts))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; jobs in hand are finished first. Raises when

@@ -166,6 +166,38 @@ async def test_jobs_of_a_dead_worker_are_taken_back(
     assert (await dead.depth()).processing == 0
 
 
+async def test_a_deleted_alert_or_endpoint_does_not_hold_up_the_queue(
+    service: Service, users: list[uuid.UUID], receiver: Receiver
+) -> None:
+    alice, _ = users
+    hook_id, _ = await webhook(service, alice, receiver.url)
+    alert = await service.alert(alice, symbol="AAA", kind="crosses_above", threshold="10")
+    notice = Notice(
+        uuid.uuid4(), alice, "alert_fired", "AAA crossed above 10", "", time.time_ns(), alert_id=uuid.UUID(alert["id"])
+    )
+    queue = JobQueue(service.queue_redis, service.settings.notifications.key_prefix)
+    # The fan-out happens while the endpoint exists; then both go before delivery.
+    async with delivery_worker(service.settings, service.pool) as worker:
+        await queue.push(encode_job(Fanout(notice)))
+        taken = await worker._queue.take(1)
+        assert taken is not None
+        await worker.handle(taken)  # the fan-out: two deliveries queued
+    assert (await service.http.delete(f"/alerts/{alert['id']}", headers=auth(alice))).status_code == 204
+    assert (await service.http.delete(f"/webhooks/{hook_id}", headers=auth(alice))).status_code == 204
+    async with working(service.settings, service):
+        await wait_for(lambda: _inbox_has(service, alice, 1), "the inbox row")
+
+        async def drained() -> bool:
+            depth = await queue.depth()
+            return (depth.ready, depth.processing, depth.delayed) == (0, 0, 0)
+
+        await wait_for(drained, "the queue drained")
+    [row] = await inbox(service, alice)
+    assert row["id"] == str(notice.notification_id)
+    assert row["alert_id"] is None
+    assert receiver.received == []
+
+
 async def _count(receiver: Receiver, n: int) -> bool:
     return len(receiver.received) >= n
 
