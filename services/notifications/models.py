@@ -72,6 +72,8 @@ def check_shape(kind: Kind, threshold: Decimal, hysteresis: Decimal, window_s: i
             raise ValueError("hysteresis must be less than the threshold")
     elif window_s is not None:
         raise ValueError("window_s is for moves_pct alerts only")
+    elif kind == "crosses_above" and hysteresis >= threshold:
+        raise ValueError("hysteresis must be less than the threshold (the price could never fall back past it)")
 
 
 class AlertOut(BaseModel):

@@ -68,6 +68,7 @@ async def test_a_crossing_alert_starts_fired_when_the_price_is_past_it(
         {"symbol": "AAA", "kind": "moves_pct", "threshold": "5"},  # no window
         {"symbol": "AAA", "kind": "moves_pct", "threshold": "5", "hysteresis": "5", "window_s": 60},
         {"symbol": "AAA", "kind": "crosses_below", "threshold": "5", "window_s": 60},
+        {"symbol": "AAA", "kind": "crosses_above", "threshold": "5", "hysteresis": "5"},
         {"symbol": "AAA", "kind": "sideways", "threshold": "5"},
         {"symbol": "AAA", "kind": "crosses_above", "threshold": "5", "owner": "someone"},
     ],
