@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -141,6 +142,8 @@ async def users(migrated: Settings, settings: Settings) -> AsyncIterator[list[uu
 class Received:
     headers: dict[str, str]
     body: bytes
+    #: ``time.perf_counter()`` when the request's body had arrived.
+    at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
