@@ -135,7 +135,10 @@ class WebhookChannel:
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         try:
-            response = await self._http.post(url, content=body, headers=headers)
+            # Streamed and never read: only the status counts, and a receiver's body
+            # (however large) is not loaded.
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
+                status = response.status_code
         except httpx.TimeoutException:
             metrics.NOTIFICATIONS_WEBHOOK_FAILURES.labels("timeout").inc()
             return Outcome("failed", error="timeout")
@@ -145,10 +148,10 @@ class WebhookChannel:
         except httpx.HTTPError as exc:
             metrics.NOTIFICATIONS_WEBHOOK_FAILURES.labels("error").inc()
             return Outcome("failed", error=type(exc).__name__)
-        if 200 <= response.status_code < 300:
-            return Outcome("delivered", status_code=response.status_code)
+        if 200 <= status < 300:
+            return Outcome("delivered", status_code=status)
         metrics.NOTIFICATIONS_WEBHOOK_FAILURES.labels("status").inc()
-        return Outcome("failed", status_code=response.status_code, error=f"HTTP {response.status_code}")
+        return Outcome("failed", status_code=status, error=f"HTTP {status}")
 
     async def _failed(self, user_id: uuid.UUID, endpoint_id: uuid.UUID, url: str) -> None:
         async with acting_as(self._pool, user_id) as conn:

@@ -309,7 +309,12 @@ async def record_delivery(
     )
 
 
-async def endpoint_deliveries(conn: asyncpg.Connection, endpoint_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+async def endpoint_deliveries(
+    conn: asyncpg.Connection, endpoint_id: uuid.UUID, limit: int
+) -> list[asyncpg.Record] | None:
+    """Newest first; None when the acting user has no such endpoint."""
+    if await conn.fetchval("SELECT true FROM webhook_endpoints WHERE endpoint_id = $1", endpoint_id) is None:
+        return None
     return list(
         await conn.fetch(
             """SELECT delivery_id, notification_id, webhook_id, attempts, status, last_status_code, last_error,

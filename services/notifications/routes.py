@@ -273,9 +273,8 @@ def build_router(
     ) -> list[DeliveryOut]:
         """Newest first: each delivery's attempts, status and last error."""
         async with acting_as(pool, user.user_id) as conn:
-            owned = await conn.fetchval("SELECT true FROM webhook_endpoints WHERE endpoint_id = $1", webhook_id)
-            rows = await repository.endpoint_deliveries(conn, webhook_id, limit) if owned else []
-        if not owned:
+            rows = await repository.endpoint_deliveries(conn, webhook_id, limit)
+        if rows is None:
             raise Problem(404, _NO_WEBHOOK)
         return [
             DeliveryOut(

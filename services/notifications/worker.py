@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 
@@ -270,7 +269,7 @@ async def delivery_worker(settings: Settings, pool: asyncpg.Pool | None = None) 
                     allow_private=n.webhook_allow_private,
                 ),
             }
-            queue = JobQueue(client, n.key_prefix, worker_id=f"{uuid.uuid4().hex[:12]}")
+            queue = JobQueue(client, n.key_prefix)  # a fresh worker id: its own processing list
             yield DeliveryWorker(queue, pool, channels, n)
     finally:
         await http.aclose()
