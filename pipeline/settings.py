@@ -255,6 +255,18 @@ class MetricsSettings(BaseModel):
         return "NEXANEST_METRICS__PORT" if self.port is not None else f"NEXANEST_METRICS__{component.upper()}_PORT"
 
 
+class AlertingSettings(BaseModel):
+    """Where Alertmanager posts the alerts Prometheus fires. Read by
+    ``deploy/local/prometheus.sh`` (from the environment or ``.env``, like every
+    ``NEXANEST_*``) when it writes Alertmanager's configuration: each receiver of
+    the route tree (``critical``, ``warning``) posts Alertmanager's webhook JSON
+    there. It is the hook for the notifications service's receiver; unset, alerts
+    are only listed by Alertmanager (``amtool alert query``)."""
+
+    #: ``NEXANEST_ALERTING__WEBHOOK_URL``; secret because a URL may carry a token.
+    webhook_url: SecretStr | None = None
+
+
 class LogSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(default=False, alias="json")
@@ -376,6 +388,7 @@ class Settings(BaseSettings):
     events: EventsSettings = EventsSettings()
     retention: RetentionSettings = RetentionSettings()
     services: ServicesSettings = ServicesSettings()
+    alerting: AlertingSettings = AlertingSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
