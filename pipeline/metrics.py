@@ -156,8 +156,9 @@ TICK_TO_ROW_SECONDS = Histogram(
 RESOLUTIONS = ("1m", "5m", "1h", "1d")
 ROLLUP_FRESHNESS_SECONDS = AgeGauge(
     "nexanest_rollup_freshness_seconds",
-    "Now minus the tick time of the newest tick merged into the OHLCV bars by this consumer "
-    "(pipeline rollups; computed at scrape time)",
+    "Now minus the tick time of the newest tick this consumer committed that the bars of view "
+    "ohlcv_<resolution> include (pipeline rollups merge it in the tick's transaction; continuous "
+    "aggregates with real-time aggregation include it at commit); computed at scrape time",
     ["resolution"],
     registry=REGISTRY,
 )

@@ -87,9 +87,7 @@ def test_the_compose_configuration_is_the_script_s_and_passes_amtool() -> None:
         (["alertname=Unlabelled"], "warning"),
     ],
 )
-def test_the_route_tree_sends_each_severity_to_its_receiver(
-    tmp_path: Path, labels: list[str], receiver: str
-) -> None:
+def test_the_route_tree_sends_each_severity_to_its_receiver(tmp_path: Path, labels: list[str], receiver: str) -> None:
     config = tmp_path / "alertmanager.yml"
     config.write_text(rendered("http://127.0.0.1:8004/alerts"))
     routed = amtool("config", "routes", "test", f"--config.file={config}", *labels)
@@ -114,14 +112,14 @@ class _Receiver(BaseHTTPRequestHandler):
 
     server: _ReceiverServer
 
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         with self.server.lock:
             self.server.bodies.append(json.loads(body))
         self.send_response(200)
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the test reads the bodies, not a log."""
 
 
@@ -155,7 +153,7 @@ def alertmanager(tmp_path: Path, webhook: _ReceiverServer) -> Iterator[str]:
     (port,) = free_ports(1)
     config = tmp_path / "alertmanager.yml"
     config.write_text(rendered(f"http://127.0.0.1:{webhook.server_address[1]}/alerts"))
-    proc = subprocess.Popen(  # noqa: S603 - our own arguments
+    proc = subprocess.Popen(
         [
             tool("prometheus-alertmanager"),
             f"--config.file={config}",
@@ -177,14 +175,14 @@ def alertmanager(tmp_path: Path, webhook: _ReceiverServer) -> Iterator[str]:
 
 def _ready(address: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as response:  # noqa: S310 - ours
+        with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as response:
             return bool(response.status == 200)
     except OSError:
         return False
 
 
 def _alerts(address: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"http://{address}/api/v2/alerts", timeout=5) as response:  # noqa: S310 - ours
+    with urllib.request.urlopen(f"http://{address}/api/v2/alerts", timeout=5) as response:
         return list(json.load(response))
 
 
