@@ -60,6 +60,7 @@ class Passwords:
     auth_service: str = field(default_factory=lambda: secrets.token_hex(16))
     portfolio_service: str = field(default_factory=lambda: secrets.token_hex(16))
     market_data_service: str = field(default_factory=lambda: secrets.token_hex(16))
+    monitor: str = field(default_factory=lambda: secrets.token_hex(16))  # the exporters' (compose/*-init.sh)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def compose_images() -> dict[str, str]:
     images: dict[str, str] = {}
     service = None
     for line in COMPOSE_FILE.read_text().splitlines():
-        if m := re.match(r"^  ([a-z]+):\s*$", line):
+        if m := re.match(r"^  ([a-z-]+):\s*$", line):
             service = m.group(1)
         elif (m := re.match(r"^    image:\s*(\S+)", line)) and service is not None:
             images[service] = m.group(1)
@@ -121,6 +122,7 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
         "NEXANEST_INGEST_PASSWORD": passwords.ingest,
         "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
         "NEXANEST_MARKET_DATA_SERVICE_PASSWORD": passwords.market_data_service,
+        "NEXANEST_MONITOR_PASSWORD": passwords.monitor,
         "TIMESCALEDB_TELEMETRY": "off",
     }
     timescale_init = ((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),)
@@ -136,6 +138,7 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
                 "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
                 "NEXANEST_AUTH_SERVICE_PASSWORD": passwords.auth_service,
                 "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
+                "NEXANEST_MONITOR_PASSWORD": passwords.monitor,
             },
             mounts=((REPO / "deploy/compose/postgres-init.sh", "/docker-entrypoint-initdb.d/10-databases.sh"),),
             ready_log=pg_ready,
