@@ -12,6 +12,7 @@ materialized-only aggregate (no real-time part) gets no series.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -19,8 +20,10 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
 from nexanest.pipeline.edition import detect_edition
+from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import (
     CAGGS,
     RESOLUTIONS,
@@ -31,6 +34,8 @@ from nexanest.pipeline.sinks.ohlcv import (
     resolve_rollups,
 )
 from nexanest.pipeline.sinks.timescale import TimescaleSink
+from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import Tick
 
 pytestmark = pytest.mark.integration
@@ -190,3 +195,30 @@ async def test_a_tick_below_the_watermark_is_not_counted(
 
 async def test_no_rollups_no_series(timescale_pool: asyncpg.Pool) -> None:
     assert await resolutions_current_at_commit(timescale_pool, "off") == ()
+
+
+# --- the consumer as it runs: the sink it wires on each edition ----------------------
+
+
+@pytest.mark.parametrize("edition", ["apache", pytest.param("timescale", marks=pytest.mark.timescale_license)])
+@pytest.mark.usefixtures("no_freshness_yet")
+async def test_the_consumer_reports_every_resolution_on_both_editions(
+    request: pytest.FixtureRequest, isolated: Settings, edition: str, test_id: str
+) -> None:
+    """``run_consumer`` on fresh ticks: all four resolutions, seconds old, whichever
+    edition keeps the bars (the community one: the test's topic into the
+    community cluster's test database)."""
+    settings = isolated
+    if edition == "timescale":
+        community: Settings = request.getfixturevalue("community")
+        settings = isolated.model_copy(update={"timescale": community.timescale})
+    config = SyntheticConfig(
+        symbols=3, rate=100, count=300, seed=13, start_ns=time.time_ns() - 3 * 10**9, source=f"fr-{test_id}",
+        paced=False,
+    )  # fmt: skip
+    assert await publish_feed(settings.kafka, SyntheticFeed(config), config.source) == 300
+    stats = await run_consumer(settings, asyncio.Event(), until_idle_s=2.0)
+    assert stats.written == 300
+    ages = freshness()
+    assert set(ages) == set(RESOLUTIONS), ages
+    assert all(0 < age < 60 for age in ages.values()), ages
