@@ -25,8 +25,8 @@
 #                                           that cluster exists (make community-up; job timescaledb-community)
 #   redis-exporter        127.0.0.1:9121    Redis 127.0.0.1:6379
 #
-# Scrape targets: Prometheus itself, the three exporters (job postgres with a
-# `cluster` label, job redis) and the pipeline's processes (job nexanest, label
+# Scrape targets: Prometheus itself, Alertmanager (job alertmanager), the exporters
+# (job postgres with a `cluster` label, job redis, job timescaledb-community) and the pipeline's processes (job nexanest, label
 # `component`) on the metrics port map of pipeline/settings.py MetricsSettings:
 # consumer 9108, producer 9109, run 9110 (NEXANEST_METRICS__*_PORT in the
 # environment or .env move them). Those come from file_sd files in
