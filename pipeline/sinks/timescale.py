@@ -181,14 +181,15 @@ class TimescaleSink:
             raise RetryableError("timescaledb", exc) from exc
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
-        if self._fresh_resolutions and self._rows:
-            await self._observe_freshness(max(entry[0].ts_ns for entry in self._rows))
+        newest_ns = max(entry[0].ts_ns for entry in self._rows) if self._fresh_resolutions and self._rows else None
         self._rows = []
         self._isolated = False
         if self._offsets is not None:
             self._offsets.stored()
         # Committed: only now are the merged bars true (a rolled-back attempt's are dropped).
         self._flushed_bars = stored
+        if newest_ns is not None:  # last: the batch is done whatever happens here
+            await self._observe_freshness(newest_ns)
         return written
 
     async def _write_buffer(self) -> tuple[int, list[StoredBar]]:
