@@ -127,6 +127,8 @@ class TimescaleSink:
             (RESOLUTIONS if rollups else ()) if fresh_resolutions is None else fresh_resolutions
         )
         self._watermarks = watermarks
+        #: The newest tick time counted in every resolution: an older batch cannot move the gauge.
+        self._counted_ns = 0
         self._offsets = offsets
         self._table = table
         self._rollups = rollups
@@ -208,7 +210,10 @@ class TimescaleSink:
         return written, stored
 
     async def _observe_freshness(self, newest_ns: int) -> None:
-        """After a commit: the bars that include the batch's newest tick learn its time."""
+        """After a commit: the bars that include the batch's newest tick learn its time
+        (nothing to learn, and no query, when no newer tick was counted before)."""
+        if newest_ns <= self._counted_ns:
+            return
         resolutions = self._fresh_resolutions
         if self._watermarks is not None:
             try:
@@ -217,6 +222,8 @@ class TimescaleSink:
                 return  # committed all the same; the gauge never claims a bar it did not see
         for resolution in resolutions:
             metrics.ROLLUP_FRESHNESS_SECONDS.observe((resolution,), newest_ns / 1e9)
+        if len(resolutions) == len(self._fresh_resolutions):
+            self._counted_ns = newest_ns
 
     def take_flushed_bars(self) -> list[StoredBar]:
         """The merged bars the last successful ``flush`` committed (latest per symbol
