@@ -41,8 +41,8 @@ day of the year; standard deviations with ``n - 1``):
 - ``vwap`` (symbol): ``sum(vwap_b * volume_b) / sum(volume_b)`` over the bars
   inside the window (not the anchor), bars without volume left out;
 - ``avg_spread`` (symbol): the mean of ``ask - bid`` over the window's ticks that
-  carry both (the bars carry no quotes), only for ``1h`` and ``1d`` (raw ticks
-  are kept for days, not months).
+  carry both (the bars carry no quotes), only for ``1h`` (raw ticks are many:
+  a round must not scan a day of them per symbol).
 
 **Precision.** Inputs are exact decimals converted to binary doubles once;
 every figure is a double computed with ``math.fsum`` sums, and agrees with the
@@ -53,6 +53,7 @@ bar's VWAP is already rounded to 9 decimals, so a window's VWAP is within
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,8 +72,9 @@ RESOLUTION_WIDTHS: Final[dict[Resolution, timedelta]] = {
 }
 PORTFOLIO_METRICS: Final = ("return", "volatility", "max_drawdown", "sharpe", "beta")
 SYMBOL_METRICS: Final = ("return", "realised_volatility", "vwap", "avg_spread")
-#: Windows whose average spread is computed (from raw ticks).
-SPREAD_WINDOWS: Final[frozenset[str]] = frozenset({"1h", "1d"})
+#: Windows whose average spread is computed (from raw ticks: a day of them is
+#: millions of rows per symbol at the synthetic feed's rates, an hour is not).
+SPREAD_WINDOWS: Final[tuple[WindowName, ...]] = ("1h",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,7 @@ def period_returns(points: Sequence[Point]) -> list[PeriodReturn]:
     """Flow-adjusted returns between consecutive points; a period starting at a
     value of 0 or less is skipped."""
     out = []
-    for before, after in zip(points, points[1:], strict=False):
+    for before, after in itertools.pairwise(points):
         if before.value <= 0:
             continue
         flow = after.contributions - before.contributions
@@ -237,7 +239,7 @@ def beta(portfolio: Sequence[PeriodReturn], benchmark: Sequence[PeriodReturn]) -
 def realised_volatility(closes: Sequence[float], periods_per_year: float) -> float | None:
     if len(closes) < 2 or any(c <= 0 for c in closes):
         return None
-    logs = [math.log(after / before) for before, after in zip(closes, closes[1:], strict=False)]
+    logs = [math.log(after / before) for before, after in itertools.pairwise(closes)]
     return math.sqrt(periods_per_year * math.fsum(x * x for x in logs) / len(logs))
 
 
