@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,7 +20,7 @@ from tests.services.analytics.conftest import Service, Snapshot, write_snapshots
 pytestmark = pytest.mark.integration
 
 
-def report(name: str = "risk", **definition: object) -> dict[str, object]:
+def report(name: str = "risk", **definition: Any) -> dict[str, object]:
     query = {"subject_kind": "symbol", "subject_ids": ["SYN0001", "SYN0002"], "metrics": ["vwap"], **definition}
     return {"name": name, "definition": query, "schedule": "daily"}
 
