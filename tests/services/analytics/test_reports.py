@@ -74,7 +74,7 @@ async def test_crud_of_ones_own_reports(service: Service, users: list[uuid.UUID]
     ],
 )
 async def test_a_bad_definition_is_a_problem_and_nothing_is_stored(
-    service: Service, users: list[uuid.UUID], definition: dict[str, object], where: str
+    service: Service, users: list[uuid.UUID], definition: dict[str, Any], where: str
 ) -> None:
     alice, _ = users
     response = await service.http.post("/analytics/reports", json=report(**definition), headers=service.auth(alice))
