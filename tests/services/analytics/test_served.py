@@ -47,7 +47,12 @@ async def forget(settings: Settings, user_id: uuid.UUID) -> None:
 
 async def test_served_with_its_worker_answers_a_users_metrics(migrated: Settings, tmp_path: Path, test_id: str) -> None:
     prefix = f"test.{test_id}:analytics:"
-    env = {"NEXANEST_SERVICES__ANALYTICS_INTERVAL_S": "5", "NEXANEST_SERVICES__ANALYTICS_CACHE_PREFIX": prefix}
+    env = {
+        "NEXANEST_SERVICES__ANALYTICS_INTERVAL_S": "5",
+        "NEXANEST_SERVICES__ANALYTICS_CACHE_PREFIX": prefix,
+        # The test databases hold every test's symbols: a round over a few is enough here.
+        "NEXANEST_SERVICES__ANALYTICS_MAX_SYMBOLS": "5",
+    }
     portfolio = uuid.uuid4()
     with served("auth", migrated, tmp_path / "auth.log") as auth_url:
         token = bearer_of_a_new_user(auth_url)
@@ -83,7 +88,12 @@ async def test_the_worker_alone_computes_and_caches(migrated: Settings, tmp_path
     prefix = f"test.{test_id}:analytics:"
     user_id, portfolio = uuid.uuid4(), uuid.uuid4()
     await write_snapshots(migrated, portfolio, user_id, recent_snapshots(10))
-    env = {**os.environ, **namespace_environment(migrated), "NEXANEST_SERVICES__ANALYTICS_CACHE_PREFIX": prefix}
+    env = {
+        **os.environ,
+        **namespace_environment(migrated),
+        "NEXANEST_SERVICES__ANALYTICS_CACHE_PREFIX": prefix,
+        "NEXANEST_SERVICES__ANALYTICS_MAX_SYMBOLS": "5",
+    }
     client = redis.Redis.from_url(migrated.redis.url.get_secret_value(), db=migrated.redis.db_analytics)
     key = f"{prefix}portfolio:{user_id}:{portfolio}"
     with (tmp_path / "worker.log").open("ab") as sink:
