@@ -85,7 +85,7 @@ class ReportQuery(_In):
         allowed = PORTFOLIO_METRICS if self.subject_kind == "portfolio" else SYMBOL_METRICS
         wrong = sorted(set(self.metrics) - set(allowed))
         if wrong:
-            raise ValueError(f"{', '.join(wrong)} are not {self.subject_kind} metrics; those are {', '.join(allowed)}")
+            raise ValueError(f"not {self.subject_kind} metrics: {', '.join(wrong)} (those are {', '.join(allowed)})")
         if len(set(self.subject_ids)) != len(self.subject_ids):
             raise ValueError("a subject is listed twice")
         return self
