@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 import numpy as np
@@ -17,10 +18,10 @@ from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import CAGGS, RESOLUTIONS
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.schemas.ticks import Tick
-from nexanest.services.analytics.compute import compute_symbols
+from nexanest.services.analytics.compute import Parameters, compute_portfolios, compute_symbols
 from nexanest.services.analytics.metrics import RESOLUTION_WIDTHS, Bar, Resolution
 from tests.conftest import COMMUNITY_TEST_DATABASE, community_dsn
-from tests.services.analytics.conftest import Service
+from tests.services.analytics.conftest import Service, Snapshot, write_snapshots
 from tests.services.analytics.reference import expected_symbol
 
 pytestmark = pytest.mark.integration
@@ -147,6 +148,7 @@ async def test_the_community_edition_gives_the_same_figures(
     community_pool: asyncpg.Pool,
     community_admin_pool: asyncpg.Pool,
     timescale_pool: asyncpg.Pool,
+    users: list[uuid.UUID],
     test_id: str,
 ) -> None:
     """Migrated there too (the ``community`` fixture runs every timescale
@@ -160,13 +162,26 @@ async def test_the_community_edition_gives_the_same_figures(
             f"CALL refresh_continuous_aggregate('{CAGGS[resolution]}',"
             f" TIMESTAMPTZ '{(END - timedelta(days=230)).isoformat()}', TIMESTAMPTZ '{END.isoformat()}')"
         )
+    # And a portfolio, through the worker's SECURITY DEFINER function there too.
+    portfolio, owner = uuid.uuid4(), users[0]
+    snapshots = [Snapshot(END - timedelta(minutes=k), Decimal(1000 + k % 9), Decimal(1000)) for k in range(90, 0, -1)]
+    for settings in (service.settings, community):
+        await write_snapshots(settings, portfolio, owner, snapshots)
     apache = await compute_symbols(service.pool, None, [symbol], at=END)
+    apache_portfolio = await compute_portfolios(
+        service.pool, None, Parameters(0.02, None), at=END, portfolio_ids=[portfolio]
+    )
     role_dsn = community_dsn(community.services.analytics_timescale_dsn, COMMUNITY_TEST_DATABASE)
     pool = await asyncpg.create_pool(role_dsn.get_secret_value(), min_size=1, max_size=2)
     try:
         assert await pool.fetchval("SELECT current_user") == "nexanest_analytics"
         native = await compute_symbols(pool, None, [symbol], at=END)
+        native_portfolio = await compute_portfolios(
+            pool, None, Parameters(0.02, None), at=END, portfolio_ids=[portfolio]
+        )
     finally:
         await pool.close()
     check(native[symbol].model_dump()["metrics"], ticks)
     assert native[symbol].model_dump()["metrics"] == apache[symbol].model_dump()["metrics"]
+    assert native_portfolio[portfolio].metrics["1h"]["return"] == pytest.approx(1001 / 1006 - 1, rel=1e-9)
+    assert native_portfolio[portfolio].model_dump() == apache_portfolio[portfolio].model_dump()
