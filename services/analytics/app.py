@@ -11,8 +11,10 @@ worker (``worker.py``).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Final
 
+import asyncpg
 from fastapi import FastAPI
 
 from nexanest.pipeline.settings import Settings
@@ -23,12 +25,23 @@ from nexanest.services.resources import postgres_pool, redis_client
 from nexanest.services.sessions import session_store
 from nexanest.services.tokens import TokenVerifier
 
+#: What the service needs of TimescaleDB (timescale/0007); ``/readyz`` checks each.
+NEEDS: Final = (
+    "has_table_privilege('analytics_metrics', 'INSERT')",
+    "has_table_privilege('portfolio_snapshots', 'SELECT')",
+    "has_table_privilege('stock_prices', 'SELECT')",
+    "has_table_privilege('market_indices', 'SELECT')",
+    "has_table_privilege('ohlcv_1m', 'SELECT') AND has_table_privilege('ohlcv_1h', 'SELECT')"
+    " AND has_table_privilege('ohlcv_1d', 'SELECT')",
+    "has_function_privilege('analytics_portfolio_series(interval, timestamptz, timestamptz, uuid[])', 'EXECUTE')",
+)
+
 
 def build_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> FastAPI:
     """The analytics service. ``verifier`` checks bearer tokens; None means the
     auth service's sessions in Redis (``settings.redis.db_sessions``)."""
     s = settings.services
-    metrics_db = postgres_pool("metrics-db", s.analytics_timescale_dsn, max_size=s.pool_max_size)
+    metrics_db = _migrated(postgres_pool("metrics-db", s.analytics_timescale_dsn, max_size=s.pool_max_size))
     reports_db = postgres_pool("reports-db", s.analytics_dsn, max_size=s.pool_max_size)
     cache = redis_client(
         "analytics-redis",
@@ -44,3 +57,16 @@ def build_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> F
         resources.append(analytics_worker(settings))
     router = build_router(settings, verifier=verifier, metrics_db=metrics_db, reports_db=reports_db, cache=cache)
     return create_app("analytics", resources=resources, routers=[router], max_body_bytes=s.max_body_bytes)
+
+
+def _migrated(pool: Resource[asyncpg.Pool]) -> Resource[asyncpg.Pool]:
+    """``pool`` whose readiness check is that its role holds what timescale/0007
+    grants: a database not migrated, or a missing grant, shows in ``/readyz``
+    (``failed: <error type>``), not in the first request."""
+
+    async def may_work(opened: asyncpg.Pool) -> None:
+        held = await opened.fetchval(f"SELECT {' AND '.join(f'({n})' for n in NEEDS)}")
+        if not held:
+            raise PermissionError("the service's role lacks a grant of timescale/0007")
+
+    return replace(pool, check=may_work)

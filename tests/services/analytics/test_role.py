@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from nexanest.pipeline.settings import Settings
+from tests.services.analytics.conftest import running_service, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +121,16 @@ async def test_only_the_role_may_read_every_portfolios_series_and_only_through_t
         }
     finally:
         await conn.close()
+
+
+async def test_readyz_checks_the_roles_grants(isolated: Settings, test_id: str) -> None:
+    async with running_service(service_settings(isolated, test_id)) as service:
+        ready = await service.http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["metrics-db"] == "ok"
+    # Another service's role (it connects, and lacks the grants of timescale/0007).
+    wrong = service_settings(isolated, test_id, analytics_timescale_dsn=isolated.services.market_data_dsn)
+    async with running_service(wrong) as service:
+        refused = await service.http.get("/readyz")
+        assert refused.status_code == 503
+        assert refused.json()["checks"]["metrics-db"] == "failed: PermissionError"
