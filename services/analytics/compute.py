@@ -78,9 +78,15 @@ async def compute_portfolios(
         by_user[s.user_id].append((portfolio_id, values))
     out: dict[uuid.UUID, MetricsOut] = {}
     for user_id, portfolios in by_user.items():
-        async with acting_as(pool, user_id) as conn:
-            for portfolio_id, values in portfolios:
-                await store.write_metrics(conn, "portfolio", str(portfolio_id), user_id, at, values)
+        try:
+            async with acting_as(pool, user_id) as conn:
+                for portfolio_id, values in portfolios:
+                    await store.write_metrics(conn, "portfolio", str(portfolio_id), user_id, at, values)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            # The policy refused: the portfolio's snapshots went (it was deleted) after they
+            # were read. The user's other portfolios come again next round; others go on.
+            _log.warning("analytics_portfolio_gone", user_id=str(user_id), error=repr(exc))
+            continue
         for portfolio_id, values in portfolios:
             out[portfolio_id] = metrics_out("portfolio", str(portfolio_id), at, values)
             if cache is not None:
