@@ -141,6 +141,8 @@ class ReplayConfig:
     speed: float | None = None  # None: as fast as possible
     exchange: str = "replay"
     restart: bool = False  # ignore existing checkpoints
+    #: Integer price/size/bid/ask columns hold whole "units" or are already x 1e9 ("e9").
+    int_scale: str = "units"
     batch_rows: int = BATCH_ROWS
 
 
@@ -208,11 +210,12 @@ def _ts_converter(column: pa.ChunkedArray | pa.Array, ts_format: str) -> Callabl
     raise NormaliseError("bad_timestamp", f"cannot read timestamps of type {kind} (use --ts-format)")
 
 
-def _e9_converter(kind: pa.DataType) -> Callable[[Any], int]:
-    """Exact e9 integers from decimal text, Arrow decimals, whole numbers or (by their
-    shortest repr, which is what was written) floats."""
+def _e9_converter(kind: pa.DataType, int_scale: str) -> Callable[[Any], int]:
+    """Exact e9 integers from decimal text, Arrow decimals, integers (whole units, or
+    already e9 with ``int_scale="e9"``) or (by their shortest repr, which is what
+    was written) floats."""
     if pa.types.is_integer(kind):
-        return lambda v: decimal_e9(str(v))
+        return int if int_scale == "e9" else lambda v: decimal_e9(str(v))
     if pa.types.is_floating(kind):
         return lambda v: decimal_e9(repr(float(v)))
     if pa.types.is_decimal(kind):
@@ -394,7 +397,7 @@ class ReplayFeed:
             ts_values = ts_column.to_pylist()
             to_ns = _ts_converter(ts_column, c.ts_format)
         converters = {
-            f: _e9_converter(batch.column(c.columns[f]).type)
+            f: _e9_converter(batch.column(c.columns[f]).type, c.int_scale)
             for f in ("price", "size", "bid", "ask")
             if c.columns.get(f) in present
         }
@@ -522,6 +525,12 @@ class ReplayPlugin:
             metavar="max|N",
             help="max: as fast as Kafka takes it (default); N: N times the original pace (1 = original)",
         )
+        parser.add_argument(
+            "--int-scale",
+            choices=("units", "e9"),
+            default="units",
+            help="integer price/size/bid/ask columns: whole units, or already x 1e9 (default units)",
+        )
         parser.add_argument("--exchange", default="replay", help="exchange of rows without one (default replay)")
         parser.add_argument(
             "--state-dir",
@@ -544,5 +553,6 @@ class ReplayPlugin:
                 speed=args.speed,
                 exchange=args.exchange,
                 restart=args.restart,
+                int_scale=args.int_scale,
             )
         )
