@@ -19,10 +19,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import asyncpg
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -31,6 +33,7 @@ from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.ops.bars import repair_bars
 from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feed_runner import run_feed
+from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver
 from nexanest.producers.feeds.replay import file_identity, read_checkpoint
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import Tick
@@ -334,3 +337,51 @@ async def test_backfilled_bars_on_the_timescale_edition(community: Settings, tes
         await consumer
         await pool.close()
         await cleanup(settings.timescale.admin_dsn.get_secret_value(), source, symbols)
+
+
+@pytest.mark.integration
+async def test_history_is_written_from_the_backfill_topic_and_refused_on_the_live_one(
+    isolated: Settings, test_id: str, timescale_pool: asyncpg.Pool
+) -> None:
+    """The same year-old ticks: through the backfill topic they are stored; from a live
+    feed (the ticks topic) they are dead-lettered as ``stale_timestamp``."""
+    ticks, symbols = year_old_ticks(test_id, 500, symbols=3)
+    sources = (f"bf-{test_id}", f"lv-{test_id}")
+    history = [msgspec.structs.replace(t, source=sources[t.seq % 2]) for t in ticks]
+    backfilled = [t for t in history if t.source == sources[0]]
+    lived = [t for t in history if t.source == sources[1]]
+    assert await run_feed(isolated, ListFeed(backfilled, backfill=True), asyncio.Event(), emit_events=False) == 250
+    assert await run_feed(isolated, ListFeed(lived, backfill=False), asyncio.Event(), emit_events=False) == 250
+    try:
+        stats = await run_consumer(isolated, asyncio.Event(), until_idle_s=2.0)
+        assert stats.rejected_by_reason == {"stale_timestamp": 250}
+        assert await rows_of(timescale_pool, sources[0]) == 250
+        assert await rows_of(timescale_pool, sources[1]) == 0
+        stored = await timescale_pool.fetchval(
+            "SELECT consumer_group FROM ingest_offsets WHERE topic = $1 LIMIT 1", isolated.kafka.backfill_topic
+        )
+        assert stored == f"{isolated.kafka.consumer_group}.backfill"  # its own offsets: no fencing of the live loop
+    finally:
+        await cleanup(isolated.timescale.admin_dsn.get_secret_value(), sources[0], symbols)
+
+
+class ListFeed:
+    """Ticks from a list, as a live feed or a backfill (``is_backfill``)."""
+
+    name: ClassVar[str] = "list"
+    venue: ClassVar[str] = "test"
+
+    def __init__(self, ticks: list[Tick], *, backfill: bool) -> None:
+        self._ticks, self.backfill = ticks, backfill
+
+    async def start(self, observer: FeedObserver) -> None:
+        await observer.connected("list")
+
+    async def ticks(self) -> AsyncIterator[Sequence[Tick]]:
+        yield self._ticks
+
+    async def stop(self) -> None:
+        return None
+
+    def health(self) -> FeedHealth:
+        return FeedHealth(connected=True, ticks=len(self._ticks))
