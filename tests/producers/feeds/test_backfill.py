@@ -385,3 +385,60 @@ class ListFeed:
 
     def health(self) -> FeedHealth:
         return FeedHealth(connected=True, ticks=len(self._ticks))
+
+
+@pytest.mark.integration
+async def test_ctrl_c_checkpoints_exactly_what_kafka_acknowledged(
+    isolated: Settings, test_id: str, tmp_path: Path
+) -> None:
+    """SIGINT: the batches in flight are acknowledged and checkpointed before exit, so the
+    resumed run re-sends nothing: the topic holds every row exactly once."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    count = 30_000
+    path, state = tmp_path / "history.parquet", tmp_path / "state"
+    ticks, _ = year_old_ticks(test_id, count, symbols=4)
+    write_parquet(path, ticks, row_group=5_000)
+    # 30,000 rows 200 ms apart are 6,000 s of tick time: at --speed 1000, about 6 s.
+    env = child_env(isolated)
+    base = [str(REPO / ".venv/bin/nexanest"), "--env-file", str(REPO / ".env"), "feed", "run", "replay", str(path)]
+    options = ["--columns", COLUMNS, "--int-scale", "e9", "--state-dir", str(state)]
+    proc = await asyncio.create_subprocess_exec(
+        *base, *options, "--speed", "1000", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+
+    async def checkpointed() -> bool:
+        saved = read_checkpoint(state, file_identity(path))
+        return saved is not None and saved.rows > 0
+
+    await wait_for("the first checkpoint", checkpointed, 60, every_s=0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out + err).decode()[-3000:]
+    stopped = read_checkpoint(state, file_identity(path))
+    assert stopped is not None
+    assert 0 < stopped.rows < count
+    assert f"published {stopped.rows:,} ticks" in out.decode()  # exactly what it checkpointed
+
+    resumed = await asyncio.create_subprocess_exec(
+        *base, *options, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await resumed.communicate()
+    assert resumed.returncode == 0, (out + err).decode()[-3000:]
+    assert f"published {count - stopped.rows:,} ticks" in out.decode()
+
+    topic = isolated.kafka.backfill_topic
+    consumer = AIOKafkaConsumer(bootstrap_servers=isolated.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    seqs: list[int] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(isolated.kafka.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + 60
+        while len(seqs) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                seqs.extend(msgspec.msgpack.decode(r.value)["seq"] for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+    assert sorted(seqs) == list(range(count))  # every row once: no gap, no repeat
