@@ -191,23 +191,33 @@ def write_checkpoint(state_dir: Path, checkpoint: Checkpoint) -> None:
     tmp.replace(final)
 
 
+def _by_magnitude(value: int) -> int:
+    """Epoch integer to ns, its unit guessed from a value near today: s < 1e11 <= ms < 1e14 <= us < 1e17 <= ns."""
+    n = abs(value)
+    unit = "s" if n < 10**11 else "ms" if n < 10**14 else "us" if n < 10**17 else "ns"
+    return _TS_FROM_INT[unit](value)
+
+
+def _auto_text(value: str) -> int:
+    """CSV text under ``--ts-format auto``: digits are an epoch integer, anything else RFC 3339."""
+    if value.lstrip("-").isdigit():
+        return _by_magnitude(int(value))
+    return ts_ns_from_iso(value)
+
+
 def _ts_converter(column: pa.ChunkedArray | pa.Array, ts_format: str) -> Callable[[Any], int]:
     """How to turn one value of the timestamp column into ns, from its Arrow type and ``ts_format``."""
     kind = column.type
-    if ts_format == "iso" or (ts_format == "auto" and (pa.types.is_string(kind) or pa.types.is_large_string(kind))):
+    if ts_format == "iso":
         return ts_ns_from_iso
     if ts_format in _TS_FROM_INT:
         unit = _TS_FROM_INT[ts_format]
         return lambda v: unit(int(v))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _auto_text
     if pa.types.is_integer(kind):
-        # auto on integers: the unit by magnitude of a value near today (s < 1e11 < ms < 1e14 < us < 1e17 < ns).
-        def by_magnitude(v: Any) -> int:
-            n = abs(int(v))
-            unit = "s" if n < 10**11 else "ms" if n < 10**14 else "us" if n < 10**17 else "ns"
-            return _TS_FROM_INT[unit](int(v))
-
-        return by_magnitude
-    raise NormaliseError("bad_timestamp", f"cannot read timestamps of type {kind} (use --ts-format)")
+        return lambda v: _by_magnitude(int(v))
+    raise ValueError(f"cannot read timestamps of type {kind} (see --ts-format)")
 
 
 def _e9_converter(kind: pa.DataType, int_scale: str) -> Callable[[Any], int]:
@@ -352,7 +362,7 @@ class ReplayFeed:
         names = set(header.schema.names)
         header.close()
         self._check_required(names, path)
-        # Every mapped column as text, except integer timestamps: exact, whatever the values look like.
+        # Every mapped column as text: exact, whatever the values look like (--ts-format reads the times).
         text_columns = {col: pa.string() for col in wanted if col in names}
         reader = pa_csv.open_csv(
             path,
