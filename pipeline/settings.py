@@ -31,6 +31,10 @@ class KafkaSettings(BaseModel):
     #: Partitions for topics the pipeline creates itself; keyed by symbol, so this
     #: bounds how many consumers of one group can share the work.
     partitions: int = Field(default=6, ge=1)
+    #: Copies of each partition for topics the pipeline creates itself: 1 on the
+    #: single local broker, 3 on a cluster (deploy/local/kafka-cluster.sh), whose
+    #: min.insync.replicas=2 then makes an acks=all write survive a dead broker.
+    replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "nexanest-ticks-to-timescale"
     #: Static group membership: a consumer restarted with the same id within
     #: the session timeout gets its partitions back without a rebalance.
