@@ -184,9 +184,34 @@ cmd_kill_node() {
   log "node $1 killed (pid $pid, SIGKILL)"
 }
 
+# All nodes at once: stopped one after another, the last ones would wait for a
+# controller quorum that is already gone before they shut down.
 cmd_cluster_stop() {
-  local n
-  for n in "${CLUSTER_NODES[@]}"; do cmd_stop_node "$n"; done
+  local n pid pids=() waited=0
+  for n in "${CLUSTER_NODES[@]}"; do
+    select_node "$n"
+    if pid=$(running_pid); then
+      log "stopping node $n (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ "$waited" -ge 30 ]; then
+        log "pid $pid still running after 30s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 1
+      waited=$((waited + 1))
+    done
+  done
+  for n in "${CLUSTER_NODES[@]}"; do
+    select_node "$n"
+    rm -f "$KAFKA_PID_FILE" "$KAFKA_VERSION_FILE"
+  done
+  log "stopped"
 }
 
 cmd_cluster_status() {

@@ -142,8 +142,8 @@ async def test_killing_the_leader_broker_loses_and_doubles_nothing(
     assert await ensure_topics(settings.kafka)  # created here, with replication factor 3
     await until(lambda: fully_replicated(settings), "the test's topics have three in-sync replicas", 30)
 
-    produced = 75_000
-    config = feed_config(test_id, produced, rate=2_500, paced=True)
+    produced = 60_000
+    config = feed_config(test_id, produced, rate=2_000, paced=True)  # 30 s of ticks
     log = tmp_path / "consumer.log"
     consumer = start_consumer(
         settings,
@@ -157,7 +157,10 @@ async def test_killing_the_leader_broker_loses_and_doubles_nothing(
     publisher = TickPublisher(
         producer, settings.kafka.ticks_topic, config.source, new_producer=lambda: make_producer(settings.kafka)
     )
-    producing = asyncio.create_task(publisher.publish_all(SyntheticFeed(config).ticks()))
+    # The paced feed yields 20 ticks every 10 ms; with acks=all on three loaded nodes an
+    # acknowledgement can take a few hundred ms, so more batches are kept in flight
+    # than the default 8, or the feed could not keep its rate.
+    producing = asyncio.create_task(publisher.publish_all(SyntheticFeed(config).ticks(), in_flight=64))
     # The producer's stall: the longest time without a new acknowledgement while the feed runs.
     producer_stall = 0.0
 
