@@ -16,7 +16,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -47,9 +47,7 @@ REPLICATION = 3
 
 def cluster(*args: str, timeout_s: float = 240) -> str:
     """Run ``kafka-cluster.sh ARGS``; a failure fails the test with what the script said."""
-    done = subprocess.run(
-        [str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, timeout=timeout_s, check=False
-    )
+    done = subprocess.run([str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, timeout=timeout_s, check=False)
     if done.returncode != 0:
         pytest.fail(f"kafka-cluster.sh {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -136,7 +134,7 @@ async def test_killing_the_leader_broker_loses_and_doubles_nothing(
     test_id: str,
     kafka_cluster: str,
     tmp_path: Path,
-    record_property: pytest.RecordProperty,
+    record_property: Callable[[str, object], None],
 ) -> None:
     settings = on_cluster(isolated, kafka_cluster)
     assert await ensure_topics(settings.kafka)  # created here, with replication factor 3
