@@ -16,7 +16,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +24,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError
 
-from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.kafka import ensure_topics, make_producer, pipeline_topics
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -70,10 +70,20 @@ def kafka_cluster() -> Iterator[str]:
             cluster("stop")
 
 
-def on_cluster(settings: Settings, bootstrap: str) -> Settings:
-    """``settings`` (the test's databases, topics and group) with Kafka moved to the cluster."""
-    kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap, "replication_factor": REPLICATION})
-    return settings.model_copy(update={"kafka": kafka})
+@pytest.fixture
+async def on_cluster(isolated: Settings, kafka_cluster: str) -> AsyncIterator[Settings]:
+    """``isolated`` (the test's databases, topics and group) with Kafka moved to the
+    cluster. The test's topics are deleted from the cluster afterwards (the session
+    cleans only the shared broker), so a cluster kept running does not collect them."""
+    kafka = isolated.kafka.model_copy(update={"bootstrap_servers": kafka_cluster, "replication_factor": REPLICATION})
+    yield isolated.model_copy(update={"kafka": kafka})
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster)
+    await admin.start()
+    try:
+        mine = [t.name for t in pipeline_topics(kafka)]
+        await admin.delete_topics([t for t in await admin.list_topics() if t in mine])
+    finally:
+        await admin.close()
 
 
 async def partitions_of(settings: Settings) -> list[dict[str, object]]:
@@ -129,14 +139,14 @@ async def consumer_stall_s(pool: asyncpg.Pool, source: str) -> float:
 
 
 async def test_killing_the_leader_broker_loses_and_doubles_nothing(
-    isolated: Settings,
+    on_cluster: Settings,
     timescale_pool: asyncpg.Pool,
     test_id: str,
     kafka_cluster: str,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    settings = on_cluster(isolated, kafka_cluster)
+    settings = on_cluster
     assert await ensure_topics(settings.kafka)  # created here, with replication factor 3
     await until(lambda: fully_replicated(settings), "the test's topics have three in-sync replicas", 30)
 
