@@ -187,6 +187,22 @@ class RetrySettings(BaseModel):
     max_backoff_s: float = Field(default=10.0, gt=0)
 
 
+class VenueSettings(BaseModel):
+    """The exchange websocket feeds (``producers/feeds/binance.py``, ``coinbase.py``);
+    ``nexanest feed run binance --url ...`` overrides the URL for one run."""
+
+    binance_url: str = "wss://stream.binance.com:9443"
+    #: Binance ends a connection after 24 hours: reconnect on our terms before that.
+    binance_max_connection_age_s: float = Field(default=23.5 * 3600, gt=0)
+    coinbase_url: str = "wss://ws-feed.exchange.coinbase.com"
+    #: Coinbase sends a heartbeat per product every second: this much silence means a dead connection.
+    coinbase_idle_timeout_s: float = Field(default=10.0, gt=0)
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    #: Our keepalive pings; a pong later than the timeout ends the connection (then a reconnect).
+    ping_interval_s: float = Field(default=20.0, gt=0)
+    ping_timeout_s: float = Field(default=20.0, gt=0)
+
+
 class EventsSettings(BaseModel):
     """When the consumer reports trouble as a system event (``pipeline/events.py``)."""
 
@@ -371,6 +387,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     retry: RetrySettings = RetrySettings()
+    venues: VenueSettings = VenueSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     events: EventsSettings = EventsSettings()
