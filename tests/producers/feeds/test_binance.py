@@ -6,6 +6,7 @@ and a burst faster than the consumer reads."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -91,7 +92,9 @@ def test_malformed_frames_are_reported_not_raised() -> None:
     ]
     assert all(not r.ticks and not r.gaps for r in results)
     missing = results[1].malformed
-    assert missing is not None and "`p`" in missing[1] and '"t":103' in missing[1]
+    assert missing is not None
+    assert "`p`" in missing[1]
+    assert '"t":103' in missing[1]
     # The next good trade continues the sequence numbers where the good ones left off.
     assert play(p, [trade_frame("BTCUSDT", 103)])[0].ticks[0].seq == len(TRADES)
 
@@ -146,7 +149,8 @@ async def test_a_session_yields_the_exact_ticks_and_answers_pings() -> None:
         assert run.ticks == TRADES
         assert server.connections[0].path == "/stream?streams=btcusdt@trade/ethusdt@trade"
         assert len(server.connections) == 1
-        assert run.observer.connects and run.observer.disconnects == ["binance: stopped"]
+        assert run.observer.connects
+        assert run.observer.disconnects == ["binance: stopped"]
         health = run.feed.health()
         assert (health.ticks, health.rejected, health.gaps, health.reconnects) == (5, 0, 0, 0)
         assert health.last_tick_ns == TRADES[-1].ts_ns
@@ -226,7 +230,7 @@ async def test_failed_connections_back_off_exponentially() -> None:
         async with FeedRun(feed(server.url, retry=retry)) as run:
             await run.ticks_at_least(len(TRADES))
         opened = [c.opened_s for c in server.connections]
-        waits = [b - a for a, b in zip(opened, opened[1:], strict=False)]
+        waits = [b - a for a, b in itertools.pairwise(opened)]
         # Delays are drawn from [step/2, step] with the step doubling: 0.025-0.05, 0.05-0.1, 0.1-0.2, 0.2-0.4 s.
         assert waits[0] < 0.5
         assert waits[3] >= 0.2 > waits[0]
@@ -245,7 +249,8 @@ async def test_a_burst_faster_than_the_consumer_arrives_whole_in_bounded_batches
         assert [t.seq for t in run.ticks] == list(range(count))
         assert max(len(b) for b in run.batches) <= 200  # bounded: the reader waited for the consumer
         assert len(run.batches) >= count // 200
-        assert run.observer.gaps == [] and run.observer.bad == []
+        assert run.observer.gaps == []
+        assert run.observer.bad == []
 
 
 async def test_stop_ends_ticks_while_reconnecting() -> None:
