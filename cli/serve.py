@@ -25,6 +25,8 @@ SERVICES: Final = {
     "auth": "nexanest.services.auth.app",
     "portfolio": "nexanest.services.portfolio.app",
     "market-data": "nexanest.services.market_data.app",
+    "notifications": "nexanest.services.notifications.app",
+    "analytics": "nexanest.services.analytics.app",
 }
 #: The portfolio snapshot worker: a loop, not an HTTP service.
 SNAPSHOTS_WORKER: Final = "portfolio-snapshots"
@@ -33,7 +35,7 @@ SNAPSHOTS_WORKER: Final = "portfolio-snapshots"
 def register(commands: Commands) -> None:
     p = commands.add_parser(
         "serve",
-        help="run one HTTP service (auth, portfolio, market-data) on its port",
+        help="run one HTTP service (auth, portfolio, market-data, notifications, analytics) on its port",
         description=(
             "Run one service of the service layer under uvicorn, on the seed's port unless --port says "
             "otherwise (NEXANEST_SERVICES__<NAME>_PORT sets it too). Its OpenAPI document is at "

@@ -317,6 +317,12 @@ class ServicesSettings(BaseModel):
     portfolio_snapshots_dsn: SecretStr = SecretStr("postgresql://nexanest_portfolio@127.0.0.1:5433/timescale")
     #: Read-only: SELECT on the market data tables and nothing else.
     market_data_dsn: SecretStr = SecretStr("postgresql://nexanest_market_data@127.0.0.1:5433/timescale")
+    #: The analytics service: its saved reports on PostgreSQL, and on TimescaleDB
+    #: it reads the bars and snapshots and writes ``analytics_metrics``.
+    analytics_dsn: SecretStr = SecretStr("postgresql://nexanest_analytics@127.0.0.1:5432/analytics")
+    analytics_timescale_dsn: SecretStr = SecretStr("postgresql://nexanest_analytics@127.0.0.1:5433/timescale")
+    #: The notification service: alerts, inbox, webhooks and deliveries.
+    notifications_dsn: SecretStr = SecretStr("postgresql://nexanest_notifications@127.0.0.1:5432/notifications")
     pool_max_size: int = Field(default=8, ge=1)
     #: Request bodies over this many bytes are refused with 413 (``services/problems.py``).
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -341,6 +347,9 @@ class ServicesSettings(BaseModel):
             "portfolio_dsn": self.portfolio_dsn,
             "portfolio_snapshots_dsn": self.portfolio_snapshots_dsn,
             "market_data_dsn": self.market_data_dsn,
+            "analytics_dsn": self.analytics_dsn,
+            "analytics_timescale_dsn": self.analytics_timescale_dsn,
+            "notifications_dsn": self.notifications_dsn,
         }
 
     def ports(self) -> dict[str, int]:

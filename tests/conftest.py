@@ -298,7 +298,7 @@ async def community(community_stack: Settings) -> Settings:
         await conn.execute(f'CREATE DATABASE "{COMMUNITY_TEST_DATABASE}"')
         # As deploy/local makes every database: no CONNECT or TEMP for PUBLIC, only for the roles.
         await conn.execute(f'REVOKE ALL ON DATABASE "{COMMUNITY_TEST_DATABASE}" FROM PUBLIC')
-        for role in ("nexanest_ingest", "nexanest_portfolio", "nexanest_market_data"):
+        for role in ("nexanest_ingest", "nexanest_portfolio", "nexanest_market_data", "nexanest_analytics"):
             await conn.execute(f'GRANT CONNECT ON DATABASE "{COMMUNITY_TEST_DATABASE}" TO {role}')
     finally:
         await conn.close()

@@ -60,6 +60,8 @@ class Passwords:
     auth_service: str = field(default_factory=lambda: secrets.token_hex(16))
     portfolio_service: str = field(default_factory=lambda: secrets.token_hex(16))
     market_data_service: str = field(default_factory=lambda: secrets.token_hex(16))
+    analytics_service: str = field(default_factory=lambda: secrets.token_hex(16))
+    notifications_service: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
         "NEXANEST_INGEST_PASSWORD": passwords.ingest,
         "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
         "NEXANEST_MARKET_DATA_SERVICE_PASSWORD": passwords.market_data_service,
+        "NEXANEST_ANALYTICS_SERVICE_PASSWORD": passwords.analytics_service,
         "TIMESCALEDB_TELEMETRY": "off",
     }
     timescale_init = ((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),)
@@ -136,6 +139,8 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
                 "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256",
                 "NEXANEST_AUTH_SERVICE_PASSWORD": passwords.auth_service,
                 "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
+                "NEXANEST_ANALYTICS_SERVICE_PASSWORD": passwords.analytics_service,
+                "NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD": passwords.notifications_service,
             },
             mounts=((REPO / "deploy/compose/postgres-init.sh", "/docker-entrypoint-initdb.d/10-databases.sh"),),
             ready_log=pg_ready,
@@ -229,6 +234,15 @@ def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passw
         ),
         "NEXANEST_SERVICES__MARKET_DATA_DSN": (
             f"postgresql://nexanest_market_data:{passwords.market_data_service}@127.0.0.1:{ts}/timescale"
+        ),
+        "NEXANEST_SERVICES__ANALYTICS_DSN": (
+            f"postgresql://nexanest_analytics:{passwords.analytics_service}@127.0.0.1:{pg}/analytics"
+        ),
+        "NEXANEST_SERVICES__ANALYTICS_TIMESCALE_DSN": (
+            f"postgresql://nexanest_analytics:{passwords.analytics_service}@127.0.0.1:{ts}/timescale"
+        ),
+        "NEXANEST_SERVICES__NOTIFICATIONS_DSN": (
+            f"postgresql://nexanest_notifications:{passwords.notifications_service}@127.0.0.1:{pg}/notifications"
         ),
         COMMUNITY_PORT_VARIABLE: str(ports["timescaledb-community"]),
     }

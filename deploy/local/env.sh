@@ -19,6 +19,8 @@ redis_pw=$(known_or_new NEXANEST_REDIS_PASSWORD)
 auth_pw=$(known_or_new NEXANEST_AUTH_SERVICE_PASSWORD)
 portfolio_pw=$(known_or_new NEXANEST_PORTFOLIO_SERVICE_PASSWORD)
 market_pw=$(known_or_new NEXANEST_MARKET_DATA_SERVICE_PASSWORD)
+analytics_pw=$(known_or_new NEXANEST_ANALYTICS_SERVICE_PASSWORD)
+notifications_pw=$(known_or_new NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD)
 monitor_pw=$(known_or_new NEXANEST_MONITOR_PASSWORD)
 
 if [ "$new" = yes ]; then
@@ -45,6 +47,8 @@ entry NEXANEST_REDIS_PASSWORD "$redis_pw"
 entry NEXANEST_AUTH_SERVICE_PASSWORD "$auth_pw" "# The services' own login roles (they own nothing: row-level security binds them)."
 entry NEXANEST_PORTFOLIO_SERVICE_PASSWORD "$portfolio_pw"
 entry NEXANEST_MARKET_DATA_SERVICE_PASSWORD "$market_pw"
+entry NEXANEST_ANALYTICS_SERVICE_PASSWORD "$analytics_pw"
+entry NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD "$notifications_pw"
 entry NEXANEST_MONITOR_PASSWORD "$monitor_pw" "# The Prometheus exporters' role (pg_monitor only; deploy/local/prometheus.sh)."
 
 # Read by the nexanest settings object (pipeline/settings.py). The postgres DSNs
@@ -64,6 +68,9 @@ entry NEXANEST_SERVICES__AUTH_DSN "postgresql://nexanest_auth:$auth_pw@127.0.0.1
 entry NEXANEST_SERVICES__PORTFOLIO_DSN "postgresql://nexanest_portfolio:$portfolio_pw@127.0.0.1:5432/portfolio"
 entry NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_DSN "postgresql://nexanest_portfolio:$portfolio_pw@127.0.0.1:5433/timescale"
 entry NEXANEST_SERVICES__MARKET_DATA_DSN "postgresql://nexanest_market_data:$market_pw@127.0.0.1:5433/timescale"
+entry NEXANEST_SERVICES__ANALYTICS_DSN "postgresql://nexanest_analytics:$analytics_pw@127.0.0.1:5432/analytics"
+entry NEXANEST_SERVICES__ANALYTICS_TIMESCALE_DSN "postgresql://nexanest_analytics:$analytics_pw@127.0.0.1:5433/timescale"
+entry NEXANEST_SERVICES__NOTIFICATIONS_DSN "postgresql://nexanest_notifications:$notifications_pw@127.0.0.1:5432/notifications"
 
 chmod 600 "$ENV_FILE"
 if [ "$new" = yes ]; then

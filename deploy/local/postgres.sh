@@ -21,6 +21,8 @@ cmd_start() {
   # the tables (FORCEd by the migrations, which also grant them their tables) binds them.
   pg_ensure_role "$PORT" nexanest_auth "$(env_value NEXANEST_AUTH_SERVICE_PASSWORD)"
   pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_analytics "$(env_value NEXANEST_ANALYTICS_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_notifications "$(env_value NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD)"
   pg_ensure_monitor_role "$PORT" # the Prometheus exporter's (prometheus.sh)
   local db
   # Each <db>_test is the test suite's (tests/conftest.py), so that running the
@@ -32,6 +34,8 @@ cmd_start() {
   done
   for db in auth auth_test; do pg_grant_connect "$PORT" "$db" nexanest_auth; done
   for db in portfolio portfolio_test; do pg_grant_connect "$PORT" "$db" nexanest_portfolio; done
+  for db in analytics analytics_test; do pg_grant_connect "$PORT" "$db" nexanest_analytics; done
+  for db in notifications notifications_test; do pg_grant_connect "$PORT" "$db" nexanest_notifications; done
 }
 
 cmd_stop() { pg_cluster_stop "$DATADIR"; }

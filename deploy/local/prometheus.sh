@@ -26,7 +26,7 @@
 # is down, which is fine for a producer. Drop more *.json files there to add
 # targets (a second consumer on its own port); Prometheus picks them up within 30 s.
 # The HTTP services (job services, label `component`) are scraped on their own
-# ports, 8001-8003, where each serves /metrics beside its API.
+# ports, 8001-8005, where each serves /metrics beside its API.
 #
 # The alert rules are deploy/prometheus/rules/*.yml, copied next to the config
 # at every start and checked with promtool before Prometheus (re)loads them.
@@ -164,6 +164,10 @@ scrape_configs:
         labels: {component: portfolio}
       - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__MARKET_DATA_PORT 8003)"]
         labels: {component: market-data}
+      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__NOTIFICATIONS_PORT 8004)"]
+        labels: {component: notifications}
+      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__ANALYTICS_PORT 8005)"]
+        labels: {component: analytics}
 
   - job_name: postgres
     static_configs:

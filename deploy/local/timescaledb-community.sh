@@ -196,9 +196,10 @@ cmd_start() {
   pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
   pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
   pg_ensure_role "$PORT" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_analytics "$(env_value NEXANEST_ANALYTICS_SERVICE_PASSWORD)"
   pg_ensure_database "$PORT" timescale timescale
   local role
-  for role in nexanest_ingest nexanest_portfolio nexanest_market_data; do pg_grant_connect "$PORT" timescale "$role"; done
+  for role in nexanest_ingest nexanest_portfolio nexanest_market_data nexanest_analytics; do pg_grant_connect "$PORT" timescale "$role"; done
   pg_sql "$PORT" timescale -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
   log "ready on 127.0.0.1:$PORT, database timescale, timescaledb $(ext_version) edition $(license)"
 }

@@ -260,9 +260,11 @@ cmd_start() {
   pg_cluster_start "$DATA_DIR" "$PORT" timescaledb
   pg_ensure_role "$PORT" timescale "$ts_pw"
   pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
-  # The services' roles here: portfolio writes its snapshots, market data only reads.
+  # The services' roles here: portfolio writes its snapshots, market data only reads,
+  # analytics reads the bars and snapshots and writes its metrics.
   pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
   pg_ensure_role "$PORT" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
+  pg_ensure_role "$PORT" nexanest_analytics "$(env_value NEXANEST_ANALYTICS_SERVICE_PASSWORD)"
   pg_ensure_monitor_role "$PORT" # the Prometheus exporter's (prometheus.sh)
   # timescale_test is the test suite's (tests/conftest.py): the same owner, grants
   # and extension as the user's database, so the tests see what the pipeline sees
@@ -273,7 +275,7 @@ cmd_start() {
     pg_ensure_database "$PORT" "$db" timescale
     pg_sql "$PORT" "$db" -v db="$db" <<'SQL'
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', role)
-  FROM unnest(ARRAY['nexanest_ingest', 'nexanest_portfolio', 'nexanest_market_data']) AS role \gexec
+  FROM unnest(ARRAY['nexanest_ingest', 'nexanest_portfolio', 'nexanest_market_data', 'nexanest_analytics']) AS role \gexec
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 SQL

@@ -206,7 +206,8 @@ def test_the_services_are_scraped_on_their_own_ports(prometheus: str, user_setti
     """Each HTTP service serves /metrics beside its API (tests/services/test_app.py);
     Prometheus has a target on each service's port (down while it does not run)."""
     ports = user_settings.services.ports()
-    expected = {name: f"127.0.0.1:{ports[name]}" for name in ("auth", "portfolio", "market-data")}
+    names = ("auth", "portfolio", "market-data", "notifications", "analytics")
+    expected = {name: f"127.0.0.1:{ports[name]}" for name in names}
 
     def services() -> dict[str, str]:
         jobs = (t["labels"] for t in targets())

@@ -93,6 +93,9 @@ def test_separate_databases_moves_every_database_and_keeps_the_rest() -> None:
         "portfolio_dsn": "portfolio_test",
         "portfolio_snapshots_dsn": "timescale_test",
         "market_data_dsn": "timescale_test",
+        "analytics_dsn": "analytics_test",
+        "analytics_timescale_dsn": "timescale_test",
+        "notifications_dsn": "notifications_test",
     }
     r = test.redis
     assert [r.db_sessions, r.db_portfolio, r.db_quotes, r.db_analytics, r.db_notifications] == [10, 11, 12, 13, 14]
