@@ -127,8 +127,8 @@ class VenueServer:
         reader = asyncio.create_task(self._read(ws, record))
         try:
             if self._subscribe_within_s is not None and not await self._subscribed(record):
-                await ws.close(1008, "no subscribe message in time")
                 record.ended = "closed 1008: no subscribe"
+                await ws.close(1008, "no subscribe message in time")
                 return
             for step in script:
                 if not await self._play(ws, step, record):
