@@ -184,6 +184,12 @@ class BinancePlugin:
             default={},
             help="canonical names: BTCUSDT=BTC-USDT,... (default: the upper-case Binance symbol)",
         )
+        parser.add_argument(
+            "--source",
+            default="binance",
+            help="the source tag of the ticks (default: binance); sequence numbers start at the clock's ns, "
+            "so a restart never reuses one",
+        )
         parser.add_argument("--url", help="websocket base URL (default: NEXANEST_VENUES__BINANCE_URL)")
 
     def create(self, args: argparse.Namespace, settings: Settings) -> BinanceFeed:
@@ -191,10 +197,7 @@ class BinancePlugin:
             symbols=args.symbols,
             url=args.url or settings.venues.binance_url,
             symbol_map=args.symbol_map,
-            source=getattr(args, "source", None) or "binance",
+            source=args.source,
         )
         options = connection_options(settings, max_connection_age_s=settings.venues.binance_max_connection_age_s)
         return BinanceFeed(config, options)
-
-
-plugin = BinancePlugin()

@@ -247,6 +247,12 @@ class CoinbasePlugin:
             default={},
             help="canonical names: BTC-USD=XBT-USD,... (default: the product id)",
         )
+        parser.add_argument(
+            "--source",
+            default="coinbase",
+            help="the source tag of the ticks (default: coinbase); sequence numbers start at the clock's ns, "
+            "so a restart never reuses one",
+        )
         parser.add_argument("--url", help="websocket URL (default: NEXANEST_VENUES__COINBASE_URL)")
 
     def create(self, args: argparse.Namespace, settings: Settings) -> CoinbaseFeed:
@@ -254,11 +260,8 @@ class CoinbasePlugin:
             products=args.symbols,
             url=args.url or settings.venues.coinbase_url,
             symbol_map=args.symbol_map,
-            source=getattr(args, "source", None) or "coinbase",
+            source=args.source,
         )
         return CoinbaseFeed(
             config, connection_options(settings, idle_timeout_s=settings.venues.coinbase_idle_timeout_s)
         )
-
-
-plugin = CoinbasePlugin()
