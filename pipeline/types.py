@@ -1,15 +1,16 @@
 """The pipeline's small interfaces.
 
 A ``Sink`` buffers rows with ``write`` (no I/O) and makes them durable with
-``flush``; the ``BatchSink`` is the one whose transaction a batch commits in;
-a ``FeedAdapter`` yields ticks. The consumer loop (``runner``) is written
-against these, so each can be replaced (tests, other stores) without touching it.
+``flush``; the ``BatchSink`` is the one whose transaction a batch commits in.
+The consumer loop (``runner``) is written against these, so each can be
+replaced (tests, other stores) without touching it. The feed adapters' interface lives with them, in
+``producers/feeds/adapter.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from nexanest.schemas.ticks import Tick
 
@@ -61,12 +62,3 @@ class BatchSink(Protocol):
 
     def discard(self) -> None:
         """Drop the buffer: its batch was fenced and will be read again."""
-
-
-class FeedAdapter(Protocol):
-    """A source of ticks: an exchange connection, a file replay, a simulator."""
-
-    venue: ClassVar[str]
-
-    def ticks(self) -> AsyncIterator[Sequence[Tick]]:
-        """Yield ticks in batches, in the order the venue sent them."""

@@ -34,7 +34,7 @@ from nexanest.pipeline import metrics
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import KafkaSettings
-from nexanest.pipeline.types import FeedAdapter
+from nexanest.producers.feeds.adapter import TickSource
 from nexanest.schemas.ticks import Tick, encode_tick
 
 _log = get_logger(__name__)
@@ -247,7 +247,7 @@ class TickPublisher:
         return self.published
 
 
-async def publish_feed(settings: KafkaSettings, feed: FeedAdapter, source: str) -> int:
+async def publish_feed(settings: KafkaSettings, feed: TickSource, source: str) -> int:
     """Publish everything ``feed`` yields to the ticks topic (created if missing)
     with a producer of its own; return the number of acknowledged ticks."""
     await ensure_topics(settings)
