@@ -9,6 +9,7 @@ import time
 import pytest
 
 from nexanest.pipeline.settings import RetrySettings, Settings, VenueSettings
+from nexanest.producers.feeds import registry
 from nexanest.producers.feeds.binance import BinanceFeed, BinancePlugin
 from nexanest.producers.feeds.coinbase import CoinbaseFeed, CoinbasePlugin
 from nexanest.producers.feeds.websocket import (
@@ -119,3 +120,8 @@ async def test_a_parser_bug_is_counted_as_malformed_and_reading_goes_on() -> Non
         assert [reason for reason, _ in run.observer.bad] == ["parser_error", "parser_error"]
         assert "KeyError('a bug')" in run.observer.bad[0][1]
         assert run.feed.health().rejected == 2
+
+
+def test_both_feeds_are_registered_entry_points() -> None:
+    assert isinstance(registry.load("binance"), BinancePlugin)
+    assert isinstance(registry.load("coinbase"), CoinbasePlugin)
