@@ -296,6 +296,10 @@ class WebSocketFeed:
         try:
             async with asyncio.timeout(deadline()) as timer:
                 async for frame in ws:
+                    if self._stopping.is_set():
+                        # Frames that arrive after stop() are dropped, but read: the
+                        # venue's close frame is behind them.
+                        continue
                     try:
                         parse(frame, out)
                     except Exception as exc:  # noqa: BLE001 - a parser bug must not end the feed: counted as malformed

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from nexanest.pipeline.settings import RetrySettings
+from nexanest.producers.feeds.adapter import NullObserver
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed, BinanceParser
 from nexanest.producers.feeds.websocket import ConnectionOptions, FrameResult
 from nexanest.producers.normalise import Normaliser
@@ -262,3 +263,21 @@ async def test_stop_ends_ticks_while_reconnecting() -> None:
             started = time.monotonic()
         assert time.monotonic() - started < 5  # stop did not wait out the 15-30 s delay
         assert run.ticks == []
+
+
+async def test_stop_while_the_reader_waits_for_the_consumer() -> None:
+    burst = [trade_frame("BTCUSDT", 1_000 + i, f"{90_000 + i}") for i in range(500)]
+    async with VenueServer([[Send(burst)]]) as server:
+        binance = feed(server.url, max_pending_ticks=10)
+        await binance.start(NullObserver())
+        batches = binance.ticks()
+        first = await anext(batches)
+        await until(lambda: len(binance._pending) >= 10, "the reader blocked")
+        started = time.monotonic()
+        await binance.stop()
+        assert time.monotonic() - started < 5
+        rest = [t for batch in [b async for b in batches] for t in batch]
+    got = [*first, *rest]
+    assert 10 <= len(got) < 500  # what was parsed before the stop, no more
+    assert [t.price_e9 for t in got] == [(90_000 + i) * 10**9 for i in range(len(got))]
+    assert binance.health().detail == "stopped"
