@@ -29,9 +29,9 @@ gaps, a malformed-frame report, or a request to reconnect (a shutdown notice).
 * never fails on a frame: anything ``parse`` cannot use is counted and
   reported to ``FeedObserver.malformed`` with a sample, and reading goes on.
 
-Only a programming error (an exception ``parse`` did not expect is still
-counted as malformed) or an invalid URL ends the feed with an exception, which
-``ticks()`` raises after the ticks already taken.
+An invalid URL is refused when the feed is made (``ValueError``). Nothing a
+venue sends or does ends the feed; an exception of the observer would, and
+``ticks()`` raises it after the ticks already taken.
 """
 
 from __future__ import annotations
@@ -140,7 +140,10 @@ class WebSocketFeed:
 
     def __init__(self, parser: VenueParser, options: ConnectionOptions) -> None:
         self._url = parser.url()
-        parse_uri(self._url)  # an invalid URL fails here (InvalidURI), not in a reconnect loop
+        try:
+            parse_uri(self._url)  # an invalid URL fails here, not in a reconnect loop
+        except InvalidURI as exc:
+            raise ValueError(f"{self.name}: not a websocket URL: {exc}") from exc
         self._parser = parser
         self._options = options
         self._health = FeedHealth()
@@ -248,8 +251,6 @@ class WebSocketFeed:
             reason = f"connect failed: {exc}"
             self._health.detail = reason
             return reason, False
-        except InvalidURI:
-            raise
         self._ws = ws
         self.connections += 1
         if self.connections > 1:
@@ -262,7 +263,6 @@ class WebSocketFeed:
                 await ws.send(message)
             self._health.connected = True
             self._health.detail = f"connected to {self._url}"
-            _log.info("feed_connected", feed=self.name, url=self._url, connection=self.connections)
             await self._observer.connected(f"{self.name}: connected to {self._url}")
             reason, at_once = await self._read(ws, backoff)
         except ConnectionClosed as exc:  # while subscribing
@@ -274,7 +274,6 @@ class WebSocketFeed:
         if self._stopping.is_set():
             reason, at_once = "stopped", False
         if was_connected:
-            _log.warning("feed_disconnected", feed=self.name, reason=reason)
             await self._observer.disconnected(f"{self.name}: {reason}")
         return reason, at_once
 

@@ -107,7 +107,7 @@ class _Parser:
 
 
 def test_an_invalid_url_fails_at_once() -> None:
-    with pytest.raises(Exception, match="isn't a valid URI"):
+    with pytest.raises(ValueError, match="not a websocket URL"):
         WebSocketFeed(_Parser("http://not-a-websocket"), ConnectionOptions())
 
 
