@@ -22,10 +22,14 @@ gaps, a malformed-frame report, or a request to reconnect (a shutdown notice).
   a close by the venue (1001 going away), a connection that stayed silent for
   ``idle_timeout_s``, a keepalive timeout, a refused connect; with the
   pipeline's backoff (``pipeline/retry.py``: exponential, capped, jittered),
-  which restarts from its first step once a connection delivered a good frame.
-  A reconnect the venue asked for (a shutdown notice) or the connection age
-  limit (Binance ends a connection after 24 hours: ``max_connection_age_s``
-  reconnects before that) happens at once, without a delay;
+  which restarts from its first step only after a connection that stayed up
+  ``stable_after_s`` (30 s): a venue that accepts and drops at once, or sends a
+  shutdown notice on every connection, meets growing delays, never a reconnect
+  storm (Binance bans an address that opens more than 300 connections in 5
+  minutes). A reconnect the venue asked for (a shutdown notice) or the
+  connection age limit (Binance ends a connection after 24 hours:
+  ``max_connection_age_s`` reconnects before that) happens at once, without a
+  delay, when the connection was stable;
 * never fails on a frame: anything ``parse`` cannot use is counted and
   reported to ``FeedObserver.malformed`` with a sample, and reading goes on.
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
@@ -124,6 +129,9 @@ class ConnectionOptions:
     #: Parsed ticks waiting for ``ticks()``; the reader waits above this.
     max_pending_ticks: int = 10_000
     retry: RetrySettings = field(default_factory=lambda: RetrySettings(initial_backoff_s=0.5, max_backoff_s=30.0))
+    #: A connection up this long was a good one: the backoff starts again from its first step,
+    #: and a reconnect the venue asked for may happen at once.
+    stable_after_s: float = 30.0
 
 
 class WebSocketFeed:
@@ -216,10 +224,13 @@ class WebSocketFeed:
         backoff = Backoff(self._options.retry)
         try:
             while not self._stopping.is_set():
-                reason, at_once = await self._connection(backoff)
+                reason, at_once, lived_s = await self._connection()
                 if self._stopping.is_set():
                     break
-                if at_once:
+                stable = lived_s >= self._options.stable_after_s
+                if stable:
+                    backoff.reset()
+                if at_once and stable:
                     self._health.detail = f"reconnecting: {reason}"
                     continue
                 delay = backoff.next_delay()
@@ -232,10 +243,11 @@ class WebSocketFeed:
             self._health.detail = "stopped" if self._stopping.is_set() else self._health.detail
             self._ready.set()
 
-    async def _connection(self, backoff: Backoff) -> tuple[str, bool]:
-        """One connection from connect to close; returns why it ended and
-        whether to reconnect at once. A connect that fails is reported in the
-        status line only (the observer hears of connections that were made)."""
+    async def _connection(self) -> tuple[str, bool, float]:
+        """One connection from connect to close; returns why it ended, whether
+        the venue wants a reconnect at once, and how long it was up (0 when the
+        connect failed). A connect that fails is reported in the status line
+        only (the observer hears of connections that were made)."""
         o = self._options
         try:
             ws = await connect(
@@ -250,7 +262,8 @@ class WebSocketFeed:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             reason = f"connect failed: {exc}"
             self._health.detail = reason
-            return reason, False
+            return reason, False, 0.0
+        opened = time.monotonic()
         self._ws = ws
         self.connections += 1
         if self.connections > 1:
@@ -258,13 +271,13 @@ class WebSocketFeed:
         reason, at_once = "stopped", False
         try:
             if self._stopping.is_set():
-                return reason, at_once
+                return reason, at_once, 0.0
             for message in self._parser.subscribe_messages():
                 await ws.send(message)
             self._health.connected = True
             self._health.detail = f"connected to {self._url}"
             await self._observer.connected(f"{self.name}: connected to {self._url}")
-            reason, at_once = await self._read(ws, backoff)
+            reason, at_once = await self._read(ws)
         except ConnectionClosed as exc:  # while subscribing
             reason = _closed(exc.rcvd.code if exc.rcvd else 1006, exc.rcvd.reason if exc.rcvd else "")
         finally:
@@ -275,9 +288,9 @@ class WebSocketFeed:
             reason, at_once = "stopped", False
         if was_connected:
             await self._observer.disconnected(f"{self.name}: {reason}")
-        return reason, at_once
+        return reason, at_once, time.monotonic() - opened
 
-    async def _read(self, ws: ClientConnection, backoff: Backoff) -> tuple[str, bool]:
+    async def _read(self, ws: ClientConnection) -> tuple[str, bool]:
         o = self._options
         loop = asyncio.get_running_loop()
         age_limit = None if o.max_connection_age_s is None else loop.time() + o.max_connection_age_s
@@ -291,7 +304,6 @@ class WebSocketFeed:
 
         out = FrameResult()
         parse = self._parser.parse
-        good = False
         try:
             async with asyncio.timeout(deadline()) as timer:
                 async for frame in ws:
@@ -305,9 +317,6 @@ class WebSocketFeed:
                         out.malformed = ("parser_error", f"{exc!r}: {sample(frame)}")
                     if out.malformed is not None:
                         await self._malformed(*out.malformed)
-                    elif not good:
-                        good = True
-                        backoff.reset()  # this connection works: the next failure starts from the first step
                     if out.notice is not None:
                         self._health.detail = f"venue says: {out.notice}"
                         _log.warning("feed_venue_notice", feed=self.name, notice=out.notice)

@@ -18,7 +18,18 @@ from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed, Binance
 from nexanest.producers.feeds.websocket import ConnectionOptions, FrameResult
 from nexanest.producers.normalise import Normaliser
 from nexanest.schemas.ticks import Tick
-from tests.producers.feeds.venue_server import Close, Drop, FeedRun, Ping, Send, VenueServer, frames, until
+from tests.producers.feeds.venue_server import (
+    Close,
+    Drop,
+    FeedRun,
+    Hold,
+    Ping,
+    Script,
+    Send,
+    VenueServer,
+    frames,
+    until,
+)
 
 SOURCE = "binance-test"
 MS = 1_000_000  # ns
@@ -203,7 +214,7 @@ async def test_a_shutdown_notice_reconnects_at_once() -> None:
     trades, notice = frames("binance", "trades"), frames("binance", "shutdown")[0]
     # The first connection stays open after the notice: the feed must leave it by itself, without a delay.
     async with VenueServer([[Send([*trades[:2], notice])], [Send(trades[2:])]]) as server:
-        async with FeedRun(feed(server.url, retry=SLOW_RETRY)) as run:
+        async with FeedRun(feed(server.url, retry=SLOW_RETRY, stable_after_s=0.0)) as run:
             await run.ticks_at_least(len(TRADES), timeout_s=5)
         assert run.ticks == TRADES
         first, second = server.connections
@@ -215,7 +226,7 @@ async def test_a_shutdown_notice_reconnects_at_once() -> None:
 async def test_the_connection_age_limit_reconnects_before_the_venue_does() -> None:
     trades = frames("binance", "trades")
     async with VenueServer([[Send(trades[:2])], [Send(trades[2:])]]) as server:
-        async with FeedRun(feed(server.url, retry=SLOW_RETRY, max_connection_age_s=0.5)) as run:
+        async with FeedRun(feed(server.url, retry=SLOW_RETRY, max_connection_age_s=0.5, stable_after_s=0.4)) as run:
             await run.ticks_at_least(len(TRADES), timeout_s=5)
             age = server.connections[1].opened_s - server.connections[0].opened_s
         assert run.ticks == TRADES
@@ -237,6 +248,34 @@ async def test_failed_connections_back_off_exponentially() -> None:
         assert waits[3] >= 0.2 > waits[0]
         assert run.ticks == TRADES
         assert run.feed.health().reconnects == 4
+
+
+async def test_the_backoff_restarts_after_a_stable_connection() -> None:
+    retry = RetrySettings(initial_backoff_s=0.05, max_backoff_s=5.0)
+    trades = frames("binance", "trades")
+    quick: list[Script] = [[Drop()]] * 5
+    scripts: list[Script] = [*quick, [Send(trades[:2]), Hold(0.3), Drop()], [Send(trades[2:])]]
+    async with VenueServer(scripts) as server:
+        async with FeedRun(feed(server.url, retry=retry, stable_after_s=0.2)) as run:
+            await run.ticks_at_least(len(TRADES))
+        opened = [c.opened_s for c in server.connections]
+        # After five quick drops the delay would be 0.8-1.6 s; the sixth connection lived 0.3 s
+        # (stable), so the delay after it is from the first step again: 0.025-0.05 s.
+        assert opened[5] - opened[4] >= 0.4
+        assert opened[6] - opened[5] < 0.3 + 0.45
+        assert run.ticks == TRADES
+
+
+async def test_a_shutdown_notice_on_every_connection_meets_growing_delays() -> None:
+    notice = frames("binance", "shutdown")[0]
+    retry = RetrySettings(initial_backoff_s=0.05, max_backoff_s=5.0)
+    async with VenueServer([[Send([notice])]]) as server:
+        async with FeedRun(feed(server.url, retry=retry)):
+            await until(lambda: len(server.connections) >= 5, "five connections")
+        opened = [c.opened_s for c in server.connections]
+        waits = [b - a for a, b in itertools.pairwise(opened)]
+        # Not "at once" (the connections were not stable): 0.025-0.05, 0.05-0.1, 0.1-0.2, 0.2-0.4 s.
+        assert waits[3] >= 0.2 > waits[0]
 
 
 async def test_a_burst_faster_than_the_consumer_arrives_whole_in_bounded_batches() -> None:

@@ -66,13 +66,20 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Keep the connection open and quiet this long (a connection that lived a while)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class WaitFor:
     """Wait until the test sets ``event`` (e.g. it has seen the ticks sent so far)."""
 
     event: asyncio.Event
 
 
-Step = Send | Ping | Drop | Close | WaitFor
+Step = Send | Ping | Drop | Close | Hold | WaitFor
 #: One connection's steps; after the last step the server keeps the connection open until the client closes it.
 Script = Sequence[Step]
 
@@ -173,6 +180,8 @@ class VenueServer:
             record.ended = f"closed {step.code}"
             await ws.close(step.code, step.reason)
             return False
+        elif isinstance(step, Hold):
+            await asyncio.sleep(step.seconds)  # the scenario's quiet time, not a wait for a fact
         else:
             await step.event.wait()
         return True
