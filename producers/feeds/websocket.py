@@ -315,6 +315,9 @@ class WebSocketFeed:
                         parse(frame, out)
                     except Exception as exc:  # noqa: BLE001 - a parser bug must not end the feed: counted as malformed
                         out.malformed = ("parser_error", f"{exc!r}: {sample(frame)}")
+                    if out.malformed is not None or out.gaps:
+                        # Reports may wait on I/O (events): not the venue's silence.
+                        timer.reschedule(None)
                     if out.malformed is not None:
                         await self._malformed(*out.malformed)
                     if out.notice is not None:
