@@ -320,3 +320,16 @@ async def test_stop_while_the_reader_waits_for_the_consumer() -> None:
     assert 10 <= len(got) < 500  # what was parsed before the stop, no more
     assert [t.price_e9 for t in got] == [(90_000 + i) * 10**9 for i in range(len(got))]
     assert binance.health().detail == "stopped"
+
+
+async def test_pings_are_answered_while_the_consumer_is_busy() -> None:
+    """The reader runs in its own task: a publisher waiting for Kafka does not delay the pong."""
+    trades = frames("binance", "trades")
+    async with VenueServer([[Send(trades), Ping(timeout_s=2), Ping(timeout_s=2)]]) as server:
+        binance = feed(server.url)
+        await binance.start(NullObserver())  # nobody iterates ticks()
+        try:
+            await until(lambda: bool(server.connections) and server.connections[0].pongs == 2, "two pongs")
+            assert len(binance._pending) == len(TRADES)
+        finally:
+            await binance.stop()
