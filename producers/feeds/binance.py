@@ -41,6 +41,7 @@ from nexanest.producers.feeds.websocket import (
     ConnectionOptions,
     FrameResult,
     WebSocketFeed,
+    check_symbols,
     connection_options,
     parse_symbol_map,
     parse_symbols,
@@ -161,6 +162,8 @@ class BinanceFeed(WebSocketFeed):
     def __init__(self, config: BinanceConfig, options: ConnectionOptions, *, seq_start: int | None = None) -> None:
         venue_symbols = [s.upper() for s in config.symbols]
         mapping = {s: config.symbol_map.get(s, s) for s in venue_symbols}
+        #: The canonical symbols of the ticks.
+        self.symbols = sorted(set(mapping.values()))
         self.normaliser = Normaliser(
             VENUE, config.source, mapping, live_seq_start() if seq_start is None else seq_start
         )
@@ -200,4 +203,6 @@ class BinancePlugin:
             source=args.source,
         )
         options = connection_options(settings, max_connection_age_s=settings.venues.binance_max_connection_age_s)
-        return BinanceFeed(config, options)
+        feed = BinanceFeed(config, options)
+        check_symbols(feed.symbols, settings.validation.symbol_pattern)
+        return feed

@@ -50,6 +50,7 @@ from nexanest.producers.feeds.websocket import (
     ConnectionOptions,
     FrameResult,
     WebSocketFeed,
+    check_symbols,
     connection_options,
     parse_symbol_map,
     parse_symbols,
@@ -221,6 +222,8 @@ class CoinbaseFeed(WebSocketFeed):
     def __init__(self, config: CoinbaseConfig, options: ConnectionOptions, *, seq_start: int | None = None) -> None:
         products = [p.upper() for p in config.products]
         mapping = {p: config.symbol_map.get(p, p) for p in products}
+        #: The canonical symbols of the ticks.
+        self.symbols = sorted(set(mapping.values()))
         self.normaliser = Normaliser(
             VENUE, config.source, mapping, live_seq_start() if seq_start is None else seq_start
         )
@@ -262,6 +265,8 @@ class CoinbasePlugin:
             symbol_map=args.symbol_map,
             source=args.source,
         )
-        return CoinbaseFeed(
+        feed = CoinbaseFeed(
             config, connection_options(settings, idle_timeout_s=settings.venues.coinbase_idle_timeout_s)
         )
+        check_symbols(feed.symbols, settings.validation.symbol_pattern)
+        return feed

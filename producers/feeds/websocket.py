@@ -43,8 +43,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
@@ -394,6 +395,15 @@ def parse_symbols(text: str) -> list[str]:
     if not symbols:
         raise argparse.ArgumentTypeError("give at least one symbol")
     return symbols
+
+
+def check_symbols(symbols: Iterable[str], pattern: str) -> None:
+    """Refuse canonical symbols the consumer would dead-letter (``validation.symbol_pattern``):
+    a typo in ``--symbol-map`` fails at start, not as every tick in the DLQ."""
+    matches = re.compile(pattern).fullmatch
+    refused = sorted(symbol for symbol in set(symbols) if matches(symbol) is None)
+    if refused:
+        raise ValueError(f"symbols the consumer would refuse (pattern {pattern}): {', '.join(refused)}")
 
 
 def parse_symbol_map(text: str) -> dict[str, str]:

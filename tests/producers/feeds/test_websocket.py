@@ -71,6 +71,9 @@ def test_the_binance_plugin_builds_a_feed_from_options_and_settings() -> None:
     assert other.url == "ws://h:9/stream?streams=btcusdt@trade"
     assert other.normaliser.source == "b2"
     assert (BinanceFeed.name, BinanceFeed.venue) == ("binance", "BINANCE")
+    # A canonical symbol the consumer would dead-letter is refused at start.
+    with pytest.raises(ValueError, match="btc-usdt"):
+        plugin.create(parser.parse_args(["--symbols", "btcusdt", "--symbol-map", "BTCUSDT=btc-usdt"]), settings())
 
 
 def test_the_coinbase_plugin_builds_a_feed_with_the_idle_timeout() -> None:
@@ -84,6 +87,8 @@ def test_the_coinbase_plugin_builds_a_feed_with_the_idle_timeout() -> None:
     assert feed._options.idle_timeout_s == settings().venues.coinbase_idle_timeout_s
     assert feed._options.retry.initial_backoff_s == 0.3
     assert (CoinbaseFeed.name, CoinbaseFeed.venue) == ("coinbase", "COINBASE")
+    with pytest.raises(ValueError, match="BTC USD"):
+        plugin.create(parser.parse_args(["--symbols", "BTC-USD", "--symbol-map", "BTC-USD=BTC USD"]), settings())
 
 
 class _Parser:
