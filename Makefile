@@ -123,8 +123,11 @@ db-restore: ## restore BACKUP=backups/<UTC time> into empty databases, after ver
 prometheus-status: ## Prometheus, its exporters and the health of every scrape target
 	@deploy/local/prometheus.sh status; deploy/local/prometheus.sh targets
 
-alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus)
+alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus); amtool check Alertmanager's configs
 	@promtool check rules deploy/prometheus/rules/*.yml && promtool test rules deploy/prometheus/tests/*.yml
+	@config=$$(mktemp) && trap 'rm -f "$$config"' EXIT \
+	  && deploy/local/prometheus.sh alertmanager-config http://127.0.0.1:8004/alerts >"$$config" \
+	  && amtool check-config "$$config" deploy/compose/alertmanager.yml
 
 # --- the pipeline --------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
 from nexanest.pipeline.sinks.indices import IndexSink
-from nexanest.pipeline.sinks.ohlcv import resolve_rollups
+from nexanest.pipeline.sinks.ohlcv import CaggWatermarks, resolutions_current_at_commit, resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.pipeline.validation import TickValidator
@@ -88,6 +88,7 @@ async def run_consumer(
     pool = await open_timescale_pool(settings)
     try:
         rollups = await resolve_rollups(pool, settings.consumer.rollups)
+        fresh_resolutions = await resolutions_current_at_commit(pool, rollups)
     except BaseException:
         await pool.close()
         raise
@@ -97,7 +98,13 @@ async def run_consumer(
     # Exactly once: the offsets are stored with the rows and claims fence stale
     # writers; off (benchmarks only), Kafka's committed offsets are the truth.
     offsets = OffsetStore(pool, kafka.consumer_group) if settings.consumer.exactly_once else None
-    timescale = TimescaleSink(pool, offsets, rollups=rollups == "pipeline")
+    timescale = TimescaleSink(
+        pool,
+        offsets,
+        rollups=rollups == "pipeline",
+        fresh_resolutions=fresh_resolutions,
+        watermarks=CaggWatermarks() if rollups == "native" else None,
+    )
     quotes = RedisQuoteSink(quotes_redis, settings.redis.quote_key_prefix)
     indices = (
         IndexSink(

@@ -156,14 +156,27 @@ TICK_TO_ROW_SECONDS = Histogram(
 RESOLUTIONS = ("1m", "5m", "1h", "1d")
 ROLLUP_FRESHNESS_SECONDS = AgeGauge(
     "nexanest_rollup_freshness_seconds",
-    "Now minus the tick time of the newest tick merged into the OHLCV bars by this consumer "
-    "(pipeline rollups; computed at scrape time)",
+    "Now minus the tick time of the newest tick this consumer committed that the bars of view "
+    "ohlcv_<resolution> include (pipeline rollups merge it in the tick's transaction; continuous "
+    "aggregates with real-time aggregation include it at commit); computed at scrape time",
     ["resolution"],
     registry=REGISTRY,
 )
 RETRIES = Counter(
     "nexanest_consumer_retries_total", "Batch writes retried after a retryable error", ["service"], registry=REGISTRY
 )
+#: The ``service`` label's values: what a ``RetryableError`` names, and ``other``
+#: should another name ever be given (never expected).
+RETRY_SERVICES = ("timescaledb", "redis", "kafka", "other")
+for _service in RETRY_SERVICES:  # every service from 0, as the dead-letter reasons
+    RETRIES.labels(_service)
+
+
+def count_retry(service: str) -> None:
+    """Count one retry of a step that failed on ``service`` (an unknown one counts as ``other``)."""
+    RETRIES.labels(service if service in RETRY_SERVICES else "other").inc()
+
+
 SYSTEM_EVENTS = Counter(
     "nexanest_system_events_total", "System events emitted", ["component", "event_type"], registry=REGISTRY
 )

@@ -271,6 +271,18 @@ class MetricsSettings(BaseModel):
         return "NEXANEST_METRICS__PORT" if self.port is not None else f"NEXANEST_METRICS__{component.upper()}_PORT"
 
 
+class AlertingSettings(BaseModel):
+    """Where Alertmanager posts the alerts Prometheus fires. Read by
+    ``deploy/local/prometheus.sh`` (from the environment or ``.env``, like every
+    ``NEXANEST_*``) when it writes Alertmanager's configuration: each receiver of
+    the route tree (``critical``, ``warning``) posts Alertmanager's webhook JSON
+    there. It is the hook for the notifications service's receiver; unset, alerts
+    are only listed by Alertmanager (``amtool alert query``)."""
+
+    #: ``NEXANEST_ALERTING__WEBHOOK_URL``; secret because a URL may carry a token.
+    webhook_url: SecretStr | None = None
+
+
 class LogSettings(BaseModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(default=False, alias="json")
@@ -339,6 +351,21 @@ class ServicesSettings(BaseModel):
     portfolio_snapshots_in_service: bool = True
     #: Portfolios one user may have (bounds ``GET /portfolios``).
     portfolio_max_per_user: int = Field(default=100, ge=1, le=10_000)
+    # --- analytics (services/analytics/) ---
+    #: Annual risk-free rate of the Sharpe ratio, as a fraction (0.04 is 4 %).
+    analytics_risk_free_rate: float = Field(default=0.0, ge=-0.5, le=1.0)
+    #: The market index (a name of ``NEXANEST_INDICES``, stored in ``market_indices``)
+    #: that portfolio betas are measured against; None: no beta.
+    analytics_benchmark_index: str | None = Field(default=None, pattern=r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
+    #: The analytics worker computes every metric this often, at times aligned to it.
+    analytics_interval_s: float = Field(default=300.0, ge=5, le=24 * 3600)
+    #: The analytics service runs the worker itself (``nexanest serve analytics-worker``
+    #: runs it alone; two workers write each round's rows once).
+    analytics_worker_in_service: bool = True
+    #: Symbols the worker covers per round: those with bars in the last day, at most this many.
+    analytics_max_symbols: int = Field(default=500, ge=1, le=100_000)
+    #: Prefix of the latest metrics cached in Redis ``db_analytics`` (beside the bar cache's ``bar:``).
+    analytics_cache_prefix: str = Field(default="analytics:", min_length=1, max_length=64)
 
     def dsns(self) -> dict[str, SecretStr]:
         """The DSN of each service role, by setting name."""
@@ -402,6 +429,7 @@ class Settings(BaseSettings):
     events: EventsSettings = EventsSettings()
     retention: RetentionSettings = RetentionSettings()
     services: ServicesSettings = ServicesSettings()
+    alerting: AlertingSettings = AlertingSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
