@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
         services-up services-down services-status \
-        unit integration community-up run-community bench bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
+        unit integration community-up run-community bench bench-backfill bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
         db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test clean
 
 help: ## list the targets
@@ -70,7 +70,7 @@ stack-status: ## one line per service
 
 # --- the HTTP services (services/) -------------------------------------------
 
-services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003) in the background
+services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003), analytics (:8005) in the background
 	@deploy/local/services.sh start
 
 services-down: ## stop the HTTP services
@@ -159,6 +159,9 @@ test: setup stack-up community-up migrate lint ## set up, start the stack (and t
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 # --- benchmarks (issue 5) ----------------------------------------------------
+bench-backfill: venv ## backfill rate (1M year-old ticks, Parquet file -> table, kill -9 + resume) next to the live rate, one run
+	@$(BIN)/pytest -p no:cacheprovider tests/producers/feeds/test_backfill.py -k million -s -q 2>&1 | grep -E "^backfill:|passed|failed|Error"
+
 # The suite compares the pipeline with tools that must not enter the project's
 # .venv (Quix Streams, profilers): they live in a separate, git-ignored
 # .venv-bench built from the pinned benchmarks/requirements-bench.txt.

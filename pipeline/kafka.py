@@ -64,6 +64,7 @@ def pipeline_topics(settings: KafkaSettings) -> list[NewTopic]:
         NewTopic(settings.ticks_topic, num_partitions=settings.partitions, replication_factor=1),
         NewTopic(settings.dead_letter_topic, num_partitions=settings.partitions, replication_factor=1),
         NewTopic(settings.events_topic, num_partitions=1, replication_factor=1),
+        NewTopic(settings.backfill_topic, num_partitions=settings.partitions, replication_factor=1),
     ]
 
 

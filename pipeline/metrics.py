@@ -92,6 +92,30 @@ PRODUCE_ERRORS = Counter(
     "nexanest_producer_errors_total", "Ticks Kafka did not acknowledge", ["topic"], registry=REGISTRY
 )
 
+# Feed adapters (producers/observer.py), labelled by the adapter's registry name
+# only: never a symbol, a venue instance or a run's source (series without bound).
+FEED_TICKS_IN = Counter(
+    "nexanest_feed_ticks_in_total", "Normalised ticks a feed adapter yielded", ["adapter"], registry=REGISTRY
+)
+FEED_PUBLISHED = Counter(
+    "nexanest_feed_published_total", "Ticks of a feed adapter acknowledged by Kafka", ["adapter"], registry=REGISTRY
+)
+FEED_REJECTED = Counter(
+    "nexanest_feed_rejected_total",
+    "Frames or rows a feed adapter could not turn into ticks",
+    ["adapter"],
+    registry=REGISTRY,
+)
+FEED_RECONNECTS = Counter(
+    "nexanest_feed_reconnects_total", "Connections a feed adapter made after its first", ["adapter"], registry=REGISTRY
+)
+FEED_GAPS = Counter(
+    "nexanest_feed_gaps_total", "Sequence gaps a feed adapter saw at its venue", ["adapter"], registry=REGISTRY
+)
+FEED_CONNECTED = Gauge(
+    "nexanest_feed_connected", "1 while a feed adapter is connected, else 0", ["adapter"], registry=REGISTRY
+)
+
 # Consumer side.
 TICKS_CONSUMED = Counter("nexanest_consumer_messages_total", "Messages taken from Kafka", ["topic"], registry=REGISTRY)
 TICKS_WRITTEN = Counter("nexanest_sink_rows_written_total", "Rows made durable by a sink", ["sink"], registry=REGISTRY)

@@ -28,6 +28,9 @@ class KafkaSettings(BaseModel):
     ticks_topic: str = "ticks"
     dead_letter_topic: str = "ticks.dlq"
     events_topic: str = "system_events"
+    #: Historical ticks (``nexanest feed run replay``): read by the same consumer
+    #: in a loop and group of its own, without the ``stale_timestamp`` rule.
+    backfill_topic: str = "ticks.backfill"
     #: Partitions for topics the pipeline creates itself; keyed by symbol, so this
     #: bounds how many consumers of one group can share the work.
     partitions: int = Field(default=6, ge=1)
@@ -434,6 +437,8 @@ class Settings(BaseSettings):
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
     backup_dir: Path = Path("backups")
+    #: Where `nexanest feed run replay` keeps one checkpoint per file (NEXANEST_FEED_STATE_DIR).
+    feed_state_dir: Path = Path(".nexanest/feeds")
     #: Where `nexanest status` finds Prometheus (deploy/local/prometheus.sh); empty: not configured.
     prometheus_url: str = "http://127.0.0.1:9090"
 
@@ -464,6 +469,7 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
                     "ticks_topic": f"{namespace}.ticks",
                     "dead_letter_topic": f"{namespace}.ticks.dlq",
                     "events_topic": f"{namespace}.events",
+                    "backfill_topic": f"{namespace}.ticks.backfill",
                     "consumer_group": namespace,
                     "dlq_replay_group": f"{namespace}.dlq-replay",
                 }
@@ -541,6 +547,7 @@ def namespace_environment(settings: Settings) -> dict[str, str]:
         "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
         "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
         "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
+        "NEXANEST_KAFKA__BACKFILL_TOPIC": k.backfill_topic,
         "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
         "NEXANEST_KAFKA__DLQ_REPLAY_GROUP": k.dlq_replay_group,
         "NEXANEST_TIMESCALE__DSN": settings.timescale.dsn.get_secret_value(),
