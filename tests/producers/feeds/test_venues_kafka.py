@@ -14,11 +14,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
+from nexanest.pipeline.metrics import REGISTRY
 from nexanest.pipeline.settings import RetrySettings, Settings
+from nexanest.producers.feed_runner import run_feed
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed
 from nexanest.producers.feeds.coinbase import CoinbaseConfig, CoinbaseFeed
 from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
 from nexanest.producers.publisher import publish_feed
+from nexanest.schemas.events import SystemEvent, decode_event
 from nexanest.schemas.ticks import Tick, decode_tick
 from tests.producers.feeds.venue_server import Drop, RecordingObserver, Send, VenueServer, frames
 
@@ -131,3 +134,62 @@ async def test_coinbase_frames_to_kafka(isolated: Settings, test_id: str) -> Non
     assert observer.gaps == [("BTC-USD matches", 5003, 5004)]
     assert len(observer.bad) == 10
     assert [json.loads(m)["type"] for c in server.connections for m in c.received] == ["subscribe", "subscribe"]
+
+
+async def read_events(settings: Settings, until_types: set[str], timeout_s: float = 30.0) -> list[SystemEvent]:
+    """The events topic from the start, until every type in ``until_types`` was seen (or the deadline)."""
+    consumer = AIOKafkaConsumer(
+        settings.kafka.events_topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    events: list[SystemEvent] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not until_types <= {e.event_type for e in events} and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                events += [decode_event(r.value or b"") for r in records]
+    finally:
+        await consumer.stop()
+    return events
+
+
+async def test_binance_through_run_feed_counts_and_reports(isolated: Settings, test_id: str) -> None:
+    """The path of `nexanest feed run binance`: run_feed with its FeedMonitor, so the gap, the
+    malformed frames and the reconnect become nexanest_feed_* metrics and feed_* system events."""
+    trades, bad = frames("binance", "trades"), frames("binance", "malformed")
+    before = {name: _metric(name) for name in ("ticks_in", "published", "rejected", "reconnects", "gaps")}
+    stop = asyncio.Event()
+    async with VenueServer([[Send(trades + bad), Drop()], [Send(frames("binance", "gaps"))]]) as server:
+        config = BinanceConfig(["btcusdt", "ethusdt"], server.url, {}, f"binance-{test_id}")
+        feed = BinanceFeed(config, OPTIONS)
+        running = asyncio.create_task(run_feed(isolated, feed, stop))
+        got = await read_topic(isolated, len(trades) + 4)
+        stop.set()
+        published_count = await asyncio.wait_for(running, 30)
+    assert published_count == len(got) == len(trades) + 4
+    assert {t.exchange for _, _, t in got} == {"BINANCE"}
+    after = {name: _metric(name) for name in before}
+    assert {name: after[name] - before[name] for name in before} == {
+        "ticks_in": 9,
+        "published": 9,
+        "rejected": len(bad),
+        "reconnects": 1,
+        "gaps": 2,
+    }
+    events = await read_events(isolated, {"feed_gap", "feed_malformed", "feed_disconnected", "stopped"})
+    gaps = [e.details for e in events if e.event_type == "feed_gap"]
+    assert [(d["stream"], d["expected"], d["received"]) for d in gaps] == [
+        ("btcusdt@trade", 104, 107),
+        ("ethusdt@trade", 203, 210),
+    ]
+    assert [e.event_type for e in events].count("feed_connected") == 2
+    assert any(e.event_type == "feed_disconnected" and "1006" in e.message for e in events)
+    assert any(e.event_type == "feed_malformed" for e in events)
+
+
+def _metric(name: str) -> float:
+    value = REGISTRY.get_sample_value(f"nexanest_feed_{name}_total", {"adapter": "binance"})
+    return value or 0.0
