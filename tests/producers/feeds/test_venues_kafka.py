@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from nexanest.pipeline.metrics import REGISTRY
-from nexanest.pipeline.settings import RetrySettings, Settings
+from nexanest.pipeline.settings import RetrySettings, Settings, namespace_environment
 from nexanest.producers.feed_runner import run_feed
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed
 from nexanest.producers.feeds.coinbase import CoinbaseConfig, CoinbaseFeed
@@ -23,9 +25,11 @@ from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.events import SystemEvent, decode_event
 from nexanest.schemas.ticks import Tick, decode_tick
+from tests.processes import interrupt
 from tests.producers.feeds.venue_server import Drop, RecordingObserver, Send, VenueServer, frames
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[3]
 
 OPTIONS = ConnectionOptions(retry=RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2))
 
@@ -193,3 +197,40 @@ async def test_binance_through_run_feed_counts_and_reports(isolated: Settings, t
 def _metric(name: str) -> float:
     value = REGISTRY.get_sample_value(f"nexanest_feed_{name}_total", {"adapter": "binance"})
     return value or 0.0
+
+
+async def test_nexanest_feed_run_coinbase(isolated: Settings, test_id: str) -> None:
+    """The README's command, as a child process against the local venue server, ended with Ctrl-C."""
+    matches = frames("coinbase", "matches")
+    async with VenueServer(
+        [[Send(matches), Drop()], [Send(frames("coinbase", "gaps"))]], subscribe_within_s=2
+    ) as server:
+        env = {**os.environ, **namespace_environment(isolated), "NEXANEST_METRICS__PRODUCER_PORT": "0"}
+        args = ["feed", "run", "coinbase", "--symbols", "BTC-USD,ETH-USD", "--url", server.url, "--source", test_id]
+        child = await asyncio.create_subprocess_exec(
+            str(REPO / ".venv/bin/nexanest"),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+        )
+        try:
+            got = await read_topic(isolated, 7)
+        finally:
+            await interrupt(child)
+        out, err = await child.communicate()
+    assert child.returncode == 0, (out + err).decode()[-3000:]
+    assert [(t.symbol, t.price_e9) for _, _, t in sorted(got, key=lambda g: g[2].seq)] == [
+        ("BTC-USD", 91_000_000_000_000),
+        ("BTC-USD", 91_000_010_000_000),
+        ("ETH-USD", 3_000_500_000_000),
+        ("BTC-USD", 91_000_020_000_000),
+        ("BTC-USD", 91_000_030_000_000),
+        ("BTC-USD", 91_000_040_000_000),
+        ("ETH-USD", 3_001_000_000_000),
+    ]
+    assert {t.source for _, _, t in got} == {test_id}
+    assert "published 7 ticks" in out.decode()
+    assert "rejected 0, reconnects 1, gaps 2" in out.decode()
+    assert len(server.connections) == 2
