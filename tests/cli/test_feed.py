@@ -42,6 +42,6 @@ def test_the_replay_plugin_publishes_history_to_the_backfill_topic(tmp_path: Pat
     feed = plugin.create(options, settings)
     assert isinstance(feed, ReplayFeed)
     assert (feed.config.columns["ts"], feed.config.speed) == ("time", 2.0)
-    assert topic_of(settings, feed) == settings.kafka.backfill_topic == "ticks.backfill"
+    assert topic_of(settings, feed) == settings.kafka.backfill_topic != settings.kafka.ticks_topic
     with pytest.raises(SystemExit):
         feed_parser("replay", plugin).parse_args([str(path), "--speed", "fast"])
