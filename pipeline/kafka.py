@@ -67,6 +67,7 @@ def pipeline_topics(settings: KafkaSettings) -> list[NewTopic]:
         NewTopic(settings.ticks_topic, num_partitions=settings.partitions, replication_factor=rf),
         NewTopic(settings.dead_letter_topic, num_partitions=settings.partitions, replication_factor=rf),
         NewTopic(settings.events_topic, num_partitions=1, replication_factor=rf),
+        NewTopic(settings.backfill_topic, num_partitions=settings.partitions, replication_factor=rf),
     ]
 
 

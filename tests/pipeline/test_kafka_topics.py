@@ -12,7 +12,7 @@ from nexanest.pipeline.settings import KafkaSettings, Settings
 
 def test_topics_default_to_one_replica() -> None:
     topics = pipeline_topics(KafkaSettings())
-    assert [t.replication_factor for t in topics] == [1, 1, 1]
+    assert [t.replication_factor for t in topics] == [1, 1, 1, 1]
 
 
 def test_topics_take_the_replication_factor_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,6 +23,7 @@ def test_topics_take_the_replication_factor_from_the_environment(monkeypatch: py
         settings.kafka.ticks_topic: 3,
         settings.kafka.dead_letter_topic: 3,
         settings.kafka.events_topic: 3,
+        settings.kafka.backfill_topic: 3,
     }
 
 
