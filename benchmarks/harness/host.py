@@ -17,51 +17,45 @@ from nexanest.consumers.ticks_to_timescale import open_quotes_redis
 from nexanest.pipeline.settings import Settings
 
 KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
+_SHOW = {
+    "postgresql": "server_version",
+    "timescaledb_license": "timescaledb.license",
+    **{name: name for name in ("synchronous_commit", "shared_buffers", "max_wal_size")},
+}
 
 
-def host() -> tuple[int, str]:
-    """Memory in kB and the CPU model, from /proc."""
-    meminfo = Path("/proc/meminfo").read_text()
-    mem_kb = int(next(ln for ln in meminfo.splitlines() if ln.startswith("MemTotal")).split()[1])
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor(),
-    )
-    return mem_kb, cpu
-
-
-async def machine(settings: Settings, admin_dsn: str | None = None) -> dict[str, Any]:
-    """Cores, memory, versions and database settings, once at the start of a run."""
-    mem_kb, cpu = host()
-    conn = await asyncpg.connect(admin_dsn or settings.timescale.admin_dsn.get_secret_value())
-    try:
-        timescale = {
-            "postgresql": await conn.fetchval("SHOW server_version"),
-            "timescaledb": await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"),
-            "timescaledb_license": await conn.fetchval("SHOW timescaledb.license"),
-            "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
-            "shared_buffers": await conn.fetchval("SHOW shared_buffers"),
-            "max_wal_size": await conn.fetchval("SHOW max_wal_size"),
-        }
-    finally:
-        await conn.close()
+async def _redis_info(settings: Settings) -> dict[str, Any]:
     r = open_quotes_redis(settings)
     try:
-        redis_version = (await r.info("server"))["redis_version"]
+        return dict(await r.info("server"))
     finally:
         await r.aclose()
+
+
+async def machine(settings: Settings) -> dict[str, Any]:
+    """Cores, memory, versions and database settings, once at the start of a run."""
+    meminfo, cpuinfo = (Path(f"/proc/{name}").read_text() for name in ("meminfo", "cpuinfo"))  # noqa: ASYNC240 - /proc
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), platform.processor())
+    meminfo_words = meminfo.split()
+    conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
+    try:
+        shown = {key: await conn.fetchval(f"SHOW {name}") for key, name in _SHOW.items()}
+        ext = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    finally:
+        await conn.close()
     status = await asyncio.create_subprocess_exec(str(KAFKA_SH), "status", stdout=asyncio.subprocess.PIPE)
     words = (await status.communicate())[0].decode().split()
     return {
         "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "memory_gib": round(int(meminfo_words[meminfo_words.index("MemTotal:") + 1]) / 1024 / 1024, 1),
         "cpu": cpu,
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_avg_at_start": os.getloadavg(),
         "kafka": words[words.index("version") + 1] if "version" in words else "unknown",
-        "redis": redis_version,
-        **timescale,
+        "redis": (await _redis_info(settings))["redis_version"],
+        "timescaledb": ext,
+        **shown,
         "libraries": {d: version(d) for d in ("aiokafka", "asyncpg", "msgspec", "uvloop", "redis")},
     }
 
@@ -89,11 +83,7 @@ async def service_identities(settings: Settings) -> dict[str, str]:
         timescale = str(await conn.fetchval("SELECT pg_postmaster_start_time()"))
     finally:
         await conn.close()
-    r = open_quotes_redis(settings)
-    try:
-        redis_run_id = str((await r.info("server"))["run_id"])
-    finally:
-        await r.aclose()
+    redis_run_id = str((await _redis_info(settings))["run_id"])
     return {"timescaledb": timescale, "redis": redis_run_id, "kafka": str(pid_of("kafka"))}
 
 

@@ -1,22 +1,41 @@
-"""One benchmark run's names, settings and count checks.
+"""One benchmark run: its names, settings, count checks, and the frame every scenario runs in.
 
 Everything a run creates carries its run id (a letter naming the script and 8
-hex digits), so ``harness.cleanup`` can find it and never touches anything
-else: topics ``bench.<run>.*``, consumer groups and ``source`` tags
-``bench-<run>-*``, Redis keys ``bench:<run>:*``, scratch tables ``bench_<run>_*``.
+hex digits), so ``harness.cleanup`` finds it and never touches anything else:
+the scratch database ``nexanest_bench_<run>``, topics ``bench.<run>.*``,
+consumer groups and ``source`` tags ``bench-<run>-*``, Redis keys ``bench:<run>:*``.
+
+``main`` is the frame: options, machine facts, the scratch database (the
+project's migrations applied), the scenario, clean-up, restart detection, the
+JSON and the Markdown section. A scenario supplies only what it measures and
+how its section reads.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import itertools
+import json
 import os
+import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import asyncpg
+import uvloop
 
-from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.producers.feeds.synthetic import SyntheticConfig
+from benchmarks.harness import report
+from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
+from benchmarks.harness.host import machine, restarted, service_identities
+from nexanest.pipeline.log import configure_logging
+from nexanest.pipeline.settings import KafkaSettings, LogSettings, Settings, load_settings, namespace_environment
+from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.producers.publisher import publish_feed
+from nexanest.schemas.ticks import Tick
 
 
 class CountMismatch(Exception):
@@ -27,20 +46,41 @@ class BenchError(Exception):
     """The run could not measure what it set out to (the message says why)."""
 
 
-def new_run_id(letter: str) -> str:
-    return letter + uuid.uuid4().hex[:8]
-
-
-def feed_config(ticks: int, symbols: int, seed: int, source: str, start_ns: int) -> SyntheticConfig:
-    """The benchmarks' ticks: fixed seed, tick times 10 µs apart, published flat out."""
+def feed_config(
+    ticks: int, symbols: int, seed: int, source: str, start_ns: int, rate: float = 100_000
+) -> SyntheticConfig:
+    """The benchmarks' ticks: fixed seed, ``rate`` ticks per second of tick time, published flat out."""
     return SyntheticConfig(
-        symbols=symbols, rate=100_000, count=ticks, seed=seed, start_ns=start_ns, source=source, paced=False
+        symbols=symbols, rate=rate, count=ticks, seed=seed, start_ns=start_ns, source=source, paced=False
     )
+
+
+class Batches:
+    """Any ticks as a feed adapter, so the product's ``publish_feed`` publishes them."""
+
+    venue: ClassVar[str] = "benchmark"
+
+    def __init__(self, ticks: Iterable[Tick], size: int = 1_000) -> None:
+        self._ticks, self._size = iter(ticks), size
+
+    async def ticks(self) -> AsyncIterator[Sequence[Tick]]:
+        while batch := list(itertools.islice(self._ticks, self._size)):
+            yield batch
+            await asyncio.sleep(0)
+
+
+async def publish(kafka: KafkaSettings, ticks: SyntheticConfig | Iterable[Tick], source: str) -> tuple[int, float]:
+    """Publish to ``kafka.ticks_topic`` (created with its DLQ and events topics, so consumers
+    starting at once do not race to): (ticks acknowledged, seconds)."""
+    started = time.perf_counter()
+    feed = SyntheticFeed(ticks) if isinstance(ticks, SyntheticConfig) else Batches(ticks)
+    published = await publish_feed(kafka, feed, source)
+    return published, time.perf_counter() - started
 
 
 @dataclass
 class Run:
-    """Names and checks of one run (``letter`` names the script: s, b, o, g, k, p)."""
+    """Names and checks of one run (``letter`` names the script)."""
 
     base: Settings
     letter: str = "s"
@@ -50,16 +90,11 @@ class Run:
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.run_id = self.run_id or new_run_id(self.letter)
+        self.run_id = self.run_id or self.letter + uuid.uuid4().hex[:8]
 
     @property
     def prefix(self) -> str:
         return f"bench.{self.run_id}"
-
-    @property
-    def feed_topic(self) -> str:
-        """The feed every reader of the suite shares (limits, pipeline, alternatives)."""
-        return self.topic("a")
 
     def topic(self, feed: str) -> str:
         return f"{self.prefix}.ticks-{feed}"
@@ -75,27 +110,27 @@ class Run:
 
     def group(self, scenario: str) -> str:
         """A consumer group never used before (a scenario run twice gets a new one)."""
-        group, n = f"bench-{self.run_id}-{scenario}", 1
-        while group in self.groups:
-            n += 1
-            group = f"bench-{self.run_id}-{scenario}-{n}"
+        group = f"bench-{self.run_id}-{scenario}"
+        for k in itertools.count(2):
+            if group not in self.groups:
+                break
+            group = f"bench-{self.run_id}-{scenario}-{k}"
         self.groups.append(group)
         return group
 
-    def settings(self, scenario: str, topic: str | None = None, **consumer: object) -> Settings:
+    def settings(self, scenario: str, topic: str, partitions: int | None = None, **consumer: object) -> Settings:
         """The pipeline's settings with this scenario's topics, group, Redis keys and no metrics server."""
-        b = self.base
-        keys = f"bench:{self.run_id}:{scenario}"
+        b, keys = self.base, f"bench:{self.run_id}:{scenario}"
+        kafka = {
+            "ticks_topic": topic,
+            "dead_letter_topic": f"{self.prefix}.{scenario}.dlq",
+            "events_topic": f"{self.prefix}.{scenario}.events",
+            "consumer_group": self.group(scenario),
+            "partitions": partitions or b.kafka.partitions,
+        }
         return b.model_copy(
             update={
-                "kafka": b.kafka.model_copy(
-                    update={
-                        "ticks_topic": topic or self.feed_topic,
-                        "dead_letter_topic": f"{self.prefix}.{scenario}.dlq",
-                        "events_topic": f"{self.prefix}.{scenario}.events",
-                        "consumer_group": self.group(scenario),
-                    }
-                ),
+                "kafka": b.kafka.model_copy(update=kafka),
                 "redis": b.redis.model_copy(
                     update={"quote_key_prefix": f"{keys}:quote:", "bar_key_prefix": f"{keys}:bar:"}
                 ),
@@ -115,16 +150,28 @@ class Run:
             **extra,
         }
 
-    def check(self, scenario: str, what: str, expected: int, actual: int) -> None:
-        """Record a count check; raise ``CountMismatch`` if it fails."""
+    def check(self, scenario: str, what: str, expected: object, actual: object, *, strict: bool = True) -> bool:
+        """Record a count check; unless ``strict`` is off, raise ``CountMismatch`` if it fails."""
         ok = expected == actual
         self.checks.append({"scenario": scenario, "what": what, "expected": expected, "actual": actual, "ok": ok})
-        if not ok:
-            raise CountMismatch(f"{scenario}: {what}: expected {expected:,}, got {actual:,}")
+        if not ok and strict:
+            raise CountMismatch(f"{scenario}: {what}: expected {expected}, got {actual}")
+        return ok
+
+    async def sql(self, query: str, *args: object, dsn: str | None = None) -> Any:
+        """One value from the scratch database (a connection of its own: cheap beside what is measured)."""
+        conn = await asyncpg.connect(dsn or self.admin_dsn)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    async def count_rows(self, source: str, table: str = "stock_prices") -> int:
+        return int(await self.sql(f"SELECT count(*) FROM {table} WHERE source = $1", source))
 
     async def scratch_table(self, conn: asyncpg.Connection, name: str) -> str:
         """An empty hypertable shaped like ``stock_prices`` (columns, defaults,
-        constraints, indexes, chunk interval); ``harness.cleanup`` drops it."""
+        constraints, indexes, chunk interval), in the scratch database."""
         table = f"bench_{self.run_id}_{name}"
         interval = await conn.fetchval(
             "SELECT time_interval FROM timescaledb_information.dimensions "
@@ -136,11 +183,97 @@ class Run:
         )
         return table
 
-    async def count_rows(self, table: str = "stock_prices", source: str | None = None) -> int:
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            if source is None:
-                return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-            return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE source = $1", source))
-        finally:
-            await conn.close()
+
+async def explain(conn: asyncpg.Connection, sql: str, *params: object) -> dict[str, float]:
+    """Planning and execution ms of one run of ``sql`` (EXPLAIN ANALYZE), and the
+    chunks (``_hyper_*`` relations) it planned and actually executed."""
+    doc = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *params))[0]
+    planned, executed, nodes = set(), set(), [doc["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if (name := node.get("Relation Name", "")).startswith("_hyper_"):
+            planned.add(name)
+            if node.get("Actual Loops", 0) > 0:
+                executed.add(name)
+        nodes += node.get("Plans", [])
+    return {"planning_ms": doc["Planning Time"], "execution_ms": doc["Execution Time"]} | {
+        "chunks_planned": len(planned),
+        "chunks_executed": len(executed),
+    }
+
+
+def rotated(items: Sequence[str], i: int) -> list[str]:
+    """``items`` starting at the ``i``-th: variants measured in turns, in an order that
+    rotates, so a disturbance of the shared machine falls on all of them alike."""
+    return [*items[i % len(items) :], *items[: i % len(items)]]
+
+
+def as_json(result: dict[str, Any]) -> str:
+    """The section of a micro-benchmark: its result, machine facts aside."""
+    return (
+        json.dumps({k: v for k, v in result.items() if k not in ("machine", "cleanup")}, indent=2, default=str) + "\n"
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What a scenario module hands to ``main``."""
+
+    name: str
+    letter: str
+    module: str
+    doc: str | None
+    quick_help: str
+    #: Adds the scenario's own options to the shared parser.
+    options: Callable[[argparse.ArgumentParser], None]
+    #: Measures, in the scratch database; returns the result's own keys.
+    measure: Callable[[Run, argparse.Namespace], Awaitable[dict[str, Any]]]
+    #: The Markdown section of a result.
+    markdown: Callable[[dict[str, Any]], str]
+    #: Whether a result passed (exit 0).
+    passed: Callable[[dict[str, Any]], bool]
+
+
+async def _execute(spec: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    run = Run(load_settings(), spec.letter)
+    base, log = run.base, report.log(spec.name)
+    log(f"run {run.run_id}; if interrupted: python -m benchmarks.harness.cleanup {run.run_id}")
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    host, before = await machine(base), await service_identities(base)
+    migrations: list[str] = []
+    try:
+        run.base, migrations = await prepare_database(base, run.run_id)
+        measured = await spec.measure(run, args)
+    finally:
+        log("cleaning up")
+        cleanup = await clean_up(base, run.run_id)
+    after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
+    return {
+        "benchmark": spec.name,
+        "run_id": run.run_id,
+        "command": args.command_line,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "mode": "quick" if args.quick else "full",
+        "machine": {**host, "load_avg_at_end": os.getloadavg()},
+        "scratch": {"database": run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1], "migrations": migrations},
+        "services_restarted_during_run": restarted(before, after),
+        **measured,
+        "checks": run.checks,
+        "cleanup": cleanup,
+    }
+
+
+def main(spec: Scenario, argv: Sequence[str] | None = None) -> int:
+    parser = report.parser(spec.doc, spec.quick_help)
+    spec.options(parser)
+    args = parser.parse_args(argv)
+    configure_logging(LogSettings(level="warning"))
+    args.command_line = report.command_line(spec.module)
+    try:
+        result = uvloop.run(_execute(spec, args))  # the event loop the `nexanest` command uses
+    except BenchError as exc:
+        report.log(spec.name)(f"FAILED: {exc}")
+        return 1
+    report.save(spec.name, result, spec.markdown(result), args)
+    return 0 if spec.passed(result) and not result["cleanup"].get("failed") else 1

@@ -2,141 +2,79 @@
 
     python -m benchmarks.scenarios.kill9_soak [--ticks 1000000] [--cycles 20]
 
-Publishes N synthetic ticks to a fresh topic, then repeatedly starts
-`nexanest consume` as a real process, waits until it is writing, lets it run a
-random 0-2 s more and SIGKILLs it. After the last cycle one consumer drains the
-rest. `nexanest verify` logic then compares Kafka with TimescaleDB; the run
-fails (exit 1) unless missing and duplicate rows are both 0. Prints JSON.
+Publishes the synthetic ticks to a fresh topic, then repeatedly starts ``nexanest
+consume`` as a real process, waits until it is writing, lets it run a random
+0-2 s more and SIGKILLs it. After the last cycle one consumer drains the rest,
+and ``nexanest verify`` compares Kafka with TimescaleDB: the run fails (exit 1)
+unless missing and duplicate rows are both 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
+from typing import Any
 
-import asyncpg
-import uvloop
-
-from benchmarks.harness.cleanup import clean_up, prepare_database
-from benchmarks.harness.report import print_and_save
-from benchmarks.harness.run import Run
-from benchmarks.harness.sampling import ROOT
+from benchmarks.harness import report
+from benchmarks.harness.run import Run, Scenario, feed_config, main, publish
+from benchmarks.harness.sampling import Processes, consume_argv
 from nexanest.ops.verify import verify
-from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.log import configure_logging
-from nexanest.pipeline.settings import LogSettings, Settings, load_settings
-from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
-from nexanest.producers.publisher import TickPublisher
+
+log = report.log("kill9")
 
 
-def consumer_process(settings: Settings, name: str) -> subprocess.Popen[bytes]:
-    env = Run.env(settings, NEXANEST_KAFKA__GROUP_INSTANCE_ID=f"soak-{name}")
-    return subprocess.Popen(
-        [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", "3"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def rows(pool: asyncpg.Pool, source: str) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM stock_prices WHERE source = $1", source))
-
-
-async def main(args: argparse.Namespace) -> dict[str, object]:
-    run = Run(load_settings(), "k")
-    name, base = run.run_id, run.base
-    try:
-        run.base, _ = await prepare_database(base, run.run_id)
-        return await soak(run, args)
-    finally:
-        cleanup = await clean_up(base, name)
-        print(f"clean-up: {cleanup}", file=sys.stderr)
-
-
-async def soak(run: Run, args: argparse.Namespace) -> dict[str, object]:
-    name = run.run_id
-    settings = run.settings("soak", run.topic("soak"))
+async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    settings, source = run.settings("soak", run.topic("soak")), run.source("soak")
     start_ns = time.time_ns() - 3 * 3600 * 10**9
-    config = SyntheticConfig(
-        symbols=300,
-        rate=1_000_000,
-        count=args.ticks,
-        seed=args.seed,
-        start_ns=start_ns,
-        source=run.source("soak"),
-        paced=False,
+    await publish(settings.kafka, feed_config(args.ticks, args.symbols, args.seed, source, start_ns), source)
+    env = run.env(settings, NEXANEST_KAFKA__GROUP_INSTANCE_ID=f"soak-{run.run_id}")
+    rng, kills = random.Random(args.seed), 0  # kill timing, not cryptography
+    for cycle in range(args.cycles):
+        if (before := await run.count_rows(source)) >= args.ticks:
+            break
+        group = Processes([consume_argv(3)], env)
+        waiting = asyncio.ensure_future(group.wait(900))
+        deadline = time.monotonic() + 60
+        while await run.count_rows(source) == before and time.monotonic() < deadline and not waiting.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(rng.uniform(0.0, 2.0))
+        kills += not waiting.done()
+        group.kill()
+        (proc,) = await waiting
+        log(f"cycle {cycle + 1}: killed={proc.exit_code == -9} rows {await run.count_rows(source):,}")
+    (drain,) = await Processes([consume_argv(3)], env).wait(900)
+    drain.check_exit()
+    checked = await verify(settings, settings.kafka.ticks_topic, start_ns, time.time_ns(), source=source)
+    run.check("soak", "missing and duplicate rows", (0, 0), (checked.missing, checked.duplicates), strict=False)
+    return {"parameters": vars(args) | {"kills": kills}, "verify": checked.to_json(), "ok": checked.ok}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    v = result["verify"]
+    return (
+        f"kill9_soak `{result['run_id']}`: {result['parameters']['kills']} kills; Kafka {v['kafka_ticks']:,} ticks, "
+        f"table {v['db_rows']:,} rows, missing {v['missing']}, duplicates {v['duplicates']}: ok {result['ok']}\n"
     )
-    await ensure_topics(settings.kafka)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
-        started = time.monotonic()
-        await TickPublisher(producer, settings.kafka.ticks_topic, config.source).publish_all(
-            SyntheticFeed(config).ticks()
-        )
-        print(f"published {args.ticks:,} ticks in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    finally:
-        await producer.stop()
 
-    rng = random.Random(args.seed)  # kill timing, not cryptography
-    pool = await asyncpg.create_pool(settings.timescale.dsn.get_secret_value(), min_size=1, max_size=2)
-    assert pool is not None
-    kills = 0
-    try:
-        for cycle in range(args.cycles):
-            before = await rows(pool, config.source)
-            if before >= args.ticks:
-                break
-            proc = consumer_process(settings, name)
-            deadline = time.monotonic() + 60
-            while await rows(pool, config.source) == before and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(rng.uniform(0.0, 2.0))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait(timeout=30)
-            now = await rows(pool, config.source)
-            print(f"cycle {cycle + 1}: killed={proc.returncode == -9} rows {now:,}", file=sys.stderr)
-        drain = consumer_process(settings, name)
-        drain.wait(timeout=900)
-        if drain.returncode != 0:
-            raise RuntimeError(f"draining consumer exited {drain.returncode}")
-    finally:
-        await pool.close()
 
-    report = await verify(settings, settings.kafka.ticks_topic, start_ns, time.time_ns(), source=config.source)
-    return {
-        "benchmark": "kill9_soak",
-        "run_id": name,
-        "machine": {"cores": os.cpu_count()},
-        "ticks": args.ticks,
-        "cycles": args.cycles,
-        "kills": kills,
-        "kafka_ticks": report.kafka_ticks,
-        "db_rows": report.db_rows,
-        "missing": report.missing,
-        "duplicates": report.duplicates,
-        "unexpected": report.unexpected,
-        "ok": report.ok,
-    }
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks to publish (1,000,000)")
+    parser.add_argument("--cycles", type=int, default=20, help="kill -9 cycles (20)")
 
+
+SOAK = Scenario(
+    "kill9_soak",
+    "k",
+    "benchmarks.scenarios.kill9_soak",
+    __doc__,
+    "(no effect)",
+    options,
+    measure,
+    markdown,
+    lambda result: bool(result["ok"]),
+)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks to publish (default 1000000)")
-    parser.add_argument("--cycles", type=int, default=20, help="kill -9 cycles (default 20)")
-    parser.add_argument("--seed", type=int, default=11)
-    args = parser.parse_args()
-    configure_logging(LogSettings(level="warning"))
-    result = uvloop.run(main(args))
-    print_and_save("kill9_soak", result, None)
-    sys.exit(0 if result["ok"] else 1)
+    raise SystemExit(main(SOAK))
