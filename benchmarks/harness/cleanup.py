@@ -4,9 +4,8 @@
 
 Everything a run creates carries its run id (``harness.run``): the scratch
 database ``nexanest_bench_<run>``, topics ``bench.<run>.*``, consumer groups
-``bench-<run>-*``, Redis keys ``bench:<run>:*``. Should a run have written the
-user's database (older runs did), its rows, offsets, events and bars there are
-removed too. Each step retries for a while if its service is restarting.
+``bench-<run>-*``, Redis keys ``bench:<run>:*``. Each step retries for a while
+if its service is restarting.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,7 +31,6 @@ from redis.exceptions import RedisError
 
 from benchmarks.harness.host import KAFKA_SH, state_dir
 from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis
-from nexanest.ops.bars_repair import repair
 from nexanest.ops.migrate import migrate
 from nexanest.pipeline.settings import Settings, load_settings
 
@@ -103,25 +100,6 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
     if not RUN_ID.fullmatch(run_id):
         raise ValueError(f"{run_id!r} is not a benchmark run id (a letter and 8 hex digits)")
     report: dict[str, Any] = {}
-    tag, group = f"bench-{run_id}%", f"bench-{run_id}-%"
-
-    async def database() -> None:
-        conn = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
-        try:
-            await conn.execute("SET lock_timeout = '20s'")  # a test elsewhere holding a lock must not hang us
-            span = await conn.fetchrow("SELECT min(time) lo, max(time) hi FROM stock_prices WHERE source LIKE $1", tag)
-            for key, sql, pattern in (
-                ("stock_prices_rows_deleted", "DELETE FROM stock_prices WHERE source LIKE $1", tag),
-                ("ingest_offsets_rows_deleted", "DELETE FROM ingest_offsets WHERE consumer_group LIKE $1", group),
-                ("system_events_deleted", "DELETE FROM system_events WHERE details->>'group' LIKE $1", group),
-            ):
-                report[key] = int((await conn.execute(sql, pattern)).split()[-1])
-            if span is not None and span["lo"] is not None:
-                # With the ticks gone, recomputing the days they were merged into takes them out of the bars.
-                fixed = await repair(conn, span["lo"], span["hi"] + timedelta(microseconds=1))
-                report["bars_repaired"] = {"from": fixed.start.isoformat(), "to": fixed.end.isoformat()}
-        finally:
-            await conn.close()
 
     async def redis_keys() -> None:
         report["redis_keys_deleted"] = 0
@@ -160,7 +138,7 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
             report["scratch_database_dropped"] = db
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         report.setdefault("failed", []).append(f"scratch database: {exc}")
-    for what, step in (("database", database), ("redis", redis_keys), ("kafka", kafka)):
+    for what, step in (("redis", redis_keys), ("kafka", kafka)):
         await patiently(report, what, step)
     return report
 

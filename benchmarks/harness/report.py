@@ -120,30 +120,18 @@ def command_line(module: str) -> str:
     return shlex.join([python, "-m", module, *sys.argv[1:]])
 
 
-def save_json(name: str, result: dict[str, Any], output: Path | None = None) -> Path:
-    """Write ``result`` to ``output`` or ``benchmarks/results/<name>-<time>.json`` (git-ignored)."""
-    out = output or RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return out
-
-
 def save(name: str, result: dict[str, Any], section: str, args: argparse.Namespace) -> Path:
     """Write the JSON and the section to the results folder, print the section,
     and add it to RESULTS.md when ``--update-results`` was given."""
-    out = save_json(name, result, args.output)
+    out = args.output or RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(section)
     print(section)
     if args.update_results:
         insert_section(section)
     print(f"JSON: {out}" + (f"; added to {RESULTS_MD}" if args.update_results else ""), file=sys.stderr)
     return out
-
-
-def print_and_save(name: str, result: dict[str, Any], output: Path | None = None) -> Path:
-    """For the micro-benchmarks, whose JSON is their report: print it and save it."""
-    print(json.dumps(result, indent=2, default=str))
-    return save_json(name, result, output)
 
 
 def insert_section(section: str, path: Path = RESULTS_MD) -> None:

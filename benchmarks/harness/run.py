@@ -18,11 +18,14 @@ import asyncio
 import itertools
 import json
 import os
+import statistics
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, ClassVar
 
 import asyncpg
@@ -32,6 +35,7 @@ from benchmarks.harness import report
 from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
 from benchmarks.harness.host import machine, restarted, service_identities
 from nexanest.pipeline.log import configure_logging
+from nexanest.pipeline.runner import IngestStats
 from nexanest.pipeline.settings import KafkaSettings, LogSettings, Settings, load_settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
@@ -158,13 +162,21 @@ class Run:
             raise CountMismatch(f"{scenario}: {what}: expected {expected}, got {actual}")
         return ok
 
-    async def sql(self, query: str, *args: object, dsn: str | None = None) -> Any:
-        """One value from the scratch database (a connection of its own: cheap beside what is measured)."""
-        conn = await asyncpg.connect(dsn or self.admin_dsn)
+    async def sql(self, query: str, *args: object, method: str = "fetchval") -> Any:
+        """One value (or what ``method`` returns) from the scratch database, on a connection of its own."""
+        conn = await asyncpg.connect(self.admin_dsn)
         try:
-            return await conn.fetchval(query, *args)
+            return await getattr(conn, method)(query, *args)
         finally:
             await conn.close()
+
+    async def stored_once(self, scenario: str, source: str, ticks: int) -> bool:
+        """Whether every tick of ``source`` is stored once: rows = distinct seq = ticks, seqs 0 .. ticks-1."""
+        query = "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq) FROM stock_prices"
+        found = tuple(await self.sql(f"{query} WHERE source = $1", source, method="fetchrow"))
+        return self.check(
+            scenario, "rows, distinct seq, first and last seq", (ticks, ticks, 0, ticks - 1), found, strict=False
+        )
 
     async def count_rows(self, source: str, table: str = "stock_prices") -> int:
         return int(await self.sql(f"SELECT count(*) FROM {table} WHERE source = $1", source))
@@ -202,6 +214,33 @@ async def explain(conn: asyncpg.Connection, sql: str, *params: object) -> dict[s
     }
 
 
+async def time_queries(
+    conn: asyncpg.Connection, queries: Mapping[str, tuple[str, Sequence[Any]]], runs: int
+) -> dict[str, dict[str, float]]:
+    """Each query warm (one untimed run: its rows), then ``runs`` times in rotating
+    order: the median client wall time (on a connection without a statement cache
+    every run is planned, as an application's query with fresh parameters is) and
+    the medians of ``explain``."""
+    out: dict[str, list[dict[str, float]]] = {
+        n: [{"rows": len(await conn.fetch(q, *p))}] for n, (q, p) in queries.items()
+    }
+    for i in range(runs):
+        for name in rotated(list(queries), i):
+            sql, params = queries[name]
+            began = time.perf_counter()
+            await conn.fetch(sql, *params)
+            out[name].append({"wall_ms": (time.perf_counter() - began) * 1000} | await explain(conn, sql, *params))
+    keys = ("wall_ms", "planning_ms", "execution_ms", "chunks_planned", "chunks_executed")
+    return {name: t[0] | {k: statistics.median(x[k] for x in t[1:]) for k in keys} for name, t in out.items()}
+
+
+def busy_s(stats: IngestStats) -> float:
+    """The consumer's busy time: from its first batch with records to the end of its last write."""
+    assert stats.first_batch_at is not None
+    assert stats.last_batch_at is not None
+    return stats.last_batch_at - stats.first_batch_at
+
+
 def rotated(items: Sequence[str], i: int) -> list[str]:
     """``items`` starting at the ``i``-th: variants measured in turns, in an order that
     rotates, so a disturbance of the shared machine falls on all of them alike."""
@@ -215,41 +254,22 @@ def as_json(result: dict[str, Any]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """What a scenario module hands to ``main``."""
-
-    name: str
-    letter: str
-    module: str
-    doc: str | None
-    quick_help: str
-    #: Adds the scenario's own options to the shared parser.
-    options: Callable[[argparse.ArgumentParser], None]
-    #: Measures, in the scratch database; returns the result's own keys.
-    measure: Callable[[Run, argparse.Namespace], Awaitable[dict[str, Any]]]
-    #: The Markdown section of a result.
-    markdown: Callable[[dict[str, Any]], str]
-    #: Whether a result passed (exit 0).
-    passed: Callable[[dict[str, Any]], bool]
-
-
-async def _execute(spec: Scenario, args: argparse.Namespace) -> dict[str, Any]:
-    run = Run(load_settings(), spec.letter)
-    base, log = run.base, report.log(spec.name)
+async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    run = Run(load_settings(), name[0])
+    base, log = run.base, report.log(name)
     log(f"run {run.run_id}; if interrupted: python -m benchmarks.harness.cleanup {run.run_id}")
     started, started_at = time.monotonic(), datetime.now(UTC)
     host, before = await machine(base), await service_identities(base)
     migrations: list[str] = []
     try:
         run.base, migrations = await prepare_database(base, run.run_id)
-        measured = await spec.measure(run, args)
+        measured = await scenario.measure(run, args)
     finally:
         log("cleaning up")
         cleanup = await clean_up(base, run.run_id)
     after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
     return {
-        "benchmark": spec.name,
+        "benchmark": name,
         "run_id": run.run_id,
         "command": args.command_line,
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -264,16 +284,24 @@ async def _execute(spec: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(spec: Scenario, argv: Sequence[str] | None = None) -> int:
-    parser = report.parser(spec.doc, spec.quick_help)
-    spec.options(parser)
-    args = parser.parse_args(argv)
+def main(module: str) -> int:
+    """Run a scenario module: its ``options(parser)`` adds its options, ``measure(run,
+    args)`` measures in the scratch database, ``markdown(result)`` (``as_json`` if it
+    has none) renders its section, ``QUICK`` says what ``--quick`` changes. Exit 0
+    when every count check passed and nothing failed."""
+    scenario = sys.modules[module]
+    path = scenario.__spec__.name if scenario.__spec__ else module
+    name = path.rsplit(".", 1)[-1]
+    parser = report.parser(scenario.__doc__, getattr(scenario, "QUICK", "(no effect)"))
+    scenario.options(parser)
+    args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
-    args.command_line = report.command_line(spec.module)
+    args.command_line = report.command_line(path)
     try:
-        result = uvloop.run(_execute(spec, args))  # the event loop the `nexanest` command uses
+        result = uvloop.run(_execute(scenario, name, args))  # the event loop the `nexanest` command uses
     except BenchError as exc:
-        report.log(spec.name)(f"FAILED: {exc}")
+        report.log(name)(f"FAILED: {exc}")
         return 1
-    report.save(spec.name, result, spec.markdown(result), args)
-    return 0 if spec.passed(result) and not result["cleanup"].get("failed") else 1
+    report.save(name, result, getattr(scenario, "markdown", as_json)(result), args)
+    failed = result.get("errors") or result["cleanup"].get("failed") or not all(c["ok"] for c in result["checks"])
+    return 1 if failed else 0

@@ -17,14 +17,13 @@ planning and execution times from ``EXPLAIN ANALYZE``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from benchmarks.harness.run import Run, Scenario, as_json, explain, feed_config, main, rotated
+from benchmarks.harness.run import Run, feed_config, main, rotated, time_queries
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 
@@ -55,7 +54,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     ticks, p = list(SyntheticFeed(feed).generate()), run.base.kafka.partitions
     tables = {iv: f"bench_{run.run_id}_{i}" for i, iv in enumerate(intervals)}
     copy_s, tail_s = dict.fromkeys(intervals, 0.0), dict.fromkeys(intervals, 0.0)
-    tail_from = len(ticks) - len(ticks) // 10
+    tail_from = (len(ticks) - len(ticks) // 10) // args.batch_rows * args.batch_rows  # the last 10% of batches
     conn = await asyncpg.connect(run.admin_dsn, statement_cache_size=0)
     try:
         for iv, t in tables.items():
@@ -84,32 +83,19 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         for iv, t in tables.items():
             await conn.execute(f"ANALYZE {t}")
             size = await conn.fetchrow(f"SELECT * FROM hypertable_detailed_size('{t}')")
-            chunks = await conn.fetchval(
-                "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = $1", t
-            )
+            chunks = await conn.fetchval("SELECT count(*) FROM show_chunks($1::regclass)", t)
             run.check(iv, "rows", len(ticks), await conn.fetchval(f"SELECT count(*) FROM {t}"))
             out[iv] = {"chunks": chunks, "rows_per_chunk": len(ticks) / chunks, "total_mb": size["total_bytes"] / 2**20}
             out[iv] |= {
                 "index_share": size["index_bytes"] / size["total_bytes"],
-                "insert_ticks_per_s": len(ticks) / copy_s[iv],
+                "ticks_per_s": len(ticks) / copy_s[iv],
             }
-            out[iv] |= {"insert_ticks_per_s_last_10pct": (len(ticks) - tail_from) / tail_s[iv], "rows_returned": {}}
-            for q, sql in QUERIES.items():  # warm-up, untimed
-                out[iv]["rows_returned"][q] = len(await conn.fetch(sql.format(t=t), *params[q]))
-        timings: dict[tuple[str, str], list[dict[str, float]]] = {(iv, q): [] for iv in intervals for q in QUERIES}
-        for r in range(args.runs):
-            for q, sql in QUERIES.items():
-                for iv in rotated(intervals, r):
-                    began = time.perf_counter()
-                    await conn.fetch(sql.format(t=tables[iv]), *params[q])
-                    wall = {"wall_ms": (time.perf_counter() - began) * 1000}
-                    timings[iv, q].append(wall | await explain(conn, sql.format(t=tables[iv]), *params[q]))
+            out[iv] |= {"ticks_per_s_last_10pct": (len(ticks) - tail_from) / tail_s[iv]}
+        queries = {f"{iv}|{q}": (sql.format(t=tables[iv]), params[q]) for q, sql in QUERIES.items() for iv in intervals}
+        for name, timed in (await time_queries(conn, queries, args.runs)).items():
+            out[name.split("|")[0]][name.split("|")[1]] = timed
     finally:
         await conn.close()
-    for (iv, q), runs in timings.items():
-        out[iv][q] = {
-            key: statistics.median(x[key] for x in runs) for key in ("wall_ms", "planning_ms", "execution_ms")
-        }
     return {
         "parameters": vars(args) | {"ticks_per_s_of_tick_time": feed.rate, "from": start.isoformat()},
         "intervals": out,
@@ -124,17 +110,5 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per query and table (7)")
 
 
-CHUNKS = Scenario(
-    "chunk_sizing",
-    "h",
-    "benchmarks.micro.chunk_sizing",
-    __doc__,
-    "(no effect)",
-    options,
-    measure,
-    as_json,
-    lambda r: all(c["ok"] for c in r["checks"]),
-)
-
 if __name__ == "__main__":
-    raise SystemExit(main(CHUNKS))
+    raise SystemExit(main(__name__))

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.harness.run import Run, Scenario, as_json, feed_config, main, publish
+from benchmarks.harness.run import Run, feed_config, main, publish
 from nexanest.pipeline.kafka import make_producer
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -100,17 +100,5 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each way, alternating (3)")
 
 
-PUBLISH = Scenario(
-    "publish_rate",
-    "u",
-    "benchmarks.micro.publish_rate",
-    __doc__,
-    "(no effect)",
-    options,
-    measure,
-    as_json,
-    lambda r: all(c["ok"] for c in r["checks"]),
-)
-
 if __name__ == "__main__":
-    raise SystemExit(main(PUBLISH))
+    raise SystemExit(main(__name__))

@@ -29,7 +29,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmarks.harness.run import Run, Scenario, as_json, main, rotated
+from benchmarks.harness.run import Run, main, rotated
 from benchmarks.harness.sampling import ROOT
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink, quote_channel
@@ -124,17 +124,5 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-ref", help="also time the quote script of this git revision (the 'before')")
 
 
-QUOTES = Scenario(
-    "quote_publish",
-    "q",
-    "benchmarks.micro.quote_publish",
-    __doc__,
-    "(no effect)",
-    options,
-    measure,
-    as_json,
-    lambda r: all(c["ok"] for c in r["checks"]),
-)
-
 if __name__ == "__main__":
-    raise SystemExit(main(QUOTES))
+    raise SystemExit(main(__name__))

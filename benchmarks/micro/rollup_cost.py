@@ -21,7 +21,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.harness.run import Run, Scenario, as_json, feed_config, main, publish, rotated
+from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, rotated
 from benchmarks.harness.sampling import FlushTimes, percentile
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
@@ -48,9 +48,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             with FlushTimes(TimescaleSink.name, BarCacheSink.name) as times:
                 stats = await run_consumer(settings, asyncio.Event(), until_idle_s=2.0)
             run.check(name, "rows written", args.ticks, stats.written)
-            assert stats.first_batch_at is not None
-            assert stats.last_batch_at is not None
-            rates[mode].append(stats.written / (stats.last_batch_at - stats.first_batch_at))
+            rates[mode].append(stats.written / busy_s(stats))
             for sink, seconds in times.take().items():
                 flushes[mode].setdefault(sink, []).extend(seconds)
             if mode == "rollups_on":
@@ -84,17 +82,5 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each mode (2)")
 
 
-ROLLUPS = Scenario(
-    "rollup_cost",
-    "r",
-    "benchmarks.micro.rollup_cost",
-    __doc__,
-    "(no effect)",
-    options,
-    measure,
-    as_json,
-    lambda r: all(c["ok"] for c in r["checks"]),
-)
-
 if __name__ == "__main__":
-    raise SystemExit(main(ROLLUPS))
+    raise SystemExit(main(__name__))

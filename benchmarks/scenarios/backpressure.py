@@ -3,24 +3,16 @@
     python -m benchmarks.scenarios.backpressure [--quick] [--ticks N] [--stall-seconds 20]
 
 The claim: when TimescaleDB stops accepting writes the consumer stops fetching,
-so its memory stays bounded by what it fetched but has not written (at most two
-batches of ``batch.max_rows``, the one being written and the one taken behind
-it, plus the Kafka client's prefetch, capped by ``kafka.fetch_max_bytes``),
-however far the topic runs ahead; once the database is back, ingest resumes by
-itself with nothing lost or doubled.
-
-1. A synthetic feed (tick times two days back) goes to a fresh topic, all but
-   its last 10%, which are held back.
-2. ``nexanest consume --until-idle S`` runs as a subprocess; its VmRSS/VmHWM are
-   read from ``/proc`` every 50 ms, its progress (offsets committed to Kafka
-   after each database commit) and lag every 250 ms from the broker.
-3. After ``--warmup-seconds`` at saturation an owner connection holds ``LOCK
-   TABLE stock_prices IN ACCESS EXCLUSIVE MODE`` for ``--stall-seconds``: the
-   database is up, but the consumer's next COPY waits. ``pg_locks`` is read
-   three times to record that the consumer's session (its ``application_name``)
-   waits on that lock. Meanwhile the held-back ticks are published.
-4. The lock is released; the consumer drains the topic and exits.
-5. The rows of the run's source must be exactly the feed's ticks.
+so its memory stays bounded by what it fetched but has not written (two batches
+of ``batch.max_rows`` plus the Kafka client's prefetch), however far the topic
+runs ahead; once the database is back, ingest resumes with nothing lost or
+doubled. 90% of the feed is published, then ``nexanest consume`` starts (RSS
+from ``/proc`` every 50 ms; progress and lag from the broker every 250 ms: it
+commits to Kafka after each database commit). After ``--warmup-seconds`` at
+saturation an owner connection holds ``LOCK TABLE stock_prices IN ACCESS
+EXCLUSIVE MODE`` for ``--stall-seconds`` while the last 10% are published;
+``pg_locks`` shows the consumer's session (its ``application_name``) waiting.
+Then the consumer drains the topic; every tick must be stored once.
 """
 
 from __future__ import annotations
@@ -40,7 +32,7 @@ from aiokafka.errors import KafkaError
 
 from benchmarks.harness import report
 from benchmarks.harness.report import n
-from benchmarks.harness.run import BenchError, Run, Scenario, feed_config, main, publish
+from benchmarks.harness.run import BenchError, Run, feed_config, main, publish
 from benchmarks.harness.sampling import Proc, Processes, consume_argv, downsample
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.synthetic import SyntheticFeed
@@ -210,9 +202,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
                 raise BenchError(f"no batch committed within 120 s of the consumer's start: {proc.stderr[-2000:]}")
             await asyncio.sleep(0.05)
         await asyncio.sleep(args.warmup_seconds)
-        if (
-            backlog := progress[-1][2]
-        ) < 3 * settings.batch.max_rows:  # more than it may hold, or a stall proves nothing
+        # More left than the consumer may hold, or a stall proves nothing.
+        if (backlog := progress[-1][2]) < 3 * settings.batch.max_rows:
             raise BenchError(f"only {backlog:,} ticks left before the stall: not saturated; use more --ticks")
         stalled = await stall(run, args, settings, proc, tail)
         (proc,) = await waiting
@@ -220,28 +211,10 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         group.kill()
     proc.check_exit()
-    row = await asyncpg.connect(run.admin_dsn)
-    try:
-        seqs = await row.fetchrow(
-            "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq) FROM stock_prices"
-            " WHERE source = $1",
-            source,
-        )
-    finally:
-        await row.close()
-    ok = run.check(
-        "backpressure",
-        "rows, distinct seq, first and last seq",
-        (args.ticks, args.ticks, 0, args.ticks - 1),
-        tuple(seqs),
-        strict=False,
-    )
-    ok = (
-        run.check(
-            "backpressure", "rows the consumer reports written", args.ticks, proc.consumed()["written"], strict=False
-        )
-        and ok
-    )
+    ok = await run.stored_once("backpressure", source, args.ticks)
+    ok = run.check("backpressure", "rows reported written", args.ticks, proc.consumed()["written"], strict=False) and ok
+    figures = analyse(proc.rss, progress, stalled, settings)
+    run.check("backpressure", "RSS bounded during the stall", True, figures["bounded"], strict=False)
     return {
         "parameters": {
             k: getattr(args, k) for k in ("ticks", "symbols", "seed", "warmup_seconds", "stall_seconds", "idle_seconds")
@@ -252,8 +225,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             "consumer": f"nexanest consume --until-idle {args.idle_seconds:g}",
         },
         "stall": stalled,
-        **analyse(proc.rss, progress, stalled, settings),
-        "rows": {"rows": seqs[0], "distinct_seq": seqs[1]},
+        **figures,
         "rows_ok": ok,
         "samples": downsample([(t, kb / 1024) for t, kb, _ in proc.rss]),
         "lag_samples": downsample([(t, lag) for t, _, lag in progress]),
@@ -263,6 +235,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     p, r, s, b, ing, lag = (result[k] for k in ("parameters", "rss_mb", "stall", "bound", "ingest", "lag"))
     waits = [w for o in s["observations"] for w in o["consumer_waiting"]]
+    rows, seqs, *_ = next(c["actual"] for c in result["checks"] if c["what"].startswith("rows, distinct seq"))
     seen = (
         f"waiting for {waits[0]['mode']} on {waits[0]['relation']} (pg_locks)"
         if s["consumer_blocked"]
@@ -312,9 +285,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{n(r['growth_during_stall'], 1)} MB, trend over it {n(r['trend_during_stall'], 1)} MB: **bounded: "
         f"{'yes' if result['bounded'] else 'NO'}** ({result['bounded_rule']}).",
         "",
-        f"Rows: {result['rows']['rows']:,} of {p['ticks']:,} in stock_prices, "
-        f"{result['rows']['distinct_seq']:,} distinct "
-        f"seq: **rows_ok: {'yes' if result['rows_ok'] else 'NO'}**. RSS and lag over time (of the newest run): "
+        f"Rows: {rows:,} of {p['ticks']:,} in stock_prices, {seqs:,} distinct seq: **rows_ok: "
+        f"{'yes' if result['rows_ok'] else 'NO'}**. RSS and lag over time (of the newest run): "
         "[plots/backpressure_rss.png](plots/backpressure_rss.png) (`make bench-plots`).",
         *report.closing(result),
         "",
@@ -333,17 +305,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-seconds", type=float, default=3.0, help="the consumer's --until-idle (3)")
 
 
-BACKPRESSURE = Scenario(
-    "backpressure",
-    "b",
-    "benchmarks.scenarios.backpressure",
-    __doc__,
-    "500,000 ticks, 3 s of saturation before the stall",
-    options,
-    measure,
-    markdown,
-    lambda result: result["bounded"] and result["rows_ok"],
-)
+QUICK = "500,000 ticks, 3 s of saturation before the stall"
 
 if __name__ == "__main__":
-    raise SystemExit(main(BACKPRESSURE))
+    raise SystemExit(main(__name__))

@@ -2,29 +2,18 @@
 
     python -m benchmarks.scenarios.growth [--quick] [--rows 10000000] [--slice-rows N] [--hours 48] [--runs 21]
 
-**What runs.** The real consumer, ``run_consumer`` (decode, validate, quotes to
-Redis, COPY + rollups + exactly-once offsets in one transaction, Kafka commit),
-into the scratch database, so the table starts at zero rows.
-
-**How it grows.** Slice by slice: the slice's ticks (fixed seed, in time order,
-over ``--hours`` of tick time ending about now, so 1-hour chunks fill and roll
-and "a day of 1-minute bars" exists) are published while no consumer runs
-(untimed); then ``run_consumer(until_idle_s=...)`` drains them, resuming from
-the offsets it stored with its rows, as a restarted consumer does. A slice's
-ticks/s is its rows over the consumer's busy time (first fetch with records to
-the end of the last write). Batch times are the sinks' own
-``nexanest_sink_flush_seconds`` observations. ``--quick`` keeps the full run's
-tick rate (58 ticks/s of tick time), so it spans 4.8 hours.
-
-``ratio_last_vs_first``: the median ticks/s of the last 3 slices over the median
-of the first 3 (fewer with fewer than 6 slices); the target is at least 0.9.
-
-**Queries** at the final size, after ``ANALYZE``, warm, each ``--runs`` times
-interleaved: median client wall time (asyncpg without a statement cache, so
-every run is planned) and planning/execution from ``EXPLAIN ANALYZE``:
-``latest_quote_redis`` (``read_quote``, checked against the symbol's last tick),
-the last 1,000 ticks of a symbol with and without the README's time bound, and
-``bars_1m_day`` (``ops.bars.fetch_bars``, the project's query).
+The real consumer, ``run_consumer``, grows the scratch database's empty table
+slice by slice: a slice's ticks (in time order, over ``--hours`` of tick time
+ending about now, so 1-hour chunks fill and roll) are published while no
+consumer runs, then ``run_consumer(until_idle_s=...)`` drains them, resuming
+from its stored offsets as a restarted consumer does. A slice's ticks/s is its
+rows over the consumer's busy time; batch times are the sinks' own
+``nexanest_sink_flush_seconds`` observations. ``ratio_last_vs_first`` is the
+median of the last 3 slices over that of the first 3 (target: at least 0.9).
+At the final size, after ``ANALYZE``, the common reads (the latest quote, the
+last 1,000 ticks of a symbol with and without a time bound, a day of 1-minute
+bars through ``ops.bars.fetch_bars``), each ``--runs`` times: median wall time
+(no statement cache: each run planned) and planning/execution from EXPLAIN.
 """
 
 from __future__ import annotations
@@ -35,16 +24,14 @@ import itertools
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import asyncpg
 
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, table
-from benchmarks.harness.run import Run, Scenario, explain, feed_config, main, publish
+from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, time_queries
 from benchmarks.harness.sampling import FlushTimes, percentile
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
 from nexanest.ops.bars import fetch_bars
@@ -93,9 +80,7 @@ async def load(
                 run.check("growth", f"slice {len(slices) + 1} acknowledged by Kafka", len(batch), published)
                 stats = await run_consumer(settings, asyncio.Event(), until_idle_s=args.idle_seconds)
                 run.check("growth", f"slice {len(slices) + 1} written", len(batch), stats.written)
-                assert stats.first_batch_at is not None
-                assert stats.last_batch_at is not None
-                busy, times = stats.last_batch_at - stats.first_batch_at, flushes.take()
+                busy, times = busy_s(stats), flushes.take()
                 db, quotes = times[TimescaleSink.name] or [0.0], times["redis_quotes"] or [0.0]
                 slices.append(
                     {
@@ -139,44 +124,33 @@ class _Capture:
 async def queries(
     args: argparse.Namespace, settings: Settings, symbol: str, day: tuple[datetime, datetime], last: Tick
 ) -> dict[str, Any]:
-    """Median wall time (and planning/execution from EXPLAIN ANALYZE) of the common reads."""
+    """The common reads as an application makes them (the ingest role; the latest quote from Redis)."""
     capture = _Capture()
-    await fetch_bars(capture, symbol, "1m", *day)
-    sql = {
-        "latest_1000_bounded": (LATEST.format("AND time > now() - INTERVAL '1 day'"), (symbol,)),
-        "latest_1000_unbounded": (LATEST.format(""), (symbol,)),
-        "bars_1m_day": (capture.sql, capture.params),
-    }
-    prefix = settings.redis.quote_key_prefix
-    # The ingest role reads, as an application would.
+    await fetch_bars(capture, symbol, "1m", *day)  # the project's query, not a copy
+    redis, prefix = open_quotes_redis(settings), settings.redis.quote_key_prefix
     conn = await asyncpg.connect(settings.timescale.dsn.get_secret_value(), statement_cache_size=0)
-    redis = open_quotes_redis(settings)
-    reads: dict[str, Callable[[], Awaitable[Any]]] = {"latest_quote_redis": lambda: read_quote(redis, symbol, prefix)}
-    reads |= {name: partial(conn.fetch, q, *p) for name, (q, p) in sql.items()}
-    reads["bars_1m_day"] = lambda: fetch_bars(conn, symbol, "1m", *day)  # the project's read, decoding and all
     try:
         quote = await read_quote(redis, symbol, prefix)
         if (quote.get("ts_ns"), quote.get("seq")) != (str(last.ts_ns), str(last.seq)):
             raise RuntimeError(f"Redis quote of {symbol} is {quote}, expected the tick {last}")
-        rows = {name: len(await read()) if name in sql else 1 for name, read in reads.items()}
-        wall: dict[str, list[float]] = {name: [] for name in reads}
-        plans: dict[str, list[dict[str, float]]] = {name: [] for name in sql}
+        wall = []
         for _ in range(args.runs):
-            for name, read in reads.items():
-                began = time.perf_counter()
-                await read()
-                wall[name].append(time.perf_counter() - began)
-                if name in sql:
-                    plans[name].append(await explain(conn, sql[name][0], *sql[name][1]))
+            began = time.perf_counter()
+            await read_quote(redis, symbol, prefix)
+            wall.append((time.perf_counter() - began) * 1000)
+        out: dict[str, Any] = {"latest_quote_redis": {"wall_ms": statistics.median(wall), "rows": 1}}
+        return out | await time_queries(
+            conn,
+            {
+                "latest_1000_bounded": (LATEST.format("AND time > now() - INTERVAL '1 day'"), (symbol,)),
+                "latest_1000_unbounded": (LATEST.format(""), (symbol,)),
+                "bars_1m_day": (capture.sql, capture.params),
+            },
+            args.runs,
+        )
     finally:
         await conn.close()
         await redis.aclose()
-    keys = ("planning_ms", "execution_ms", "chunks_planned", "chunks_executed")
-    return {
-        name: {"rows": rows[name], "wall_ms": 1000 * statistics.median(wall[name])}
-        | {key: statistics.median(p[key] for p in plans[name]) for key in keys if name in sql}
-        for name in reads
-    }
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
@@ -315,17 +289,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-seconds", type=float, default=1.5, help="the consumer's until_idle_s per slice")
 
 
-GROWTH = Scenario(
-    "growth",
-    "g",
-    "benchmarks.scenarios.growth",
-    __doc__,
-    "1,000,000 rows over 4.8 h of tick time (a few minutes)",
-    options,
-    measure,
-    markdown,
-    lambda result: all(c["ok"] for c in result["checks"]),
-)
+QUICK = "1,000,000 rows over 4.8 h of tick time (a few minutes)"
 
 if __name__ == "__main__":
-    raise SystemExit(main(GROWTH))
+    raise SystemExit(main(__name__))

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from benchmarks.harness import report
-from benchmarks.harness.run import Run, Scenario, feed_config, main, publish
+from benchmarks.harness.run import Run, feed_config, main, publish
 from benchmarks.harness.sampling import Processes, consume_argv
 from nexanest.ops.verify import verify
 
@@ -64,17 +64,5 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cycles", type=int, default=20, help="kill -9 cycles (20)")
 
 
-SOAK = Scenario(
-    "kill9_soak",
-    "k",
-    "benchmarks.scenarios.kill9_soak",
-    __doc__,
-    "(no effect)",
-    options,
-    measure,
-    markdown,
-    lambda result: bool(result["ok"]),
-)
-
 if __name__ == "__main__":
-    raise SystemExit(main(SOAK))
+    raise SystemExit(main(__name__))

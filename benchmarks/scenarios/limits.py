@@ -12,15 +12,15 @@ Used by the suite and by scale-out (its model's database ceiling).
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from benchmarks.harness.host import KAFKA_SH
-from benchmarks.harness.run import Run
+from benchmarks.harness.run import Run, rotated
 from benchmarks.harness.sampling import run_sampled
 from nexanest.pipeline.kafka import make_consumer
 from nexanest.pipeline.sinks.copy_binary import StockPriceCopyEncoder
@@ -29,43 +29,51 @@ from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import decode_tick
 
 
-async def db_ceiling(run: Run, config: SyntheticConfig) -> dict[str, Any]:
-    """COPY the feed's rows as asyncpg encodes records, batch by batch; then the
-    same batches, encoded beforehand by the product's ``StockPriceCopyEncoder``.
-    Only the COPY transactions are timed; building rows and buffers is not."""
-    batch_rows, partitions = run.base.batch.max_rows, run.base.kafka.partitions
-    encoder, encoded, n = StockPriceCopyEncoder(), [], 0
-    seconds = {"copy_records": 0.0, "copy_preencoded": 0.0}
+async def db_ceiling(
+    run: Run, config: SyntheticConfig, paths: Sequence[str] = ("copy_records", "copy_preencoded"), batch_rows: int = 0
+) -> dict[str, Any]:
+    """COPY the feed's rows, one transaction per batch, each batch by every path in
+    rotating order: ``copy_records`` (asyncpg encodes records built before timing),
+    ``copy_rows`` (the same, building them with ``stock_price_row`` timed),
+    ``copy_buffer`` (the product's ``StockPriceCopyEncoder``, timed) and
+    ``copy_preencoded`` (buffers encoded before timing: the server's share). Wall
+    and this process's CPU time (the client's share) from the rows in hand to the commit."""
+    batch_rows, p = batch_rows or run.base.batch.max_rows, run.base.kafka.partitions
+    rows = [(t, i % p, i) for i, t in enumerate(SyntheticFeed(config).generate())]
+    batches, encoder = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)], StockPriceCopyEncoder()
+    encoded = [StockPriceCopyEncoder().encode(b) for b in batches] if "copy_preencoded" in paths else []
+    built = [[stock_price_row(*r) for r in b] for b in batches] if "copy_records" in paths else []
+    wall, cpu = dict.fromkeys(paths, 0.0), dict.fromkeys(paths, 0.0)
     conn = await asyncpg.connect(run.admin_dsn)
     try:
-        tables = {k: await run.scratch_table(conn, k.replace("copy_", "ceiling_")) for k in seconds}
-        ticks = SyntheticFeed(config).generate()
-        while entries := [(t, (n + i) % partitions, n + i) for i, t in enumerate(itertools.islice(ticks, batch_rows))]:
-            records = [stock_price_row(*e) for e in entries]
-            encoded.append(encoder.encode(entries))
-            n += len(entries)
-            started = time.perf_counter()
-            async with conn.transaction():
-                await conn.copy_records_to_table(tables["copy_records"], records=records, columns=COLUMNS)
-            seconds["copy_records"] += time.perf_counter() - started
-        for part in encoded:
-            started = time.perf_counter()
-            async with conn.transaction():
-                await conn.copy_to_table(tables["copy_preencoded"], source=part, columns=COLUMNS, format="binary")
-            seconds["copy_preencoded"] += time.perf_counter() - started
-        for key, table in tables.items():
+        tables = {path: await run.scratch_table(conn, path) for path in paths}
+        for i, batch in enumerate(batches):
+            for path in rotated(paths, i):
+                wall_0, cpu_0 = time.perf_counter(), time.process_time()
+                async with conn.transaction():
+                    if path in ("copy_records", "copy_rows"):
+                        records = built[i] if path == "copy_records" else [stock_price_row(*r) for r in batch]
+                        await conn.copy_records_to_table(tables[path], records=records, columns=COLUMNS)
+                    else:  # a bytearray: asyncpg takes bytes for a file name
+                        data = encoded[i] if path == "copy_preencoded" else encoder.encode(batch)
+                        await conn.copy_to_table(tables[path], source=data, columns=COLUMNS, format="binary")
+                wall[path] += time.perf_counter() - wall_0
+                cpu[path] += time.process_time() - cpu_0
+        for path, table in tables.items():
             run.check(
-                f"db_ceiling {key}",
-                "rows in scratch table",
-                config.count,
+                f"db_ceiling {path}",
+                "rows in its table",
+                len(rows),
                 await conn.fetchval(f"SELECT count(*) FROM {table}"),
             )
             await conn.execute(f"DROP TABLE {table}")
     finally:
         await conn.close()
-    out = {k: {"ticks_per_s": n / s, "seconds": s, "rows": n, "batch_rows": batch_rows} for k, s in seconds.items()}
-    out["copy_preencoded"]["bytes_per_row"] = sum(len(p) for p in encoded) / max(n, 1)
-    return out
+    figures = {"rows": len(rows), "batch_rows": batch_rows}
+    return {
+        k: {"ticks_per_s": len(rows) / wall[k], "client_cpu_us_per_row": cpu[k] / len(rows) * 1e6} | figures
+        for k in paths
+    }
 
 
 async def kafka_perf_tool(run: Run, topic: str, ticks: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.harness.report import RESULTS_DIR, table
-from benchmarks.harness.run import Run, Scenario, feed_config, main, publish
+from benchmarks.harness.run import Run, feed_config, main, publish
 from benchmarks.harness.sampling import ROOT, consume_argv, run_sampled
 
 PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"
@@ -87,17 +87,5 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=20, help="functions listed (20)")
 
 
-PROFILE = Scenario(
-    "profile",
-    "p",
-    "benchmarks.scenarios.profile_consumer",
-    __doc__,
-    "(no effect)",
-    options,
-    measure,
-    markdown,
-    lambda result: all(c["ok"] for c in result["checks"]),
-)
-
 if __name__ == "__main__":
-    raise SystemExit(main(PROFILE))
+    raise SystemExit(main(__name__))

@@ -2,30 +2,19 @@
 
     python -m benchmarks.scenarios.scale_out [--quick] [--consumers 1,2,4] [--partitions 12]
 
-For each N, the same synthetic feed (seed 1, 300 symbols) goes into a fresh
-topic of its own, under its own ``source`` and in an hour of tick time of its
-own (each N writes a fresh chunk); then N ``nexanest consume --until-idle S``
-start at once in one consumer group, and the run waits for all to exit.
-
-- **ticks/s**, on the database's clock: every row's ``ingested_at`` is ``now()``
-  of the COPY transaction that wrote it (its start). With ``t_first``/``t_last``
-  the first/last such start, ``rows(ingested_at < t_last) / (t_last - t_first)``:
-  each batch charged with the time until the next one starts; start-up and the
-  idle wait are outside, rebalances and the tail of the largest partitions inside.
-- **steady ticks/s**: the same over the part of that window in which every
-  consumer holds its final partitions (its last ``partitions_assigned`` log
-  line) and none has written its last batch: scaling without start-up and tail.
-- **CPU**: per process over its life (``wait4``); sampled from ``/proc`` every
-  0.25 s and interpolated at ``t_first``/``t_last``, the CPU seconds in the
-  window of the consumers, the TimescaleDB cluster (postmaster, its children and
-  the children it reaped), Kafka, Redis, this harness and the machine
-  (``/proc/stat``); ``other`` is busy time none of them explain (other sessions).
-  WAL (the cluster's LSN) and disk writes (the data directory's device) likewise.
-- **exactly once**: count = distinct ``source_seq`` = ticks, seqs 0..ticks-1,
-  nothing dead-lettered, and (not with ``--quick``) ``nexanest verify``.
-
-Unless ``--quick``, also the suite's ``db_ceiling`` for the model for many
-machines (its inputs are in the JSON's ``"model"``; the reading is in RESULTS.md).
+Per N, the same feed goes to a topic of its own (its own source, and an hour of
+tick time of its own: a fresh chunk), then N ``nexanest consume --until-idle``
+start at once in one group. **ticks/s** is on the database's clock: a row's
+``ingested_at`` is the start of the transaction that wrote it, so rows of the
+transactions before the last one ÷ (start of the last - start of the first).
+**steady** is the same while every consumer holds its final partitions (its
+last ``partitions_assigned`` log line) and none has finished. **CPU**: per
+process over its life (``wait4``), and sampled from ``/proc`` every 0.25 s for
+the window: the consumers, the TimescaleDB cluster (postmaster and backends,
+live and reaped), Kafka, Redis, this harness, the machine; WAL and disk bytes
+too. Every tick must be stored once (and, without ``--quick``, ``nexanest
+verify`` agree); without ``--quick`` also the suite's ``db_ceiling`` for the
+model for many machines (inputs in the JSON's ``"model"``).
 """
 
 from __future__ import annotations
@@ -46,7 +35,7 @@ import asyncpg
 from benchmarks.harness import report
 from benchmarks.harness.host import pid_of, state_dir
 from benchmarks.harness.report import cells, n, ratio, table
-from benchmarks.harness.run import Run, Scenario, feed_config, main, publish
+from benchmarks.harness.run import Run, feed_config, main, publish
 from benchmarks.harness.sampling import Proc, Processes, consume_argv
 from benchmarks.scenarios.limits import db_ceiling
 from nexanest.ops.verify import verify
@@ -55,11 +44,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOUR_NS = 3600 * 10**9
 COMPONENTS = ("consumers", "postgresql", "kafka", "redis", "harness")
 _ASSIGNED = re.compile(r"^(\S+) \[info\s*\] partitions_assigned\s.*?partitions=\[([\d, ]*)\]", re.MULTILINE)
-_ROWS = """
-SELECT count(*) AS rows, count(DISTINCT source_seq) AS seqs, min(source_seq) AS lo, max(source_seq) AS hi,
-       min(ingested_at) AS t_first, max(ingested_at) AS t_last, count(DISTINCT ingested_at) AS transactions
-  FROM stock_prices WHERE source = $1
-"""
+_ROWS = (
+    "SELECT count(*) AS rows, min(ingested_at) AS t_first, max(ingested_at) AS t_last, count(DISTINCT ingested_at)"
+    " AS transactions FROM stock_prices WHERE source = $1"
+)
 _PARTITIONS = "SELECT kafka_partition, count(*), max(ingested_at) FROM stock_prices WHERE source = $1 GROUP BY 1"
 _BETWEEN = "SELECT count(*) FROM stock_prices WHERE source = $1 AND ingested_at >= $2 AND ingested_at < $3"
 log = report.log("scale-out")
@@ -211,17 +199,10 @@ async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: i
         await conn.close()
     outputs = [p.consumed() for p in procs]
     written = sum(o["written"] for o in outputs)
-    ok = all(
-        run.check(name, what, expected, actual, strict=False)
-        for what, expected, actual in (
-            ("rows in stock_prices for the source", args.ticks, view["rows"]),
-            ("distinct source_seq for the source", args.ticks, view["seqs"]),
-            ("smallest and largest source_seq", (0, args.ticks - 1), (view["lo"], view["hi"])),
-            ("rows dead-lettered (none expected)", 0, sum(o["dead_lettered"] for o in outputs)),
-            # A batch written again after a rebalance (the unique rule keeps one copy) counts for each writer.
-            ("rows reported written, at least the ticks", True, written >= args.ticks),
-        )
-    )
+    ok = await run.stored_once(name, source, args.ticks)
+    ok = run.check(name, "rows dead-lettered", 0, sum(o["dead_lettered"] for o in outputs), strict=False) and ok
+    # A batch written again after a rebalance (the unique rule keeps one copy) counts for each writer.
+    ok = run.check(name, "rows reported written, at least the ticks", True, written >= args.ticks, strict=False) and ok
     verified = None
     if not args.quick:
         report_ = await verify(
@@ -264,7 +245,6 @@ async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: i
         "wal_mb_per_s": None if wal is None else wal / window / 1e6,
         "wal_bytes_per_tick": None if wal is None else wal / in_window,
         "disk_write_mb_per_s": None if disk is None else disk / window / 1e6,
-        "warnings": sorted(set(re.findall(r"\[(?:warning|error)\s*\] (\S+)", "".join(p.stderr for p in procs)))),
     }
     log(f"{name}: {n(tps)} ticks/s over {window:.1f} s, rows ok: {ok}, machine busy {result['machine_busy']}")
     return result
@@ -279,8 +259,10 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         ceiling = await db_ceiling(
             run, feed_config(args.ticks, args.symbols, args.seed, run.source("ceiling"), time.time_ns() - HOUR_NS)
         )
-    by_n = {r["consumers"]: r for r in runs}
-    one = by_n.get(1) or runs[0]
+    one = next((r for r in runs if r["consumers"] == 1), runs[0])
+    for r in runs:
+        r["vs_1"], r["steady_vs_1"] = (ratio(r[k], one[k]) for k in ("ticks_per_s", "steady_ticks_per_s"))
+        r["checked"] = f"{r['rows']:,} {'yes' if r['rows_ok'] else '**no**'}{' + verify' if r['verify'] else ''}"
     us = {c: one[f"{c}_us_per_tick"] or 0.0 for c in COMPONENTS[:4]}
     model = {
         "per_consumer_ticks_per_s": one["per_consumer_ticks_per_s"],
@@ -293,13 +275,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         "db_ceiling_copy_ticks_per_s": ceiling and ceiling["copy_records"]["ticks_per_s"],
         "db_ceiling_preencoded_ticks_per_s": ceiling and ceiling["copy_preencoded"]["ticks_per_s"],
     }
-    ratios = {
-        f"{s}{a}_vs_1": ratio(
-            (by_n.get(a) or {}).get(f"{key}ticks_per_s"), (by_n.get(1) or {}).get(f"{key}ticks_per_s")
-        )
-        for s, key in (("", ""), ("steady_", "steady_"))
-        for a in (2, 4)
-    }
+    by_n = {r["consumers"]: r for r in runs}
+    ratios = {f"{k}{c}_vs_1": by_n.get(c, {}).get(f"{k}vs_1") for k in ("", "steady_") for c in (2, 4)}
     parameters = {k: getattr(args, k) for k in ("ticks", "symbols", "seed", "partitions", "consumers", "idle_seconds")}
     parameters |= {"batch_max_rows": run.base.batch.max_rows, "rollups": run.base.consumer.rollups}
     return {"parameters": parameters, "runs": runs, "ratios": ratios, "db_ceiling": ceiling, "model": model}
@@ -317,24 +294,15 @@ CORE_CELLS = (
     "consumers consumers_cores:2 postgresql_cores:2 kafka_cores:2 redis_cores:2 machine_busy machine_iowait_cores:2 "
     "other_cores:2 wal_mb_per_s:1 wal_bytes_per_tick:0 disk_write_mb_per_s:1"
 )
+RUN_CELLS = (
+    "consumers ticks_per_s:0 vs_1:2 per_consumer_ticks_per_s:0 steady_ticks_per_s:0 steady_vs_1:2 window_s:1 "
+    "transactions partition_rows peak_rss_mb cpu_s_life checked"
+)
 US_CELLS = "consumers " + " ".join(f"{c}_us_per_tick:1" for c in COMPONENTS)
 
 
 def markdown(result: dict[str, Any]) -> str:
     p, ra, mo, runs = result["parameters"], result["ratios"], result["model"], result["runs"]
-    one: dict[str, Any] = next((r for r in runs if r["consumers"] == 1), {})
-
-    def row(r: dict[str, Any]) -> list[str]:
-        checked = f"{r['rows']:,} {'yes' if r['rows_ok'] else '**no**'}{' + verify' if r['verify'] else ''}"
-        return [
-            *cells(r, "consumers ticks_per_s:0"),
-            n(ratio(r["ticks_per_s"], one.get("ticks_per_s")), 2),
-            *cells(r, "per_consumer_ticks_per_s:0 steady_ticks_per_s:0"),
-            n(ratio(r["steady_ticks_per_s"], one.get("steady_ticks_per_s")), 2),
-            *cells(r, "window_s:1 transactions partition_rows peak_rss_mb cpu_s_life"),
-            checked,
-        ]
-
     lines = [
         *report.heading(result, f"scale-out · {result['mode']}"),
         f"Feed: {p['ticks']:,} ticks per configuration, {p['symbols']} symbols, seed {p['seed']}, "
@@ -344,7 +312,7 @@ def markdown(result: dict[str, Any]) -> str:
         "the last − start of the first), on the database's clock (`ingested_at`); steady = the same while every "
         "consumer holds its final partitions and none has finished. Cores = CPU seconds in that window ÷ its length.",
         "",
-        *table(RUNS, (row(r) for r in runs), "r" * 11 + "l"),
+        *table(RUNS, (cells(r, RUN_CELLS) for r in runs), "r" * 11 + "l"),
         "",
         "Where the time goes, in the same window (cores = CPU seconds ÷ window; WAL is the whole cluster's, "
         "the disk the whole device's):",
@@ -358,15 +326,6 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *table("N|consumer processes|PostgreSQL|Kafka|Redis|this harness", (cells(r, US_CELLS) for r in runs), "r" * 6),
     ]
-    if twice := [r for r in runs if r["rows_written_twice"]]:
-        lines.append(
-            "\nWritten twice during rebalances (the table holds each tick once): "
-            + "; ".join(
-                f"N={r['consumers']}: {r['rows_written_twice']:,} rows (warnings: {', '.join(r['warnings']) or 'none'})"
-                for r in twice
-            )
-            + "."
-        )
     if ceiling := result["db_ceiling"]:
         lines.append(
             f"\nDatabase ceiling in this run (the suite's `db_ceiling`: one client, binary COPY of the same rows into "
@@ -395,17 +354,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-SCALE_OUT = Scenario(
-    "scale_out",
-    "o",
-    "benchmarks.scenarios.scale_out",
-    __doc__,
-    "200k ticks, no verify and no db_ceiling",
-    options,
-    measure,
-    markdown,
-    lambda result: all(r["rows_ok"] for r in result["runs"]),
-)
+QUICK = "200k ticks, no verify and no db_ceiling"
 
 if __name__ == "__main__":
-    raise SystemExit(main(SCALE_OUT))
+    raise SystemExit(main(__name__))

@@ -1,31 +1,19 @@
 """The benchmark suite of issue 5: every figure next to its reference, in one run.
 
     python -m benchmarks.scenarios.suite [--quick] [--ticks N] [--rates 5000,20000,50000] [--skip ...]
-    make bench / make bench-quick (--quick: 200k ticks, shorter freshness runs)
 
-One synthetic feed (fixed seed) is published to fresh topics (the same ticks
-under three ``source`` tags: ``stock_prices`` refuses a ``(source, seq, time)``
-it holds, so each pipeline run that writes needs its own copy); every consumer
-below reads them with its own consumer group:
-
-a. **Limits** (``limits``): the database's binary COPY ceiling (asyncpg
-   records, and pre-encoded buffers), Kafka's ``ConsumerPerformance``, aiokafka
-   ``getmany`` + msgspec decode.
-b. **The pipeline**: ``run_consumer`` (decode, validate, COPY + offsets, Redis
-   quotes, Kafka commit) over the pre-filled topic, exactly-once on and off.
-c. **Alternatives**, each into an empty copy of ``stock_prices``: a naive
-   consumer (one INSERT per message, autocommit), capped at a time budget; Quix
-   Streams with ``PostgreSQLSink`` (``quix_app.py``, in ``.venv-bench``).
-d. **Freshness**: a paced producer (its own process) at each offered rate while
-   the consumer runs; tick time to quote visible in Redis as the pipeline's
-   ``nexanest_quote_latency_seconds`` observes it (each value recorded, for
-   exact percentiles), and the lag.
-e. **Memory**: peak (VmHWM) and steady (median VmRSS) of ``nexanest consume
-   --until-idle`` at saturation.
-
-Rates are ticks per second from the first batch that returned records to the
-end of the last write. A rate is reported only once the rows were counted; a
-count that does not match marks the scenario failed (rate null, exit 1).
+One synthetic feed (fixed seed) goes to fresh topics, the same ticks under three
+``source`` tags (``stock_prices`` refuses a ``(source, seq, time)`` it holds, so
+each pipeline run that writes needs its own copy). Each consumer below reads
+with a group of its own: a. the **limits** (``limits``); b. **the pipeline**,
+``run_consumer``, exactly-once on and off; c. the **alternatives**, a naive
+consumer (one INSERT per message, capped at a time budget) and Quix Streams'
+``PostgreSQLSink`` (``quix_app``); d. **freshness**: a paced producer (its own
+process) at each offered rate beside the consumer, tick time to quote visible
+in Redis as the pipeline's ``nexanest_quote_latency_seconds`` observes it (each
+value kept, for exact percentiles), and the lag; e. **memory** of ``nexanest
+consume`` at saturation. Rates run from the first batch with records to the end
+of the last write, and count only once the rows were counted in the database.
 """
 
 from __future__ import annotations
@@ -54,7 +42,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, ratio, table, yes
-from benchmarks.harness.run import CountMismatch, Run, Scenario, feed_config, main, publish
+from benchmarks.harness.run import CountMismatch, Run, busy_s, feed_config, main, publish
 from benchmarks.harness.sampling import ROOT, consume_argv, percentile, run_sampled
 from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool
 from nexanest.consumers.ticks_to_timescale import run_consumer
@@ -96,9 +84,6 @@ def tps(results: dict[str, Any], *path: str) -> float | None:
     return None if node is None else float(node)
 
 
-# -- b. the pipeline, e. memory -----------------------------------------------------------------
-
-
 async def pipeline(
     run: Run, args: argparse.Namespace, name: str, feed: str, source: str, *, exactly_once: bool
 ) -> dict[str, Any]:
@@ -113,16 +98,12 @@ async def pipeline(
         name, "duplicates skipped (none expected)", 0, (metrics.REGISTRY.get_sample_value(skipped) or 0) - duplicates
     )
     run.check(name, "rows in stock_prices", args.ticks, await run.count_rows(source))
-    assert stats.first_batch_at is not None
-    assert stats.last_batch_at is not None
-    seconds = stats.last_batch_at - stats.first_batch_at
-    rows, batches = stats.written, stats.batches
+    seconds, rows = busy_s(stats), stats.written
     return {
         "ticks_per_s": rows / seconds,
-        "seconds": seconds,
         "rows": rows,
-        "batches": batches,
-        "mean_batch_rows": rows / batches,
+        "batches": stats.batches,
+        "mean_batch_rows": rows / stats.batches,
     }
 
 
@@ -139,22 +120,14 @@ async def memory(run: Run, args: argparse.Namespace, source: str) -> dict[str, A
     return {**mb, "samples": len(proc.rss), "wall_s": wall}
 
 
-# -- c. alternatives ----------------------------------------------------------------------------
-
-
 async def naive_insert(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     """One INSERT per message (autocommit), offsets committed after each batch:
     the consumer most people write first. Stops at its time budget."""
     conn = await asyncpg.connect(run.admin_dsn)
     table_ = await run.scratch_table(conn, "naive")
     sql = f"INSERT INTO {table_} ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
-    consumer = AIOKafkaConsumer(
-        run.topic("a"),
-        bootstrap_servers=run.base.kafka.bootstrap_servers,
-        group_id=run.group("naive"),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    kafka = {"bootstrap_servers": run.base.kafka.bootstrap_servers, "auto_offset_reset": "earliest"}
+    consumer = AIOKafkaConsumer(run.topic("a"), group_id=run.group("naive"), enable_auto_commit=False, **kafka)
     await consumer.start()
     inserted, first_at, last_at, started = 0, 0.0, 0.0, time.monotonic()
     try:
@@ -173,9 +146,7 @@ async def naive_insert(run: Run, args: argparse.Namespace) -> dict[str, Any]:
                 if last_at - first_at >= args.naive_budget:
                     break
             await consumer.commit({tp: done[tp.partition] for tp in records if tp.partition in done})
-        run.check(
-            "naive_insert", "rows in scratch table", inserted, await conn.fetchval(f"SELECT count(*) FROM {table_}")
-        )
+        run.check("naive_insert", "rows in its table", inserted, await conn.fetchval(f"SELECT count(*) FROM {table_}"))
     finally:
         await consumer.stop()
         await conn.close()
@@ -228,9 +199,6 @@ async def quix(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         "commit_every": args.quix_commit_every,
         **{k: out[k] for k in ("quixstreams", "confluent_kafka", "psycopg2")},
     }
-
-
-# -- d. freshness -------------------------------------------------------------------------------
 
 
 def _buckets() -> dict[float, float]:
@@ -301,7 +269,7 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
     return {
         "offered_ticks_per_s": offered,
         "achieved_ticks_per_s": prod["published"] / prod["seconds"],
-        "producer_behind_schedule_max_s": prod["behind_schedule_max_s"],
+        "producer_behind_schedule_max_s": prod["behind"],
         "published": prod["published"],
         "warmup_s": args.warmup_seconds,
         "observations": len(window),
@@ -353,16 +321,9 @@ async def paced_producer(topic: str, source: str, rate: float, seconds: float, s
         elapsed = time.monotonic() - started
     finally:
         await producer.stop()
-    out = {
-        "published": publisher.published,
-        "seconds": elapsed,
-        "started_at": started,
-        "behind_schedule_max_s": max(behind),
-    }
-    print(json.dumps(out))
-
-
-# -- the run ------------------------------------------------------------------------------------
+    print(
+        json.dumps({"published": publisher.published, "seconds": elapsed, "started_at": started, "behind": max(behind)})
+    )
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
@@ -426,60 +387,36 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         value = figures[name]
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         targets[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
-    parameters = {
-        "ticks": args.ticks,
-        "symbols": args.symbols,
-        "seed": args.seed,
-        "partitions": run.base.kafka.partitions,
-    }
-    parameters |= {"batch_max_rows": run.base.batch.max_rows, "rates": args.rates, "idle_seconds": args.idle_seconds}
-    parameters |= {"quix_commit_interval": args.quix_commit_interval, "quix_commit_every": args.quix_commit_every}
+    names = ("ticks", "symbols", "seed", "rates", "idle_seconds", "quix_commit_interval", "quix_commit_every")
+    parameters = {k: getattr(args, k) for k in names} | {"partitions": run.base.kafka.partitions}
+    parameters |= {"batch_max_rows": run.base.batch.max_rows}
     return {"parameters": parameters, "results": results, "ratios": ratios, "targets": targets, "errors": errors}
 
 
-# -- RESULTS.md ---------------------------------------------------------------------------------
-
-
 #: The throughput table's rows, top to bottom: label and the path of the figure in the results.
-ROWS = (
-    (
-        "limit: database, binary COPY of the rows (asyncpg)",
-        "db_ceiling copy_records",
-        "empty copy of stock_prices, one transaction per batch",
-    ),
-    (
-        "limit: database, binary COPY of pre-encoded buffers",
-        "db_ceiling copy_preencoded",
-        "server share only (no client encoding)",
-    ),
-    (
-        "limit: broker, Kafka ConsumerPerformance",
-        "kafka_perf_tool",
-        "fetch rate, group join excluded ({rebalance_ms:,.0f} ms)",
-    ),
-    ("limit: client, aiokafka getmany + msgspec decode", "client_ceiling", "no writes"),
-    (
-        "**our pipeline** (COPY + offsets + Redis quotes)",
-        "pipeline",
-        "{batches} batches, mean {mean_batch_rows:,.0f} rows",
-    ),
-    (
-        "our pipeline, exactly-once off (at-least-once)",
-        "pipeline_at_least_once",
-        "offsets not stored in the database; same ticks, own topic",
-    ),
-    (
-        "Quix Streams + PostgreSQLSink",
-        "quix",
-        "quixstreams {quixstreams}, commit_interval={commit_interval:g}s, commit_every={commit_every}, "
-        "{sink_writes} sink writes; peak RSS {peak_rss_mb:,.0f} MB",
-    ),
-    (
-        "naive consumer, one INSERT per message",
-        "naive_insert",
-        "stopped at its {budget_s:g} s budget ({of_feed:.0%} of the feed)",
-    ),
-)
+#: The throughput table, top to bottom: the path of the figure in the results, and its label.
+ROWS = {
+    "db_ceiling copy_records": "limit: database, binary COPY of the rows (asyncpg)",
+    "db_ceiling copy_preencoded": "limit: database, binary COPY of pre-encoded buffers",
+    "kafka_perf_tool": "limit: broker, Kafka ConsumerPerformance",
+    "client_ceiling": "limit: client, aiokafka getmany + msgspec decode",
+    "pipeline": "**our pipeline** (COPY + offsets + Redis quotes)",
+    "pipeline_at_least_once": "our pipeline, exactly-once off (at-least-once)",
+    "quix": "Quix Streams + PostgreSQLSink",
+    "naive_insert": "naive consumer, one INSERT per message",
+}
+#: Its notes, formatted with the figure's record.
+NOTES = {
+    "db_ceiling copy_records": "empty copy of stock_prices, one transaction per batch",
+    "db_ceiling copy_preencoded": "server share only (no client encoding)",
+    "kafka_perf_tool": "fetch rate, group join excluded ({rebalance_ms:,.0f} ms)",
+    "client_ceiling": "no writes",
+    "pipeline": "{batches} batches, mean {mean_batch_rows:,.0f} rows",
+    "pipeline_at_least_once": "offsets not stored in the database; same ticks, own topic",
+    "quix": "quixstreams {quixstreams}, commit_interval={commit_interval:g}s, commit_every={commit_every}, "
+    "{sink_writes} sink writes; peak RSS {peak_rss_mb:,.0f} MB",
+    "naive_insert": "stopped at its {budget_s:g} s budget ({of_feed:.0%} of the feed)",
+}
 FRESHNESS = (
     "offered ticks/s|achieved|producer behind schedule, max s|p50 ms|p99 ms|max ms|histogram p99 ≤ ms|lag p50|lag max|"
     "mean batch"
@@ -493,19 +430,20 @@ FRESH_CELLS = (
 def markdown(result: dict[str, Any]) -> str:
     r, p, pipe = result["results"], result["parameters"], tps(result["results"], "pipeline")
 
-    def row(label: str, path: str, note: str) -> tuple[str, ...]:
+    def row(path: str) -> tuple[str, ...]:
         node: Any = r
         for key in path.split():
-            node = node.get(key) if isinstance(node, dict) else None
+            node = (node or {}).get(key)
         figure = tps(r, *path.split())
-        return label, n(figure), n(ratio(pipe, figure), 2), n((node or {}).get("rows")), note.format(**node or {})
+        rows = n((node or {}).get("rows"))
+        return ROWS[path], n(figure), n(ratio(pipe, figure), 2), rows, NOTES[path].format(**node) if node else ""
 
     lines = [
         *report.heading(result, result["mode"]),
         f"Feed: {p['ticks']:,} ticks, {p['symbols']} symbols, seed {p['seed']}, {p['partitions']} partitions; "
         f"pipeline batches of up to {p['batch_max_rows']:,} rows.",
         "",
-        *table("scenario|ticks/s|pipeline ÷ this|rows checked|notes", (row(*x) for x in ROWS), "lrrrl"),
+        *table("scenario|ticks/s|pipeline ÷ this|rows checked|notes", map(row, ROWS), "lrrrl"),
         "",
         *table(
             "ratio|value|target|met",
@@ -558,25 +496,11 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-python", default=str(BENCH_PYTHON), help="Python of .venv-bench (Quix Streams)")
 
 
-def passed(result: dict[str, Any]) -> bool:
-    return not result["errors"] and all(c["ok"] for c in result["checks"])
-
-
-SUITE = Scenario(
-    "suite",
-    "s",
-    MODULE,
-    __doc__,
-    "200k ticks, 10 s freshness runs, 15 s naive budget",
-    options,
-    measure,
-    markdown,
-    passed,
-)
+QUICK = "200k ticks, 10 s freshness runs, 15 s naive budget"
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["paced-producer"]:
         topic, source, rate, seconds, symbols, seed = sys.argv[2:8]
         uvloop.run(paced_producer(topic, source, float(rate), float(seconds), int(symbols), int(seed)))
         sys.exit(0)
-    sys.exit(main(SUITE))
+    sys.exit(main(__name__))
