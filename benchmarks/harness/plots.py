@@ -1,15 +1,10 @@
-"""PNG plots of the newest benchmark results, for RESULTS.md and the README.
+"""PNG plots of the newest results of each scenario (``benchmarks/results/<name>-<time>.json``).
 
     .venv-bench/bin/python -m benchmarks.harness.plots [FILE.json ...] [--update-results]
 
-Reads the newest ``<name>-<YYYYmmddTHHMMSS>.json`` of each scenario in
-``benchmarks/results/`` (a file named on the command line replaces the newest
-of its scenario) and writes into ``benchmarks/results/plots/`` (git-ignored),
-with ``--update-results`` into the committed ``benchmarks/plots/``: throughput
-by scenario and latency by offered rate (suite), ingest rate against table size
-(growth), ticks/s by consumers (scale_out), consumer RSS through the stall
-(backpressure). Needs matplotlib (``.venv-bench``) and nothing of the project,
-so it works on results copied from another machine.
+Into ``benchmarks/results/plots/`` (git-ignored), with ``--update-results`` into
+the committed ``benchmarks/plots/``. Needs matplotlib (``.venv-bench``) and
+nothing of the project, so it works on results copied from another machine.
 """
 
 from __future__ import annotations
@@ -52,31 +47,27 @@ def k(value: float) -> str:
 
 def throughput(doc: dict[str, Any]) -> Figure:
     r = doc["results"]
-    bars = [
-        ("limit: broker (Kafka ConsumerPerformance)", r.get("kafka_perf_tool"), GREY),
-        ("limit: client (aiokafka getmany + decode)", r.get("client_ceiling"), GREY),
-        ("limit: database (binary COPY, pre-encoded)", (r.get("db_ceiling") or {}).get("copy_preencoded"), GREY),
-        ("limit: database (binary COPY of the rows)", (r.get("db_ceiling") or {}).get("copy_records"), GREY),
-        ("our pipeline (exactly-once)", r.get("pipeline"), RED),
-        ("our pipeline, at-least-once", r.get("pipeline_at_least_once"), BLUE),
-        ("Quix Streams + PostgreSQLSink", r.get("quix"), BLUE),
+    bars = [  # bottom to top: barh draws upwards
         ("naive consumer, INSERT per message", r.get("naive_insert"), BLUE),
-    ][::-1]  # barh draws bottom-up
+        ("Quix Streams + PostgreSQLSink", r.get("quix"), BLUE),
+        ("our pipeline, at-least-once", r.get("pipeline_at_least_once"), BLUE),
+        ("our pipeline (exactly-once)", r.get("pipeline"), RED),
+        ("limit: database (binary COPY of the rows)", (r.get("db_ceiling") or {}).get("copy_records"), GREY),
+        ("limit: database (binary COPY, pre-encoded)", (r.get("db_ceiling") or {}).get("copy_preencoded"), GREY),
+        ("limit: client (aiokafka getmany + decode)", r.get("client_ceiling"), GREY),
+        ("limit: broker (Kafka ConsumerPerformance)", r.get("kafka_perf_tool"), GREY),
+    ]
     values = [(node or {}).get("ticks_per_s") or 0.0 for _, node, _ in bars]
     pipe = (r.get("pipeline") or {}).get("ticks_per_s")
     fig, ax = figure(doc, f"Throughput by scenario ({doc['mode']}, {doc['parameters']['ticks']:,} ticks, one run)")
     ax.barh([label for label, _, _ in bars], values, color=[color for *_, color in bars])
-    ax.set_xscale("log")
-    ax.set_xlabel("ticks/s (log scale)")
-    ax.set_xlim(min([v for v in values if v] or [1.0]) / 3, max([*values, 1.0]) * 60)
+    ax.set(
+        xscale="log", xlabel="ticks/s (log scale)", xlim=(min([v for v in values if v] or [1.0]) / 3, max(values) * 60)
+    )
     for i, v in enumerate(values):
         share = f" · pipeline ÷ this {pipe / v:.2f}×" if v and pipe and v != pipe else ""
         ax.text(
-            v * 1.08 if v else ax.get_xlim()[0] * 1.1,
-            i,
-            f"{k(v)} ticks/s{share}" if v else "n/a",
-            va="center",
-            fontsize=8,
+            v * 1.08 or ax.get_xlim()[0] * 1.1, i, f"{k(v)} ticks/s{share}" if v else "n/a", va="center", fontsize=8
         )
     return fig
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -91,7 +89,7 @@ def heading(result: dict[str, Any], what: str, command_note: str = "") -> list[s
 def closing(result: dict[str, Any]) -> list[str]:
     """The restart warning (figures void) and any failed scenario, after the tables."""
     lines = []
-    if names := result.get("services_restarted_during_run"):
+    if names := result.get("restarted"):
         lines += ["", f"**Warning:** restarted during the run: {', '.join(names)}; treat these figures as void."]
     if errors := result.get("errors"):
         lines += ["", "**Failed scenarios** (no rate reported for them):", ""]
@@ -99,46 +97,17 @@ def closing(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every scenario has; ``quick`` says what ``--quick`` changes."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help=quick)
-    p.add_argument("--symbols", type=int, default=300, help="symbols in the feed (300)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
-    p.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/<name>-<time>.json)")
-    p.add_argument(
-        "--update-results",
-        action="store_true",
-        help="also insert the run into the committed benchmarks/RESULTS.md (only for a run on a quiet machine)",
-    )
-    return p
-
-
-def command_line(module: str) -> str:
-    """How this run was started, for its report."""
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
-    return shlex.join([python, "-m", module, *sys.argv[1:]])
-
-
-def save(name: str, result: dict[str, Any], section: str, args: argparse.Namespace) -> Path:
-    """Write the JSON and the section to the results folder, print the section,
-    and add it to RESULTS.md when ``--update-results`` was given."""
+def save(name: str, result: dict[str, Any], section: str, args: argparse.Namespace) -> None:
+    """Write the JSON and the section to the results folder, print the section, and with
+    ``--update-results`` insert it below RESULTS.md's marker (newest first; the file is
+    read just before writing, since other benchmarks add their runs too)."""
     out = args.output or RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(section)
-    print(section)
+    print(f"{section}\nJSON: {out}")
     if args.update_results:
-        insert_section(section)
-    print(f"JSON: {out}" + (f"; added to {RESULTS_MD}" if args.update_results else ""), file=sys.stderr)
-    return out
-
-
-def insert_section(section: str, path: Path = RESULTS_MD) -> None:
-    """Insert ``section`` right below the marker (newest first); the file is read
-    just before writing, since other benchmarks add their runs too."""
-    text = path.read_text()
-    if RUNS_MARKER not in text:
-        raise RuntimeError(f"{path} has no line {RUNS_MARKER.strip()!r}; not writing")
-    head, tail = text.split(RUNS_MARKER, 1)
-    path.write_text(head + RUNS_MARKER + "\n" + section.rstrip("\n") + "\n\n" + tail.lstrip("\n"))
+        head, marker, tail = RESULTS_MD.read_text().partition(RUNS_MARKER)
+        if not marker:
+            raise RuntimeError(f"{RESULTS_MD} has no line {RUNS_MARKER.strip()!r}; not writing")
+        RESULTS_MD.write_text(head + marker + "\n" + section.rstrip("\n") + "\n\n" + tail.lstrip("\n"))

@@ -1,14 +1,9 @@
-"""One benchmark run: its names, settings, count checks, and the frame every scenario runs in.
+"""One benchmark run: its names, settings and count checks, and ``main``, the frame every scenario runs in.
 
-Everything a run creates carries its run id (a letter naming the script and 8
-hex digits), so ``harness.cleanup`` finds it and never touches anything else:
-the scratch database ``nexanest_bench_<run>``, topics ``bench.<run>.*``,
-consumer groups and ``source`` tags ``bench-<run>-*``, Redis keys ``bench:<run>:*``.
-
-``main`` is the frame: options, machine facts, the scratch database (the
-project's migrations applied), the scenario, clean-up, restart detection, the
-JSON and the Markdown section. A scenario supplies only what it measures and
-how its section reads.
+Everything a run creates carries its run id (a letter and 8 hex digits), so
+``harness.cleanup`` finds it and touches nothing else: the scratch database
+``nexanest_bench_<run>``, topics ``bench.<run>.*``, consumer groups and sources
+``bench-<run>-*``, Redis keys ``bench:<run>:*``.
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ import asyncio
 import itertools
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -25,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -114,45 +111,28 @@ class Run:
 
     def group(self, scenario: str) -> str:
         """A consumer group never used before (a scenario run twice gets a new one)."""
-        group = f"bench-{self.run_id}-{scenario}"
-        for k in itertools.count(2):
-            if group not in self.groups:
-                break
-            group = f"bench-{self.run_id}-{scenario}-{k}"
-        self.groups.append(group)
-        return group
+        self.groups.append(f"bench-{self.run_id}-{scenario}-{len(self.groups)}")
+        return self.groups[-1]
 
     def settings(self, scenario: str, topic: str, partitions: int | None = None, **consumer: object) -> Settings:
         """The pipeline's settings with this scenario's topics, group, Redis keys and no metrics server."""
-        b, keys = self.base, f"bench:{self.run_id}:{scenario}"
-        kafka = {
-            "ticks_topic": topic,
-            "dead_letter_topic": f"{self.prefix}.{scenario}.dlq",
-            "events_topic": f"{self.prefix}.{scenario}.events",
-            "consumer_group": self.group(scenario),
-            "partitions": partitions or b.kafka.partitions,
+        b, keys, prefix = self.base, f"bench:{self.run_id}:{scenario}", f"{self.prefix}.{scenario}"
+        kafka: dict[str, object] = {"ticks_topic": topic, "dead_letter_topic": f"{prefix}.dlq"}
+        kafka |= {"events_topic": f"{prefix}.events"}
+        kafka |= {"consumer_group": self.group(scenario), "partitions": partitions or b.kafka.partitions}
+        redis = {"quote_key_prefix": f"{keys}:quote:", "bar_key_prefix": f"{keys}:bar:"}
+        update = {"kafka": b.kafka.model_copy(update=kafka), "redis": b.redis.model_copy(update=redis)}
+        update |= {
+            "metrics": b.metrics.model_copy(update={"port": 0}),
+            "consumer": b.consumer.model_copy(update=consumer),
         }
-        return b.model_copy(
-            update={
-                "kafka": b.kafka.model_copy(update=kafka),
-                "redis": b.redis.model_copy(
-                    update={"quote_key_prefix": f"{keys}:quote:", "bar_key_prefix": f"{keys}:bar:"}
-                ),
-                "metrics": b.metrics.model_copy(update={"port": 0}),
-                "consumer": b.consumer.model_copy(update=consumer),
-            }
-        )
+        return b.model_copy(update=update)
 
     @staticmethod
     def env(settings: Settings, **extra: str) -> dict[str, str]:
         """Environment of a ``nexanest`` subprocess running with ``settings`` (DSNs stay off its command line)."""
-        return {
-            **os.environ,
-            **namespace_environment(settings),
-            "NEXANEST_METRICS__PORT": "0",
-            "NEXANEST_LOG__LEVEL": "warning",
-            **extra,
-        }
+        quiet = {"NEXANEST_METRICS__PORT": "0", "NEXANEST_LOG__LEVEL": "warning"}
+        return {**os.environ, **namespace_environment(settings), **quiet, **extra}
 
     def check(self, scenario: str, what: str, expected: object, actual: object, *, strict: bool = True) -> bool:
         """Record a count check; unless ``strict`` is off, raise ``CountMismatch`` if it fails."""
@@ -182,36 +162,30 @@ class Run:
         return int(await self.sql(f"SELECT count(*) FROM {table} WHERE source = $1", source))
 
     async def scratch_table(self, conn: asyncpg.Connection, name: str) -> str:
-        """An empty hypertable shaped like ``stock_prices`` (columns, defaults,
-        constraints, indexes, chunk interval), in the scratch database."""
+        """An empty hypertable shaped like ``stock_prices`` (columns, defaults, constraints,
+        indexes, chunk interval), in the scratch database."""
         table = f"bench_{self.run_id}_{name}"
-        interval = await conn.fetchval(
-            "SELECT time_interval FROM timescaledb_information.dimensions "
-            "WHERE hypertable_name = 'stock_prices' AND column_name = 'time'"
-        )
         await conn.execute(f"CREATE TABLE {table} (LIKE stock_prices INCLUDING ALL)")
+        interval = "SELECT time_interval FROM timescaledb_information.dimensions WHERE hypertable_name = 'stock_prices'"
         await conn.execute(
-            "SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => $2::interval)", table, interval
+            f"SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => ({interval}))", table
         )
         return table
 
 
 async def explain(conn: asyncpg.Connection, sql: str, *params: object) -> dict[str, float]:
     """Planning and execution ms of one run of ``sql`` (EXPLAIN ANALYZE), and the
-    chunks (``_hyper_*`` relations) it planned and actually executed."""
+    chunks (``_hyper_*`` relations) it planned and those it actually executed."""
     doc = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *params))[0]
-    planned, executed, nodes = set(), set(), [doc["Plan"]]
+    chunks: dict[str, bool] = {}  # name: executed
+    nodes = [doc["Plan"]]
     while nodes:
         node = nodes.pop()
-        if (name := node.get("Relation Name", "")).startswith("_hyper_"):
-            planned.add(name)
-            if node.get("Actual Loops", 0) > 0:
-                executed.add(name)
         nodes += node.get("Plans", [])
-    return {"planning_ms": doc["Planning Time"], "execution_ms": doc["Execution Time"]} | {
-        "chunks_planned": len(planned),
-        "chunks_executed": len(executed),
-    }
+        if (name := node.get("Relation Name", "")).startswith("_hyper_"):
+            chunks[name] = chunks.get(name, False) or node.get("Actual Loops", 0) > 0
+    times = {"planning_ms": doc["Planning Time"], "execution_ms": doc["Execution Time"]}
+    return times | {"chunks_planned": len(chunks), "chunks_executed": sum(chunks.values())}
 
 
 async def time_queries(
@@ -268,20 +242,17 @@ async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) ->
         log("cleaning up")
         cleanup = await clean_up(base, run.run_id)
     after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
-    return {
+    database = run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1]
+    out = {
         "benchmark": name,
         "run_id": run.run_id,
         "command": args.command_line,
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - started, 1),
-        "mode": "quick" if args.quick else "full",
-        "machine": {**host, "load_avg_at_end": os.getloadavg()},
-        "scratch": {"database": run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1], "migrations": migrations},
-        "services_restarted_during_run": restarted(before, after),
-        **measured,
-        "checks": run.checks,
-        "cleanup": cleanup,
+        "mode": "quick" * args.quick or "full",
     }
+    out |= {"started_at": started_at.isoformat(timespec="seconds"), "duration_s": round(time.monotonic() - started, 1)}
+    out |= {"machine": host | {"load_avg_at_end": os.getloadavg()}, "restarted": restarted(before, after)}
+    out |= {"scratch": {"database": database, "migrations": migrations}}
+    return {**out, **measured, "checks": run.checks, "cleanup": cleanup}
 
 
 def main(module: str) -> int:
@@ -292,11 +263,17 @@ def main(module: str) -> int:
     scenario = sys.modules[module]
     path = scenario.__spec__.name if scenario.__spec__ else module
     name = path.rsplit(".", 1)[-1]
-    parser = report.parser(scenario.__doc__, getattr(scenario, "QUICK", "(no effect)"))
+    parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", "(no effect)"))
+    parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (300)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
+    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/<name>-<time>.json)")
+    parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
     scenario.options(parser)
     args = parser.parse_args()
     configure_logging(LogSettings(level="warning"))
-    args.command_line = report.command_line(path)
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    args.command_line = shlex.join([python, "-m", path, *sys.argv[1:]])  # how this run was started
     try:
         result = uvloop.run(_execute(scenario, name, args))  # the event loop the `nexanest` command uses
     except BenchError as exc:

@@ -1,9 +1,6 @@
-"""Child processes sampled from ``/proc`` while they run, and statistics of samples.
-
-``Processes`` is the one process driver of every scenario: N ``nexanest
-consume`` at once (scale-out), one with a stall in between (backpressure), one
-under a profiler, a tool (Kafka's ConsumerPerformance, the Quix app).
-"""
+"""Child processes sampled from ``/proc`` while they run (``Processes``, the one process
+driver of every scenario: N ``nexanest consume`` at once, one under a profiler, a
+tool), and statistics of samples."""
 
 from __future__ import annotations
 
@@ -15,12 +12,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-from nexanest.pipeline import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 NEXANEST = Path(sys.executable).parent / "nexanest"
@@ -66,14 +62,9 @@ class Proc:
         self.exit_code = self.popen.returncode = os.waitstatus_to_exitcode(status)
         self.cpu_s = usage.ru_utime + usage.ru_stime
         self.peak_rss_kb = max(self.peak_rss_kb, usage.ru_maxrss)
-        self.stdout, self.stderr = (self._read(f) for f in self.files)
-
-    @staticmethod
-    def _read(f: IO[bytes]) -> str:
-        f.seek(0)
-        text = f.read().decode(errors="replace")
-        f.close()
-        return text
+        for f in self.files:
+            f.seek(0)
+        self.stdout, self.stderr = (f.read().decode(errors="replace") for f in self.files)
 
     def consumed(self) -> dict[str, int]:
         """The summary line of ``nexanest consume``: messages, batches, rows written, dead-lettered."""
@@ -143,31 +134,32 @@ def downsample(points: Sequence[tuple[float, float]], limit: int = 2_000) -> lis
     return [[round(b[-1][0], 3), round(max(v for _, v in b), 2)] for b in buckets]
 
 
-class FlushTimes:
-    """Every ``nexanest_sink_flush_seconds`` observation of the named sinks, as the
-    sinks make them (the histogram keeps only bucket counts)."""
+@contextlib.contextmanager
+def observed(*children: Any) -> Iterator[list[tuple[array[float], array[float]]]]:
+    """Every value the pipeline observes into these histograms (``metrics`` children),
+    each with its time, while the block runs (a histogram keeps only bucket counts).
+    Arrays of doubles, not tuples: hundreds of thousands of objects would lengthen
+    every garbage collection of this process, which runs the consumer."""
+    out: list[tuple[array[float], array[float]]] = []
+    for child in children:
+        at, values, observe = array("d"), array("d"), child.observe
 
-    def __init__(self, *sinks: str) -> None:
-        self.seconds: dict[str, list[float]] = {s: [] for s in sinks}
-        self._children = [(metrics.FLUSH_SECONDS.labels(s), self.seconds[s]) for s in sinks]
+        def record(amount: float, exemplar: Any = None, *, _a: Any = at, _v: Any = values, _o: Any = observe) -> None:
+            _a.append(time.monotonic())
+            _v.append(amount)
+            _o(amount, exemplar)
 
-    def __enter__(self) -> FlushTimes:
-        for child, values in self._children:
-            observe = child.observe
-
-            def record(amount: float, exemplar: Any = None, *, _v: list[float] = values, _o: Any = observe) -> None:
-                _v.append(amount)
-                _o(amount, exemplar)
-
-            child.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted on exit
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for child, _values in self._children:
+        child.observe = record  # an instance attribute, deleted below
+        out.append((at, values))
+    try:
+        yield out
+    finally:
+        for child in children:
             del child.observe
 
-    def take(self) -> dict[str, list[float]]:
-        out = {s: list(v) for s, v in self.seconds.items()}
-        for v in self.seconds.values():
-            v.clear()
-        return out
+
+def take(values: array[float]) -> list[float]:
+    """The values so far, and empty the array."""
+    out = list(values)
+    del values[:]
+    return out

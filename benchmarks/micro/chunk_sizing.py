@@ -2,16 +2,10 @@
 
     python -m benchmarks.micro.chunk_sizing [--ticks 2000000] [--hours 48] [--intervals "15 minutes,1 hour,1 day"]
 
-For each interval an empty copy of ``stock_prices`` (same columns, defaults and
-indexes) made a hypertable with that chunk interval. The same synthetic ticks
-(``--ticks`` over ``--hours`` of tick time, in time order as a live feed
-arrives) go into every table in ``--batch-rows`` transactions of binary COPY
-(the sink's encoder), each batch into all tables in rotating order; only the
-COPY transactions are timed (and the last 10% apart). Then per table: chunks,
-sizes, and after ``ANALYZE`` the users' queries, warm, ``--runs`` times
-interleaved: the median client wall time (no statement cache, so each run is
-planned, as an application query with fresh parameters is) and the median
-planning and execution times from ``EXPLAIN ANALYZE``.
+Per interval an empty copy of ``stock_prices`` with that chunk interval; the same
+ticks (in time order over ``--hours``) go into every table by binary COPY, each
+batch into all tables in rotating order (only the COPYs timed, the last 10%
+apart). Then chunks, sizes, and the users' queries (``time_queries``).
 """
 
 from __future__ import annotations

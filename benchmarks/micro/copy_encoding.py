@@ -1,15 +1,11 @@
-"""Binary COPY of ``stock_prices`` rows: asyncpg's record encoding against the sink's encoder, in one run.
+"""Binary COPY of ``stock_prices`` rows: asyncpg's record encoding against the sink's encoder.
 
     python -m benchmarks.micro.copy_encoding [--rows 200000] [--batch-rows 5000] [--symbols 200]
 
-The suite's ``db_ceiling`` with a third path: the same synthetic ticks, one
-transaction per batch as the sink does it, into empty copies of
-``stock_prices`` by ``copy_rows`` (``stock_price_row`` + asyncpg's
-``copy_records_to_table``), ``copy_buffer`` (the sink's ``StockPriceCopyEncoder``
-+ ``copy_to_table``) and ``copy_preencoded`` (the server's share), batch by
-batch in rotating order. Reported per path: ticks/s and the client's CPU per
-row, and the ratios to ``copy_rows``. That the encoder's rows read back
-equal is proven by ``tests/pipeline/sinks/test_copy_binary.py``.
+The suite's ``db_ceiling`` by three paths, batch by batch in turn: ``copy_rows``
+(``stock_price_row`` + ``copy_records_to_table``), ``copy_buffer`` (the sink's
+``StockPriceCopyEncoder``) and ``copy_preencoded`` (the server's share). That
+the encoder's rows read back equal is ``tests/pipeline/sinks/test_copy_binary.py``'s.
 """
 
 from __future__ import annotations

@@ -2,15 +2,11 @@
 
     python -m benchmarks.micro.publish_rate [--ticks 200000] [--batch 1000] [--rounds 3]
 
-The same synthetic ticks go to a fresh topic (producer settings from
-``make_producer``: idempotent, acks=all, lz4, linger) two ways, alternating,
-``--rounds`` times each: ``record_batches`` (``TickPublisher.publish_all``: each
-batch of ``--batch`` ticks encoded straight into one Kafka record batch per
-partition) and ``send_per_tick`` (aiokafka's plain use: one ``send`` per tick,
-the same batches, the same 8 batches awaiting acknowledgements at once).
-Reported: ticks/s and client CPU per tick, and their ratios. Every tick is
-counted from the topic's end offsets, so no rate is credited for ticks that did
-not arrive.
+The same ticks, alternating, ``--rounds`` times each: ``record_batches``
+(``TickPublisher.publish_all``: one Kafka record batch per partition per batch)
+and ``send_per_tick`` (aiokafka's plain use, the same batches, 8 awaiting
+acknowledgements at once). Ticks/s and client CPU per tick; every tick is
+counted from the topic's end offsets.
 """
 
 from __future__ import annotations

@@ -2,18 +2,13 @@
 
     python -m benchmarks.micro.quote_publish [--symbols 300] [--flushes 2000] [--baseline-ref REF]
 
-Each flush moves every one of ``--symbols`` quotes forward in one Lua call, as a
-consumer batch does at saturation. The variants take turns flush by flush
-(rotating), each on keys and channels of its own: ``script@REF`` (with
-``--baseline-ref``: the quote script at that git revision, before quotes were
-published: the "before"), ``no_publish`` (publishing off), ``publish_unfollowed``
-(nobody subscribed) and ``publish_followed`` (one ``redis-cli`` subscriber, in
-its own process, following every symbol's channel, as the market data
-service's hub does). Reported: median and p99 flush time (client wall time:
-the round trip and the script's time in Redis) and the ratios to the first
-variant. The subscriber must still be subscribed at the end (Redis disconnects
-one that falls behind): otherwise the run fails rather than report a cost that
-skipped the fan-out.
+Each flush moves every one of ``--symbols`` quotes in one Lua call, as a batch
+at saturation does. Variants take turns flush by flush, each on keys of its
+own: ``script@REF`` (the quote script at that git revision: the "before"),
+``no_publish``, ``publish_unfollowed`` (nobody subscribed) and
+``publish_followed`` (a ``redis-cli`` subscriber on every symbol's channel, as
+the market data service's hub; it must still be subscribed at the end, or the
+fan-out was skipped). Reported: median and p99 flush time, and the ratios.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
-"""What the pipeline's OHLCV rollups cost: the consumer's ingest rate with the
-1m/5m/1h/1d bars maintained in the COPY transaction (``consumer.rollups =
-pipeline``, the Apache edition's path) against the same consumer writing no bars
-(``off``), side by side in one run.
+"""What the pipeline's OHLCV rollups cost: the consumer's rate with the 1m/5m/1h/1d bars
+kept in the COPY transaction (``consumer.rollups = pipeline``) against none (``off``).
 
     python -m benchmarks.micro.rollup_cost [--ticks 200000] [--rounds 2] [--symbols 200]
 
-The same ticks go to a fresh topic per run, each under a source of its own and
-ten minutes of tick time apart (each run's bars are its own); each round runs
-both modes, rotating which goes first; ``run_consumer`` drains each topic. The
-best rate of each mode is kept and the medians reported too. A rollups run
-counts only if its 1m bars add up to exactly its ticks. Per batch, the sinks'
-own flush times: ``timescale`` (the transaction) and ``redis_bars`` (the bar cache).
+Each round runs both modes (``run_consumer`` over a fresh topic each, ten
+minutes of tick time apart), rotating which goes first; best and median rates,
+and the sinks' own flush times. A rollups run counts only if its 1m bars add up
+to its ticks.
 """
 
 from __future__ import annotations
@@ -22,8 +18,9 @@ import time
 from typing import Any
 
 from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, rotated
-from benchmarks.harness.sampling import FlushTimes, percentile
+from benchmarks.harness.sampling import observed, percentile
 from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.pipeline import metrics
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 
@@ -45,36 +42,24 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             source = run.source(name)
             feed = feed_config(args.ticks, args.symbols, 7, source, start_ns + len(run.sources) * 600 * 10**9)
             await publish(settings.kafka, feed, source)
-            with FlushTimes(TimescaleSink.name, BarCacheSink.name) as times:
+            sinks = (metrics.FLUSH_SECONDS.labels(TimescaleSink.name), metrics.FLUSH_SECONDS.labels(BarCacheSink.name))
+            with observed(*sinks) as ((_, copies), (_, bars)):
                 stats = await run_consumer(settings, asyncio.Event(), until_idle_s=2.0)
             run.check(name, "rows written", args.ticks, stats.written)
             rates[mode].append(stats.written / busy_s(stats))
-            for sink, seconds in times.take().items():
-                flushes[mode].setdefault(sink, []).extend(seconds)
+            flushes[mode].setdefault(TimescaleSink.name, []).extend(copies)
+            flushes[mode].setdefault(BarCacheSink.name, []).extend(bars)
             if mode == "rollups_on":
                 run.check(name, "ticks in its 1m bars", args.ticks, int(await run.sql(_BARS, source) or 0))
     on, off = max(rates["rollups_on"]), max(rates["rollups_off"])
-    return {
-        "parameters": {
-            "ticks": args.ticks,
-            "symbols": args.symbols,
-            "rounds": args.rounds,
-            "batch": run.base.batch.max_rows,
-        },
-        "rollups_on_ticks_per_s": on,
-        "rollups_off_ticks_per_s": off,
-        "on_to_off_ratio": on / off,
-        "median_on_to_off_ratio": statistics.median(rates["rollups_on"]) / statistics.median(rates["rollups_off"]),
-        "flush_ms_per_batch": {
-            mode: {
-                sink: {"median": 1000 * statistics.median(s), "p90": 1000 * percentile(s, 90)}
-                for sink, s in sinks.items()
-                if s
-            }
-            for mode, sinks in flushes.items()
-        },
-        "all_runs": rates,
+    medians = statistics.median(rates["rollups_on"]) / statistics.median(rates["rollups_off"])
+    out = {"parameters": vars(args), "rollups_on_ticks_per_s": on, "rollups_off_ticks_per_s": off, "all_runs": rates}
+    out |= {"on_to_off_ratio": on / off, "median_on_to_off_ratio": medians}
+    ms = {
+        m: {k: {"median": 1000 * statistics.median(s), "p90": 1000 * percentile(s, 90)} for k, s in f.items() if s}
+        for m, f in flushes.items()
     }
+    return out | {"flush_ms_per_batch": ms}
 
 
 def options(parser: argparse.ArgumentParser) -> None:

@@ -2,17 +2,13 @@
 
     python -m benchmarks.scenarios.backpressure [--quick] [--ticks N] [--stall-seconds 20]
 
-The claim: when TimescaleDB stops accepting writes the consumer stops fetching,
-so its memory stays bounded by what it fetched but has not written (two batches
-of ``batch.max_rows`` plus the Kafka client's prefetch), however far the topic
-runs ahead; once the database is back, ingest resumes with nothing lost or
-doubled. 90% of the feed is published, then ``nexanest consume`` starts (RSS
-from ``/proc`` every 50 ms; progress and lag from the broker every 250 ms: it
-commits to Kafka after each database commit). After ``--warmup-seconds`` at
-saturation an owner connection holds ``LOCK TABLE stock_prices IN ACCESS
-EXCLUSIVE MODE`` for ``--stall-seconds`` while the last 10% are published;
-``pg_locks`` shows the consumer's session (its ``application_name``) waiting.
-Then the consumer drains the topic; every tick must be stored once.
+When TimescaleDB stops accepting writes the consumer stops fetching, so its RSS
+stays bounded (two batches plus the Kafka client's prefetch) however far the
+topic runs ahead, and ingest resumes with nothing lost or doubled. 90% of the
+feed is published; ``nexanest consume`` starts (RSS every 50 ms, progress and
+lag from the broker every 250 ms); after a warm-up an owner connection holds
+``LOCK TABLE stock_prices IN ACCESS EXCLUSIVE MODE`` while the rest is
+published, and ``pg_locks`` shows the consumer's session waiting on it.
 """
 
 from __future__ import annotations
@@ -139,16 +135,19 @@ def analyse(
         points = [p for p in progress if t0 <= p[0] <= t1]
         return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0]) if len(points) > 1 else None
 
+    rss_mb: dict[str, float | None] = {
+        "steady_before": steady,
+        "max_during_stall": most,
+        "peak": max(max(kb, h) for _, kb, h in rss) / 1024,
+    }
+    rss_mb |= {
+        "after": statistics.median(after) / 1024 if after else None,
+        "growth": most - steady,
+        "trend": late - early,
+    }
+    rss_mb |= {"peak_at_s": max(rss, key=lambda x: x[1])[0]}  # VmHWM says how high, not when
     return {
-        "rss_mb": {
-            "steady_before": steady,
-            "max_during_stall": most,
-            "peak": max(max(kb, hwm) for _, kb, hwm in rss) / 1024,
-            "peak_sample_at_s": max(rss, key=lambda x: x[1])[0],  # VmHWM says how high, not when
-            "after": statistics.median(after) / 1024 if after else None,
-            "growth_during_stall": most - steady,
-            "trend_during_stall": late - early,
-        },
+        "rss_mb": rss_mb,
         "bounded": most - steady <= prefetch / MIB and late - early <= TREND_ALLOWANCE_MB,
         "bounded_rule": (
             "bounded = max VmRSS during the stall <= median VmRSS of the second half of the saturated ingest "
@@ -156,22 +155,14 @@ def analyse(
             f"saturation), and max VmRSS over the last quarter of the stall <= max over its first quarter + "
             f"{TREND_ALLOWANCE_MB:g} MiB (no growth while the database is stalled)"
         ),
-        "bound": {
-            "records": 2 * settings.batch.max_rows,
-            "prefetch_bytes": prefetch,
-            "max_rows": settings.batch.max_rows,
-        }
-        | {k_: getattr(k, k_) for k_ in ("fetch_max_bytes", "max_partition_fetch_bytes", "partitions")},
+        "bound": {"records": 2 * settings.batch.max_rows, "prefetch_bytes": prefetch, "partitions": k.partitions},
         "ingest": {
             "before": rate(first, s["from_s"]),
-            "during_rows": in_stall[-1][1] - in_stall[0][1] if in_stall else None,
+            "during": in_stall[-1][1] - in_stall[0][1] if in_stall else None,
             "after": rate(resumed, last) if resumed else None,
-            "resumed_after_release_s": None if resumed is None else resumed - s["to_s"],
+            "resumed_s": None if resumed is None else resumed - s["to_s"],
         },
-        "lag": {
-            "at_stall_start": in_stall[0][2] if in_stall else None,
-            "at_stall_end": in_stall[-1][2] if in_stall else None,
-        },
+        "lag": [in_stall[0][2], in_stall[-1][2]] if in_stall else [None, None],  # at the stall's start and end
     }
 
 
@@ -215,81 +206,60 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     ok = run.check("backpressure", "rows reported written", args.ticks, proc.consumed()["written"], strict=False) and ok
     figures = analyse(proc.rss, progress, stalled, settings)
     run.check("backpressure", "RSS bounded during the stall", True, figures["bounded"], strict=False)
-    return {
-        "parameters": {
-            k: getattr(args, k) for k in ("ticks", "symbols", "seed", "warmup_seconds", "stall_seconds", "idle_seconds")
-        }
-        | {
-            "published_before_consumer": prefilled,
-            "published_during_stall": len(tail),
-            "consumer": f"nexanest consume --until-idle {args.idle_seconds:g}",
-        },
-        "stall": stalled,
-        **figures,
-        "rows_ok": ok,
-        "samples": downsample([(t, kb / 1024) for t, kb, _ in proc.rss]),
-        "lag_samples": downsample([(t, lag) for t, _, lag in progress]),
+    names = ("ticks", "symbols", "seed", "warmup_seconds", "stall_seconds", "idle_seconds")
+    parameters = {k: getattr(args, k) for k in names} | {
+        "consumer": f"nexanest consume --until-idle {args.idle_seconds:g}"
     }
+    parameters |= {"published_before_consumer": prefilled, "published_during_stall": len(tail)}
+    samples = {"samples": downsample([(t, kb / 1024) for t, kb, _ in proc.rss])}
+    samples |= {"lag_samples": downsample([(t, lag) for t, _, lag in progress])}
+    return {"parameters": parameters, "stall": stalled, **figures, "rows_ok": ok, **samples}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    p, r, s, b, ing, lag = (result[k] for k in ("parameters", "rss_mb", "stall", "bound", "ingest", "lag"))
+    p, m, s, b, g, lag = (result[k] for k in ("parameters", "rss_mb", "stall", "bound", "ingest", "lag"))
     waits = [w for o in s["observations"] for w in o["consumer_waiting"]]
     rows, seqs, *_ = next(c["actual"] for c in result["checks"] if c["what"].startswith("rows, distinct seq"))
-    seen = (
-        f"waiting for {waits[0]['mode']} on {waits[0]['relation']} (pg_locks)"
-        if s["consumer_blocked"]
-        else "**not** waiting on it at every observation"
-    )
+    seen = f"waiting for {waits[0]['mode']} on {waits[0]['relation']} (pg_locks)" if s["consumer_blocked"] else ""
     lines = [
         *report.heading(result, f"backpressure · {result['mode']}"),
-        f"`{p['consumer']}` (subprocess, RSS from /proc every 50 ms) over {p['ticks']:,} ticks "
-        f"({p['symbols']} symbols, "
-        f"seed {p['seed']}): {p['published_before_consumer']:,} published before it started, "
+        f"`{p['consumer']}` (subprocess, RSS from /proc every 50 ms) over {p['ticks']:,} ticks ({p['symbols']} "
+        f"symbols, seed {p['seed']}): {p['published_before_consumer']:,} published before it started, "
         f"{p['published_during_stall']:,} while the database was stalled. Stall: `LOCK TABLE stock_prices IN ACCESS "
-        f"EXCLUSIVE MODE` (scratch database `{result['scratch']['database']}`) held by an owner connection from "
-        f"t={s['from_s']:.1f} s to t={s['to_s']:.1f} s ({s['to_s'] - s['from_s']:.1f} s); the consumer's session "
-        f"was seen {seen}.",
+        f"EXCLUSIVE MODE` held by an owner connection from t={s['from_s']:.1f} s to t={s['to_s']:.1f} s "
+        f"({s['to_s'] - s['from_s']:.1f} s); the consumer's session was seen {seen or '**not** waiting on it'}.",
         "",
         *report.table(
             "|RSS MB|ingest ticks/s|lag (messages)",
             [
-                (
-                    "before the stall (steady)",
-                    n(r["steady_before"], 1),
-                    n(ing["before"]),
-                    f"{n(lag['at_stall_start'])} at its start",
-                ),
+                ("before the stall (steady)", n(m["steady_before"], 1), n(g["before"]), f"{n(lag[0])} at its start"),
                 (
                     "during the stall (max)",
-                    n(r["max_during_stall"], 1),
-                    f"{n(ing['during_rows'])} rows committed",
-                    f"{n(lag['at_stall_end'])} at its end",
+                    n(m["max_during_stall"], 1),
+                    f"{n(g['during'])} rows committed",
+                    f"{n(lag[1])} at its end",
                 ),
                 (
                     "after the stall (steady)",
-                    n(r["after"], 1),
-                    n(ing["after"]),
-                    f"resumed {n(ing['resumed_after_release_s'], 2)} s after release",
+                    n(m["after"], 1),
+                    n(g["after"]),
+                    f"resumed {n(g['resumed_s'], 2)} s after",
                 ),
-                (f"peak (VmHWM; highest sample at t={r['peak_sample_at_s']:.1f} s)", n(r["peak"], 1), "", ""),
+                (f"peak (VmHWM; highest sample at t={m['peak_at_s']:.1f} s)", n(m["peak"], 1), "", ""),
             ],
             "lrrr",
         ),
         "",
-        f"Bound from the settings: at most {b['records']:,} records in hand (two batches of batch.max_rows "
-        f"{b['max_rows']:,}: the one being written and the one taken behind it) plus the Kafka client's prefetch, "
-        f"at most {b['prefetch_bytes'] / MIB:g} MiB (fetch_max_bytes {b['fetch_max_bytes'] / MIB:g} MiB, "
+        f"Bound from the settings: at most {b['records']:,} records in hand (two batches of batch.max_rows) plus the "
+        f"Kafka client's prefetch, at most {b['prefetch_bytes'] / MIB:g} MiB (fetch_max_bytes, "
         "max_partition_fetch_bytes "
-        f"{b['max_partition_fetch_bytes'] / MIB:g} MiB x {b['partitions']} partitions). RSS growth during the stall "
-        f"{n(r['growth_during_stall'], 1)} MB, trend over it {n(r['trend_during_stall'], 1)} MB: **bounded: "
-        f"{'yes' if result['bounded'] else 'NO'}** ({result['bounded_rule']}).",
+        f"x {b['partitions']} partitions). RSS growth during the stall {n(m['growth'], 1)} MB, trend over it "
+        f"{n(m['trend'], 1)} MB: **bounded: {'yes' if result['bounded'] else 'NO'}** ({result['bounded_rule']}).",
         "",
         f"Rows: {rows:,} of {p['ticks']:,} in stock_prices, {seqs:,} distinct seq: **rows_ok: "
-        f"{'yes' if result['rows_ok'] else 'NO'}**. RSS and lag over time (of the newest run): "
+        f"{'yes' if result['rows_ok'] else 'NO'}**. RSS and lag over time: "
         "[plots/backpressure_rss.png](plots/backpressure_rss.png) (`make bench-plots`).",
         *report.closing(result),
-        "",
     ]
     return "\n".join(lines) + "\n"
 

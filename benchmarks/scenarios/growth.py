@@ -2,18 +2,11 @@
 
     python -m benchmarks.scenarios.growth [--quick] [--rows 10000000] [--slice-rows N] [--hours 48] [--runs 21]
 
-The real consumer, ``run_consumer``, grows the scratch database's empty table
-slice by slice: a slice's ticks (in time order, over ``--hours`` of tick time
-ending about now, so 1-hour chunks fill and roll) are published while no
-consumer runs, then ``run_consumer(until_idle_s=...)`` drains them, resuming
-from its stored offsets as a restarted consumer does. A slice's ticks/s is its
-rows over the consumer's busy time; batch times are the sinks' own
-``nexanest_sink_flush_seconds`` observations. ``ratio_last_vs_first`` is the
-median of the last 3 slices over that of the first 3 (target: at least 0.9).
-At the final size, after ``ANALYZE``, the common reads (the latest quote, the
-last 1,000 ticks of a symbol with and without a time bound, a day of 1-minute
-bars through ``ops.bars.fetch_bars``), each ``--runs`` times: median wall time
-(no statement cache: each run planned) and planning/execution from EXPLAIN.
+``run_consumer`` grows the empty table slice by slice: a slice (in time order,
+over ``--hours`` of tick time ending now) is published, then drained, the
+consumer resuming from its stored offsets. ``ratio_last_vs_first``: the median
+rate of the last 3 slices over the first 3's (target: at least 0.9). Then the
+common reads at that size (``time_queries``; bars through ``ops.bars.fetch_bars``).
 """
 
 from __future__ import annotations
@@ -32,9 +25,10 @@ import asyncpg
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, table
 from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, time_queries
-from benchmarks.harness.sampling import FlushTimes, percentile
+from benchmarks.harness.sampling import observed, percentile, take
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
 from nexanest.ops.bars import fetch_bars
+from nexanest.pipeline import metrics
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.ohlcv import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import read_quote
@@ -58,20 +52,15 @@ async def load(
 ) -> tuple[list[dict[str, Any]], dict[str, Tick], dict[str, Any]]:
     """Grow ``stock_prices`` from empty to ``args.rows`` through the consumer, slice
     by slice; the slices, each symbol's last tick, and load totals."""
-    feed = feed_config(
-        args.rows,
-        args.symbols,
-        args.seed,
-        run.source("growth"),
-        int(start.timestamp()) * 10**9,
-        args.rows / (args.hours * 3600),
-    )
+    start_ns, rate = int(start.timestamp()) * 10**9, args.rows / (args.hours * 3600)
+    feed = feed_config(args.rows, args.symbols, args.seed, run.source("growth"), start_ns, rate)
     ticks, last_tick, slices = SyntheticFeed(feed).generate(), dict[str, Tick](), list[dict[str, Any]]()
     conn = await asyncpg.connect(run.admin_dsn)
     try:
         rollups = await resolve_rollups(conn, settings.consumer.rollups)  # as the consumer resolves it
         checkpoints, publish_s, began = await conn.fetchval(CHECKPOINTS), 0.0, time.monotonic()
-        with FlushTimes(TimescaleSink.name, "redis_quotes") as flushes:
+        sinks = (metrics.FLUSH_SECONDS.labels(TimescaleSink.name), metrics.FLUSH_SECONDS.labels("redis_quotes"))
+        with observed(*sinks) as ((_, copies), (_, quote_flushes)):
             while (written := sum(s["rows"] for s in slices)) < args.rows:
                 batch = list(itertools.islice(ticks, min(args.slice_rows, args.rows - written)))
                 last_tick.update((t.symbol, t) for t in batch)
@@ -80,28 +69,15 @@ async def load(
                 run.check("growth", f"slice {len(slices) + 1} acknowledged by Kafka", len(batch), published)
                 stats = await run_consumer(settings, asyncio.Event(), until_idle_s=args.idle_seconds)
                 run.check("growth", f"slice {len(slices) + 1} written", len(batch), stats.written)
-                busy, times = busy_s(stats), flushes.take()
-                db, quotes = times[TimescaleSink.name] or [0.0], times["redis_quotes"] or [0.0]
-                slices.append(
-                    {
-                        "no": len(slices) + 1,
-                        "rows_in_table": written + stats.written,
-                        "rows": stats.written,
-                        "batches": stats.batches,
-                        "ticks_per_s": stats.written / busy,
-                        "busy_s": busy,
-                        "chunks": await conn.fetchval("SELECT count(*) FROM show_chunks('stock_prices')"),
-                        "table_mb": await conn.fetchval("SELECT hypertable_size('stock_prices')") / 2**20,
-                        "batch_ms_p50": 1000 * statistics.median(db),
-                        "batch_ms_p99": 1000 * percentile(db, 99),
-                        "redis_ms": 1000 * statistics.mean(quotes),
-                        "retries": stats.retries,
-                        "load_avg_1m": os.getloadavg()[0],
-                    }
-                )
-                log(
-                    f"slice {len(slices)}: {slices[-1]['rows_in_table']:,} rows, {n(slices[-1]['ticks_per_s'])} ticks/s"
-                )
+                busy, db, quotes = busy_s(stats), take(copies) or [0.0], take(quote_flushes) or [0.0]
+                row = {"no": len(slices) + 1, "rows_in_table": written + stats.written, "rows": stats.written}
+                row |= {"ticks_per_s": stats.written / busy, "busy_s": busy, "retries": stats.retries}
+                row |= {"chunks": await conn.fetchval("SELECT count(*) FROM show_chunks('stock_prices')")}
+                row |= {"table_mb": await conn.fetchval("SELECT hypertable_size('stock_prices')") / 2**20}
+                row |= {"batch_ms_p50": 1000 * statistics.median(db), "batch_ms_p99": 1000 * percentile(db, 99)}
+                row |= {"redis_ms": 1000 * statistics.mean(quotes), "load_avg_1m": os.getloadavg()[0]}
+                slices.append(row)
+                log(f"slice {row['no']}: {row['rows_in_table']:,} rows, {n(row['ticks_per_s'])} ticks/s")
         checkpoints = await conn.fetchval(CHECKPOINTS) - checkpoints
     finally:
         await conn.close()
@@ -185,73 +161,44 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     for s in slices:
         s["vs_first"] = s["ticks_per_s"] / first
     ratio = statistics.median(s["ticks_per_s"] for s in slices[-k:]) / first
-    parameters = {
-        key: getattr(args, key) for key in ("rows", "symbols", "seed", "slice_rows", "hours", "runs", "idle_seconds")
-    }
-    parameters |= {
-        "batch_rows": batch,
-        "partitions": run.base.kafka.partitions,
-        "symbol": symbol,
-        "from": start.isoformat(),
-    }
-    return {
-        "parameters": parameters,
-        "load": totals,
-        "slices": slices,
-        "k": k,
-        "ratio_last_vs_first": ratio,
-        "target": {"bound": TARGET, "met": ratio >= TARGET},
-        "queries": reads,
-        "size": size,
-    }
+    names = ("rows", "symbols", "seed", "slice_rows", "hours", "runs", "idle_seconds")
+    parameters = {key: getattr(args, key) for key in names} | {"batch_rows": batch, "symbol": symbol}
+    parameters |= {"partitions": run.base.kafka.partitions, "from": start.isoformat()}
+    out = {"parameters": parameters, "load": totals, "slices": slices, "k": k, "ratio_last_vs_first": ratio}
+    return out | {"target": {"bound": TARGET, "met": ratio >= TARGET}, "queries": reads, "size": size}
 
 
 def markdown(result: dict[str, Any]) -> str:
     p, ld, size, q, slices, k = (result[key] for key in ("parameters", "load", "size", "queries", "slices", "k"))
-    rows, chunks = p["rows"], size["chunks"]
-    slowest = min(slices, key=lambda s: s["ticks_per_s"])
-    half = len(slices) // 2
-    halves = statistics.median(s["ticks_per_s"] for s in slices[half:]) / statistics.median(
-        s["ticks_per_s"] for s in slices[:half] or slices
-    )
-    met = "met" if result["target"]["met"] else "**not met**"
-    bounded, unbounded, bars = q["latest_1000_bounded"], q["latest_1000_unbounded"], q["bars_1m_day"]
+    rows, chunks, slowest = p["rows"], size["chunks"], min(s["vs_first"] for s in slices)
+    for name, r in q.items():
+        r["query"] = f"{name} (`read_quote`)" if name == "latest_quote_redis" else name
+        r["chunks"] = f"{r['chunks_planned']:.0f} / {r['chunks_executed']:.0f}" if "chunks_planned" in r else ""
     lines = [
         *report.heading(
             result,
             f"growth of stock_prices to {rows:,} rows",
             f"; the load {ld['wall_s']:.0f} s, of which publishing the slices {ld['publish_s']:.0f} s untimed",
         ),
-        f"Setup: scratch database `{result['scratch']['database']}` (dropped afterwards) with the project's "
-        f"migrations ({', '.join(result['scratch']['migrations'])}); the consumer, `run_consumer` (COPY, rollups "
-        f"`{ld['rollups']}`, "
-        f"exactly-once offsets, Redis quotes), drains each slice from Kafka ({p['partitions']} partitions) in batches "
-        f"of up to {p['batch_rows']:,}, resuming from its stored offsets; {rows:,} synthetic ticks, {p['symbols']} "
-        f"symbols, seed {p['seed']}, {p['hours']:g} h of tick time ({rows / p['hours'] / 3600:,.2f} ticks/s of tick "
-        "time) in time order, each slice published before its consumer starts (untimed); "
-        f"{ld['checkpoints']} checkpoints during the load. ticks/s: the slice's rows over the consumer's busy time "
-        "(first fetch to the end of the last write); batch ms: the COPY transactions, Redis ms: the quote round trips "
-        "(`nexanest_sink_flush_seconds`).",
+        f"Setup: `run_consumer` (rollups `{ld['rollups']}`, exactly-once offsets, Redis quotes) drains each slice from "
+        f"Kafka ({p['partitions']} partitions, batches of up to {p['batch_rows']:,}) into the scratch database "
+        f"(migrations {', '.join(result['scratch']['migrations'])}), resuming from its stored offsets; {rows:,} "
+        f"ticks, {p['symbols']} symbols, seed {p['seed']}, {p['hours']:g} h of tick time in time order; "
+        f"{ld['checkpoints']} checkpoints during the load. ticks/s: rows over the consumer's busy time; batch ms: the "
+        "COPY transactions, Redis ms: the quote round trips (`nexanest_sink_flush_seconds`).",
         "",
         *table(SLICES.format(k=k), (cells(s, SLICE_CELLS) for s in slices), "r" * 11),
         "",
         f"**Ratio** (median ticks_per_s of the last {k} slices / median of the first {k}): "
-        f"**{result['ratio_last_vs_first']:.2f}** (slowest slice {slowest['vs_first']:.2f} of the first {k}). "
-        f"Target ≥ {TARGET}: {met}. Overall {n(ld['ticks_per_s_overall'])} ticks/s.",
+        f"**{result['ratio_last_vs_first']:.2f}** (slowest slice {slowest:.2f} of the first {k}). Target ≥ {TARGET}: "
+        f"{'met' if result['target']['met'] else '**not met**'}. Overall {n(ld['ticks_per_s_overall'])} ticks/s.",
         "",
         f"Queries at {rows:,} rows, {chunks} chunks, after ANALYZE (median of {p['runs']} warm runs, asyncpg without "
         f"statement cache; symbol {p['symbol']}):",
         "",
         *table(
             "query|wall ms|planning ms|execution ms|rows|chunks planned / executed",
-            [
-                (
-                    f"{name} (`read_quote`)" if name == "latest_quote_redis" else name,
-                    *cells(r, "wall_ms:2 planning_ms:2 execution_ms:2 rows:0"),
-                    f"{r['chunks_planned']:.0f} / {r['chunks_executed']:.0f}" if "chunks_planned" in r else "",
-                )
-                for name, r in q.items()
-            ],
+            (cells(r, "query wall_ms:2 planning_ms:2 execution_ms:2 rows:0 chunks") for r in q.values()),
             "lrrrrr",
         ),
         "",
@@ -263,19 +210,6 @@ def markdown(result: dict[str, Any]) -> str:
         f"Checks: {sum(c['ok'] for c in result['checks'])} of {len(result['checks'])} passed ("
         + "; ".join(f"{c['what']} {c['actual']:,}" for c in result["checks"] if "slice" not in c["what"])
         + "; every slice acknowledged by Kafka and written whole).",
-        "",
-        f"Reading (generated from the figures above): at {rows:,} rows the ingest rate is "
-        f"{result['ratio_last_vs_first']:.2f} of the rate on the empty table, so it "
-        f"{'meets' if result['target']['met'] else 'misses'} the target of at least {TARGET}; the median of the second "
-        f"half of the slices is {halves:.2f} of the first half's. The slowest slice (no. {slowest['no']}, at "
-        f"{slowest['rows_in_table']:,} rows, load average {slowest['load_avg_1m']:.2f}) ran at "
-        f"{slowest['vs_first']:.2f} of the first {k}. The last 1,000 ticks of a symbol take "
-        f"{bounded['wall_ms']:.1f} ms with the time bound "
-        f"({bounded['chunks_planned']:.0f} chunks planned, planning {bounded['planning_ms']:.1f} ms) and "
-        f"{unbounded['wall_ms']:.1f} ms without ({unbounded['chunks_planned']:.0f} chunks planned, planning "
-        f"{unbounded['planning_ms']:.1f} ms, {unbounded['chunks_executed']:.0f} executed). A day of 1-minute bars "
-        f"({bars['rows']:,} bars) takes {bars['wall_ms']:.1f} ms from the rollup table; the latest quote from Redis "
-        f"{q['latest_quote_redis']['wall_ms']:.2f} ms.",
         *report.closing(result),
     ]
     return "\n".join(lines) + "\n"

@@ -1,14 +1,5 @@
-"""The limits every figure of the pipeline is set against.
-
-* ``db_ceiling``: binary COPY of the feed's rows into empty copies of
-  ``stock_prices`` (asyncpg ``copy_records_to_table`` in batches of
-  ``batch.max_rows``, one transaction each), then the same batches from buffers
-  the product's ``StockPriceCopyEncoder`` encoded beforehand (the server's share);
-* ``kafka_perf_tool``: Kafka's own ``ConsumerPerformance`` (the broker ceiling);
-* ``client_ceiling``: aiokafka ``getmany`` plus msgspec decode, no writes.
-
-Used by the suite and by scale-out (its model's database ceiling).
-"""
+"""The limits every figure of the pipeline is set against (the suite's; scale-out's model uses ``db_ceiling``):
+the database's binary COPY, Kafka's own ``ConsumerPerformance``, aiokafka ``getmany`` + msgspec decode."""
 
 from __future__ import annotations
 

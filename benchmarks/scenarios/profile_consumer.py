@@ -1,14 +1,10 @@
-"""Where the consumer's CPU goes at saturation: py-spy over ``nexanest consume``.
+"""Where the consumer's CPU goes at saturation: py-spy over ``nexanest consume`` (``make bench-profile``).
 
     python -m benchmarks.scenarios.profile_consumer [--ticks 300000] [--rate-hz 100] [--native]
-    make bench-profile
 
-Fills a fresh topic with the suite's synthetic ticks, then runs ``nexanest
-consume --until-idle 3`` (exactly-once on, as deployed) under ``py-spy record``
-from ``.venv-bench``: with the whole backlog in Kafka it runs flat out for the
-whole profile. py-spy samples only running threads, so the shares are of the
-consumer's CPU time; import-time samples (start-up) are left out. The raw
-collapsed stacks go to ``benchmarks/results/profile-<time>.txt``.
+The whole backlog is in Kafka before it starts, so it runs flat out. Shares are
+of the consumer's CPU (py-spy samples running threads), start-up imports left
+out; the raw stacks go to ``benchmarks/results/profile-<time>.txt``.
 """
 
 from __future__ import annotations

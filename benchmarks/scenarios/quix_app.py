@@ -1,20 +1,11 @@
-"""What a user would pick instead: Quix Streams with its PostgreSQL sink.
+"""What a user would pick instead: Quix Streams with its PostgreSQL sink (run by the suite in ``.venv-bench``).
 
-Run by the suite with ``.venv-bench/bin/python`` (Quix Streams is not a
-dependency of the project; this module imports nothing of it). It reads its
-settings as one JSON object from ``BENCH_QUIX_CONFIG``, consumes the topic from
-the beginning until idle for ``idle_s``, and prints one JSON line with what it
-wrote and when.
-
-Configured as Quix Streams' documentation recommends for a batching sink:
-at-least-once (the default), the checkpoint (``commit_interval`` /
-``commit_every``) sizing the batches ``PostgreSQLSink`` writes,
-``schema_auto_update=False`` (the table exists; otherwise every batch runs
-``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` per column) and
-``include_metadata=False`` (exactly the columns of ``stock_prices``). A custom
-deserializer turns each MessagePack tick into the row the pipeline would write
-(exact decimals, microsecond timestamps); partition and offset come from the
-message context.
+Settings come as JSON in ``BENCH_QUIX_CONFIG``; it consumes the topic until idle
+and prints one JSON line. Configured as Quix Streams' documentation recommends
+for a batching sink: at-least-once, the checkpoint sizing the sink's batches,
+``schema_auto_update=False`` and ``include_metadata=False`` (the table exists, with
+exactly the columns of ``stock_prices``). Each tick is decoded into the row the
+pipeline writes (exact decimals, microsecond times).
 """
 
 from __future__ import annotations

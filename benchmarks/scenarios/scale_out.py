@@ -2,19 +2,14 @@
 
     python -m benchmarks.scenarios.scale_out [--quick] [--consumers 1,2,4] [--partitions 12]
 
-Per N, the same feed goes to a topic of its own (its own source, and an hour of
-tick time of its own: a fresh chunk), then N ``nexanest consume --until-idle``
-start at once in one group. **ticks/s** is on the database's clock: a row's
-``ingested_at`` is the start of the transaction that wrote it, so rows of the
-transactions before the last one ÷ (start of the last - start of the first).
-**steady** is the same while every consumer holds its final partitions (its
-last ``partitions_assigned`` log line) and none has finished. **CPU**: per
-process over its life (``wait4``), and sampled from ``/proc`` every 0.25 s for
-the window: the consumers, the TimescaleDB cluster (postmaster and backends,
-live and reaped), Kafka, Redis, this harness, the machine; WAL and disk bytes
-too. Every tick must be stored once (and, without ``--quick``, ``nexanest
-verify`` agree); without ``--quick`` also the suite's ``db_ceiling`` for the
-model for many machines (inputs in the JSON's ``"model"``).
+Per N, the same feed in a topic, source and hour of tick time of its own; N
+``nexanest consume`` start at once. ticks/s is on the database's clock (a row's
+``ingested_at`` is its transaction's start); steady is the same while every
+consumer holds its final partitions (its last ``partitions_assigned`` line).
+CPU per process from ``wait4``, and per component in the window from ``/proc``
+every 0.25 s (the consumers, the cluster's postmaster and backends live and
+reaped, Kafka, Redis, this harness, the machine), with WAL and disk bytes.
+Without ``--quick`` also ``nexanest verify`` and the suite's ``db_ceiling``.
 """
 
 from __future__ import annotations
@@ -222,30 +217,22 @@ async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: i
     )
     tps = in_window / window if window > 0 else None
     steady_tps = steady_rows / (steady[1] - steady[0]) if steady and steady[1] - steady[0] >= 1.0 else None
-    result = {
-        "consumers": consumers,
-        "ticks_per_s": tps,
-        "per_consumer_ticks_per_s": tps and tps / consumers,
-        "steady_ticks_per_s": steady_tps,
-        "window_s": window,
-        "transactions": view["transactions"],
-        "rows": view["rows"],
-        "rows_ok": ok,
-        "verify": verified,
-        "rows_reported_written": written,
-        "rows_written_twice": max(written - args.ticks, 0),
-        "partition_rows": f"{min(part_rows):,}-{max(part_rows):,}",
-        "peak_rss_mb": ", ".join(f"{p.peak_rss_kb / 1024:.0f}" for p in procs),
-        "cpu_s_life": ", ".join(f"{p.cpu_s:.1f}" for p in procs),
-        **{f"{c}_cores": None if v is None else v / window for c, v in cpu.items()},
-        **{f"{c}_us_per_tick": None if v is None else v / in_window * 1e6 for c, v in cpu.items()},
-        "machine_busy": None if busy is None else f"{busy / window:.2f} of {cores}",
-        "machine_iowait_cores": None if iowait is None else iowait / window,
-        "other_cores": None if busy is None else (busy - sum(v or 0.0 for v in cpu.values())) / window,
-        "wal_mb_per_s": None if wal is None else wal / window / 1e6,
-        "wal_bytes_per_tick": None if wal is None else wal / in_window,
-        "disk_write_mb_per_s": None if disk is None else disk / window / 1e6,
-    }
+
+    def per(value: float | None, by: float) -> float | None:
+        return None if value is None else value / by
+
+    result = {"consumers": consumers, "ticks_per_s": tps, "per_consumer_ticks_per_s": tps and tps / consumers}
+    result |= {"steady_ticks_per_s": steady_tps, "window_s": window, "transactions": view["transactions"]}
+    result |= {"rows": view["rows"], "rows_ok": ok, "verify": verified, "rows_reported_written": written}
+    result |= {"partition_rows": f"{min(part_rows):,}-{max(part_rows):,}"}
+    result |= {"peak_rss_mb": ", ".join(f"{p.peak_rss_kb / 1024:.0f}" for p in procs)}
+    result |= {"cpu_s_life": ", ".join(f"{p.cpu_s:.1f}" for p in procs)}
+    result |= {f"{c}_cores": per(v, window) for c, v in cpu.items()}
+    result |= {f"{c}_us_per_tick": per(v, in_window / 1e6) for c, v in cpu.items()}
+    result |= {"machine_busy": None if busy is None else f"{busy / window:.2f} of {cores}"}
+    result |= {"machine_iowait_cores": per(iowait, window), "wal_mb_per_s": per(wal, window * 1e6)}
+    result |= {"other_cores": per(busy and busy - sum(v or 0.0 for v in cpu.values()), window)}
+    result |= {"wal_bytes_per_tick": per(wal, in_window), "disk_write_mb_per_s": per(disk, window * 1e6)}
     log(f"{name}: {n(tps)} ticks/s over {window:.1f} s, rows ok: {ok}, machine busy {result['machine_busy']}")
     return result
 
@@ -256,25 +243,20 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     ceiling = None
     if not args.quick:
         log("db_ceiling (one client COPYing the same rows into an empty copy of stock_prices) ...")
-        ceiling = await db_ceiling(
-            run, feed_config(args.ticks, args.symbols, args.seed, run.source("ceiling"), time.time_ns() - HOUR_NS)
-        )
+        feed = feed_config(args.ticks, args.symbols, args.seed, run.source("ceiling"), time.time_ns() - HOUR_NS)
+        ceiling = await db_ceiling(run, feed)
     one = next((r for r in runs if r["consumers"] == 1), runs[0])
     for r in runs:
         r["vs_1"], r["steady_vs_1"] = (ratio(r[k], one[k]) for k in ("ticks_per_s", "steady_ticks_per_s"))
         r["checked"] = f"{r['rows']:,} {'yes' if r['rows_ok'] else '**no**'}{' + verify' if r['verify'] else ''}"
     us = {c: one[f"{c}_us_per_tick"] or 0.0 for c in COMPONENTS[:4]}
-    model = {
-        "per_consumer_ticks_per_s": one["per_consumer_ticks_per_s"],
-        "consumer_cores_at_1": one["consumers_cores"],
+    model = {"per_consumer_ticks_per_s": one["per_consumer_ticks_per_s"], "consumer_cores_at_1": one["consumers_cores"]}
+    model |= {
         "pipeline_cpu_us_per_tick_at_1": sum(us.values()),
-        "predicted_box_saturation_ticks_per_s": (os.cpu_count() or 1) / (sum(us.values()) / 1e6)
-        if sum(us.values())
-        else None,
-        "postgresql_ticks_per_s_per_core": 1e6 / us["postgresql"] if us["postgresql"] else None,
-        "db_ceiling_copy_ticks_per_s": ceiling and ceiling["copy_records"]["ticks_per_s"],
-        "db_ceiling_preencoded_ticks_per_s": ceiling and ceiling["copy_preencoded"]["ticks_per_s"],
+        "postgresql_ticks_per_s_per_core": ratio(1e6, us["postgresql"]),
     }
+    model |= {"predicted_box_saturation_ticks_per_s": ratio((os.cpu_count() or 1) * 1e6, sum(us.values()))}
+    model |= {f"db_ceiling_{path}_ticks_per_s": figures["ticks_per_s"] for path, figures in (ceiling or {}).items()}
     by_n = {r["consumers"]: r for r in runs}
     ratios = {f"{k}{c}_vs_1": by_n.get(c, {}).get(f"{k}vs_1") for k in ("", "steady_") for c in (2, 4)}
     parameters = {k: getattr(args, k) for k in ("ticks", "symbols", "seed", "partitions", "consumers", "idle_seconds")}
@@ -330,8 +312,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"\nDatabase ceiling in this run (the suite's `db_ceiling`: one client, binary COPY of the same rows into "
             f"an empty copy of `stock_prices`, {ceiling['copy_records']['batch_rows']:,}-row transactions, only the "
-            f"COPYs timed): {n(mo['db_ceiling_copy_ticks_per_s'])} ticks/s with asyncpg encoding, "
-            f"{n(mo['db_ceiling_preencoded_ticks_per_s'])} ticks/s from pre-encoded buffers."
+            f"COPYs timed): {n(mo['db_ceiling_copy_records_ticks_per_s'])} ticks/s with asyncpg encoding, "
+            f"{n(mo['db_ceiling_copy_preencoded_ticks_per_s'])} ticks/s from pre-encoded buffers."
         )
     lines.append(
         f"\nModel inputs from this run: one consumer {n(mo['per_consumer_ticks_per_s'])} ticks/s at "

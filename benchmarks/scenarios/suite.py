@@ -2,18 +2,14 @@
 
     python -m benchmarks.scenarios.suite [--quick] [--ticks N] [--rates 5000,20000,50000] [--skip ...]
 
-One synthetic feed (fixed seed) goes to fresh topics, the same ticks under three
-``source`` tags (``stock_prices`` refuses a ``(source, seq, time)`` it holds, so
-each pipeline run that writes needs its own copy). Each consumer below reads
-with a group of its own: a. the **limits** (``limits``); b. **the pipeline**,
-``run_consumer``, exactly-once on and off; c. the **alternatives**, a naive
-consumer (one INSERT per message, capped at a time budget) and Quix Streams'
-``PostgreSQLSink`` (``quix_app``); d. **freshness**: a paced producer (its own
-process) at each offered rate beside the consumer, tick time to quote visible
-in Redis as the pipeline's ``nexanest_quote_latency_seconds`` observes it (each
-value kept, for exact percentiles), and the lag; e. **memory** of ``nexanest
-consume`` at saturation. Rates run from the first batch with records to the end
-of the last write, and count only once the rows were counted in the database.
+The same ticks go to three topics under three sources (``stock_prices`` refuses
+a ``(source, seq, time)`` it holds). Each consumer reads with its own group: the
+**limits** (``limits``); **the pipeline** (``run_consumer``, exactly-once on and
+off); a **naive** consumer (one INSERT per message, for a time budget) and
+**Quix Streams** (``quix_app``); **freshness** (a paced producer in its own
+process beside the consumer: tick time to quote in Redis, each value the
+pipeline's histogram observes); **memory** of ``nexanest consume``. Rates run
+from the first batch to the end of the last write, once the rows were counted.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from array import array
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -43,19 +38,21 @@ from aiokafka.structs import OffsetAndMetadata
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, ratio, table, yes
 from benchmarks.harness.run import CountMismatch, Run, busy_s, feed_config, main, publish
-from benchmarks.harness.sampling import ROOT, consume_argv, percentile, run_sampled
+from benchmarks.harness.sampling import ROOT, consume_argv, observed, percentile, run_sampled
 from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
 from nexanest.pipeline.kafka import make_producer
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
-from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import decode_tick
 
 MODULE = "benchmarks.scenarios.suite"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+#: Quix Streams' checkpoint: ``commit_every=20000`` was the fastest of 0, 5,000 and 20,000 (RESULTS.md, 2026-11-25).
+QUIX = {"commit_interval": 5.0, "commit_every": 20_000}
 #: The issue's targets: figure -> (comparison, bound).
 TARGETS = {
     "pipeline_vs_ceiling": (">=", 0.5),
@@ -98,13 +95,8 @@ async def pipeline(
         name, "duplicates skipped (none expected)", 0, (metrics.REGISTRY.get_sample_value(skipped) or 0) - duplicates
     )
     run.check(name, "rows in stock_prices", args.ticks, await run.count_rows(source))
-    seconds, rows = busy_s(stats), stats.written
-    return {
-        "ticks_per_s": rows / seconds,
-        "rows": rows,
-        "batches": stats.batches,
-        "mean_batch_rows": rows / stats.batches,
-    }
+    rows, batches = stats.written, stats.batches
+    return {"ticks_per_s": rows / busy_s(stats), "rows": rows, "batches": batches, "mean_batch_rows": rows / batches}
 
 
 async def memory(run: Run, args: argparse.Namespace, source: str) -> dict[str, Any]:
@@ -163,19 +155,12 @@ async def quix(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     table_ = await run.scratch_table(conn, "quix")
     u = urlsplit(run.admin_dsn)
     pg = {"host": u.hostname, "port": u.port or 5432, "dbname": unquote(u.path[1:]), "user": unquote(u.username or "")}
+    pg |= {"password": unquote(u.password or "")}
+    config = {"bootstrap": run.base.kafka.bootstrap_servers, "topic": run.topic("a"), "group": run.group("quix")}
+    config |= {"table": table_, "pg": pg, "idle_s": args.idle_seconds} | QUIX
     try:
         with tempfile.TemporaryDirectory(prefix="bench-quix-") as state_dir:
-            config = {
-                "bootstrap": run.base.kafka.bootstrap_servers,
-                "topic": run.topic("a"),
-                "group": run.group("quix"),
-                "table": table_,
-                "pg": {**pg, "password": unquote(u.password or "")},
-                "commit_interval": args.quix_commit_interval,
-                "commit_every": args.quix_commit_every,
-                "idle_s": args.idle_seconds,
-                "state_dir": state_dir,
-            }
+            config["state_dir"] = state_dir
             argv = [args.bench_python, "-m", "benchmarks.scenarios.quix_app"]
             proc = await run_sampled(argv, {**os.environ, "BENCH_QUIX_CONFIG": json.dumps(config)})
         proc.check_exit()
@@ -189,16 +174,8 @@ async def quix(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     # last message (the final checkpoint runs only once the idle timeout ends).
     writes, last = out["writes"], out["last_message_at"]
     seconds = last - out["first_message_at"] + sum(end - start for start, end, _ in writes if start >= last)
-    return {
-        "ticks_per_s": out["rows_written"] / seconds,
-        "seconds": seconds,
-        "rows": out["rows_written"],
-        "sink_writes": len(writes),
-        "peak_rss_mb": proc.peak_rss_kb / 1024,
-        "commit_interval": args.quix_commit_interval,
-        "commit_every": args.quix_commit_every,
-        **{k: out[k] for k in ("quixstreams", "confluent_kafka", "psycopg2")},
-    }
+    figures = {"ticks_per_s": out["rows_written"] / seconds, "rows": out["rows_written"], "sink_writes": len(writes)}
+    return figures | QUIX | {"peak_rss_mb": proc.peak_rss_kb / 1024, "quixstreams": out["quixstreams"]}
 
 
 def _buckets() -> dict[float, float]:
@@ -212,75 +189,60 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
     settings = run.settings(name, f"{run.prefix}.{name}.ticks")
     source, topic, k = run.source(name), settings.kafka.ticks_topic, settings.kafka
     await publish(k, [], source)  # creates the topics
-    # Every value the pipeline observes into its latency histogram (one per symbol
-    # per batch), kept in arrays of doubles, not tuples: hundreds of thousands of
-    # objects would lengthen every full garbage collection of this process, which
-    # runs the consumer.
-    hist, observed_at, observed = metrics.TICK_TO_QUOTE_SECONDS, array("d"), array("d")
-    observe = hist.observe
-
-    def record(amount: float, exemplar: dict[str, str] | None = None) -> None:
-        observed_at.append(time.monotonic())
-        observed.append(amount)
-        observe(amount, exemplar)
 
     def lag() -> tuple[float, int]:
         labels = ({"topic": topic, "partition": str(p)} for p in range(k.partitions))
-        return time.monotonic(), int(
-            sum(metrics.REGISTRY.get_sample_value("nexanest_consumer_lag_messages", la) or 0 for la in labels)
-        )
+        lags = (metrics.REGISTRY.get_sample_value("nexanest_consumer_lag_messages", la) or 0 for la in labels)
+        return time.monotonic(), int(sum(lags))
 
-    hist.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted below
     stop, lags = asyncio.Event(), []
     consumer = asyncio.create_task(run_consumer(settings, stop))
-    try:
-        await asyncio.sleep(2.0)  # the group join and the start-up quote rebuild come first
-        before = _buckets()
-        argv = [sys.executable, "-m", MODULE, "paced-producer", topic, source, str(offered), str(args.fresh_seconds)]
-        producer = await asyncio.create_subprocess_exec(
-            *argv, str(args.symbols), str(args.seed), cwd=ROOT, stdout=asyncio.subprocess.PIPE
-        )
-        produced = asyncio.ensure_future(producer.communicate())
-        while not produced.done():
-            lags.append(lag())
-            await asyncio.wait({produced}, timeout=0.25)
-        if producer.returncode != 0:
-            raise RuntimeError(f"paced producer exited {producer.returncode}")
-        prod = json.loads(produced.result()[0].decode().strip().splitlines()[-1])
-        deadline = time.monotonic() + 60
-        consumed = "nexanest_consumer_messages_total"
-        while (metrics.REGISTRY.get_sample_value(consumed, {"topic": topic}) or 0) < prod["published"]:
-            if time.monotonic() > deadline or consumer.done():
-                break
-            lags.append(lag())
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        stats = await consumer
-        del hist.observe  # back to the class's method
+    with observed(metrics.TICK_TO_QUOTE_SECONDS) as ((observed_at, latencies),):
+        try:
+            await asyncio.sleep(2.0)  # the group join and the start-up quote rebuild come first
+            before = _buckets()
+            sizes = map(str, (offered, args.fresh_seconds, args.symbols, args.seed))
+            argv = [sys.executable, "-m", MODULE, "paced-producer", topic, source, *sizes]
+            producer = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+            produced = asyncio.ensure_future(producer.communicate())
+            while not produced.done():
+                lags.append(lag())
+                await asyncio.wait({produced}, timeout=0.25)
+            if producer.returncode != 0:
+                raise RuntimeError(f"paced producer exited {producer.returncode}")
+            prod = json.loads(produced.result()[0].decode().strip().splitlines()[-1])
+            deadline = time.monotonic() + 60
+            consumed = "nexanest_consumer_messages_total"
+            while (metrics.REGISTRY.get_sample_value(consumed, {"topic": topic}) or 0) < prod["published"]:
+                if time.monotonic() > deadline or consumer.done():
+                    break
+                lags.append(lag())
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            stats = await consumer
+
     run.check(name, "rows the consumer reports written", prod["published"], stats.written)
     run.check(name, "rows in stock_prices", prod["published"], await run.count_rows(source))
     since = prod["started_at"] + args.warmup_seconds
-    window = [v * 1000 for t, v in zip(observed_at, observed, strict=True) if t >= since]
+    window = [v * 1000 for t, v in zip(observed_at, latencies, strict=True) if t >= since]
     lag_window = [v for t, v in lags if t >= since] or [0]
     if not window:
         raise RuntimeError(f"{name}: no quote latency observed after the warm-up")
     delta = sorted((le, c - before.get(le, 0.0)) for le, c in _buckets().items())
-    return {
-        "offered_ticks_per_s": offered,
-        "achieved_ticks_per_s": prod["published"] / prod["seconds"],
+    out = {"offered_ticks_per_s": offered, "achieved_ticks_per_s": prod["published"] / prod["seconds"]}
+    out |= {
         "producer_behind_schedule_max_s": prod["behind"],
         "published": prod["published"],
-        "warmup_s": args.warmup_seconds,
         "observations": len(window),
-        "p50_ms": percentile(window, 50),
-        "p99_ms": percentile(window, 99),
+    }
+    out |= {"warmup_s": args.warmup_seconds, "p50_ms": percentile(window, 50), "p99_ms": percentile(window, 99)}
+    out |= {
         "max_ms": max(window),
         "histogram_p99_le_ms": 1000 * next(le for le, c in delta if c >= 0.99 * delta[-1][1]),
-        "lag_p50_messages": percentile(lag_window, 50),
-        "lag_max_messages": max(lag_window),
-        "mean_batch_rows": stats.written / max(stats.batches, 1),
     }
+    out |= {"lag_p50_messages": percentile(lag_window, 50), "lag_max_messages": max(lag_window)}
+    return out | {"mean_batch_rows": stats.written / max(stats.batches, 1)}
 
 
 async def paced_producer(topic: str, source: str, rate: float, seconds: float, symbols: int, seed: int) -> None:
@@ -294,9 +256,7 @@ async def paced_producer(topic: str, source: str, rate: float, seconds: float, s
     producer = make_producer(load_settings().kafka)
     await producer.start()
     total, per_step = int(rate * seconds), max(1, round(rate * 0.01))
-    ticks = SyntheticFeed(
-        SyntheticConfig(symbols=symbols, rate=rate, count=total, seed=seed, source=source, paced=False)
-    ).generate()
+    ticks = SyntheticFeed(feed_config(total, symbols, seed, source, time.time_ns(), rate)).generate()
     publisher = TickPublisher(producer, topic, source)
     in_flight: set[asyncio.Task[None]] = set()
     behind, sent = [0.0], 0
@@ -387,7 +347,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         value = figures[name]
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         targets[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
-    names = ("ticks", "symbols", "seed", "rates", "idle_seconds", "quix_commit_interval", "quix_commit_every")
+    names = ("ticks", "symbols", "seed", "rates", "idle_seconds")
     parameters = {k: getattr(args, k) for k in names} | {"partitions": run.base.kafka.partitions}
     parameters |= {"batch_max_rows": run.base.batch.max_rows}
     return {"parameters": parameters, "results": results, "ratios": ratios, "targets": targets, "errors": errors}
@@ -490,8 +450,6 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-seconds", type=float, default=1.0, help="latencies ignored at the start of a rate")
     parser.add_argument("--naive-budget", type=float, default=0, help="seconds for the naive consumer (30; quick 15)")
     parser.add_argument("--idle-seconds", type=float, default=3.0, help="a consumer stops after this long idle")
-    parser.add_argument("--quix-commit-interval", type=float, default=5.0, help="Quix Application(commit_interval)")
-    parser.add_argument("--quix-commit-every", type=int, default=20_000, help="Quix Application(commit_every)")
     parser.add_argument("--skip", default="", help="comma-separated: naive,quix,memory,freshness")
     parser.add_argument("--bench-python", default=str(BENCH_PYTHON), help="Python of .venv-bench (Quix Streams)")
 
