@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from benchmarks.harness.host import KAFKA_SH, state_dir
+from benchmarks.harness.sampling import KAFKA_SH, state_dir
 from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis
 from nexanest.ops.migrate import migrate
 from nexanest.pipeline.settings import Settings, load_settings
@@ -69,16 +69,14 @@ async def prepare_database(settings: Settings, run_id: str) -> tuple[Settings, l
         raise RuntimeError(f"unexpected role names in the TimescaleDB DSNs: {owner!r}, {ingest!r}")
     superuser_sql(settings, "postgres", f'CREATE DATABASE "{db}" OWNER "{owner}"')
     extension = "CREATE EXTENSION IF NOT EXISTS timescaledb"
-    superuser_sql(
-        settings, db, "SET client_min_messages = warning", extension, f'GRANT CONNECT ON DATABASE "{db}" TO "{ingest}"'
-    )
+    grant = f'GRANT CONNECT ON DATABASE "{db}" TO "{ingest}"'
+    superuser_sql(settings, db, "SET client_min_messages = warning", extension, grant)
 
     def inside(dsn: SecretStr) -> SecretStr:
         return SecretStr(urlunsplit(urlsplit(dsn.get_secret_value())._replace(path="/" + db)))
 
-    scratch = settings.model_copy(
-        update={"timescale": ts.model_copy(update={"dsn": inside(ts.dsn), "admin_dsn": inside(ts.admin_dsn)})}
-    )
+    timescale = ts.model_copy(update={"dsn": inside(ts.dsn), "admin_dsn": inside(ts.admin_dsn)})
+    scratch = settings.model_copy(update={"timescale": timescale})
     return scratch, [a.migration.filename for a in await migrate(scratch, ["timescale"])]
 
 

@@ -61,14 +61,11 @@ def throughput(doc: dict[str, Any]) -> Figure:
     pipe = (r.get("pipeline") or {}).get("ticks_per_s")
     fig, ax = figure(doc, f"Throughput by scenario ({doc['mode']}, {doc['parameters']['ticks']:,} ticks, one run)")
     ax.barh([label for label, _, _ in bars], values, color=[color for *_, color in bars])
-    ax.set(
-        xscale="log", xlabel="ticks/s (log scale)", xlim=(min([v for v in values if v] or [1.0]) / 3, max(values) * 60)
-    )
+    low = min([v for v in values if v] or [1.0]) / 3
+    ax.set(xscale="log", xlabel="ticks/s (log scale)", xlim=(low, max(values) * 60))
     for i, v in enumerate(values):
         share = f" · pipeline ÷ this {pipe / v:.2f}×" if v and pipe and v != pipe else ""
-        ax.text(
-            v * 1.08 or ax.get_xlim()[0] * 1.1, i, f"{k(v)} ticks/s{share}" if v else "n/a", va="center", fontsize=8
-        )
+        ax.text(v * 1.08 or low * 1.1, i, f"{k(v)} ticks/s{share}" if v else "n/a", va="center", fontsize=8)
     return fig
 
 
@@ -111,9 +108,8 @@ def scale_out(doc: dict[str, Any]) -> Figure:
     fig, ax = figure(doc, f"Scale-out: one consumer group, more consumers on {doc['machine']['cores']} cores")
     ax.bar([c for c, _ in points], [t for _, t in points], width=0.6, color=RED, label="measured ticks/s")
     if one:
-        ax.plot(
-            [c for c, _ in points], [one * c for c, _ in points], "--", color=GREY, label="linear from one consumer"
-        )
+        xs = [c for c, _ in points]
+        ax.plot(xs, [one * c for c in xs], "--", color=GREY, label="linear from one consumer")
     for c, t in points:
         ax.text(c, t, k(t) + (f"\n{t / one:.2f}× of one" if one else ""), ha="center", va="bottom", fontsize=8)
     ax.set(xlabel="consumers in the group", ylabel="ticks/s")
@@ -127,9 +123,8 @@ def backpressure(doc: dict[str, Any]) -> Figure:
     verdict = "bounded" if doc["bounded"] else "NOT bounded"
     what = f"max during stall {r['max_during_stall']:.0f} MB, peak {r['peak']:.0f} MB"
     fig, ax = figure(doc, f"Consumer memory while the database stalls: {verdict} ({what})")
-    ax.axvspan(
-        s["from_s"], s["to_s"], color="#ffbf00", alpha=0.25, label=f"database stalled ({s['to_s'] - s['from_s']:.0f} s)"
-    )
+    stalled = f"database stalled ({s['to_s'] - s['from_s']:.0f} s)"
+    ax.axvspan(s["from_s"], s["to_s"], color="#ffbf00", alpha=0.25, label=stalled)
     ax.plot(*zip(*doc["samples"], strict=True), color=RED, linewidth=1.2, label="consumer RSS (MB)")
     ax.axhline(r["steady_before"], color=RED, linestyle=":", label=f"steady before: {r['steady_before']:.0f} MB")
     ax.set(xlabel="seconds since the consumer started", ylabel="RSS, MB", ylim=(0, r["peak"] * 1.25))

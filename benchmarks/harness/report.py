@@ -34,10 +34,6 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def yes(ok: bool | None) -> str:
-    return {True: "yes", False: "**no**", None: "n/a"}[ok]
-
-
 def log(name: str) -> Callable[[str], None]:
     def say(message: str) -> None:
         print(f"[{name} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -63,25 +59,18 @@ def cells(record: dict[str, Any], spec: str) -> list[str]:
     return out
 
 
-def machine_line(m: dict[str, Any], *, shared: bool = True) -> str:
-    """The Machine: line every section opens with."""
-    return (
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB{', shared' if shared else ''}; "
-        f"Python {m['python']}; Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
-        f"({m['timescaledb_license']}, synchronous_commit={m['synchronous_commit']}, shared_buffers "
-        f"{m['shared_buffers']}); Redis {m['redis']}. Load average {m['load_avg_at_start'][0]:.2f} at start, "
-        f"{m['load_avg_at_end'][0]:.2f} at end."
-    )
-
-
 def heading(result: dict[str, Any], what: str, command_note: str = "") -> list[str]:
     """Title, command and machine: the first lines of every section."""
+    m = result["machine"]
     return [
         f"## {result['started_at']} · {what} · run `{result['run_id']}`",
         "",
         f"Command: `{result['command']}` ({result['duration_s']:.0f} s{command_note})",
         "",
-        machine_line(result["machine"]),
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, shared; Python {m['python']}; Kafka "
+        f"{m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} ({m['timescaledb_license']}, "
+        f"synchronous_commit={m['synchronous_commit']}, shared_buffers {m['shared_buffers']}); Redis {m['redis']}. "
+        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end.",
         "",
     ]
 
@@ -101,7 +90,7 @@ def save(name: str, result: dict[str, Any], section: str, args: argparse.Namespa
     """Write the JSON and the section to the results folder, print the section, and with
     ``--update-results`` insert it below RESULTS.md's marker (newest first; the file is
     read just before writing, since other benchmarks add their runs too)."""
-    out = args.output or RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(section)

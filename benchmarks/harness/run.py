@@ -21,7 +21,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -30,7 +29,7 @@ import uvloop
 
 from benchmarks.harness import report
 from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
-from benchmarks.harness.host import machine, restarted, service_identities
+from benchmarks.harness.sampling import machine, restarted, service_identities
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.runner import IngestStats
 from nexanest.pipeline.settings import KafkaSettings, LogSettings, Settings, load_settings, namespace_environment
@@ -51,9 +50,8 @@ def feed_config(
     ticks: int, symbols: int, seed: int, source: str, start_ns: int, rate: float = 100_000
 ) -> SyntheticConfig:
     """The benchmarks' ticks: fixed seed, ``rate`` ticks per second of tick time, published flat out."""
-    return SyntheticConfig(
-        symbols=symbols, rate=rate, count=ticks, seed=seed, start_ns=start_ns, source=source, paced=False
-    )
+    config: dict[str, Any] = {"symbols": symbols, "rate": rate, "count": ticks, "seed": seed, "start_ns": start_ns}
+    return SyntheticConfig(**config, source=source, paced=False)
 
 
 class Batches:
@@ -122,10 +120,8 @@ class Run:
         kafka |= {"consumer_group": self.group(scenario), "partitions": partitions or b.kafka.partitions}
         redis = {"quote_key_prefix": f"{keys}:quote:", "bar_key_prefix": f"{keys}:bar:"}
         update = {"kafka": b.kafka.model_copy(update=kafka), "redis": b.redis.model_copy(update=redis)}
-        update |= {
-            "metrics": b.metrics.model_copy(update={"port": 0}),
-            "consumer": b.consumer.model_copy(update=consumer),
-        }
+        update |= {"metrics": b.metrics.model_copy(update={"port": 0})}
+        update |= {"consumer": b.consumer.model_copy(update=consumer)}
         return b.model_copy(update=update)
 
     @staticmethod
@@ -150,16 +146,12 @@ class Run:
         finally:
             await conn.close()
 
-    async def stored_once(self, scenario: str, source: str, ticks: int) -> bool:
+    async def stored_once(self, scenario: str, source: str, ticks: int, *, strict: bool = False) -> bool:
         """Whether every tick of ``source`` is stored once: rows = distinct seq = ticks, seqs 0 .. ticks-1."""
         query = "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq) FROM stock_prices"
         found = tuple(await self.sql(f"{query} WHERE source = $1", source, method="fetchrow"))
-        return self.check(
-            scenario, "rows, distinct seq, first and last seq", (ticks, ticks, 0, ticks - 1), found, strict=False
-        )
-
-    async def count_rows(self, source: str, table: str = "stock_prices") -> int:
-        return int(await self.sql(f"SELECT count(*) FROM {table} WHERE source = $1", source))
+        expected = (ticks, ticks, 0, ticks - 1)
+        return self.check(scenario, "rows, distinct seq, first and last seq", expected, found, strict=strict)
 
     async def scratch_table(self, conn: asyncpg.Connection, name: str) -> str:
         """An empty hypertable shaped like ``stock_prices`` (columns, defaults, constraints,
@@ -167,9 +159,8 @@ class Run:
         table = f"bench_{self.run_id}_{name}"
         await conn.execute(f"CREATE TABLE {table} (LIKE stock_prices INCLUDING ALL)")
         interval = "SELECT time_interval FROM timescaledb_information.dimensions WHERE hypertable_name = 'stock_prices'"
-        await conn.execute(
-            f"SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => ({interval}))", table
-        )
+        hypertable = f"SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => ({interval}))"
+        await conn.execute(hypertable, table)
         return table
 
 
@@ -195,9 +186,9 @@ async def time_queries(
     order: the median client wall time (on a connection without a statement cache
     every run is planned, as an application's query with fresh parameters is) and
     the medians of ``explain``."""
-    out: dict[str, list[dict[str, float]]] = {
-        n: [{"rows": len(await conn.fetch(q, *p))}] for n, (q, p) in queries.items()
-    }
+    out: dict[str, list[dict[str, float]]] = {}
+    for name, (sql, params) in queries.items():
+        out[name] = [{"rows": len(await conn.fetch(sql, *params))}]
     for i in range(runs):
         for name in rotated(list(queries), i):
             sql, params = queries[name]
@@ -223,9 +214,8 @@ def rotated(items: Sequence[str], i: int) -> list[str]:
 
 def as_json(result: dict[str, Any]) -> str:
     """The section of a micro-benchmark: its result, machine facts aside."""
-    return (
-        json.dumps({k: v for k, v in result.items() if k not in ("machine", "cleanup")}, indent=2, default=str) + "\n"
-    )
+    shown = {k: v for k, v in result.items() if k not in ("machine", "cleanup")}
+    return json.dumps(shown, indent=2, default=str) + "\n"
 
 
 async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -243,12 +233,8 @@ async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) ->
         cleanup = await clean_up(base, run.run_id)
     after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
     database = run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1]
-    out = {
-        "benchmark": name,
-        "run_id": run.run_id,
-        "command": args.command_line,
-        "mode": "quick" * args.quick or "full",
-    }
+    out = {"benchmark": name, "run_id": run.run_id, "command": args.command_line}
+    out |= {"mode": "quick" if args.quick else "full"}
     out |= {"started_at": started_at.isoformat(timespec="seconds"), "duration_s": round(time.monotonic() - started, 1)}
     out |= {"machine": host | {"load_avg_at_end": os.getloadavg()}, "restarted": restarted(before, after)}
     out |= {"scratch": {"database": database, "migrations": migrations}}
@@ -267,7 +253,6 @@ def main(module: str) -> int:
     parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", "(no effect)"))
     parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (300)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
-    parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/<name>-<time>.json)")
     parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
     scenario.options(parser)
     args = parser.parse_args()

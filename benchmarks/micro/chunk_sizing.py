@@ -37,14 +37,8 @@ QUERIES = {
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     intervals = [s.strip() for s in args.intervals.split(",") if s.strip()]
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours)
-    feed = feed_config(
-        args.ticks,
-        args.symbols,
-        args.seed,
-        run.source("chunks"),
-        int(start.timestamp()) * 10**9,
-        args.ticks / args.hours / 3600,
-    )
+    start_ns, rate = int(start.timestamp()) * 10**9, args.ticks / args.hours / 3600
+    feed = feed_config(args.ticks, args.symbols, args.seed, run.source("chunks"), start_ns, rate)
     ticks, p = list(SyntheticFeed(feed).generate()), run.base.kafka.partitions
     tables = {iv: f"bench_{run.run_id}_{i}" for i, iv in enumerate(intervals)}
     copy_s, tail_s = dict.fromkeys(intervals, 0.0), dict.fromkeys(intervals, 0.0)
@@ -55,9 +49,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             await conn.execute(f"CREATE TABLE {t} (LIKE stock_prices INCLUDING DEFAULTS INCLUDING INDEXES)")
             await conn.execute(f"SELECT create_hypertable('{t}', 'time', chunk_time_interval => INTERVAL '{iv}')")
         for n, first in enumerate(range(0, len(ticks), args.batch_rows)):
-            data = StockPriceCopyEncoder().encode(
-                [(t, (first + i) % p, first + i) for i, t in enumerate(ticks[first : first + args.batch_rows])]
-            )
+            batch = enumerate(ticks[first : first + args.batch_rows], first)
+            data = StockPriceCopyEncoder().encode([(t, i % p, i) for i, t in batch])
             for iv in rotated(intervals, n):
                 began = time.perf_counter()
                 async with conn.transaction():
@@ -80,20 +73,16 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             chunks = await conn.fetchval("SELECT count(*) FROM show_chunks($1::regclass)", t)
             run.check(iv, "rows", len(ticks), await conn.fetchval(f"SELECT count(*) FROM {t}"))
             out[iv] = {"chunks": chunks, "rows_per_chunk": len(ticks) / chunks, "total_mb": size["total_bytes"] / 2**20}
-            out[iv] |= {
-                "index_share": size["index_bytes"] / size["total_bytes"],
-                "ticks_per_s": len(ticks) / copy_s[iv],
-            }
+            out[iv] |= {"index_share": size["index_bytes"] / size["total_bytes"]}
+            out[iv] |= {"ticks_per_s": len(ticks) / copy_s[iv]}
             out[iv] |= {"ticks_per_s_last_10pct": (len(ticks) - tail_from) / tail_s[iv]}
         queries = {f"{iv}|{q}": (sql.format(t=tables[iv]), params[q]) for q, sql in QUERIES.items() for iv in intervals}
         for name, timed in (await time_queries(conn, queries, args.runs)).items():
             out[name.split("|")[0]][name.split("|")[1]] = timed
     finally:
         await conn.close()
-    return {
-        "parameters": vars(args) | {"ticks_per_s_of_tick_time": feed.rate, "from": start.isoformat()},
-        "intervals": out,
-    }
+    parameters = vars(args) | {"ticks_per_s_of_tick_time": feed.rate, "from": start.isoformat()}
+    return {"parameters": parameters, "intervals": out}
 
 
 def options(parser: argparse.ArgumentParser) -> None:

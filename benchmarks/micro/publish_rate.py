@@ -46,18 +46,15 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
                 await producer.start()
                 try:
                     wall, cpu = time.perf_counter(), time.process_time()
+                    topic = kafka.ticks_topic
                     if way == "record_batches":
-                        await TickPublisher(producer, kafka.ticks_topic, "bench").publish_all(
-                            batches_of(ticks, args.batch)
-                        )
+                        await TickPublisher(producer, topic, "bench").publish_all(batches_of(ticks, args.batch))
                     else:
                         pending = []
                         for i in range(0, len(ticks), args.batch):
+                            batch = ticks[i : i + args.batch]
                             pending.append(
-                                [
-                                    await producer.send(kafka.ticks_topic, encode_tick(t), key=t.symbol.encode())
-                                    for t in ticks[i : i + args.batch]
-                                ]
+                                [await producer.send(topic, encode_tick(t), key=t.symbol.encode()) for t in batch]
                             )
                             if len(pending) > 8:
                                 await asyncio.gather(*pending.pop(0))
@@ -70,24 +67,15 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
                 ends = await counter.end_offsets(
                     [TopicPartition(kafka.ticks_topic, p) for p in range(kafka.partitions)]
                 )
-                run.check(
-                    way, "ticks in the topic", sum(len(r) for r in results.values()) * len(ticks), sum(ends.values())
-                )
+                published = sum(len(r) for r in results.values()) * len(ticks)
+                run.check(way, "ticks in the topic", published, sum(ends.values()))
     finally:
         await counter.stop()
-    median = {
-        way: {k: statistics.median(r[k] for r in runs) for k in ("ticks_per_s", "cpu_us_per_tick")}
-        for way, runs in results.items()
-    }
-    return {
-        "parameters": {"ticks": args.ticks, "symbols": args.symbols, "batch": args.batch, "rounds": args.rounds},
-        "runs": results,
-        "median": median,
-        "rate_record_batches_vs_send_per_tick": median["record_batches"]["ticks_per_s"]
-        / median["send_per_tick"]["ticks_per_s"],
-        "cpu_send_per_tick_vs_record_batches": median["send_per_tick"]["cpu_us_per_tick"]
-        / median["record_batches"]["cpu_us_per_tick"],
-    }
+    median = {f"{w} {k}": statistics.median(r[k] for r in runs) for w, runs in results.items() for k in runs[0]}
+    rate = median["record_batches ticks_per_s"] / median["send_per_tick ticks_per_s"]
+    cpu_ratio = median["send_per_tick cpu_us_per_tick"] / median["record_batches cpu_us_per_tick"]
+    out = {"parameters": vars(args), "runs": results, "median": median}
+    return out | {"rate_record_batches_vs_send_per_tick": rate, "cpu_send_per_tick_vs_record_batches": cpu_ratio}
 
 
 def options(parser: argparse.ArgumentParser) -> None:

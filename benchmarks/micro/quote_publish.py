@@ -43,31 +43,18 @@ def script_at(ref: str) -> str:
 
 def ticks_for(symbols: int, step: int) -> list[Tick]:
     """One tick per symbol, each later than the previous step's, so every quote moves."""
-    p = [(100 + i) * 10**9 + step for i in range(symbols)]
+    fixed: dict[str, Any] = {"exchange": "XBEN", "size_e9": 10**11, "source": "bench", "seq": step}
+    prices = {f"B{i:04d}": (100 + i) * 10**9 + step for i in range(symbols)}
+    ts = (1_800_000_000 + step) * 10**9
     return [
-        Tick(
-            symbol=f"B{i:04d}",
-            exchange="XBEN",
-            price_e9=p[i],
-            size_e9=10**11,
-            ts_ns=(1_800_000_000 + step) * 10**9,
-            source="bench",
-            seq=step,
-            bid_e9=p[i] - 10**7,
-            ask_e9=p[i] + 10**7,
-        )
-        for i in range(symbols)
+        Tick(symbol=s, price_e9=p, bid_e9=p - 10**7, ask_e9=p + 10**7, ts_ns=ts, **fixed) for s, p in prices.items()
     ]
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     client = open_quotes_redis(run.base)
-    variants = [
-        *([f"script@{args.baseline_ref}"] if args.baseline_ref else []),
-        "no_publish",
-        "publish_unfollowed",
-        "publish_followed",
-    ]
+    variants = [f"script@{args.baseline_ref}"] if args.baseline_ref else []
+    variants += ["no_publish", "publish_unfollowed", "publish_followed"]
     prefix = {v: f"bench:{run.run_id}:{n}:quote:" for n, v in enumerate(variants)}
     sinks = {v: RedisQuoteSink(client, prefix[v], publish=v.startswith("publish")) for v in variants}
     if args.baseline_ref:  # the old script takes no channel arguments: swap both (a benchmark may reach inside)
@@ -100,17 +87,10 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         follower.wait(10)
         await client.aclose()
     run.checks[:] = [c for c in run.checks if not c["ok"]] or run.checks[-1:]  # one line per flush is too many
-    summary = {
-        v: {"median_flush_us": statistics.median(t), "p99_flush_us": statistics.quantiles(t, n=100)[98]}
-        for v, t in flush_us.items()
-    }
-    return {
-        "parameters": {"symbols": args.symbols, "flushes": args.flushes, "baseline_ref": args.baseline_ref},
-        "summary": summary,
-        "ratios_to_baseline": {
-            v: summary[v]["median_flush_us"] / summary[variants[0]]["median_flush_us"] for v in variants[1:]
-        },
-    }
+    median = {v: statistics.median(t) for v, t in flush_us.items()}
+    p99 = {v: statistics.quantiles(t, n=100)[98] for v, t in flush_us.items()}
+    ratios = {v: median[v] / median[variants[0]] for v in variants[1:]}
+    return {"parameters": vars(args), "median_flush_us": median, "p99_flush_us": p99, "ratios_to_baseline": ratios}
 
 
 def options(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from benchmarks.harness import report
 from benchmarks.harness.report import n
 from benchmarks.harness.run import BenchError, Run, feed_config, main, publish
-from benchmarks.harness.sampling import Proc, Processes, consume_argv, downsample
+from benchmarks.harness.sampling import Proc, Processes, consume_argv
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 
@@ -104,9 +104,8 @@ async def stall(run: Run, args: argparse.Namespace, settings: Settings, proc: Pr
     finally:
         await conn.close()
     log(f"stall: released at t={out['to_s']:.1f}s")
-    out["consumer_blocked"] = all(
-        any(w["relation"] == "stock_prices" for w in o["consumer_waiting"]) for o in out["observations"]
-    )
+    waits = [[w["relation"] for w in o["consumer_waiting"]] for o in out["observations"]]
+    out["consumer_blocked"] = all("stock_prices" in w for w in waits)
     return out
 
 
@@ -135,16 +134,9 @@ def analyse(
         points = [p for p in progress if t0 <= p[0] <= t1]
         return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0]) if len(points) > 1 else None
 
-    rss_mb: dict[str, float | None] = {
-        "steady_before": steady,
-        "max_during_stall": most,
-        "peak": max(max(kb, h) for _, kb, h in rss) / 1024,
-    }
-    rss_mb |= {
-        "after": statistics.median(after) / 1024 if after else None,
-        "growth": most - steady,
-        "trend": late - early,
-    }
+    rss_mb: dict[str, float | None] = {"steady_before": steady, "max_during_stall": most, "trend": late - early}
+    rss_mb |= {"peak": max(max(kb, h) for _, kb, h in rss) / 1024, "growth": most - steady}
+    rss_mb |= {"after": statistics.median(after) / 1024 if after else None}
     rss_mb |= {"peak_at_s": max(rss, key=lambda x: x[1])[0]}  # VmHWM says how high, not when
     return {
         "rss_mb": rss_mb,
@@ -207,12 +199,11 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     figures = analyse(proc.rss, progress, stalled, settings)
     run.check("backpressure", "RSS bounded during the stall", True, figures["bounded"], strict=False)
     names = ("ticks", "symbols", "seed", "warmup_seconds", "stall_seconds", "idle_seconds")
-    parameters = {k: getattr(args, k) for k in names} | {
-        "consumer": f"nexanest consume --until-idle {args.idle_seconds:g}"
-    }
+    parameters = {k: getattr(args, k) for k in names}
+    parameters |= {"consumer": f"nexanest consume --until-idle {args.idle_seconds:g}"}
     parameters |= {"published_before_consumer": prefilled, "published_during_stall": len(tail)}
-    samples = {"samples": downsample([(t, kb / 1024) for t, kb, _ in proc.rss])}
-    samples |= {"lag_samples": downsample([(t, lag) for t, _, lag in progress])}
+    samples = {"samples": [(round(t, 2), round(kb / 1024, 1)) for t, kb, _ in proc.rss]}
+    samples |= {"lag_samples": [(round(t, 2), lag) for t, _, lag in progress]}
     return {"parameters": parameters, "stall": stalled, **figures, "rows_ok": ok, **samples}
 
 
@@ -220,6 +211,7 @@ def markdown(result: dict[str, Any]) -> str:
     p, m, s, b, g, lag = (result[k] for k in ("parameters", "rss_mb", "stall", "bound", "ingest", "lag"))
     waits = [w for o in s["observations"] for w in o["consumer_waiting"]]
     rows, seqs, *_ = next(c["actual"] for c in result["checks"] if c["what"].startswith("rows, distinct seq"))
+    end = f"{n(lag[1])} at its end"
     seen = f"waiting for {waits[0]['mode']} on {waits[0]['relation']} (pg_locks)" if s["consumer_blocked"] else ""
     lines = [
         *report.heading(result, f"backpressure · {result['mode']}"),
@@ -233,12 +225,7 @@ def markdown(result: dict[str, Any]) -> str:
             "|RSS MB|ingest ticks/s|lag (messages)",
             [
                 ("before the stall (steady)", n(m["steady_before"], 1), n(g["before"]), f"{n(lag[0])} at its start"),
-                (
-                    "during the stall (max)",
-                    n(m["max_during_stall"], 1),
-                    f"{n(g['during'])} rows committed",
-                    f"{n(lag[1])} at its end",
-                ),
+                ("during the stall (max)", n(m["max_during_stall"], 1), f"{n(g['during'])} rows committed", end),
                 (
                     "after the stall (steady)",
                     n(m["after"], 1),
@@ -251,9 +238,8 @@ def markdown(result: dict[str, Any]) -> str:
         ),
         "",
         f"Bound from the settings: at most {b['records']:,} records in hand (two batches of batch.max_rows) plus the "
-        f"Kafka client's prefetch, at most {b['prefetch_bytes'] / MIB:g} MiB (fetch_max_bytes, "
-        "max_partition_fetch_bytes "
-        f"x {b['partitions']} partitions). RSS growth during the stall {n(m['growth'], 1)} MB, trend over it "
+        f"Kafka client's prefetch, at most {b['prefetch_bytes'] / MIB:g} MiB (fetch_max_bytes, max_partition_fetch_"
+        f"bytes x {b['partitions']} partitions). RSS growth during the stall {n(m['growth'], 1)} MB, trend over it "
         f"{n(m['trend'], 1)} MB: **bounded: {'yes' if result['bounded'] else 'NO'}** ({result['bounded_rule']}).",
         "",
         f"Rows: {rows:,} of {p['ticks']:,} in stock_prices, {seqs:,} distinct seq: **rows_ok: "

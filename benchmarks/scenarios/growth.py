@@ -17,6 +17,7 @@ import itertools
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ import asyncpg
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, table
 from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, time_queries
-from benchmarks.harness.sampling import observed, percentile, take
+from benchmarks.harness.sampling import observed, percentile
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
 from nexanest.ops.bars import fetch_bars
 from nexanest.pipeline import metrics
@@ -40,10 +41,8 @@ TARGET = 0.9
 LATEST = "SELECT * FROM stock_prices WHERE symbol = $1 {} ORDER BY time DESC LIMIT 1000"
 CHECKPOINTS = "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
 SLICES = "slice|rows in table|ticks/s|vs first {k}|chunks|table MB|batch p50 ms|p99 ms|Redis ms/flush|retries|load"
-SLICE_CELLS = (
-    "no rows_in_table:0 ticks_per_s:0 vs_first:2 chunks table_mb:0 batch_ms_p50:1 batch_ms_p99:1 redis_ms:1 retries "
-    "load_avg_1m:2"
-)
+SLICE_CELLS = "no rows_in_table:0 ticks_per_s:0 vs_first:2 chunks table_mb:0 batch_ms_p50:1 batch_ms_p99:1 redis_ms:1"
+SLICE_CELLS += " retries load_avg_1m:2"
 log = report.log("growth")
 
 
@@ -69,7 +68,8 @@ async def load(
                 run.check("growth", f"slice {len(slices) + 1} acknowledged by Kafka", len(batch), published)
                 stats = await run_consumer(settings, asyncio.Event(), until_idle_s=args.idle_seconds)
                 run.check("growth", f"slice {len(slices) + 1} written", len(batch), stats.written)
-                busy, db, quotes = busy_s(stats), take(copies) or [0.0], take(quote_flushes) or [0.0]
+                busy, db, quotes = busy_s(stats), list(copies) or [0.0], list(quote_flushes) or [0.0]
+                del copies[:], quote_flushes[:]  # the next slice's flushes start from none
                 row = {"no": len(slices) + 1, "rows_in_table": written + stats.written, "rows": stats.written}
                 row |= {"ticks_per_s": stats.written / busy, "busy_s": busy, "retries": stats.retries}
                 row |= {"chunks": await conn.fetchval("SELECT count(*) FROM show_chunks('stock_prices')")}
@@ -115,15 +115,11 @@ async def queries(
             await read_quote(redis, symbol, prefix)
             wall.append((time.perf_counter() - began) * 1000)
         out: dict[str, Any] = {"latest_quote_redis": {"wall_ms": statistics.median(wall), "rows": 1}}
-        return out | await time_queries(
-            conn,
-            {
-                "latest_1000_bounded": (LATEST.format("AND time > now() - INTERVAL '1 day'"), (symbol,)),
-                "latest_1000_unbounded": (LATEST.format(""), (symbol,)),
-                "bars_1m_day": (capture.sql, capture.params),
-            },
-            args.runs,
-        )
+        reads: dict[str, tuple[str, Sequence[Any]]] = {
+            "latest_1000_bounded": (LATEST.format("AND time > now() - INTERVAL '1 day'"), (symbol,))
+        }
+        reads |= {"latest_1000_unbounded": (LATEST.format(""), (symbol,)), "bars_1m_day": (capture.sql, capture.params)}
+        return out | await time_queries(conn, reads, args.runs)
     finally:
         await conn.close()
         await redis.aclose()
@@ -171,15 +167,12 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     p, ld, size, q, slices, k = (result[key] for key in ("parameters", "load", "size", "queries", "slices", "k"))
     rows, chunks, slowest = p["rows"], size["chunks"], min(s["vs_first"] for s in slices)
+    note = f"; the load {ld['wall_s']:.0f} s, of which publishing the slices {ld['publish_s']:.0f} s untimed"
     for name, r in q.items():
         r["query"] = f"{name} (`read_quote`)" if name == "latest_quote_redis" else name
         r["chunks"] = f"{r['chunks_planned']:.0f} / {r['chunks_executed']:.0f}" if "chunks_planned" in r else ""
     lines = [
-        *report.heading(
-            result,
-            f"growth of stock_prices to {rows:,} rows",
-            f"; the load {ld['wall_s']:.0f} s, of which publishing the slices {ld['publish_s']:.0f} s untimed",
-        ),
+        *report.heading(result, f"growth of stock_prices to {rows:,} rows", note),
         f"Setup: `run_consumer` (rollups `{ld['rollups']}`, exactly-once offsets, Redis quotes) drains each slice from "
         f"Kafka ({p['partitions']} partitions, batches of up to {p['batch_rows']:,}) into the scratch database "
         f"(migrations {', '.join(result['scratch']['migrations'])}), resuming from its stored offsets; {rows:,} "

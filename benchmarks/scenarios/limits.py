@@ -10,9 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.harness.host import KAFKA_SH
 from benchmarks.harness.run import Run, rotated
-from benchmarks.harness.sampling import run_sampled
+from benchmarks.harness.sampling import KAFKA_SH, run_sampled
 from nexanest.pipeline.kafka import make_consumer
 from nexanest.pipeline.sinks.copy_binary import StockPriceCopyEncoder
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
@@ -51,12 +50,8 @@ async def db_ceiling(
                 wall[path] += time.perf_counter() - wall_0
                 cpu[path] += time.process_time() - cpu_0
         for path, table in tables.items():
-            run.check(
-                f"db_ceiling {path}",
-                "rows in its table",
-                len(rows),
-                await conn.fetchval(f"SELECT count(*) FROM {table}"),
-            )
+            stored = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            run.check(f"db_ceiling {path}", "rows in its table", len(rows), stored)
             await conn.execute(f"DROP TABLE {table}")
     finally:
         await conn.close()
@@ -70,31 +65,19 @@ async def db_ceiling(
 async def kafka_perf_tool(run: Run, topic: str, ticks: int) -> dict[str, Any]:
     """Kafka's ConsumerPerformance over the feed topic; parses its CSV summary."""
     k = run.base.kafka
-    argv = [
-        str(KAFKA_SH),
-        "run-class",
-        "org.apache.kafka.tools.ConsumerPerformance",
-        "--bootstrap-server",
-        k.bootstrap_servers,
-    ]
+    tool = "org.apache.kafka.tools.ConsumerPerformance"
+    argv = [str(KAFKA_SH), "run-class", tool, "--bootstrap-server", k.bootstrap_servers]
     argv += ["--topic", topic, "--num-records", str(ticks), "--group", run.group("kafka-perf")]
     argv += ["--fetch-size", str(k.max_partition_fetch_bytes), "--timeout", "30000"]
     proc = await run_sampled(argv, os.environ, timeout_s=300)
     proc.check_exit()
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     at = next(i for i, ln in enumerate(lines) if ln.startswith("start.time"))
-    row = dict(
-        zip((h.strip() for h in lines[at].split(",")), (v.strip() for v in lines[at + 1].split(",")), strict=True)
-    )
+    row = dict(zip(*(map(str.strip, lines[i].split(",")) for i in (at, at + 1)), strict=True))
     consumed = int(float(row["data.consumed.in.nMsg"]))
     run.check("kafka_perf_tool", "records consumed", ticks, consumed)
-    return {
-        "ticks_per_s": float(row["fetch.nMsg.sec"]),
-        "ticks_per_s_incl_group_join": float(row["nMsg.sec"]),
-        "rebalance_ms": float(row["rebalance.time.ms"]),
-        "rows": consumed,
-        "tool_output": row,
-    }
+    rates = {"ticks_per_s": float(row["fetch.nMsg.sec"]), "ticks_per_s_incl_group_join": float(row["nMsg.sec"])}
+    return rates | {"rebalance_ms": float(row["rebalance.time.ms"]), "rows": consumed, "tool_output": row}
 
 
 async def client_ceiling(run: Run, topic: str, ticks: int, idle_s: float) -> dict[str, Any]:

@@ -41,9 +41,8 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
         total += int(count)
         self_time[frames[-1]] += int(count)
         files = [f[f.rfind("(") + 1 : f.rfind(")")].rsplit(":", 1)[0] for f in reversed(frames)]
-        areas[next((name for file in files for pattern, name in AREAS.items() if pattern in file), "other")] += int(
-            count
-        )
+        area = next((name for file in files for pattern, name in AREAS.items() if pattern in file), "other")
+        areas[area] += int(count)
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(k, round(100 * v / total, 1)) for k, v in counter.most_common(top)]
@@ -53,24 +52,20 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     settings, source = run.settings("profile", run.topic("p")), run.source("p")
-    await publish(
-        settings.kafka, feed_config(args.ticks, args.symbols, args.seed, source, time.time_ns() - 3600 * 10**9), source
-    )
+    feed = feed_config(args.ticks, args.symbols, args.seed, source, time.time_ns() - 3600 * 10**9)
+    await publish(settings.kafka, feed, source)
     raw = RESULTS_DIR / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(PY_SPY), "record", "--format", "raw", "--function", "--rate", str(args.rate_hz), "--output", str(raw)]
     proc = await run_sampled([*argv, *(["--native"] if args.native else []), "--", *consume_argv(3)], run.env(settings))
     proc.check_exit()
     run.check("profile", "rows the consumer reports written", args.ticks, proc.consumed()["written"])
-    run.check("profile", "rows in stock_prices", args.ticks, await run.count_rows(source))
+    await run.stored_once("profile", source, args.ticks)
     return {"parameters": vars(args), "raw_stacks": str(raw.relative_to(ROOT)), **summarize(raw.read_text(), args.top)}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        f"Profile `{result['run_id']}`: {result['samples']:,} samples of the consumer's CPU ({result['raw_stacks']})",
-        "",
-    ]
+    lines = [f"Profile `{result['run_id']}`: {result['samples']:,} samples of the consumer's CPU", ""]
     for title, key in (("area", "areas"), ("self time", "top_self")):
         lines += [*table(f"share|{title}", ((f"{p}%", f"`{k}`") for k, p in result[key]), "rl"), ""]
     return "\n".join(lines)

@@ -80,9 +80,8 @@ def main() -> None:
         state_dir=config["state_dir"],
         loglevel="WARNING",
     )
-    sink = TimedPostgreSQLSink(
-        **config["pg"], table_name=config["table"], schema_auto_update=False, include_metadata=False
-    )
+    options = {"table_name": config["table"], "schema_auto_update": False, "include_metadata": False}
+    sink = TimedPostgreSQLSink(**config["pg"], **options)
     clock = {"messages": 0, "first_message_at": 0.0, "last_message_at": 0.0}  # measurement only
 
     def add_origin(row: dict[str, Any]) -> None:
@@ -94,19 +93,11 @@ def main() -> None:
 
     app.dataframe(app.topic(config["topic"], value_deserializer=TickDeserializer())).update(add_origin).sink(sink)
     app.run(timeout=config["idle_s"], collect=False)
-    print(
-        json.dumps(
-            {
-                **clock,
-                "rows_written": sum(n for _, _, n in sink.writes),
-                "writes": sink.writes,
-                **{
-                    k.split("-b")[0].replace("-", "_"): version(k)
-                    for k in ("quixstreams", "confluent-kafka", "psycopg2-binary")
-                },
-            }
-        )
-    )
+    packages = {
+        k.split("-b")[0].replace("-", "_"): version(k) for k in ("quixstreams", "confluent-kafka", "psycopg2-binary")
+    }
+    written = {"rows_written": sum(n for _, _, n in sink.writes), "writes": sink.writes}
+    print(json.dumps(clock | written | packages))
 
 
 if __name__ == "__main__":

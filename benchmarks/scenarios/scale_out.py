@@ -28,10 +28,9 @@ from typing import Any
 import asyncpg
 
 from benchmarks.harness import report
-from benchmarks.harness.host import pid_of, state_dir
 from benchmarks.harness.report import cells, n, ratio, table
 from benchmarks.harness.run import Run, feed_config, main, publish
-from benchmarks.harness.sampling import Proc, Processes, consume_argv
+from benchmarks.harness.sampling import Proc, Processes, consume_argv, pid_of, state_dir
 from benchmarks.scenarios.limits import db_ceiling
 from nexanest.ops.verify import verify
 
@@ -141,18 +140,13 @@ def steady_window(procs: list[Proc], last_by_partition: dict[int, float], t_last
     before the last write) and none has written its last batch yet."""
     starts, ends = [], []
     for p in procs:
-        assigned = [
-            (datetime.fromisoformat(m[1].replace("Z", "+00:00")).timestamp(), m[2])
-            for m in _ASSIGNED.finditer(p.stderr)
-        ]
+        stamp = datetime.fromisoformat
+        assigned = [(stamp(m[1].replace("Z", "+00:00")).timestamp(), m[2]) for m in _ASSIGNED.finditer(p.stderr)]
         final = [(at, parts) for at, parts in assigned if at <= t_last]
         if not final:
             return None
-        mine = [
-            last_by_partition[int(q)]
-            for q in final[-1][1].replace(" ", "").split(",")
-            if q and int(q) in last_by_partition
-        ]
+        held = [int(q) for q in final[-1][1].replace(" ", "").split(",") if q]
+        mine = [last_by_partition[q] for q in held if q in last_by_partition]
         if mine:  # more consumers than partitions: this one holds none
             starts.append(final[-1][0])
             ends.append(max(mine))
@@ -200,9 +194,8 @@ async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: i
     ok = run.check(name, "rows reported written, at least the ticks", True, written >= args.ticks, strict=False) and ok
     verified = None
     if not args.quick:
-        report_ = await verify(
-            settings, settings.kafka.ticks_topic, start_ns, start_ns + args.ticks * 10**4 + 1, source
-        )
+        end_ns = start_ns + args.ticks * 10**4 + 1  # ticks 10 µs apart (feed_config)
+        report_ = await verify(settings, settings.kafka.ticks_topic, start_ns, end_ns, source)
         verified = report_.ok and report_.kafka_ticks == report_.db_rows == args.ticks
         ok = run.check(name, "nexanest verify: topic vs table", True, verified, strict=False) and ok
 
@@ -212,9 +205,8 @@ async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: i
     window, cores = t1s - t0s, os.cpu_count() or 1
     cpu = {c: sampler.between(c, t0s, t1s) for c in COMPONENTS[1:]}
     cpu["consumers"] = sum(sampler.between(f"consumer{i}", t0s, t1s) or 0.0 for i in range(consumers))
-    busy, iowait, wal, disk = (
-        sampler.between(x, t0s, t1s) for x in ("machine_busy", "machine_iowait", "wal_bytes", "disk_written_bytes")
-    )
+    totals = ("machine_busy", "machine_iowait", "wal_bytes", "disk_written_bytes")
+    busy, iowait, wal, disk = (sampler.between(x, t0s, t1s) for x in totals)
     tps = in_window / window if window > 0 else None
     steady_tps = steady_rows / (steady[1] - steady[0]) if steady and steady[1] - steady[0] >= 1.0 else None
 
@@ -251,10 +243,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         r["checked"] = f"{r['rows']:,} {'yes' if r['rows_ok'] else '**no**'}{' + verify' if r['verify'] else ''}"
     us = {c: one[f"{c}_us_per_tick"] or 0.0 for c in COMPONENTS[:4]}
     model = {"per_consumer_ticks_per_s": one["per_consumer_ticks_per_s"], "consumer_cores_at_1": one["consumers_cores"]}
-    model |= {
-        "pipeline_cpu_us_per_tick_at_1": sum(us.values()),
-        "postgresql_ticks_per_s_per_core": ratio(1e6, us["postgresql"]),
-    }
+    model |= {"pipeline_cpu_us_per_tick_at_1": sum(us.values())}
+    model |= {"postgresql_ticks_per_s_per_core": ratio(1e6, us["postgresql"])}
     model |= {"predicted_box_saturation_ticks_per_s": ratio((os.cpu_count() or 1) * 1e6, sum(us.values()))}
     model |= {f"db_ceiling_{path}_ticks_per_s": figures["ticks_per_s"] for path, figures in (ceiling or {}).items()}
     by_n = {r["consumers"]: r for r in runs}
@@ -327,13 +317,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticks", type=int, default=0, help="ticks per configuration (1M; quick 200k)")
-    parser.add_argument(
-        "--consumers", type=lambda s: [int(c) for c in s.split(",")], default=[1, 2, 4], help="process counts (1,2,4)"
-    )
+    parser.add_argument("--consumers", type=lambda s: [*map(int, s.split(","))], default=[1, 2, 4], help="(1,2,4)")
     parser.add_argument("--partitions", type=int, default=12, help="partitions of each topic (12)")
-    parser.add_argument(
-        "--idle-seconds", type=float, default=5.0, help="--until-idle (5): none leaves while others work"
-    )
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="--until-idle (5): none leaves early")
 
 
 QUICK = "200k ticks, no verify and no db_ceiling"

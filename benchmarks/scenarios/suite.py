@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
 from benchmarks.harness import report
-from benchmarks.harness.report import cells, n, ratio, table, yes
+from benchmarks.harness.report import cells, n, ratio, table
 from benchmarks.harness.run import CountMismatch, Run, busy_s, feed_config, main, publish
 from benchmarks.harness.sampling import ROOT, consume_argv, observed, percentile, run_sampled
 from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool
@@ -51,6 +51,7 @@ from nexanest.schemas.ticks import decode_tick
 
 MODULE = "benchmarks.scenarios.suite"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+IDLE_S, WARMUP_S = 3.0, 1.0  # a consumer stops after this long idle; latencies ignored at the start of a rate
 #: Quix Streams' checkpoint: ``commit_every=20000`` was the fastest of 0, 5,000 and 20,000 (RESULTS.md, 2026-11-25).
 QUIX = {"commit_interval": 5.0, "commit_every": 20_000}
 #: The issue's targets: figure -> (comparison, bound).
@@ -88,25 +89,24 @@ async def pipeline(
     settings = run.settings(name, run.topic(feed), exactly_once=exactly_once)
     skipped = "nexanest_sink_duplicates_skipped_total"
     duplicates = metrics.REGISTRY.get_sample_value(skipped) or 0
-    stats = await run_consumer(settings, asyncio.Event(), until_idle_s=args.idle_seconds)
+    stats = await run_consumer(settings, asyncio.Event(), until_idle_s=IDLE_S)
     run.check(name, "rows the consumer reports written", args.ticks, stats.written)
     run.check(name, "rows dead-lettered (none expected)", 0, stats.rejected)
-    run.check(
-        name, "duplicates skipped (none expected)", 0, (metrics.REGISTRY.get_sample_value(skipped) or 0) - duplicates
-    )
-    run.check(name, "rows in stock_prices", args.ticks, await run.count_rows(source))
+    duplicates = (metrics.REGISTRY.get_sample_value(skipped) or 0) - duplicates
+    run.check(name, "duplicates skipped (none expected)", 0, duplicates)
+    await run.stored_once(name, source, args.ticks, strict=True)
     rows, batches = stats.written, stats.batches
     return {"ticks_per_s": rows / busy_s(stats), "rows": rows, "batches": batches, "mean_batch_rows": rows / batches}
 
 
 async def memory(run: Run, args: argparse.Namespace, source: str) -> dict[str, Any]:
     """``nexanest consume --until-idle`` as a subprocess over a pre-filled topic of its own."""
-    proc = await run_sampled(consume_argv(args.idle_seconds), run.env(run.settings("memory", run.topic("c"))))
+    proc = await run_sampled(consume_argv(IDLE_S), run.env(run.settings("memory", run.topic("c"))))
     proc.check_exit()
     run.check("memory", "rows the consumer reports written", args.ticks, proc.consumed()["written"])
-    run.check("memory", "rows in stock_prices", args.ticks, await run.count_rows(source))
+    await run.stored_once("memory", source, args.ticks, strict=True)
     wall = (proc.exited_at or 0) - proc.started_at
-    busy = [kb for t, kb, _ in proc.rss if t <= wall - args.idle_seconds]
+    busy = [kb for t, kb, _ in proc.rss if t <= wall - IDLE_S]
     steady = busy[len(busy) // 2 :] or [kb for _, kb, _ in proc.rss]
     mb = {"peak_rss_mb": proc.peak_rss_kb / 1024, "steady_rss_mb": statistics.median(steady) / 1024}
     return {**mb, "samples": len(proc.rss), "wall_s": wall}
@@ -156,12 +156,13 @@ async def quix(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     u = urlsplit(run.admin_dsn)
     pg = {"host": u.hostname, "port": u.port or 5432, "dbname": unquote(u.path[1:]), "user": unquote(u.username or "")}
     pg |= {"password": unquote(u.password or "")}
-    config = {"bootstrap": run.base.kafka.bootstrap_servers, "topic": run.topic("a"), "group": run.group("quix")}
-    config |= {"table": table_, "pg": pg, "idle_s": args.idle_seconds} | QUIX
+    config: dict[str, Any] = {"bootstrap": run.base.kafka.bootstrap_servers, "topic": run.topic("a")}
+    config |= {"group": run.group("quix")}
+    config |= {"table": table_, "pg": pg, "idle_s": IDLE_S} | QUIX
     try:
         with tempfile.TemporaryDirectory(prefix="bench-quix-") as state_dir:
             config["state_dir"] = state_dir
-            argv = [args.bench_python, "-m", "benchmarks.scenarios.quix_app"]
+            argv = [str(BENCH_PYTHON), "-m", "benchmarks.scenarios.quix_app"]
             proc = await run_sampled(argv, {**os.environ, "BENCH_QUIX_CONFIG": json.dumps(config)})
         proc.check_exit()
         out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -223,24 +224,18 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
             stats = await consumer
 
     run.check(name, "rows the consumer reports written", prod["published"], stats.written)
-    run.check(name, "rows in stock_prices", prod["published"], await run.count_rows(source))
-    since = prod["started_at"] + args.warmup_seconds
+    await run.stored_once(name, source, prod["published"], strict=True)
+    since = prod["started_at"] + WARMUP_S
     window = [v * 1000 for t, v in zip(observed_at, latencies, strict=True) if t >= since]
     lag_window = [v for t, v in lags if t >= since] or [0]
     if not window:
         raise RuntimeError(f"{name}: no quote latency observed after the warm-up")
     delta = sorted((le, c - before.get(le, 0.0)) for le, c in _buckets().items())
     out = {"offered_ticks_per_s": offered, "achieved_ticks_per_s": prod["published"] / prod["seconds"]}
-    out |= {
-        "producer_behind_schedule_max_s": prod["behind"],
-        "published": prod["published"],
-        "observations": len(window),
-    }
-    out |= {"warmup_s": args.warmup_seconds, "p50_ms": percentile(window, 50), "p99_ms": percentile(window, 99)}
-    out |= {
-        "max_ms": max(window),
-        "histogram_p99_le_ms": 1000 * next(le for le, c in delta if c >= 0.99 * delta[-1][1]),
-    }
+    out |= {"producer_behind_schedule_max_s": prod["behind"], "published": prod["published"]}
+    out |= {"warmup_s": WARMUP_S, "p50_ms": percentile(window, 50), "p99_ms": percentile(window, 99)}
+    out |= {"max_ms": max(window), "observations": len(window)}
+    out |= {"histogram_p99_le_ms": 1000 * next(le for le, c in delta if c >= 0.99 * delta[-1][1])}
     out |= {"lag_p50_messages": percentile(lag_window, 50), "lag_max_messages": max(lag_window)}
     return out | {"mean_batch_rows": stats.written / max(stats.batches, 1)}
 
@@ -264,9 +259,8 @@ async def paced_producer(topic: str, source: str, rate: float, seconds: float, s
         started = time.monotonic()
         while sent < total:
             now_ns = time.time_ns()
-            step = [
-                msgspec.structs.replace(t, ts_ns=now_ns) for t in itertools.islice(ticks, min(per_step, total - sent))
-            ]
+            taken = itertools.islice(ticks, min(per_step, total - sent))
+            step = [msgspec.structs.replace(t, ts_ns=now_ns) for t in taken]
             task = asyncio.create_task(publisher.publish(step))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
@@ -281,9 +275,8 @@ async def paced_producer(topic: str, source: str, rate: float, seconds: float, s
         elapsed = time.monotonic() - started
     finally:
         await producer.stop()
-    print(
-        json.dumps({"published": publisher.published, "seconds": elapsed, "started_at": started, "behind": max(behind)})
-    )
+    out = {"published": publisher.published, "seconds": elapsed, "started_at": started, "behind": max(behind)}
+    print(json.dumps(out))
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
@@ -319,7 +312,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         run.check("producer", f"ticks of feed {f} acknowledged by Kafka", args.ticks, published)
     await scenario("db_ceiling", lambda: db_ceiling(run, configs["a"]))
     await scenario("kafka_perf_tool", lambda: kafka_perf_tool(run, run.topic("a"), args.ticks))
-    await scenario("client_ceiling", lambda: client_ceiling(run, run.topic("a"), args.ticks, args.idle_seconds))
+    await scenario("client_ceiling", lambda: client_ceiling(run, run.topic("a"), args.ticks, IDLE_S))
     await scenario("pipeline", partial(pipeline, run, args, "pipeline", "a", configs["a"].source, exactly_once=True))
     alo = partial(pipeline, run, args, "pipeline_alo", "b", configs["b"].source, exactly_once=False)
     await scenario("pipeline_at_least_once", alo)
@@ -347,8 +340,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         value = figures[name]
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         targets[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
-    names = ("ticks", "symbols", "seed", "rates", "idle_seconds")
-    parameters = {k: getattr(args, k) for k in names} | {"partitions": run.base.kafka.partitions}
+    parameters = {k: getattr(args, k) for k in ("ticks", "symbols", "seed", "rates")} | {"idle_seconds": IDLE_S}
+    parameters |= {"partitions": run.base.kafka.partitions}
     parameters |= {"batch_max_rows": run.base.batch.max_rows}
     return {"parameters": parameters, "results": results, "ratios": ratios, "targets": targets, "errors": errors}
 
@@ -389,6 +382,9 @@ FRESH_CELLS = (
 
 def markdown(result: dict[str, Any]) -> str:
     r, p, pipe = result["results"], result["parameters"], tps(result["results"], "pipeline")
+    met = {True: "yes", False: "**no**", None: "n/a"}
+    targets = [(k, n(t["value"], 2), t["target"], met[t["met"]]) for k, t in result["targets"].items()]
+    others = [(k, n(result["ratios"][k], 2), "", "") for k in list(RATIOS)[:5]]
 
     def row(path: str) -> tuple[str, ...]:
         node: Any = r
@@ -405,14 +401,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *table("scenario|ticks/s|pipeline ÷ this|rows checked|notes", map(row, ROWS), "lrrrl"),
         "",
-        *table(
-            "ratio|value|target|met",
-            [
-                *((k, n(t["value"], 2), t["target"], yes(t["met"])) for k, t in result["targets"].items()),
-                *((k, n(result["ratios"][k], 2), "", "") for k in list(RATIOS)[:5]),
-            ],
-            "lrrl",
-        ),
+        *table("ratio|value|target|met", [*targets, *others], "lrrl"),
     ]
     if fresh := [f for f in r.get("freshness") or [] if f]:
         lines += [
@@ -441,17 +430,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticks", type=int, default=0, help="ticks in the feed (1M; quick 200k)")
-    parser.add_argument(
-        "--rates",
-        type=lambda s: [int(r) for r in s.split(",") if r],
-        help="offered ticks/s for freshness, comma-separated (5000,20000,50000; quick 5000,20000)",
-    )
+    rates = "offered ticks/s of the freshness runs (5000,20000,50000; quick 5000,20000)"
+    parser.add_argument("--rates", type=lambda s: [int(r) for r in s.split(",") if r], help=rates)
     parser.add_argument("--fresh-seconds", type=float, default=0, help="producer run per rate (20; quick 10)")
-    parser.add_argument("--warmup-seconds", type=float, default=1.0, help="latencies ignored at the start of a rate")
     parser.add_argument("--naive-budget", type=float, default=0, help="seconds for the naive consumer (30; quick 15)")
-    parser.add_argument("--idle-seconds", type=float, default=3.0, help="a consumer stops after this long idle")
     parser.add_argument("--skip", default="", help="comma-separated: naive,quix,memory,freshness")
-    parser.add_argument("--bench-python", default=str(BENCH_PYTHON), help="Python of .venv-bench (Quix Streams)")
 
 
 QUICK = "200k ticks, 10 s freshness runs, 15 s naive budget"
