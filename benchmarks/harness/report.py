@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,9 +45,9 @@ def log(name: str) -> Callable[[str], None]:
 def table(header: str, rows: Iterable[Sequence[object]], align: str) -> list[str]:
     """A Markdown table: ``header`` is the column names joined by ``|``, ``align``
     one letter per column (``l`` or ``r``)."""
-    marks = {"l": "---", "r": "---:"}
-    lines = [f"| {header.replace('|', ' | ')} |".replace("|  |", "| |"), "|" + "|".join(marks[a] for a in align) + "|"]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    cells_ = [header.split("|"), *([str(c) for c in row] for row in rows)]
+    lines = [re.sub(r"\|  (?=\|)", "| ", "| " + " | ".join(cols) + " |") for cols in cells_]
+    return [lines[0], "|" + "|".join({"l": "---", "r": "---:"}[a] for a in align) + "|", *lines[1:]]
 
 
 def cells(record: dict[str, Any], spec: str) -> list[str]:
