@@ -48,7 +48,8 @@ def proc_status(pid: int) -> dict[str, int]:
 
 @dataclass
 class Proc:
-    """One child: its output, exit, exact CPU seconds and peak RSS (wait4), and RSS samples."""
+    """One child: its output, exit, exact CPU seconds (wait4), RSS samples and peak RSS (VmHWM from /proc:
+    wait4's ru_maxrss would count the parent's pages the child held between its fork and its exec)."""
 
     popen: subprocess.Popen[bytes]
     files: tuple[IO[bytes], IO[bytes]]
@@ -68,7 +69,6 @@ class Proc:
         self.exited_at = time.time()
         self.exit_code = self.popen.returncode = os.waitstatus_to_exitcode(status)
         self.cpu_s = usage.ru_utime + usage.ru_stime
-        self.peak_rss_kb = max(self.peak_rss_kb, usage.ru_maxrss)
         for f in self.files:
             f.seek(0)
         self.stdout, self.stderr = (f.read().decode(errors="replace") for f in self.files)
