@@ -86,6 +86,19 @@ services-status: ## one line per HTTP service (up = /readyz answers 200)
 community-up: env ## build (once) and start the community-edition TimescaleDB cluster on 5434
 	@$(STACK) up timescaledb-community
 
+# A three-node Kafka cluster beside the single broker (issue 16): brokers on
+# 127.0.0.1:19092-19094, replication factor 3, min.insync.replicas=2. Point the
+# pipeline at it with NEXANEST_KAFKA__BOOTSTRAP_SERVERS and NEXANEST_KAFKA__REPLICATION_FACTOR=3.
+.PHONY: kafka-cluster-up kafka-cluster-down kafka-cluster-status
+kafka-cluster-up: ## start the three-node local Kafka cluster (19092-19094), installing the jars if needed
+	@deploy/local/kafka-cluster.sh start && deploy/local/kafka-cluster.sh status
+
+kafka-cluster-down: ## stop the three-node Kafka cluster (the single broker on 9092 is not touched)
+	@deploy/local/kafka-cluster.sh stop
+
+kafka-cluster-status: ## one line per node of the Kafka cluster
+	@deploy/local/kafka-cluster.sh status
+
 db-start: env ## start the databases (PostgreSQL, TimescaleDB, Redis)
 	@$(STACK) up postgres timescaledb redis
 

@@ -34,6 +34,10 @@ class KafkaSettings(BaseModel):
     #: Partitions for topics the pipeline creates itself; keyed by symbol, so this
     #: bounds how many consumers of one group can share the work.
     partitions: int = Field(default=6, ge=1)
+    #: Copies of each partition for topics the pipeline creates itself: 1 on the
+    #: single local broker, 3 on a cluster (deploy/local/kafka-cluster.sh), whose
+    #: min.insync.replicas=2 then makes an acks=all write survive a dead broker.
+    replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "nexanest-ticks-to-timescale"
     #: Static group membership: a consumer restarted with the same id within
     #: the session timeout gets its partitions back without a rebalance.
@@ -188,6 +192,22 @@ class IndexDefinition(BaseModel):
 class RetrySettings(BaseModel):
     initial_backoff_s: float = Field(default=0.2, gt=0)
     max_backoff_s: float = Field(default=10.0, gt=0)
+
+
+class VenueSettings(BaseModel):
+    """The exchange websocket feeds (``producers/feeds/binance.py``, ``coinbase.py``);
+    ``nexanest feed run binance --url ...`` overrides the URL for one run."""
+
+    binance_url: str = "wss://stream.binance.com:9443"
+    #: Binance ends a connection after 24 hours: reconnect on our terms before that.
+    binance_max_connection_age_s: float = Field(default=23.5 * 3600, gt=0)
+    coinbase_url: str = "wss://ws-feed.exchange.coinbase.com"
+    #: Coinbase sends a heartbeat per product every second: this much silence means a dead connection.
+    coinbase_idle_timeout_s: float = Field(default=10.0, gt=0)
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    #: Our keepalive pings; a pong later than the timeout ends the connection (then a reconnect).
+    ping_interval_s: float = Field(default=20.0, gt=0)
+    ping_timeout_s: float = Field(default=20.0, gt=0)
 
 
 class EventsSettings(BaseModel):
@@ -452,6 +472,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     retry: RetrySettings = RetrySettings()
+    venues: VenueSettings = VenueSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     events: EventsSettings = EventsSettings()
