@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
         services-up services-down services-status \
         unit integration community-up run-community bench bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
-        db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test clean
+        db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test helm-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -125,6 +125,9 @@ prometheus-status: ## Prometheus, its exporters and the health of every scrape t
 
 alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus)
 	@promtool check rules deploy/prometheus/rules/*.yml && promtool test rules deploy/prometheus/tests/*.yml
+
+helm-check: ## lint, render and kubeconform-validate the Helm chart (deploy/helm; installs helm and kubeconform once)
+	@deploy/helm/check.sh
 
 # --- the pipeline --------------------------------------------------------------
 
