@@ -81,11 +81,11 @@ PY
 render() {  # render NAME ARGS...: lint and template one value set into $OUT/NAME.yaml
   local name=$1
   shift
-  "$HELM" lint --strict "$CHART" "$@" >"$OUT/$name.lint" 2>&1 || { cat "$OUT/$name.lint"; die "helm lint --strict failed for $name"; }
-  "$HELM" template nexanest "$CHART" --namespace nexanest "$@" >"$OUT/$name.yaml"
+  "$HELM" lint --strict --kube-version "$KUBERNETES_VERSION" "$CHART" "$@" >"$OUT/$name.lint" 2>&1 || { cat "$OUT/$name.lint"; die "helm lint --strict failed for $name"; }
+  "$HELM" template nexanest "$CHART" --namespace nexanest --kube-version "$KUBERNETES_VERSION" "$@" >"$OUT/$name.yaml"
   "$KUBECONFORM" -strict -summary -kubernetes-version "$KUBERNETES_VERSION" \
     -schema-location "$SCHEMAS/{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-    -schema-location "$CRD_SCHEMAS/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
+    -schema-location "$CRD_SCHEMAS/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
     "$OUT/$name.yaml" | sed "s/^/[$name] /"
 }
 

@@ -3,8 +3,9 @@
 The chart renders objects of three operators (KEDA, the Prometheus operator,
 Strimzi) whose schemas no registry package carries, and CI reaches no other
 source; so their schemas live in the repository, under
-``deploy/helm/schemas/crds/<group>/<kind>_<version>.json`` (kubeconform's
-``{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}`` layout), made by
+``deploy/helm/schemas/crds/<kind>_<version>.json`` (kubeconform's
+``{{ .ResourceKind }}_{{ .ResourceAPIVersion }}`` layout; no folder per group:
+``keda.sh`` would look like a shell script to the secret checks), made by
 this script from the operators' published CRD files and committed. SOURCES.md
 beside it names the files and commits they came from; re-run it to update:
 
@@ -51,7 +52,7 @@ def convert(node: Any) -> Any:
 
 
 def schemas_of(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each served version's schema of one CRD, by its file name under the group's folder."""
+    """Each served version's schema of one CRD, by its file name."""
     spec = crd["spec"]
     kind = spec["names"]["kind"].lower()
     found: dict[str, dict[str, Any]] = {}
@@ -69,7 +70,7 @@ def schemas_of(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("crds", nargs="+", type=Path, help="CRD YAML files (several documents each allowed)")
-    parser.add_argument("--out", type=Path, required=True, help="folder of the <group>/<kind>_<version>.json files")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the <kind>_<version>.json files")
     parser.add_argument("--kinds", default="", help="comma-separated kinds to keep (default: all)")
     args = parser.parse_args(argv)
     keep = {k.strip().lower() for k in args.kinds.split(",") if k.strip()}
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if keep and doc["spec"]["names"]["kind"].lower() not in keep:
                 continue
-            folder = args.out / doc["spec"]["group"]
+            folder = args.out
             folder.mkdir(parents=True, exist_ok=True)
             for name, schema in schemas_of(doc).items():
                 (folder / name).write_text(json.dumps(schema, separators=(",", ":"), sort_keys=True) + "\n")
