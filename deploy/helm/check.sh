@@ -37,6 +37,8 @@ KUBECONFORM="$TOOLS/bin/kubeconform"
 
 install_tools() {
   mkdir -p "$TOOLS/bin"
+  # Go's own install location, for a shell whose PATH lacks it.
+  command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
   command -v go >/dev/null || die "go is needed to install helm and kubeconform"
   if [ ! -x "$HELM" ]; then
     log "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION (a few minutes, once)"
