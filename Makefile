@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
         services-up services-down services-status \
-        unit integration community-up run-community bench bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
+        unit integration community-up run-community bench bench-backfill bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
         db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test helm-check clean
 
 help: ## list the targets
@@ -70,7 +70,7 @@ stack-status: ## one line per service
 
 # --- the HTTP services (services/) -------------------------------------------
 
-services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003) in the background
+services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003), analytics (:8005) in the background
 	@deploy/local/services.sh start
 
 services-down: ## stop the HTTP services
@@ -85,6 +85,19 @@ services-status: ## one line per HTTP service (up = /readyz answers 200)
 # starts it for the edition's tests; `make run` does not need it.
 community-up: env ## build (once) and start the community-edition TimescaleDB cluster on 5434
 	@$(STACK) up timescaledb-community
+
+# A three-node Kafka cluster beside the single broker (issue 16): brokers on
+# 127.0.0.1:19092-19094, replication factor 3, min.insync.replicas=2. Point the
+# pipeline at it with NEXANEST_KAFKA__BOOTSTRAP_SERVERS and NEXANEST_KAFKA__REPLICATION_FACTOR=3.
+.PHONY: kafka-cluster-up kafka-cluster-down kafka-cluster-status
+kafka-cluster-up: ## start the three-node local Kafka cluster (19092-19094), installing the jars if needed
+	@deploy/local/kafka-cluster.sh start && deploy/local/kafka-cluster.sh status
+
+kafka-cluster-down: ## stop the three-node Kafka cluster (the single broker on 9092 is not touched)
+	@deploy/local/kafka-cluster.sh stop
+
+kafka-cluster-status: ## one line per node of the Kafka cluster
+	@deploy/local/kafka-cluster.sh status
 
 db-start: env ## start the databases (PostgreSQL, TimescaleDB, Redis)
 	@$(STACK) up postgres timescaledb redis
@@ -123,8 +136,11 @@ db-restore: ## restore BACKUP=backups/<UTC time> into empty databases, after ver
 prometheus-status: ## Prometheus, its exporters and the health of every scrape target
 	@deploy/local/prometheus.sh status; deploy/local/prometheus.sh targets
 
-alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus)
+alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus); amtool check Alertmanager's configs
 	@promtool check rules deploy/prometheus/rules/*.yml && promtool test rules deploy/prometheus/tests/*.yml
+	@config=$$(mktemp) && trap 'rm -f "$$config"' EXIT \
+	  && deploy/local/prometheus.sh alertmanager-config http://127.0.0.1:8004/alerts >"$$config" \
+	  && amtool check-config "$$config" deploy/compose/alertmanager.yml
 
 helm-check: ## lint, render and kubeconform-validate the Helm chart (deploy/helm; installs helm and kubeconform once)
 	@deploy/helm/check.sh
@@ -159,6 +175,9 @@ test: setup stack-up community-up migrate lint ## set up, start the stack (and t
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 # --- benchmarks (issue 5) ----------------------------------------------------
+bench-backfill: venv ## backfill rate (1M year-old ticks, Parquet file -> table, kill -9 + resume) next to the live rate, one run
+	@$(BIN)/pytest -p no:cacheprovider tests/producers/feeds/test_backfill.py -k million -s -q 2>&1 | grep -E "^backfill:|passed|failed|Error"
+
 # The suite compares the pipeline with tools that must not enter the project's
 # .venv (Quix Streams, profilers): they live in a separate, git-ignored
 # .venv-bench built from the pinned benchmarks/requirements-bench.txt.

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nexanest.cli import bars, dlq, events, maintain, provision, quote, serve, status, stream, verify
+from nexanest.cli import bars, dlq, events, feed, maintain, provision, quote, serve, status, stream, verify
 from nexanest.cli.arguments import join_time_values
 from nexanest.cli.runtime import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handler, run_async
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
@@ -34,6 +34,8 @@ _EPILOG = """\
 examples:
   nexanest migrate --dry-run                  show pending schema migrations
   nexanest produce synthetic --symbols 50 --rate 5000 --duration 60
+  nexanest feed list                          the feed adapters (built-in and installed plugins)
+  nexanest feed run replay ticks.parquet      backfill a file (resumable) to the backfill topic
   nexanest consume --until-idle 5             ingest until the topic is drained
   nexanest run                                producer + consumer with a live view
   nexanest quote SYN0001                      the latest quote of a symbol
@@ -49,7 +51,7 @@ examples:
 """
 
 # In the order `nexanest --help` lists them.
-COMMAND_GROUPS = (provision, stream, quote, verify, dlq, bars, events, maintain, serve, status)
+COMMAND_GROUPS = (provision, stream, feed, quote, verify, dlq, bars, events, maintain, serve, status)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ SERVICES: Final = {
 }
 #: The portfolio snapshot worker: a loop, not an HTTP service.
 SNAPSHOTS_WORKER: Final = "portfolio-snapshots"
+#: The analytics worker alone (no HTTP), for a service run without it.
+ANALYTICS_WORKER: Final = "analytics-worker"
 
 
 def register(commands: Commands) -> None:
@@ -45,13 +47,16 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "service",
-        choices=[*sorted(SERVICES), SNAPSHOTS_WORKER],
+        choices=[*sorted(SERVICES), SNAPSHOTS_WORKER, ANALYTICS_WORKER],
         help=(
             "the service to run; portfolio-snapshots is the portfolio snapshot worker alone (no HTTP), "
-            "for when the portfolio service runs without it (NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_IN_SERVICE=false)"
+            "for when the portfolio service runs without it (NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_IN_SERVICE=false); "
+            "analytics-worker likewise (NEXANEST_SERVICES__ANALYTICS_WORKER_IN_SERVICE=false)"
         ),
     )
-    p.add_argument("--interval", type=float, default=None, help="portfolio-snapshots: seconds between rounds")
+    p.add_argument(
+        "--interval", type=float, default=None, help="portfolio-snapshots, analytics-worker: seconds between rounds"
+    )
     p.add_argument("--port", type=int, default=None, help="listen on this port (default: the service's own)")
     p.add_argument("--host", default=None, help="listen on this address (default: NEXANEST_SERVICES__HOST, loopback)")
     p.set_defaults(handler=cmd_serve)
@@ -64,6 +69,11 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace, stop: asyncio.
         from nexanest.services.portfolio.snapshots import run_snapshots
 
         await run_snapshots(settings, stop=stop, interval_s=args.interval)
+        return EXIT_OK
+    if args.service == ANALYTICS_WORKER:
+        from nexanest.services.analytics.worker import run_analytics
+
+        await run_analytics(settings, stop=stop, interval_s=args.interval)
         return EXIT_OK
     port = args.port if args.port is not None else settings.services.ports()[args.service]
     host = args.host or settings.services.host

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from nexanest.cli.arguments import non_negative_float, positive_int, source_tag
 from nexanest.cli.runtime import EXIT_OK, Commands
 from nexanest.pipeline.settings import MetricsComponent, MetricsSettings, Settings
+from nexanest.producers.feeds.synthetic import interval_ns
 
 if TYPE_CHECKING:
     from nexanest.cli.live_view import Quote
@@ -87,6 +88,12 @@ def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> N
     )
     p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same ticks (default 42)")
     p.add_argument(
+        "--tick-interval",
+        type=interval_ns,
+        default=None,
+        help="tick time between ticks, e.g. 1s or 250ms (default 1/rate); with --rate 0, history in seconds",
+    )
+    p.add_argument(
         "--source",
         type=source_tag,
         default=None,
@@ -112,6 +119,7 @@ def synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> Synthet
         start_ns=getattr(args, "start_ns", None),
         source=args.source or run_source(),
         paced=paced,
+        tick_interval_ns=args.tick_interval,
     )
 
 

@@ -133,12 +133,47 @@ def pipeline() -> dict[str, Any]:
                 ),
             ),
             timeseries("Sink flush time", "s", *quantiles("nexanest_sink_flush_seconds", "sink")),
+            timeseries(
+                "Batch retries by service",
+                "ops",
+                ("sum by (service) (rate(nexanest_consumer_retries_total[5m]))", "{{service}}"),
+            ),
         ],
     )
 
 
 HYPERTABLES = (
     "('stock_prices', 'market_indices', 'ohlcv_1m_rollup', 'ohlcv_5m_rollup', 'ohlcv_1h_rollup', 'ohlcv_1d_rollup')"
+)
+
+
+#: Retention: per hypertable and age band (of a chunk's newest possible row), the
+#: chunks and their bytes, and the horizon that drops them. On the community
+#: edition that is the native retention policy (``nexanest maintain`` sets it);
+#: on the Apache edition ``nexanest maintain`` drops chunks itself by
+#: NEXANEST_RETENTION__* (the database does not know the horizon).
+RETENTION_SQL = (
+    "WITH sizes AS (\n"
+    "  SELECT h.hypertable_name, s.chunk_name, s.total_bytes\n"
+    "  FROM timescaledb_information.hypertables h,\n"
+    "       LATERAL chunks_detailed_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) s\n"
+    f"  WHERE h.hypertable_name IN {HYPERTABLES}\n"
+    ")\n"
+    "SELECT c.hypertable_name AS hypertable,\n"
+    "       CASE WHEN c.range_end > now() - INTERVAL '1 day' THEN 'under 1 day'\n"
+    "            WHEN c.range_end > now() - INTERVAL '7 days' THEN '1 to 7 days'\n"
+    "            WHEN c.range_end > now() - INTERVAL '30 days' THEN '7 to 30 days'\n"
+    "            ELSE 'over 30 days' END AS age,\n"
+    "       count(*) AS chunks,\n"
+    "       sum(s.total_bytes) AS bytes,\n"
+    "       min(c.range_start) AS oldest_from,\n"
+    "       coalesce((SELECT j.config ->> 'drop_after' FROM timescaledb_information.jobs j\n"
+    "                 WHERE j.proc_name = 'policy_retention' AND j.hypertable_name = c.hypertable_name),\n"
+    "                'no policy: nexanest maintain (NEXANEST_RETENTION__*)') AS retention\n"
+    "FROM timescaledb_information.chunks c\n"
+    "JOIN sizes s ON s.hypertable_name = c.hypertable_name AND s.chunk_name = c.chunk_name\n"
+    "GROUP BY c.hypertable_name, 2\n"
+    "ORDER BY c.hypertable_name, min(c.range_end) DESC"
 )
 
 
@@ -179,6 +214,7 @@ def storage() -> dict[str, Any]:
                 "UNION ALL SELECT '1d', max(bucket), now() - max(bucket) FROM ohlcv_1d "
                 "WHERE bucket >= $__timeFrom()::timestamptz - INTERVAL '1 day' AND bucket <= $__timeTo()",
             ),
+            sql_table("Retention: chunks and bytes by age, and the horizon", RETENTION_SQL),
         ],
     )
 

@@ -19,7 +19,8 @@ What it reads, and how the sides are lined up:
   over every partition, from the first record whose Kafka timestamp is at or
   after ``from_ns - validation.max_future_s`` (a valid tick can be stamped that
   far ahead of the record) up to the end offsets captured at the start. Each
-  record is checked with the pipeline's ``TickValidator``; one that fails is
+  record is checked with the pipeline's ``TickValidator`` (without the
+  ``stale_timestamp`` rule on the backfill topic, as the consumer); one that fails is
   counted under ``invalid`` by reason (the consumer set it aside in the
   dead-letter topic), not as missing. The time-window rules are judged against
   the record's Kafka timestamp, the nearest thing to when the consumer judged
@@ -121,7 +122,8 @@ async def _read_kafka(
     settings: Settings, report: VerifyReport, only_source: str | None, progress: Progress | None
 ) -> dict[str, set[int]]:
     """Tally the topic's ticks in the window; return the distinct seqs per source."""
-    check = TickValidator(settings.validation).check
+    # The backfill topic's ticks are history: judged as the consumer's backfill loop does.
+    check = TickValidator(settings.validation, stale=report.topic != settings.kafka.backfill_topic).check
     from_us, to_us = report.from_ns // 1_000, report.to_ns // 1_000
     slack_ms = int(settings.validation.max_future_s * 1_000) + 1_000
     seqs: dict[str, set[int]] = {}

@@ -60,10 +60,14 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None = 
 
 
 def pipeline_topics(settings: KafkaSettings) -> list[NewTopic]:
+    """The pipeline's topics, with the settings' replication factor (the broker's
+    own ``min.insync.replicas`` decides how many copies an acks=all write needs)."""
+    rf = settings.replication_factor
     return [
-        NewTopic(settings.ticks_topic, num_partitions=settings.partitions, replication_factor=1),
-        NewTopic(settings.dead_letter_topic, num_partitions=settings.partitions, replication_factor=1),
-        NewTopic(settings.events_topic, num_partitions=1, replication_factor=1),
+        NewTopic(settings.ticks_topic, num_partitions=settings.partitions, replication_factor=rf),
+        NewTopic(settings.dead_letter_topic, num_partitions=settings.partitions, replication_factor=rf),
+        NewTopic(settings.events_topic, num_partitions=1, replication_factor=rf),
+        NewTopic(settings.backfill_topic, num_partitions=settings.partitions, replication_factor=rf),
     ]
 
 

@@ -92,6 +92,30 @@ PRODUCE_ERRORS = Counter(
     "nexanest_producer_errors_total", "Ticks Kafka did not acknowledge", ["topic"], registry=REGISTRY
 )
 
+# Feed adapters (producers/observer.py), labelled by the adapter's registry name
+# only: never a symbol, a venue instance or a run's source (series without bound).
+FEED_TICKS_IN = Counter(
+    "nexanest_feed_ticks_in_total", "Normalised ticks a feed adapter yielded", ["adapter"], registry=REGISTRY
+)
+FEED_PUBLISHED = Counter(
+    "nexanest_feed_published_total", "Ticks of a feed adapter acknowledged by Kafka", ["adapter"], registry=REGISTRY
+)
+FEED_REJECTED = Counter(
+    "nexanest_feed_rejected_total",
+    "Frames or rows a feed adapter could not turn into ticks",
+    ["adapter"],
+    registry=REGISTRY,
+)
+FEED_RECONNECTS = Counter(
+    "nexanest_feed_reconnects_total", "Connections a feed adapter made after its first", ["adapter"], registry=REGISTRY
+)
+FEED_GAPS = Counter(
+    "nexanest_feed_gaps_total", "Sequence gaps a feed adapter saw at its venue", ["adapter"], registry=REGISTRY
+)
+FEED_CONNECTED = Gauge(
+    "nexanest_feed_connected", "1 while a feed adapter is connected, else 0", ["adapter"], registry=REGISTRY
+)
+
 # Consumer side.
 TICKS_CONSUMED = Counter("nexanest_consumer_messages_total", "Messages taken from Kafka", ["topic"], registry=REGISTRY)
 TICKS_WRITTEN = Counter("nexanest_sink_rows_written_total", "Rows made durable by a sink", ["sink"], registry=REGISTRY)
@@ -156,14 +180,27 @@ TICK_TO_ROW_SECONDS = Histogram(
 RESOLUTIONS = ("1m", "5m", "1h", "1d")
 ROLLUP_FRESHNESS_SECONDS = AgeGauge(
     "nexanest_rollup_freshness_seconds",
-    "Now minus the tick time of the newest tick merged into the OHLCV bars by this consumer "
-    "(pipeline rollups; computed at scrape time)",
+    "Now minus the tick time of the newest tick this consumer committed that the bars of view "
+    "ohlcv_<resolution> include (pipeline rollups merge it in the tick's transaction; continuous "
+    "aggregates with real-time aggregation include it at commit); computed at scrape time",
     ["resolution"],
     registry=REGISTRY,
 )
 RETRIES = Counter(
     "nexanest_consumer_retries_total", "Batch writes retried after a retryable error", ["service"], registry=REGISTRY
 )
+#: The ``service`` label's values: what a ``RetryableError`` names, and ``other``
+#: should another name ever be given (never expected).
+RETRY_SERVICES = ("timescaledb", "redis", "kafka", "other")
+for _service in RETRY_SERVICES:  # every service from 0, as the dead-letter reasons
+    RETRIES.labels(_service)
+
+
+def count_retry(service: str) -> None:
+    """Count one retry of a step that failed on ``service`` (an unknown one counts as ``other``)."""
+    RETRIES.labels(service if service in RETRY_SERVICES else "other").inc()
+
+
 SYSTEM_EVENTS = Counter(
     "nexanest_system_events_total", "System events emitted", ["component", "event_type"], registry=REGISTRY
 )

@@ -439,7 +439,7 @@ class IngestLoop:
                 await step()
             except RetryableError as exc:
                 self.stats.retries += 1
-                metrics.RETRIES.labels(exc.service).inc()
+                metrics.count_retry(exc.service)
                 if backoff.attempts == 0:
                     failed_at = time.monotonic()
                     if self._monitor is not None:  # one batch_failed event per outage, not per retry

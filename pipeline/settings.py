@@ -28,9 +28,16 @@ class KafkaSettings(BaseModel):
     ticks_topic: str = "ticks"
     dead_letter_topic: str = "ticks.dlq"
     events_topic: str = "system_events"
+    #: Historical ticks (``nexanest feed run replay``): read by the same consumer
+    #: in a loop and group of its own, without the ``stale_timestamp`` rule.
+    backfill_topic: str = "ticks.backfill"
     #: Partitions for topics the pipeline creates itself; keyed by symbol, so this
     #: bounds how many consumers of one group can share the work.
     partitions: int = Field(default=6, ge=1)
+    #: Copies of each partition for topics the pipeline creates itself: 1 on the
+    #: single local broker, 3 on a cluster (deploy/local/kafka-cluster.sh), whose
+    #: min.insync.replicas=2 then makes an acks=all write survive a dead broker.
+    replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "nexanest-ticks-to-timescale"
     #: Static group membership: a consumer restarted with the same id within
     #: the session timeout gets its partitions back without a rebalance.
@@ -187,6 +194,22 @@ class RetrySettings(BaseModel):
     max_backoff_s: float = Field(default=10.0, gt=0)
 
 
+class VenueSettings(BaseModel):
+    """The exchange websocket feeds (``producers/feeds/binance.py``, ``coinbase.py``);
+    ``nexanest feed run binance --url ...`` overrides the URL for one run."""
+
+    binance_url: str = "wss://stream.binance.com:9443"
+    #: Binance ends a connection after 24 hours: reconnect on our terms before that.
+    binance_max_connection_age_s: float = Field(default=23.5 * 3600, gt=0)
+    coinbase_url: str = "wss://ws-feed.exchange.coinbase.com"
+    #: Coinbase sends a heartbeat per product every second: this much silence means a dead connection.
+    coinbase_idle_timeout_s: float = Field(default=10.0, gt=0)
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    #: Our keepalive pings; a pong later than the timeout ends the connection (then a reconnect).
+    ping_interval_s: float = Field(default=20.0, gt=0)
+    ping_timeout_s: float = Field(default=20.0, gt=0)
+
+
 class EventsSettings(BaseModel):
     """When the consumer reports trouble as a system event (``pipeline/events.py``)."""
 
@@ -253,6 +276,18 @@ class MetricsSettings(BaseModel):
     def setting_for(self, component: MetricsComponent) -> str:
         """The environment variable that sets ``component``'s port (for messages)."""
         return "NEXANEST_METRICS__PORT" if self.port is not None else f"NEXANEST_METRICS__{component.upper()}_PORT"
+
+
+class AlertingSettings(BaseModel):
+    """Where Alertmanager posts the alerts Prometheus fires. Read by
+    ``deploy/local/prometheus.sh`` (from the environment or ``.env``, like every
+    ``NEXANEST_*``) when it writes Alertmanager's configuration: each receiver of
+    the route tree (``critical``, ``warning``) posts Alertmanager's webhook JSON
+    there. It is the hook for the notifications service's receiver; unset, alerts
+    are only listed by Alertmanager (``amtool alert query``)."""
+
+    #: ``NEXANEST_ALERTING__WEBHOOK_URL``; secret because a URL may carry a token.
+    webhook_url: SecretStr | None = None
 
 
 class LogSettings(BaseModel):
@@ -323,6 +358,21 @@ class ServicesSettings(BaseModel):
     portfolio_snapshots_in_service: bool = True
     #: Portfolios one user may have (bounds ``GET /portfolios``).
     portfolio_max_per_user: int = Field(default=100, ge=1, le=10_000)
+    # --- analytics (services/analytics/) ---
+    #: Annual risk-free rate of the Sharpe ratio, as a fraction (0.04 is 4 %).
+    analytics_risk_free_rate: float = Field(default=0.0, ge=-0.5, le=1.0)
+    #: The market index (a name of ``NEXANEST_INDICES``, stored in ``market_indices``)
+    #: that portfolio betas are measured against; None: no beta.
+    analytics_benchmark_index: str | None = Field(default=None, pattern=r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
+    #: The analytics worker computes every metric this often, at times aligned to it.
+    analytics_interval_s: float = Field(default=300.0, ge=5, le=24 * 3600)
+    #: The analytics service runs the worker itself (``nexanest serve analytics-worker``
+    #: runs it alone; two workers write each round's rows once).
+    analytics_worker_in_service: bool = True
+    #: Symbols the worker covers per round: those with bars in the last day, at most this many.
+    analytics_max_symbols: int = Field(default=500, ge=1, le=100_000)
+    #: Prefix of the latest metrics cached in Redis ``db_analytics`` (beside the bar cache's ``bar:``).
+    analytics_cache_prefix: str = Field(default="analytics:", min_length=1, max_length=64)
 
     def dsns(self) -> dict[str, SecretStr]:
         """The DSN of each service role, by setting name."""
@@ -380,15 +430,19 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     retry: RetrySettings = RetrySettings()
+    venues: VenueSettings = VenueSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     events: EventsSettings = EventsSettings()
     retention: RetentionSettings = RetentionSettings()
     services: ServicesSettings = ServicesSettings()
+    alerting: AlertingSettings = AlertingSettings()
     #: Market indices (``NEXANEST_INDICES``, a JSON list of IndexDefinition objects).
     indices: list[IndexDefinition] = Field(default_factory=list)
     #: Where `db-backup` and friends write; relative paths are from the working directory.
     backup_dir: Path = Path("backups")
+    #: Where `nexanest feed run replay` keeps one checkpoint per file (NEXANEST_FEED_STATE_DIR).
+    feed_state_dir: Path = Path(".nexanest/feeds")
     #: Where `nexanest status` finds Prometheus (deploy/local/prometheus.sh); empty: not configured.
     prometheus_url: str = "http://127.0.0.1:9090"
 
@@ -419,6 +473,7 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
                     "ticks_topic": f"{namespace}.ticks",
                     "dead_letter_topic": f"{namespace}.ticks.dlq",
                     "events_topic": f"{namespace}.events",
+                    "backfill_topic": f"{namespace}.ticks.backfill",
                     "consumer_group": namespace,
                     "dlq_replay_group": f"{namespace}.dlq-replay",
                 }
@@ -496,6 +551,7 @@ def namespace_environment(settings: Settings) -> dict[str, str]:
         "NEXANEST_KAFKA__TICKS_TOPIC": k.ticks_topic,
         "NEXANEST_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
         "NEXANEST_KAFKA__EVENTS_TOPIC": k.events_topic,
+        "NEXANEST_KAFKA__BACKFILL_TOPIC": k.backfill_topic,
         "NEXANEST_KAFKA__CONSUMER_GROUP": k.consumer_group,
         "NEXANEST_KAFKA__DLQ_REPLAY_GROUP": k.dlq_replay_group,
         "NEXANEST_TIMESCALE__DSN": settings.timescale.dsn.get_secret_value(),

@@ -27,7 +27,8 @@ bad_price          ``price_e9 <= 0``
 bad_size           ``size_e9 < 0``
 crossed_quote      ``bid_e9 > ask_e9``, or a non-positive bid or ask
 future_timestamp   ``ts_ns`` more than ``validation.max_future_s`` ahead of now
-stale_timestamp    ``ts_ns`` more than ``validation.max_past_s`` behind now
+stale_timestamp    ``ts_ns`` more than ``validation.max_past_s`` behind now (not
+                   on the backfill topic: ``TickValidator(stale=False)``)
 ================== =========================================================
 """
 
@@ -68,13 +69,17 @@ class TickValidator:
     #: this many, so the hot path pays a set lookup instead of a regex per tick.
     MAX_REMEMBERED_SYMBOLS: Final = 100_000
 
-    def __init__(self, settings: ValidationSettings) -> None:
+    def __init__(self, settings: ValidationSettings, *, stale: bool = True) -> None:
+        """``stale=False`` drops the ``stale_timestamp`` rule, and only it: the
+        backfill topic's validator (history is old by definition; every other
+        rule, ``future_timestamp`` included, still applies)."""
         self._symbol_ok = re.compile(settings.symbol_pattern).fullmatch
         self._known = None if settings.known_symbols is None else frozenset(settings.known_symbols)
         self._good_symbols: set[str] = set()
         self._max_bytes = settings.max_message_bytes
         self._max_future_ns = int(settings.max_future_s * 1e9)
         self._max_past_ns = int(settings.max_past_s * 1e9)
+        self._stale = stale
 
     def check(self, raw: bytes | None, now_ns: int | None = None) -> Tick | tuple[str, str]:
         """Return the tick, or ``(reason, detail)`` when it must be set aside.
@@ -124,6 +129,6 @@ class TickValidator:
         now = time.time_ns() if now_ns is None else now_ns
         if tick.ts_ns > now + self._max_future_ns:
             return ("future_timestamp", f"ts_ns={tick.ts_ns} now_ns={now}")
-        if tick.ts_ns < now - self._max_past_ns:
+        if self._stale and tick.ts_ns < now - self._max_past_ns:
             return ("stale_timestamp", f"ts_ns={tick.ts_ns} now_ns={now}")
         return tick

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -221,24 +221,41 @@ class TickPublisher:
         self._made.clear()
 
     async def publish_all(
-        self, batches: AsyncIterator[Sequence[Tick]], stop: asyncio.Event | None = None, *, in_flight: int = 8
+        self,
+        batches: AsyncIterator[Sequence[Tick]],
+        stop: asyncio.Event | None = None,
+        *,
+        in_flight: int = 8,
+        acknowledged: Callable[[Sequence[Tick]], Awaitable[None]] | None = None,
     ) -> int:
         """Publish every batch the feed yields, until it ends or ``stop`` is set.
 
         Up to ``in_flight`` batches await their acknowledgements while the next
         ones are sent, so a paced feed is not slowed by the broker's round trip;
         a delivery failure still surfaces (as ``KafkaError``) within a few batches.
+        Memory stays bounded by those batches: the feed's iterator is not
+        advanced while they wait (backpressure when Kafka is slow).
+        ``acknowledged``, when given, is awaited with each batch once Kafka
+        acknowledged all of it, in the order the feed yielded them (a file
+        replay's checkpoint moves there, never before).
         """
-        pending: deque[Queued] = deque()
+        pending: deque[tuple[Queued, Sequence[Tick]]] = deque()
+
+        async def settle() -> None:
+            queued, batch = pending.popleft()
+            await self._acknowledged(queued)
+            if acknowledged is not None:
+                await acknowledged(batch)
+
         try:
             async for batch in batches:
-                pending.append(await self._enqueue(batch))
+                pending.append((await self._enqueue(batch), batch))
                 if len(pending) > in_flight:
-                    await self._acknowledged(pending.popleft())
+                    await settle()
                 if stop is not None and stop.is_set():
                     break
             while pending:
-                await self._acknowledged(pending.popleft())
+                await settle()
         finally:
             try:
                 await self._producer.flush()

@@ -37,11 +37,11 @@ class EventType(enum.StrEnum):
     ``SystemEvent.event_type`` stays a plain string on the wire, so a reader
     built against this list still decodes a type added later."""
 
-    #: consumer.ticks_to_timescale, producer.synthetic: the component runs.
+    #: consumer.ticks_to_timescale, producer.synthetic, producer.feed: the component runs.
     STARTED = "started"
-    #: consumer.ticks_to_timescale, producer.synthetic: it finished cleanly, with its counts.
+    #: consumer.ticks_to_timescale, producer.synthetic, producer.feed: it finished cleanly, with its counts.
     STOPPED = "stopped"
-    #: consumer.ticks_to_timescale, producer.synthetic: it failed and exits.
+    #: consumer.ticks_to_timescale, producer.synthetic, producer.feed: it failed and exits.
     ERROR = "error"
     #: consumer.ticks_to_timescale: the first failure of a batch write (retried with backoff).
     BATCH_FAILED = "batch_failed"
@@ -59,6 +59,14 @@ class EventType(enum.StrEnum):
     MAINTENANCE_DONE = "maintenance_done"
     #: cli.maintain: the pass raised.
     MAINTENANCE_FAILED = "maintenance_failed"
+    #: producer.feed: a feed adapter connected (or opened its file); ``adapter`` names it.
+    FEED_CONNECTED = "feed_connected"
+    #: producer.feed: the adapter lost or closed its connection.
+    FEED_DISCONNECTED = "feed_disconnected"
+    #: producer.feed: the venue's sequence numbers jumped (messages lost upstream).
+    FEED_GAP = "feed_gap"
+    #: producer.feed: frames or rows that could not become ticks (at most one event per interval).
+    FEED_MALFORMED = "feed_malformed"
     #: ops.backup (``deploy/local/backup.sh``, table only): a backup was written.
     BACKUP_DONE = "backup_done"
 

@@ -62,6 +62,7 @@ class Passwords:
     market_data_service: str = field(default_factory=lambda: secrets.token_hex(16))
     analytics_service: str = field(default_factory=lambda: secrets.token_hex(16))
     notifications_service: str = field(default_factory=lambda: secrets.token_hex(16))
+    monitor: str = field(default_factory=lambda: secrets.token_hex(16))  # the exporters' (compose/*-init.sh)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def compose_images() -> dict[str, str]:
     images: dict[str, str] = {}
     service = None
     for line in COMPOSE_FILE.read_text().splitlines():
-        if m := re.match(r"^  ([a-z]+):\s*$", line):
+        if m := re.match(r"^  ([a-z-]+):\s*$", line):
             service = m.group(1)
         elif (m := re.match(r"^    image:\s*(\S+)", line)) and service is not None:
             images[service] = m.group(1)
@@ -124,6 +125,7 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
         "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
         "NEXANEST_MARKET_DATA_SERVICE_PASSWORD": passwords.market_data_service,
         "NEXANEST_ANALYTICS_SERVICE_PASSWORD": passwords.analytics_service,
+        "NEXANEST_MONITOR_PASSWORD": passwords.monitor,
         "TIMESCALEDB_TELEMETRY": "off",
     }
     timescale_init = ((REPO / "deploy/compose/timescale-init.sh", "/docker-entrypoint-initdb.d/20-nexanest.sh"),)
@@ -141,6 +143,7 @@ def plan(passwords: Passwords, kafka_port: int) -> list[ContainerPlan]:
                 "NEXANEST_PORTFOLIO_SERVICE_PASSWORD": passwords.portfolio_service,
                 "NEXANEST_ANALYTICS_SERVICE_PASSWORD": passwords.analytics_service,
                 "NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD": passwords.notifications_service,
+                "NEXANEST_MONITOR_PASSWORD": passwords.monitor,
             },
             mounts=((REPO / "deploy/compose/postgres-init.sh", "/docker-entrypoint-initdb.d/10-databases.sh"),),
             ready_log=pg_ready,

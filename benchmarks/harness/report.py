@@ -1,21 +1,21 @@
-"""Where a run's results go, and the options every benchmark shares.
+"""Where a run's results go, and how its Markdown section is rendered.
 
-A run always writes ``benchmarks/results/<name>-<time>.json`` and the Markdown
-section it would add, ``<name>-<time>.md``: both git-ignored, so a run leaves
-the tree clean. Only ``--update-results`` (``make bench-record``) inserts the
-section into the committed ``benchmarks/RESULTS.md`` (newest first); record
-only a run made on a quiet machine.
+A run always writes ``benchmarks/results/<name>-<time>.json`` and the section it
+would add, ``<name>-<time>.md``: both git-ignored, so a run leaves the tree
+clean. Only ``--update-results`` (``make bench-record``) inserts the section
+into the committed ``benchmarks/RESULTS.md`` (newest first): record only a run
+made on a quiet machine. Tables are data (a header and rows of cells), rendered
+by ``table``, so each scenario states only what its columns hold.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,77 +42,62 @@ def log(name: str) -> Callable[[str], None]:
     return say
 
 
-def parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark has; ``quick`` says what ``--quick`` changes."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help=quick)
-    p.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/<name>-<time>.json)")
-    p.add_argument(
-        "--update-results",
-        action="store_true",
-        help="also insert the run into the committed benchmarks/RESULTS.md (only for a run on a quiet machine)",
-    )
-    return p
+def table(header: str, rows: Iterable[Sequence[object]], align: str) -> list[str]:
+    """A Markdown table: ``header`` is the column names joined by ``|``, ``align``
+    one letter per column (``l`` or ``r``)."""
+    cells_ = [header.split("|"), *([str(c) for c in row] for row in rows)]
+    lines = [re.sub(r"\|  (?=\|)", "| ", "| " + " | ".join(cols) + " |") for cols in cells_]
+    return [lines[0], "|" + "|".join({"l": "---", "r": "---:"}[a] for a in align) + "|", *lines[1:]]
 
 
-def command_line(module: str) -> str:
-    """How this run was started, for its report."""
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
-    return shlex.join([python, "-m", module, *sys.argv[1:]])
-
-
-def save(name: str, result: dict[str, Any], section: str, args: argparse.Namespace) -> Path:
-    """Write the JSON and the section to the results folder, print the section,
-    and add it to RESULTS.md when ``--update-results`` was given."""
-    out = save_json(name, result, args.output)
-    out.with_suffix(".md").write_text(section)
-    print(section)
-    if args.update_results:
-        insert_section(section)
-    print(f"JSON: {out}" + (f"; added to {RESULTS_MD}" if args.update_results else ""), file=sys.stderr)
+def cells(record: dict[str, Any], spec: str) -> list[str]:
+    """Table cells from a result: ``spec`` lists ``key:digits`` (``key`` alone: as it is)."""
+    out = []
+    for item in spec.split():
+        key, _, digits = item.partition(":")
+        value = record.get(key, "")  # a missing key is an empty cell, a missing figure n/a
+        out.append(n(value, int(digits)) if digits and not isinstance(value, str) else str(value))
     return out
 
 
-def save_json(name: str, result: dict[str, Any], output: Path | None = None) -> Path:
-    """Write ``result`` to ``output`` or ``benchmarks/results/<name>-<time>.json`` (git-ignored)."""
-    out = output or RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+def heading(result: dict[str, Any], what: str, command_note: str = "") -> list[str]:
+    """Title, command and machine: the first lines of every section."""
+    m = result["machine"]
+    return [
+        f"## {result['started_at']} · {what} · run `{result['run_id']}`",
+        "",
+        f"Command: `{result['command']}` ({result['duration_s']:.0f} s{command_note})",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, shared; Python {m['python']}; Kafka "
+        f"{m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} ({m['timescaledb_license']}, "
+        f"synchronous_commit={m['synchronous_commit']}, shared_buffers {m['shared_buffers']}); Redis {m['redis']}. "
+        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end.",
+        "",
+    ]
+
+
+def closing(result: dict[str, Any]) -> list[str]:
+    """The restart warning (figures void) and any failed scenario, after the tables."""
+    lines = []
+    if names := result.get("restarted"):
+        lines += ["", f"**Warning:** restarted during the run: {', '.join(names)}; treat these figures as void."]
+    if errors := result.get("errors"):
+        lines += ["", "**Failed scenarios** (no rate reported for them):", ""]
+        lines += [f"- {name}: {err}" for name, err in errors.items()]
+    return lines
+
+
+def save(name: str, result: dict[str, Any], section: str, args: argparse.Namespace) -> None:
+    """Write the JSON and the section to the results folder, print the section, and with
+    ``--update-results`` insert it below RESULTS.md's marker (newest first; the file is
+    read just before writing, since other benchmarks add their runs too)."""
+    out = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return out
-
-
-def print_and_save(name: str, result: dict[str, Any], output: Path | None = None) -> Path:
-    """For the micro-benchmarks, whose JSON is their report: print it and save it."""
-    print(json.dumps(result, indent=2, default=str))
-    return save_json(name, result, output)
-
-
-def insert_section(section: str, path: Path = RESULTS_MD) -> None:
-    """Insert ``section`` right below the marker (newest first); the file is read
-    just before writing, since other benchmarks add their runs too."""
-    text = path.read_text()
-    if RUNS_MARKER not in text:
-        raise RuntimeError(f"{path} has no line {RUNS_MARKER.strip()!r}; not writing")
-    head, tail = text.split(RUNS_MARKER, 1)
-    path.write_text(head + RUNS_MARKER + "\n" + section.rstrip("\n") + "\n\n" + tail.lstrip("\n"))
-
-
-def machine_line(m: dict[str, Any], *, shared: bool = True) -> str:
-    """The Machine: line every section opens with."""
-    return (
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB{', shared' if shared else ''}; "
-        f"Python {m['python']}; Kafka {m['kafka']}; PostgreSQL {m['postgresql']} + TimescaleDB {m['timescaledb']} "
-        f"({m['timescaledb_license']}, synchronous_commit={m['synchronous_commit']}); Redis {m['redis']}. "
-        f"Load average {m['load_avg_at_start'][0]:.2f} at start, {m['load_avg_at_end'][0]:.2f} at end."
-    )
-
-
-def restarted_warning(result: dict[str, Any]) -> list[str]:
-    names = result.get("services_restarted_during_run") or []
-    if not names:
-        return []
-    return [
-        "",
-        f"**Warning:** restarted during the run: {', '.join(names)} (another session's fault tests?); "
-        "treat these figures as void.",
-    ]
+    out.with_suffix(".md").write_text(section)
+    print(f"{section}\nJSON: {out}")
+    if args.update_results:
+        head, marker, tail = RESULTS_MD.read_text().partition(RUNS_MARKER)
+        if not marker:
+            raise RuntimeError(f"{RESULTS_MD} has no line {RUNS_MARKER.strip()!r}; not writing")
+        RESULTS_MD.write_text(head + marker + "\n" + section.rstrip("\n") + "\n\n" + tail.lstrip("\n"))

@@ -1,22 +1,41 @@
-"""One benchmark run's names, settings and count checks.
+"""One benchmark run: its names, settings and count checks, and ``main``, the frame every scenario runs in.
 
-Everything a run creates carries its run id (a letter naming the script and 8
-hex digits), so ``harness.cleanup`` can find it and never touches anything
-else: topics ``bench.<run>.*``, consumer groups and ``source`` tags
-``bench-<run>-*``, Redis keys ``bench:<run>:*``, scratch tables ``bench_<run>_*``.
+Everything a run creates carries its run id (a letter and 8 hex digits), so
+``harness.cleanup`` finds it and touches nothing else: the scratch database
+``nexanest_bench_<run>``, topics ``bench.<run>.*``, consumer groups and sources
+``bench-<run>-*``, Redis keys ``bench:<run>:*``.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import itertools
+import json
 import os
+import shlex
+import statistics
+import sys
+import time
 import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any, ClassVar
 
 import asyncpg
+import uvloop
 
-from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.producers.feeds.synthetic import SyntheticConfig
+from benchmarks.harness import report
+from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
+from benchmarks.harness.sampling import machine, restarted, service_identities
+from nexanest.pipeline.log import configure_logging
+from nexanest.pipeline.runner import IngestStats
+from nexanest.pipeline.settings import KafkaSettings, LogSettings, Settings, load_settings, namespace_environment
+from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
+from nexanest.producers.publisher import publish_feed
+from nexanest.schemas.ticks import Tick
 
 
 class CountMismatch(Exception):
@@ -27,20 +46,40 @@ class BenchError(Exception):
     """The run could not measure what it set out to (the message says why)."""
 
 
-def new_run_id(letter: str) -> str:
-    return letter + uuid.uuid4().hex[:8]
+def feed_config(
+    ticks: int, symbols: int, seed: int, source: str, start_ns: int, rate: float = 100_000
+) -> SyntheticConfig:
+    """The benchmarks' ticks: fixed seed, ``rate`` ticks per second of tick time, published flat out."""
+    config: dict[str, Any] = {"symbols": symbols, "rate": rate, "count": ticks, "seed": seed, "start_ns": start_ns}
+    return SyntheticConfig(**config, source=source, paced=False)
 
 
-def feed_config(ticks: int, symbols: int, seed: int, source: str, start_ns: int) -> SyntheticConfig:
-    """The benchmarks' ticks: fixed seed, tick times 10 µs apart, published flat out."""
-    return SyntheticConfig(
-        symbols=symbols, rate=100_000, count=ticks, seed=seed, start_ns=start_ns, source=source, paced=False
-    )
+class Batches:
+    """Any ticks as a feed adapter, so the product's ``publish_feed`` publishes them."""
+
+    venue: ClassVar[str] = "benchmark"
+
+    def __init__(self, ticks: Iterable[Tick], size: int = 1_000) -> None:
+        self._ticks, self._size = iter(ticks), size
+
+    async def ticks(self) -> AsyncIterator[Sequence[Tick]]:
+        while batch := list(itertools.islice(self._ticks, self._size)):
+            yield batch
+            await asyncio.sleep(0)
+
+
+async def publish(kafka: KafkaSettings, ticks: SyntheticConfig | Iterable[Tick], source: str) -> tuple[int, float]:
+    """Publish to ``kafka.ticks_topic`` (created with its DLQ and events topics, so consumers
+    starting at once do not race to): (ticks acknowledged, seconds)."""
+    started = time.perf_counter()
+    feed = SyntheticFeed(ticks) if isinstance(ticks, SyntheticConfig) else Batches(ticks)
+    published = await publish_feed(kafka, feed, source)
+    return published, time.perf_counter() - started
 
 
 @dataclass
 class Run:
-    """Names and checks of one run (``letter`` names the script: s, b, o, g, k, p)."""
+    """Names and checks of one run (``letter`` names the script)."""
 
     base: Settings
     letter: str = "s"
@@ -50,16 +89,11 @@ class Run:
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.run_id = self.run_id or new_run_id(self.letter)
+        self.run_id = self.run_id or self.letter + uuid.uuid4().hex[:8]
 
     @property
     def prefix(self) -> str:
         return f"bench.{self.run_id}"
-
-    @property
-    def feed_topic(self) -> str:
-        """The feed every reader of the suite shares (limits, pipeline, alternatives)."""
-        return self.topic("a")
 
     def topic(self, feed: str) -> str:
         return f"{self.prefix}.ticks-{feed}"
@@ -75,72 +109,161 @@ class Run:
 
     def group(self, scenario: str) -> str:
         """A consumer group never used before (a scenario run twice gets a new one)."""
-        group, n = f"bench-{self.run_id}-{scenario}", 1
-        while group in self.groups:
-            n += 1
-            group = f"bench-{self.run_id}-{scenario}-{n}"
-        self.groups.append(group)
-        return group
+        self.groups.append(f"bench-{self.run_id}-{scenario}-{len(self.groups)}")
+        return self.groups[-1]
 
-    def settings(self, scenario: str, topic: str | None = None, **consumer: object) -> Settings:
+    def settings(self, scenario: str, topic: str, partitions: int | None = None, **consumer: object) -> Settings:
         """The pipeline's settings with this scenario's topics, group, Redis keys and no metrics server."""
-        b = self.base
-        keys = f"bench:{self.run_id}:{scenario}"
-        return b.model_copy(
-            update={
-                "kafka": b.kafka.model_copy(
-                    update={
-                        "ticks_topic": topic or self.feed_topic,
-                        "dead_letter_topic": f"{self.prefix}.{scenario}.dlq",
-                        "events_topic": f"{self.prefix}.{scenario}.events",
-                        "consumer_group": self.group(scenario),
-                    }
-                ),
-                "redis": b.redis.model_copy(
-                    update={"quote_key_prefix": f"{keys}:quote:", "bar_key_prefix": f"{keys}:bar:"}
-                ),
-                "metrics": b.metrics.model_copy(update={"port": 0}),
-                "consumer": b.consumer.model_copy(update=consumer),
-            }
-        )
+        b, keys, prefix = self.base, f"bench:{self.run_id}:{scenario}", f"{self.prefix}.{scenario}"
+        kafka: dict[str, object] = {"ticks_topic": topic, "dead_letter_topic": f"{prefix}.dlq"}
+        kafka |= {"events_topic": f"{prefix}.events"}
+        kafka |= {"consumer_group": self.group(scenario), "partitions": partitions or b.kafka.partitions}
+        redis = {"quote_key_prefix": f"{keys}:quote:", "bar_key_prefix": f"{keys}:bar:"}
+        update = {"kafka": b.kafka.model_copy(update=kafka), "redis": b.redis.model_copy(update=redis)}
+        update |= {"metrics": b.metrics.model_copy(update={"port": 0})}
+        update |= {"consumer": b.consumer.model_copy(update=consumer)}
+        return b.model_copy(update=update)
 
     @staticmethod
     def env(settings: Settings, **extra: str) -> dict[str, str]:
         """Environment of a ``nexanest`` subprocess running with ``settings`` (DSNs stay off its command line)."""
-        return {
-            **os.environ,
-            **namespace_environment(settings),
-            "NEXANEST_METRICS__PORT": "0",
-            "NEXANEST_LOG__LEVEL": "warning",
-            **extra,
-        }
+        quiet = {"NEXANEST_METRICS__PORT": "0", "NEXANEST_LOG__LEVEL": "warning"}
+        return {**os.environ, **namespace_environment(settings), **quiet, **extra}
 
-    def check(self, scenario: str, what: str, expected: int, actual: int) -> None:
-        """Record a count check; raise ``CountMismatch`` if it fails."""
+    def check(self, scenario: str, what: str, expected: object, actual: object, *, strict: bool = True) -> bool:
+        """Record a count check; unless ``strict`` is off, raise ``CountMismatch`` if it fails."""
         ok = expected == actual
         self.checks.append({"scenario": scenario, "what": what, "expected": expected, "actual": actual, "ok": ok})
-        if not ok:
-            raise CountMismatch(f"{scenario}: {what}: expected {expected:,}, got {actual:,}")
+        if not ok and strict:
+            raise CountMismatch(f"{scenario}: {what}: expected {expected}, got {actual}")
+        return ok
 
-    async def scratch_table(self, conn: asyncpg.Connection, name: str) -> str:
-        """An empty hypertable shaped like ``stock_prices`` (columns, defaults,
-        constraints, indexes, chunk interval); ``harness.cleanup`` drops it."""
-        table = f"bench_{self.run_id}_{name}"
-        interval = await conn.fetchval(
-            "SELECT time_interval FROM timescaledb_information.dimensions "
-            "WHERE hypertable_name = 'stock_prices' AND column_name = 'time'"
-        )
-        await conn.execute(f"CREATE TABLE {table} (LIKE stock_prices INCLUDING ALL)")
-        await conn.execute(
-            "SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => $2::interval)", table, interval
-        )
-        return table
-
-    async def count_rows(self, table: str = "stock_prices", source: str | None = None) -> int:
+    async def sql(self, query: str, *args: object, method: str = "fetchval") -> Any:
+        """One value (or what ``method`` returns) from the scratch database, on a connection of its own."""
         conn = await asyncpg.connect(self.admin_dsn)
         try:
-            if source is None:
-                return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
-            return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE source = $1", source))
+            return await getattr(conn, method)(query, *args)
         finally:
             await conn.close()
+
+    async def stored_once(self, scenario: str, source: str, ticks: int, *, strict: bool = False) -> bool:
+        """Whether every tick of ``source`` is stored once: rows = distinct seq = ticks, seqs 0 .. ticks-1."""
+        query = "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq) FROM stock_prices"
+        found = tuple(await self.sql(f"{query} WHERE source = $1", source, method="fetchrow"))
+        expected = (ticks, ticks, 0, ticks - 1)
+        return self.check(scenario, "rows, distinct seq, first and last seq", expected, found, strict=strict)
+
+    async def scratch_table(self, conn: asyncpg.Connection, name: str) -> str:
+        """An empty hypertable shaped like ``stock_prices`` (columns, defaults, constraints,
+        indexes, chunk interval), in the scratch database."""
+        table = f"bench_{self.run_id}_{name}"
+        await conn.execute(f"CREATE TABLE {table} (LIKE stock_prices INCLUDING ALL)")
+        interval = "SELECT time_interval FROM timescaledb_information.dimensions WHERE hypertable_name = 'stock_prices'"
+        hypertable = f"SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => ({interval}))"
+        await conn.execute(hypertable, table)
+        return table
+
+
+async def explain(conn: asyncpg.Connection, sql: str, *params: object) -> dict[str, float]:
+    """Planning and execution ms of one run of ``sql`` (EXPLAIN ANALYZE), and the
+    chunks (``_hyper_*`` relations) it planned and those it actually executed."""
+    doc = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *params))[0]
+    chunks: dict[str, bool] = {}  # name: executed
+    nodes = [doc["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        nodes += node.get("Plans", [])
+        if (name := node.get("Relation Name", "")).startswith("_hyper_"):
+            chunks[name] = chunks.get(name, False) or node.get("Actual Loops", 0) > 0
+    times = {"planning_ms": doc["Planning Time"], "execution_ms": doc["Execution Time"]}
+    return times | {"chunks_planned": len(chunks), "chunks_executed": sum(chunks.values())}
+
+
+async def time_queries(
+    conn: asyncpg.Connection, queries: Mapping[str, tuple[str, Sequence[Any]]], runs: int
+) -> dict[str, dict[str, float]]:
+    """Each query warm (one untimed run: its rows), then ``runs`` times in rotating
+    order: the median client wall time (on a connection without a statement cache
+    every run is planned, as an application's query with fresh parameters is) and
+    the medians of ``explain``."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for name, (sql, params) in queries.items():
+        out[name] = [{"rows": len(await conn.fetch(sql, *params))}]
+    for i in range(runs):
+        for name in rotated(list(queries), i):
+            sql, params = queries[name]
+            began = time.perf_counter()
+            await conn.fetch(sql, *params)
+            out[name].append({"wall_ms": (time.perf_counter() - began) * 1000} | await explain(conn, sql, *params))
+    keys = ("wall_ms", "planning_ms", "execution_ms", "chunks_planned", "chunks_executed")
+    return {name: t[0] | {k: statistics.median(x[k] for x in t[1:]) for k in keys} for name, t in out.items()}
+
+
+def busy_s(stats: IngestStats) -> float:
+    """The consumer's busy time: from its first batch with records to the end of its last write."""
+    assert stats.first_batch_at is not None
+    assert stats.last_batch_at is not None
+    return stats.last_batch_at - stats.first_batch_at
+
+
+def rotated(items: Sequence[str], i: int) -> list[str]:
+    """``items`` starting at the ``i``-th: variants measured in turns, in an order that
+    rotates, so a disturbance of the shared machine falls on all of them alike."""
+    return [*items[i % len(items) :], *items[: i % len(items)]]
+
+
+def as_json(result: dict[str, Any]) -> str:
+    """The section of a micro-benchmark: its result, machine facts aside."""
+    shown = {k: v for k, v in result.items() if k not in ("machine", "cleanup")}
+    return json.dumps(shown, indent=2, default=str) + "\n"
+
+
+async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    run = Run(load_settings(), name[0])
+    base, log = run.base, report.log(name)
+    log(f"run {run.run_id}; if interrupted: python -m benchmarks.harness.cleanup {run.run_id}")
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    host, before = await machine(base), await service_identities(base)
+    migrations: list[str] = []
+    try:
+        run.base, migrations = await prepare_database(base, run.run_id)
+        measured = await scenario.measure(run, args)
+    finally:
+        log("cleaning up")
+        cleanup = await clean_up(base, run.run_id)
+    after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
+    database = run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1]
+    out = {"benchmark": name, "run_id": run.run_id, "command": args.command_line}
+    out |= {"mode": "quick" if args.quick else "full"}
+    out |= {"started_at": started_at.isoformat(timespec="seconds"), "duration_s": round(time.monotonic() - started, 1)}
+    out |= {"machine": host | {"load_avg_at_end": os.getloadavg()}, "restarted": restarted(before, after)}
+    out |= {"scratch": {"database": database, "migrations": migrations}}
+    return {**out, **measured, "checks": run.checks, "cleanup": cleanup}
+
+
+def main(module: str) -> int:
+    """Run a scenario module: its ``options(parser)`` adds its options, ``measure(run,
+    args)`` measures in the scratch database, ``markdown(result)`` (``as_json`` if it
+    has none) renders its section, ``QUICK`` says what ``--quick`` changes. Exit 0
+    when every count check passed and nothing failed."""
+    scenario = sys.modules[module]
+    path = scenario.__spec__.name if scenario.__spec__ else module
+    name = path.rsplit(".", 1)[-1]
+    parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", "(no effect)"))
+    parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (300)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
+    parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
+    scenario.options(parser)
+    args = parser.parse_args()
+    configure_logging(LogSettings(level="warning"))
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    args.command_line = shlex.join([python, "-m", path, *sys.argv[1:]])  # how this run was started
+    try:
+        result = uvloop.run(_execute(scenario, name, args))  # the event loop the `nexanest` command uses
+    except BenchError as exc:
+        report.log(name)(f"FAILED: {exc}")
+        return 1
+    report.save(name, result, getattr(scenario, "markdown", as_json)(result), args)
+    failed = result.get("errors") or result["cleanup"].get("failed") or not all(c["ok"] for c in result["checks"])
+    return 1 if failed else 0

@@ -1,17 +1,39 @@
-"""Sampling a process from ``/proc`` while it runs, and the statistics of the samples."""
+"""What the machine does: child processes sampled from ``/proc`` while they run
+(``Processes``, the one process driver of every scenario: N ``nexanest consume``
+at once, one under a profiler, a tool), statistics of samples, and the machine and
+services a run reports beside its figures, with the restarts that void them
+(other sessions on this shared machine run fault tests)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from nexanest.pipeline import metrics
+import asyncpg
+
+from nexanest.consumers.ticks_to_timescale import open_quotes_redis
+from nexanest.pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+NEXANEST = Path(sys.executable).parent / "nexanest"
+_CONSUMED = re.compile(r"consumed ([\d,]+) messages in ([\d,]+) batches: ([\d,]+) rows written, ([\d,]+) dead-lettered")
+
+
+def consume_argv(idle_s: float) -> list[str]:
+    """The real consumer command, stopping after ``idle_s`` without records."""
+    return [str(NEXANEST), "consume", "--until-idle", f"{idle_s:g}"]
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -20,102 +42,185 @@ def proc_status(pid: int) -> dict[str, int]:
         text = Path(f"/proc/{pid}/status").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
+    fields = (ln.partition(":") for ln in text.splitlines())
+    return {k: int(v.split()[0]) for k, _, v in fields if k in ("VmRSS", "VmHWM")}
 
 
 @dataclass
-class Sampled:
-    returncode: int
-    stdout: str
-    stderr: str
-    wall_s: float
-    peak_rss_kb: int
-    rss_kb: list[tuple[float, int]]
+class Proc:
+    """One child: its output, exit, exact CPU seconds (wait4), RSS samples and peak RSS (VmHWM from /proc:
+    wait4's ru_maxrss would count the parent's pages the child held between its fork and its exec)."""
+
+    popen: subprocess.Popen[bytes]
+    files: tuple[IO[bytes], IO[bytes]]
+    started_at: float = field(default_factory=time.time)
+    exited_at: float | None = None
+    exit_code: int | None = None
+    cpu_s: float = 0.0
+    peak_rss_kb: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    #: (seconds since start, VmRSS kB, VmHWM kB)
+    rss: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def reap(self) -> None:
+        """Blocking (run in a thread): wait for the child, keep its rusage and output."""
+        _, status, usage = os.wait4(self.popen.pid, 0)
+        self.exited_at = time.time()
+        self.exit_code = self.popen.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        for f in self.files:
+            f.seek(0)
+        self.stdout, self.stderr = (f.read().decode(errors="replace") for f in self.files)
+        for f in self.files:
+            f.close()
+
+    def consumed(self) -> dict[str, int]:
+        """The summary line of ``nexanest consume``: messages, batches, rows written, dead-lettered."""
+        m = _CONSUMED.search(self.stdout)
+        if m is None:
+            raise RuntimeError(f"no 'consumed' line from the consumer (exit {self.exit_code}): {self.stderr[-2000:]}")
+        keys = ("consumed", "batches", "written", "dead_lettered")
+        return dict(zip(keys, (int(g.replace(",", "")) for g in m.groups()), strict=True))
+
+    def check_exit(self) -> None:
+        if self.exit_code != 0:
+            raise RuntimeError(f"{self.popen.args!r} exited {self.exit_code}: {self.stderr[-2000:]}")
 
 
-async def run_sampled(
-    argv: Sequence[str], env: Mapping[str, str], timeout_s: float, interval_s: float = 0.05
-) -> Sampled:
-    """Run a subprocess to completion, sampling its RSS meanwhile; kill it (by
-    its own pid) and raise ``TimeoutError`` if it outlives ``timeout_s``."""
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    done = asyncio.ensure_future(proc.communicate())
-    samples: list[tuple[float, int]] = []
-    peak = 0
-    while not done.done():
-        status = proc_status(proc.pid)
-        if "VmRSS" in status:
-            samples.append((time.monotonic() - started, status["VmRSS"]))
-            peak = max(peak, status.get("VmHWM", 0), status["VmRSS"])
-        await asyncio.wait({done}, timeout=interval_s)
-        if time.monotonic() - started > timeout_s and not done.done():
-            proc.kill()
-            await done
-            raise TimeoutError(f"{argv[0]} {' '.join(argv[1:3])} ran over {timeout_s:.0f}s and was killed")
-    stdout, stderr = done.result()
-    wall_s = time.monotonic() - started
-    return Sampled(
-        proc.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace"), wall_s, peak, samples
-    )
+class Processes:
+    """Children started at once, their RSS read from /proc every ``interval_s``
+    while they run; killed by their own pids on a timeout, an error or a
+    cancellation. Output goes to files, so a chatty child never blocks on a pipe."""
+
+    def __init__(self, argvs: Sequence[Sequence[str]], env: Mapping[str, str], interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.procs = []
+        for argv in argvs:
+            files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())  # noqa: SIM115 - Proc.reap closes them
+            popen = subprocess.Popen(list(argv), env=dict(env), cwd=ROOT, stdout=files[0], stderr=files[1])
+            self.procs.append(Proc(popen, files))
+
+    async def wait(self, timeout_s: float) -> list[Proc]:
+        reapers = {asyncio.ensure_future(asyncio.to_thread(p.reap)) for p in self.procs}
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not all(r.done() for r in reapers):
+                    for p in self.procs:
+                        if p.exit_code is None and "VmRSS" in (s := proc_status(p.popen.pid)):
+                            p.rss.append((time.time() - p.started_at, s["VmRSS"], s.get("VmHWM", 0)))
+                            p.peak_rss_kb = max(p.peak_rss_kb, s["VmRSS"], s.get("VmHWM", 0))
+                    await asyncio.wait(reapers, timeout=self.interval_s)
+            await asyncio.gather(*reapers)
+        except BaseException:
+            self.kill()
+            raise
+        return self.procs
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.exit_code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.popen.pid, 9)  # our own child; its reaping thread then returns
 
 
-def rate(rows: float, seconds: float) -> float:
-    return rows / seconds if seconds > 0 else float("nan")
+async def run_sampled(argv: Sequence[str], env: Mapping[str, str], timeout_s: float = 900) -> Proc:
+    """One child to completion, sampled."""
+    return (await Processes([argv], env).wait(timeout_s))[0]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100) of a non-empty sequence."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+    return ordered[max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5))) - 1]
 
 
-def downsample(points: Sequence[tuple[float, float]], limit: int = 2_000) -> list[list[float]]:
-    """At most ``limit`` points; each the last time and the max value of its
-    bucket, so a short spike survives the thinning."""
-    if len(points) <= limit:
-        return [[round(t, 3), round(v, 2)] for t, v in points]
-    size = -(-len(points) // limit)
-    out = []
-    for i in range(0, len(points), size):
-        bucket = points[i : i + size]
-        out.append([round(bucket[-1][0], 3), round(max(v for _, v in bucket), 2)])
-    return out
+@contextlib.contextmanager
+def observed(*children: Any) -> Iterator[list[tuple[array[float], array[float]]]]:
+    """Every value the pipeline observes into these histograms (``metrics`` children),
+    each with its time, while the block runs (a histogram keeps only bucket counts).
+    Arrays of doubles, not tuples: hundreds of thousands of objects would lengthen
+    every garbage collection of this process, which runs the consumer."""
+    out: list[tuple[array[float], array[float]]] = []
+    for child in children:
+        at, values, observe = array("d"), array("d"), child.observe
 
+        def record(amount: float, exemplar: Any = None, *, _a: Any = at, _v: Any = values, _o: Any = observe) -> None:
+            _a.append(time.monotonic())
+            _v.append(amount)
+            _o(amount, exemplar)
 
-class FlushTimes:
-    """Every ``nexanest_sink_flush_seconds`` observation of the named sinks, as the
-    sinks make them (the histogram keeps only bucket counts)."""
-
-    def __init__(self, *sinks: str) -> None:
-        self.seconds: dict[str, list[float]] = {s: [] for s in sinks}
-        self._children = [(metrics.FLUSH_SECONDS.labels(s), self.seconds[s]) for s in sinks]
-
-    def __enter__(self) -> FlushTimes:
-        for child, values in self._children:
-            observe = child.observe
-
-            def record(amount: float, exemplar: Any = None, *, _v: list[float] = values, _o: Any = observe) -> None:
-                _v.append(amount)
-                _o(amount, exemplar)
-
-            child.observe = record  # type: ignore[method-assign]  # an instance attribute, deleted on exit
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for child, _values in self._children:
+        child.observe = record  # an instance attribute, deleted below
+        out.append((at, values))
+    try:
+        yield out
+    finally:
+        for child in children:
             del child.observe
 
-    def take(self) -> dict[str, list[float]]:
-        out = {s: list(v) for s, v in self.seconds.items()}
-        for v in self.seconds.values():
-            v.clear()
-        return out
+
+KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
+_SHOW = {"postgresql": "server_version", "timescaledb_license": "timescaledb.license"}
+_SHOW |= {name: name for name in ("synchronous_commit", "shared_buffers", "max_wal_size")}
+
+
+async def _server(settings: Settings) -> tuple[asyncpg.Record, dict[str, Any]]:
+    conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
+    redis = open_quotes_redis(settings)
+    try:
+        return await conn.fetchrow("SELECT pg_postmaster_start_time()::text AS started"), dict(
+            await redis.info("server")
+        )
+    finally:
+        await conn.close()
+        await redis.aclose()
+
+
+async def machine(settings: Settings) -> dict[str, Any]:
+    """Cores, memory, versions and database settings, once at the start of a run."""
+    meminfo, cpuinfo = (Path(f"/proc/{name}").read_text() for name in ("meminfo", "cpuinfo"))  # noqa: ASYNC240 - /proc
+    conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
+    try:
+        shown = {key: await conn.fetchval(f"SHOW {name}") for key, name in _SHOW.items()}
+        ext = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    finally:
+        await conn.close()
+    status = await asyncio.create_subprocess_exec(str(KAFKA_SH), "status", stdout=asyncio.subprocess.PIPE)
+    words = [*(await status.communicate())[0].decode().split(), "version", "unknown"]
+    return shown | {
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(meminfo.split()[meminfo.split().index("MemTotal:") + 1]) / 2**20, 1),
+        "cpu": next(
+            (ln.split(":")[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), platform.processor()
+        ),
+        "python": platform.python_version(),
+        "load_avg_at_start": os.getloadavg(),
+        "kafka": words[words.index("version") + 1],
+        "redis": (await _server(settings))[1]["redis_version"],
+        "timescaledb": ext,
+    }
+
+
+def state_dir() -> Path:
+    """deploy/local's state directory (its run/ holds the services' pid files)."""
+    default = "/var/lib/nexanest" if os.geteuid() == 0 else str(Path.home() / ".local/share/nexanest")
+    return Path(os.environ.get("NEXANEST_STATE_DIR", default))
+
+
+def pid_of(service: str) -> int | None:
+    """A local service's pid, from deploy/local's state directory."""
+    path = state_dir() / ("timescaledb/postmaster.pid" if service == "timescaledb" else f"run/{service}.pid")
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+async def service_identities(settings: Settings) -> dict[str, str]:
+    """Something that changes when a service restarts."""
+    pg, redis = await _server(settings)
+    return {"timescaledb": pg["started"], "redis": str(redis["run_id"]), "kafka": str(pid_of("kafka"))}
+
+
+def restarted(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before if before[k] != after.get(k))

@@ -2,12 +2,10 @@
 
     python -m benchmarks.micro.password_hash [--runs 20]
 
-Hashes and verifies one password ``--runs`` times with the parameters of
-``services/auth/passwords.py`` (argon2id), one after the other on one thread,
-after one untimed run, and prints the median, minimum and maximum wall time of
-each. A login costs one verification (an unknown email too), a registration
-and a password change one hash (plus a verification for the change). The
-machine is shared: run it twice, and quote the lower median.
+Hashes and verifies ``--runs`` times with ``services/auth/passwords.py``'s
+argon2id parameters, after one untimed run: median, min and max of each. A login
+costs one verification, a registration one hash. The machine is shared: run it
+twice, and quote the lower median.
 """
 
 from __future__ import annotations

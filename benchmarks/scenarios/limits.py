@@ -1,177 +1,100 @@
-"""The limits every figure of the pipeline is set against, and the feed they share.
-
-* ``db_ceiling``: binary COPY of the feed's rows into empty copies of
-  ``stock_prices`` (asyncpg ``copy_records_to_table`` in batches of
-  ``batch.max_rows``, one transaction each), then the same batches from buffers
-  the product's ``StockPriceCopyEncoder`` encoded beforehand (the server's share);
-* ``kafka_perf_tool``: Kafka's own ``ConsumerPerformance`` (the broker ceiling);
-* ``client_ceiling``: aiokafka ``getmany`` plus msgspec decode, no writes.
-
-Used by the suite and by scale-out (its model's database ceiling).
-"""
+"""The limits every figure of the pipeline is set against (the suite's; scale-out's model uses ``db_ceiling``):
+the database's binary COPY, Kafka's own ``ConsumerPerformance``, aiokafka ``getmany`` + msgspec decode."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from aiokafka.admin import NewTopic
 
-from benchmarks.harness.host import KAFKA_SH
-from benchmarks.harness.run import Run
-from benchmarks.harness.sampling import rate, run_sampled
-from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
+from benchmarks.harness.run import Run, rotated
+from benchmarks.harness.sampling import KAFKA_SH, run_sampled
+from nexanest.pipeline.kafka import make_consumer
 from nexanest.pipeline.sinks.copy_binary import StockPriceCopyEncoder
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
-from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import decode_tick
 
-# -- the feed ----------------------------------------------------------------------
 
-
-async def produce_feeds(bench: Run, configs: dict[str, SyntheticConfig]) -> dict[str, Any]:
-    """Publish each feed (flat out) to its own topic: the same ticks, told apart by ``source``."""
-    k = bench.base.kafka
-    out: dict[str, Any] = {"partitions": k.partitions}
-    for feed, config in configs.items():
-        topic = bench.topic(feed)
-        await ensure_topics(k, [NewTopic(topic, num_partitions=k.partitions, replication_factor=1)])
-        producer = make_producer(k)
-        await producer.start()
-        try:
-            started = time.perf_counter()
-            published = await TickPublisher(producer, topic, config.source).publish_all(SyntheticFeed(config).ticks())
-            elapsed = time.perf_counter() - started
-        finally:
-            await producer.stop()
-        bench.check("producer", f"ticks of feed {feed} acknowledged by Kafka", config.count or 0, published)
-        out[feed] = {
-            "topic": topic,
-            "source": config.source,
-            "ticks": published,
-            "ticks_per_s": rate(published, elapsed),
-        }
-    out["ticks_per_s"] = out[next(iter(configs))]["ticks_per_s"]  # the first feed's
-    return out
-
-
-# -- limits ---------------------------------------------------------------------
-
-
-async def db_ceiling(run: Run, config: SyntheticConfig) -> dict[str, Any]:
-    """COPY the feed's rows into an empty copy of stock_prices as asyncpg encodes
-    records, batch by batch; then the same batches, encoded beforehand by the
-    product's own ``StockPriceCopyEncoder``, into another (the server's share).
-    Only the COPY transactions are timed; building rows and buffers is not."""
-    batch_rows, partitions = run.base.batch.max_rows, run.base.kafka.partitions
-    encoder = StockPriceCopyEncoder()
-    encoded: list[bytearray] = []
+async def db_ceiling(
+    run: Run, config: SyntheticConfig, paths: Sequence[str] = ("copy_records", "copy_preencoded"), batch_rows: int = 0
+) -> dict[str, Any]:
+    """COPY the feed's rows, one transaction per batch, each batch by every path in
+    rotating order: ``copy_records`` (asyncpg encodes records built before timing),
+    ``copy_rows`` (the same, building them with ``stock_price_row`` timed),
+    ``copy_buffer`` (the product's ``StockPriceCopyEncoder``, timed) and
+    ``copy_preencoded`` (buffers encoded before timing: the server's share). Wall
+    and this process's CPU time (the client's share) from the rows in hand to the commit."""
+    batch_rows, p = batch_rows or run.base.batch.max_rows, run.base.kafka.partitions
+    rows = [(t, i % p, i) for i, t in enumerate(SyntheticFeed(config).generate())]
+    batches, encoder = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)], StockPriceCopyEncoder()
+    encoded = [StockPriceCopyEncoder().encode(b) for b in batches] if "copy_preencoded" in paths else []
+    built = [[stock_price_row(*r) for r in b] for b in batches] if "copy_records" in paths else []
+    wall, cpu = dict.fromkeys(paths, 0.0), dict.fromkeys(paths, 0.0)
     conn = await asyncpg.connect(run.admin_dsn)
     try:
-        table, raw_table = await run.scratch_table(conn, "ceiling"), await run.scratch_table(conn, "ceiling_raw")
-        copy_s = raw_s = 0.0
-        n = 0
-        ticks = SyntheticFeed(config).generate()
-        while entries := [(t, (n + i) % partitions, n + i) for i, t in enumerate(itertools.islice(ticks, batch_rows))]:
-            records = [stock_price_row(*e) for e in entries]
-            encoded.append(encoder.encode(entries))
-            n += len(entries)
-            started = time.perf_counter()
-            async with conn.transaction():
-                await conn.copy_records_to_table(table, records=records, columns=COLUMNS)
-            copy_s += time.perf_counter() - started
-        for part in encoded:
-            started = time.perf_counter()
-            async with conn.transaction():
-                await conn.copy_to_table(raw_table, source=part, columns=COLUMNS, format="binary")
-            raw_s += time.perf_counter() - started
-        for name, t in (("db_ceiling", table), ("db_ceiling_preencoded", raw_table)):
-            rows = await conn.fetchval(f"SELECT count(*) FROM {t}")
-            run.check(name, "rows in scratch table", config.count or 0, rows)
-            await conn.execute(f"DROP TABLE {t}")
+        tables = {path: await run.scratch_table(conn, path) for path in paths}
+        for i, batch in enumerate(batches):
+            for path in rotated(paths, i):
+                wall_0, cpu_0 = time.perf_counter(), time.process_time()
+                async with conn.transaction():
+                    if path in ("copy_records", "copy_rows"):
+                        records = built[i] if path == "copy_records" else [stock_price_row(*r) for r in batch]
+                        await conn.copy_records_to_table(tables[path], records=records, columns=COLUMNS)
+                    else:  # a bytearray: asyncpg takes bytes for a file name
+                        data = encoded[i] if path == "copy_preencoded" else encoder.encode(batch)
+                        await conn.copy_to_table(tables[path], source=data, columns=COLUMNS, format="binary")
+                wall[path] += time.perf_counter() - wall_0
+                cpu[path] += time.process_time() - cpu_0
+        for path, table in tables.items():
+            stored = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            run.check(f"db_ceiling {path}", "rows in its table", len(rows), stored)
+            await conn.execute(f"DROP TABLE {table}")
     finally:
         await conn.close()
+    figures = {"rows": len(rows), "batch_rows": batch_rows}
     return {
-        "copy_records": {"ticks_per_s": rate(n, copy_s), "seconds": copy_s, "batch_rows": batch_rows},
-        "copy_preencoded": {
-            "ticks_per_s": rate(n, raw_s),
-            "seconds": raw_s,
-            "batch_rows": batch_rows,
-            "bytes_per_row": sum(len(p) for p in encoded) / max(n, 1),
-        },
+        k: {"ticks_per_s": len(rows) / wall[k], "client_cpu_us_per_row": cpu[k] / len(rows) * 1e6} | figures
+        for k in paths
     }
 
 
-async def kafka_perf_tool(bench: Run, ticks: int) -> dict[str, Any]:
+async def kafka_perf_tool(run: Run, topic: str, ticks: int) -> dict[str, Any]:
     """Kafka's ConsumerPerformance over the feed topic; parses its CSV summary."""
-    k = bench.base.kafka
-    argv = [
-        str(KAFKA_SH),
-        "run-class",
-        "org.apache.kafka.tools.ConsumerPerformance",
-        "--bootstrap-server",
-        k.bootstrap_servers,
-        "--topic",
-        bench.feed_topic,
-        "--num-records",
-        str(ticks),
-        "--group",
-        bench.group("kafka-perf"),
-        "--fetch-size",
-        str(k.max_partition_fetch_bytes),
-        "--timeout",
-        "30000",
-    ]
-    result = await run_sampled(argv, dict(os.environ), timeout_s=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"ConsumerPerformance exited {result.returncode}: {result.stderr[-2000:]}")
-    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
-    header_at = next(i for i, ln in enumerate(lines) if ln.startswith("start.time"))
-    names = [h.strip() for h in lines[header_at].split(",")]
-    values = [v.strip() for v in lines[header_at + 1].split(",")]
-    row = dict(zip(names, values, strict=True))
+    k = run.base.kafka
+    tool = "org.apache.kafka.tools.ConsumerPerformance"
+    argv = [str(KAFKA_SH), "run-class", tool, "--bootstrap-server", k.bootstrap_servers]
+    argv += ["--topic", topic, "--num-records", str(ticks), "--group", run.group("kafka-perf")]
+    argv += ["--fetch-size", str(k.max_partition_fetch_bytes), "--timeout", "30000"]
+    proc = await run_sampled(argv, os.environ, timeout_s=300)
+    proc.check_exit()
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("start.time"))
+    row = dict(zip(*(map(str.strip, lines[i].split(",")) for i in (at, at + 1)), strict=True))
     consumed = int(float(row["data.consumed.in.nMsg"]))
-    bench.check("kafka_perf_tool", "records consumed", ticks, consumed)
-    return {
-        "ticks_per_s": float(row["fetch.nMsg.sec"]),
-        "ticks_per_s_incl_group_join": float(row["nMsg.sec"]),
-        "mb_per_s": float(row["fetch.MB.sec"]),
-        "rebalance_ms": float(row["rebalance.time.ms"]),
-        "fetch_ms": float(row["fetch.time.ms"]),
-        "records": consumed,
-        "tool_output": row,
-    }
+    run.check("kafka_perf_tool", "records consumed", ticks, consumed)
+    rates = {"ticks_per_s": float(row["fetch.nMsg.sec"]), "ticks_per_s_incl_group_join": float(row["nMsg.sec"])}
+    return rates | {"rebalance_ms": float(row["rebalance.time.ms"]), "rows": consumed, "tool_output": row}
 
 
-async def client_ceiling(bench: Run, ticks: int, idle_s: float) -> dict[str, Any]:
+async def client_ceiling(run: Run, topic: str, ticks: int, idle_s: float) -> dict[str, Any]:
     """aiokafka getmany (the pipeline's consumer settings and batch size) + msgspec
     decode of every record into a ``Tick``; nothing written, nothing committed."""
-    k, b = bench.base.kafka, bench.base.batch
-    consumer = make_consumer(k, bench.feed_topic, group_id=bench.group("client"))
+    b = run.base.batch
+    consumer = make_consumer(run.base.kafka, topic, group_id=run.group("client"))
     await consumer.start()
-    decoded = 0
-    first_at = last_at = None
-    idle_since = time.monotonic()
+    decoded, first_at, last_at = 0, 0.0, time.monotonic()
     try:
-        while decoded < ticks:
+        while decoded < ticks and time.monotonic() - last_at < idle_s + 10:
             records = await consumer.getmany(timeout_ms=b.max_wait_ms, max_records=b.max_rows)
-            if not records:
-                if time.monotonic() - idle_since > idle_s + 10:
-                    break
-                continue
-            if first_at is None:
-                first_at = time.monotonic()
+            first_at = first_at or (time.monotonic() if records else 0.0)
             for messages in records.values():
-                decoded_ticks = [decode_tick(m.value) for m in messages]
-                decoded += len(decoded_ticks)
-            idle_since = last_at = time.monotonic()
+                decoded += len([decode_tick(m.value) for m in messages])
+            last_at = time.monotonic() if records else last_at
     finally:
         await consumer.stop()
-    bench.check("client_ceiling", "records decoded", ticks, decoded)
-    assert first_at is not None
-    assert last_at is not None
-    return {"ticks_per_s": rate(decoded, last_at - first_at), "seconds": last_at - first_at, "records": decoded}
+    run.check("client_ceiling", "records decoded", ticks, decoded)
+    return {"ticks_per_s": decoded / (last_at - first_at), "seconds": last_at - first_at, "rows": decoded}

@@ -1,36 +1,21 @@
-"""What a user would pick instead: Quix Streams with its PostgreSQL sink.
+"""What a user would pick instead: Quix Streams with its PostgreSQL sink (run by the suite in ``.venv-bench``).
 
-Run by ``benchmarks/scenarios/suite.py`` with ``.venv-bench/bin/python`` (Quix Streams is
-not a dependency of the project). It reads one JSON object from the environment
-variable ``BENCH_QUIX_CONFIG`` (``bootstrap``, ``topic``, ``group``, ``table``,
-``pg`` with ``host``/``port``/``dbname``/``user``/``password``,
-``commit_interval``, ``commit_every``, ``idle_s``, ``state_dir``), consumes the
-topic from the beginning until it has been idle for ``idle_s``, and prints one
-JSON line with what it wrote and when.
-
-Configured as Quix Streams' documentation recommends for a batching sink:
-at-least-once (the default; exactly-once is documented as slower), the
-checkpoint (``commit_interval`` / ``commit_every``) sizing the batches that
-``PostgreSQLSink`` writes, ``schema_auto_update=False`` because the table
-already exists with the right shape (otherwise every batch runs
-``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` per column), and
-``include_metadata=False`` so that it writes exactly the columns of
-``stock_prices`` and no ``__key``/``timestamp`` columns of its own.
-
-The values are MessagePack ticks (``schemas/ticks.py``); a custom deserializer
-turns each into the row of ``stock_prices`` the pipeline would write, with the
-same exact decimals and microsecond timestamps, and the record's partition and
-offset are added from the message context.
+Settings come as JSON in ``BENCH_QUIX_CONFIG``; it consumes the topic until idle
+and prints one JSON line. Configured as Quix Streams' documentation recommends
+for a batching sink: at-least-once, the checkpoint sizing the sink's batches,
+``schema_auto_update=False`` and ``include_metadata=False`` (the table exists, with
+exactly the columns of ``stock_prices``). Each tick is decoded into the row the
+pipeline writes (exact decimals, microsecond times).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from importlib.metadata import version
 from typing import Any
 
 import msgspec
@@ -56,10 +41,6 @@ class _Tick(msgspec.Struct, frozen=True):
     v: int = 1
 
 
-def _decimal(value_e9: int | None) -> Decimal | None:
-    return None if value_e9 is None else Decimal(value_e9).scaleb(-9)
-
-
 class TickDeserializer(Deserializer):  # type: ignore[misc]  # Quix Streams is untyped here (only in .venv-bench)
     """MessagePack tick -> dict with the columns of ``stock_prices``."""
 
@@ -69,30 +50,14 @@ class TickDeserializer(Deserializer):  # type: ignore[misc]  # Quix Streams is u
 
     def __call__(self, value: bytes, ctx: Any) -> dict[str, Any]:
         t = self._decode(value)
-        return {
-            "time": _EPOCH + timedelta(microseconds=t.ts_ns // 1000),
-            "symbol": t.symbol,
-            "price": _decimal(t.price_e9),
-            "size": _decimal(t.size_e9),
-            "bid": _decimal(t.bid_e9),
-            "ask": _decimal(t.ask_e9),
-            "exchange": t.exchange,
-            "source": t.source,
-            "source_seq": t.seq,
-        }
-
-
-class _Clock:
-    """Measurement only: when the first and the last message were processed."""
-
-    first_at: float | None = None
-    last_at: float | None = None
-    messages = 0
+        row: dict[str, Any] = {"time": _EPOCH + timedelta(microseconds=t.ts_ns // 1000), "symbol": t.symbol}
+        for column, e9 in (("price", t.price_e9), ("size", t.size_e9), ("bid", t.bid_e9), ("ask", t.ask_e9)):
+            row[column] = None if e9 is None else Decimal(e9).scaleb(-9)
+        return row | {"exchange": t.exchange, "source": t.source, "source_seq": t.seq}
 
 
 class TimedPostgreSQLSink(PostgreSQLSink):  # type: ignore[misc]  # as above
-    """``PostgreSQLSink`` unchanged, with each ``write`` (one per partition per
-    checkpoint) timed for the benchmark."""
+    """``PostgreSQLSink`` unchanged, each ``write`` (one per partition per checkpoint) timed."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,9 +69,8 @@ class TimedPostgreSQLSink(PostgreSQLSink):  # type: ignore[misc]  # as above
         self.writes.append((started, time.monotonic(), batch.size))
 
 
-def main() -> int:
+def main() -> None:
     config = json.loads(os.environ["BENCH_QUIX_CONFIG"])
-    pg = config["pg"]
     app = Application(
         broker_address=config["bootstrap"],
         consumer_group=config["group"],
@@ -116,56 +80,25 @@ def main() -> int:
         state_dir=config["state_dir"],
         loglevel="WARNING",
     )
-    topic = app.topic(config["topic"], value_deserializer=TickDeserializer())
-    sink = TimedPostgreSQLSink(
-        host=pg["host"],
-        port=pg["port"],
-        dbname=pg["dbname"],
-        user=pg["user"],
-        password=pg["password"],
-        table_name=config["table"],
-        schema_auto_update=False,
-        include_metadata=False,
-    )
-    clock = _Clock()
+    options = {"table_name": config["table"], "schema_auto_update": False, "include_metadata": False}
+    sink = TimedPostgreSQLSink(**config["pg"], **options)
+    clock = {"messages": 0, "first_message_at": 0.0, "last_message_at": 0.0}  # measurement only
 
     def add_origin(row: dict[str, Any]) -> None:
         ctx = message_context()
-        row["kafka_partition"] = ctx.partition
-        row["kafka_offset"] = ctx.offset
-        now = time.monotonic()
-        if clock.first_at is None:
-            clock.first_at = now
-        clock.last_at = now
-        clock.messages += 1
+        row["kafka_partition"], row["kafka_offset"] = ctx.partition, ctx.offset
+        clock["last_message_at"] = time.monotonic()
+        clock["first_message_at"] = clock["first_message_at"] or clock["last_message_at"]
+        clock["messages"] += 1
 
-    sdf = app.dataframe(topic)
-    sdf = sdf.update(add_origin)
-    sdf.sink(sink)
+    app.dataframe(app.topic(config["topic"], value_deserializer=TickDeserializer())).update(add_origin).sink(sink)
     app.run(timeout=config["idle_s"], collect=False)
-
-    print(
-        json.dumps(
-            {
-                "messages": clock.messages,
-                "first_message_at": clock.first_at,
-                "last_message_at": clock.last_at,
-                "rows_written": sum(n for _, _, n in sink.writes),
-                "writes": sink.writes,
-                "quixstreams": _version("quixstreams"),
-                "confluent_kafka": _version("confluent-kafka"),
-                "psycopg2": _version("psycopg2-binary"),
-            }
-        )
-    )
-    return 0
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-
-    return version(dist)
+    packages = {
+        k.split("-b")[0].replace("-", "_"): version(k) for k in ("quixstreams", "confluent-kafka", "psycopg2-binary")
+    }
+    written = {"rows_written": sum(n for _, _, n in sink.writes), "writes": sink.writes}
+    print(json.dumps(clock | written | packages))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -23,3 +23,11 @@ SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', 'nexanest_' || split_
  WHERE split_part(:'db', '_', 1) IN ('auth', 'portfolio', 'analytics', 'notifications') \gexec
 SQL
 done
+
+# The Prometheus exporter's login (postgres-exporter): pg_monitor and nothing else,
+# at most 5 connections, as deploy/local/lib.sh pg_ensure_monitor_role makes it.
+psql -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d auth <<'SQL'
+\getenv monitor_pw NEXANEST_MONITOR_PASSWORD
+SELECT format('CREATE ROLE nexanest_monitor LOGIN CONNECTION LIMIT 5 PASSWORD %L', :'monitor_pw') \gexec
+GRANT pg_monitor TO nexanest_monitor;
+SQL

@@ -26,3 +26,11 @@ SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', role)
 SQL
   psql -v ON_ERROR_STOP=1 -U postgres -d "$db" -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
 done
+
+# The Prometheus exporter's login (postgres-exporter): pg_monitor and nothing else,
+# at most 5 connections, as deploy/local/lib.sh pg_ensure_monitor_role makes it.
+psql -v ON_ERROR_STOP=1 -U postgres -d postgres <<'SQL'
+\getenv monitor_pw NEXANEST_MONITOR_PASSWORD
+SELECT format('CREATE ROLE nexanest_monitor LOGIN CONNECTION LIMIT 5 PASSWORD %L', :'monitor_pw') \gexec
+GRANT pg_monitor TO nexanest_monitor;
+SQL

@@ -9,10 +9,13 @@
 #   kafka.sh run-class CLASS [ARGS...]      any class on the classpath, e.g.
 #            run-class org.apache.kafka.tools.ConsumerPerformance --bootstrap-server 127.0.0.1:9092 ...
 #
+# Sourced (kafka-cluster.sh does), it only defines its functions and defaults: the
+# caller points KAFKA_STATE, the ports, the pid file and KAFKA_LOG_DIR at a node of its own.
+#
 # Environment: NEXANEST_KAFKA_HEAP (default "-Xms512m -Xmx1g"),
 #              NEXANEST_KAFKA_TOOLS_HEAP (default "-Xmx512m", for run-class).
-SERVICE_NAME=kafka
-. "$(dirname "$0")/lib.sh"
+SERVICE_NAME=${SERVICE_NAME:-kafka}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_POM="$LOCAL_DIR/kafka/pom.xml"
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM" | head -n 1)
@@ -29,8 +32,9 @@ KAFKA_CONFIG="$KAFKA_STATE/server.properties"
 KAFKA_CLUSTER_ID_FILE="$KAFKA_STATE/cluster.id"
 KAFKA_PID_FILE="$RUN_DIR/kafka.pid"
 KAFKA_VERSION_FILE="$RUN_DIR/kafka.version"
-KAFKA_STDOUT="$LOG_DIR/kafka.log"
-KAFKA_SERVER_LOG="$LOG_DIR/kafka-server.log"
+KAFKA_LOG_DIR="$LOG_DIR"
+KAFKA_STDOUT="$KAFKA_LOG_DIR/kafka.log"
+KAFKA_SERVER_LOG="$KAFKA_LOG_DIR/kafka-server.log"
 
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=9092
@@ -180,9 +184,15 @@ cmd_start() {
   ensure_java
   write_config
   format_storage
+  launch_broker
+  wait_broker
+}
 
+# Start the JVM of the node the KAFKA_* variables describe, in the background; its pid
+# goes to $KAFKA_PID_FILE. Configured and formatted already.
+launch_broker() {
   log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT)"
-  local started=$SECONDS
+  mkdir -p "$KAFKA_LOG_DIR"
   {
     echo
     echo "==== $(date -u +%Y-%m-%dT%H:%M:%SZ) starting Kafka $KAFKA_VERSION ===="
@@ -192,16 +202,19 @@ cmd_start() {
   setsid nohup java $KAFKA_HEAP \
     -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
-    "-Xlog:gc*:file=$LOG_DIR/kafka-gc.log:time,tags:filecount=5,filesize=10M" \
-    -Dkafka.logs.dir="$LOG_DIR" -Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2.xml" \
+    "-Xlog:gc*:file=$KAFKA_LOG_DIR/kafka-gc.log:time,tags:filecount=5,filesize=10M" \
+    -Dkafka.logs.dir="$KAFKA_LOG_DIR" -Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2.xml" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONFIG" \
     >>"$KAFKA_STDOUT" 2>&1 </dev/null &
-  pid=$!
-  echo "$pid" >"$KAFKA_PID_FILE"
+  echo "$!" >"$KAFKA_PID_FILE"
   echo "$KAFKA_VERSION" >"$KAFKA_VERSION_FILE"
+  KAFKA_STARTED_AT=$SECONDS
+}
 
-  # Wait for the listener, then for an answer to a metadata request.
-  local waited=0
+# Wait until the launched node listens on $KAFKA_PORT and answers a metadata request.
+wait_broker() {
+  local pid waited=0 tries=0
+  pid=$(cat "$KAFKA_PID_FILE")
   until port_open "$KAFKA_PORT"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$KAFKA_PID_FILE"
@@ -212,13 +225,12 @@ cmd_start() {
     sleep 1
     waited=$((waited + 1))
   done
-  local tries=0
   until timeout 30 "${TOOL_JAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null; do
     tries=$((tries + 1))
     [ "$tries" -ge 5 ] && die "Kafka listens on $KAFKA_PORT but does not answer (see $KAFKA_SERVER_LOG)"
     sleep 2
   done
-  log "up (pid $pid) after $((SECONDS - started))s"
+  log "up (pid $pid) after $((SECONDS - ${KAFKA_STARTED_AT:-$SECONDS}))s"
 }
 
 cmd_stop() {
@@ -285,6 +297,9 @@ cmd_run_class() {
   exec java $KAFKA_TOOLS_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2-tools.xml" -cp "$KAFKA_LIBS/*" "$@"
 }
+
+# Sourced: functions only.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
 case "${1:-}" in
   install) cmd_install ;;

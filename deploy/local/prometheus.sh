@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
 # Prometheus and its exporters for the local stack, from Debian's packages, on loopback only.
 #
-#   prometheus.sh install        apt packages prometheus, prometheus-postgres-exporter, prometheus-redis-exporter
-#                                (Debian's own services are kept from starting: see below)
-#   prometheus.sh start          generate the config, start whatever is not running, reload what is
+#   prometheus.sh install        apt packages prometheus, prometheus-alertmanager, prometheus-postgres-exporter,
+#                                prometheus-redis-exporter (Debian's own services are kept from starting: see below)
+#   prometheus.sh start          generate the configs, start whatever is not running, reload what is
 #   prometheus.sh stop
 #   prometheus.sh status         one line per process; exits non-zero when one is down
 #   prometheus.sh targets        every scrape target with its health (from Prometheus' API)
-#   prometheus.sh logs [NAME] [-f]   NAME: prometheus (default), postgres-exporter, timescaledb-exporter, redis-exporter
+#   prometheus.sh alertmanager-config [URL]
+#                                print Alertmanager's configuration, its receivers posting to URL
+#                                (default: NEXANEST_ALERTING__WEBHOOK_URL; none: no receiver posts)
+#   prometheus.sh logs [NAME] [-f]   NAME: prometheus (default), alertmanager, postgres-exporter,
+#                                timescaledb-exporter, community-exporter, redis-exporter
 #
 # What runs (as the `prometheus` user when started as root):
 #
 #   process               listens on        watches
 #   prometheus            127.0.0.1:9090    everything below; config in $STATE_DIR/prometheus/
+#   alertmanager          127.0.0.1:9095    receives Prometheus' alerts; config in $STATE_DIR/alertmanager/
+#                                           (not its usual 9093: the stack's Kafka controller listens there)
 #   postgres-exporter     127.0.0.1:9187    PostgreSQL 127.0.0.1:5432
 #   timescaledb-exporter  127.0.0.1:9188    TimescaleDB 127.0.0.1:5433
+#   community-exporter    127.0.0.1:9189    TimescaleDB community edition 127.0.0.1:5434, only once
+#                                           that cluster exists (make community-up; job timescaledb-community)
 #   redis-exporter        127.0.0.1:9121    Redis 127.0.0.1:6379
 #
-# Scrape targets: Prometheus itself, the three exporters (job postgres with a
-# `cluster` label, job redis) and the pipeline's processes (job nexanest, label
+# Scrape targets: Prometheus itself, Alertmanager (job alertmanager), the exporters
+# (job postgres with a `cluster` label, job redis, job timescaledb-community) and the pipeline's processes (job nexanest, label
 # `component`) on the metrics port map of pipeline/settings.py MetricsSettings:
 # consumer 9108, producer 9109, run 9110 (NEXANEST_METRICS__*_PORT in the
 # environment or .env move them). Those come from file_sd files in
@@ -31,6 +39,16 @@
 # The alert rules are deploy/prometheus/rules/*.yml, copied next to the config
 # at every start and checked with promtool before Prometheus (re)loads them.
 #
+# Alerts go to Alertmanager on 9095 (and to any other Alertmanager announced by a
+# file in $STATE_DIR/prometheus/alertmanagers/*.json, file_sd format). Its route
+# tree (alertmanager_config below, checked with amtool): grouped by alertname and
+# job; critical alerts to receiver `critical` (first notice after 10 s, repeated
+# hourly), warnings to `warning` (30 s, every 12 h); a critical alert inhibits a
+# warning of the same alertname and job. Every receiver posts Alertmanager's
+# webhook JSON to NEXANEST_ALERTING__WEBHOOK_URL (environment or .env): the hook
+# for the notifications service. Unset, the receivers post nowhere and alerts are
+# only listed (amtool alert query --alertmanager.url http://127.0.0.1:9095).
+#
 # The exporters log in as nexanest_monitor, a login role with pg_monitor and
 # nothing else (postgres.sh and timescaledb.sh create it; password
 # NEXANEST_MONITOR_PASSWORD in .env). Credentials reach them in a mode-600 file
@@ -40,15 +58,29 @@ SERVICE_NAME=prometheus
 . "$(dirname "$0")/lib.sh"
 
 PROM_PORT=9090
+ALERTMANAGER_PORT=9095
 PG_EXPORTER_PORT=9187
 TS_EXPORTER_PORT=9188
+COMMUNITY_EXPORTER_PORT=9189
+COMMUNITY_PORT=5434
 REDIS_EXPORTER_PORT=9121
-PACKAGES=(prometheus prometheus-postgres-exporter prometheus-redis-exporter)
-UNITS=(prometheus.service prometheus-postgres-exporter.service prometheus-redis-exporter.service)
-PROCESSES=(prometheus postgres-exporter timescaledb-exporter redis-exporter)
+PACKAGES=(prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter)
+UNITS=(prometheus.service prometheus-alertmanager.service prometheus-postgres-exporter.service
+  prometheus-redis-exporter.service)
 
 PROM_DIR="$STATE_DIR/prometheus"
 CONFIG="$PROM_DIR/prometheus.yml"
+AM_DIR="$STATE_DIR/alertmanager"
+AM_CONFIG="$AM_DIR/alertmanager.yml"
+# The community cluster (timescaledb-community.sh) exists once it has a data directory.
+community_exists() { [ -f "$STATE_DIR/timescaledb-community/PG_VERSION" ]; }
+
+# The processes this script runs: the community exporter only beside that cluster.
+processes() {
+  printf '%s\n' prometheus alertmanager postgres-exporter timescaledb-exporter
+  if community_exists; then echo community-exporter; fi
+  echo redis-exporter
+}
 if is_root; then RUN_AS=prometheus; else RUN_AS=$(id -un); fi
 
 usage() { # the comment block at the top of this file
@@ -82,7 +114,7 @@ cmd_install() {
   fi
   if is_root; then mask_debian_units; fi
   local tool
-  for tool in prometheus promtool prometheus-postgres-exporter prometheus-redis-exporter; do
+  for tool in prometheus promtool prometheus-alertmanager amtool prometheus-postgres-exporter prometheus-redis-exporter; do
     command -v "$tool" >/dev/null || die "$tool is missing after the install"
   done
 }
@@ -127,8 +159,55 @@ pipeline_targets() {
   printf '[\n%s\n]\n' "$(printf '%s\n' "${entries[@]}" | sed '$!s/$/,/')"
 }
 
+# alertmanager_config [URL]: Alertmanager's configuration (see the top of this file).
+# Each receiver posts to URL when one is given; the webhook JSON carries the
+# receiver's name, so the notifications service can tell critical from warning.
+alertmanager_config() {
+  local url=${1:-} receiver
+  cat <<YAML
+# Generated by deploy/local/prometheus.sh (alertmanager_config): edit the script, not this file.
+route:
+  receiver: warning
+  group_by: [alertname, job]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 12h
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: critical
+      group_wait: 10s
+      group_interval: 1m
+      repeat_interval: 1h
+    - matchers: ['severity="warning"']
+      receiver: warning
+
+# A critical alert silences a warning about the same thing (same alertname and job).
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="warning"']
+    equal: [alertname, job]
+
+receivers:
+YAML
+  for receiver in critical warning; do
+    printf '  - name: %s\n' "$receiver"
+    [ -n "$url" ] && printf '    webhook_configs:\n      - url: "%s"\n        send_resolved: true\n' "$url"
+  done
+  return 0
+}
+
+write_alertmanager_config() {
+  mkdir -p "$AM_DIR/data"
+  alertmanager_config "$(env_setting NEXANEST_ALERTING__WEBHOOK_URL "")" >"$AM_CONFIG.tmp"
+  chmod 600 "$AM_CONFIG.tmp" # the URL may carry a token
+  local checked
+  checked=$(amtool check-config "$AM_CONFIG.tmp" 2>&1) || { printf '%s\n' "$checked" >&2; die "amtool rejects $AM_CONFIG"; }
+  mv "$AM_CONFIG.tmp" "$AM_CONFIG"
+  if is_root; then chown -R "$RUN_AS" "$AM_DIR"; fi
+}
+
 write_config() {
-  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules" "$PROM_DIR/targets"
+  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules" "$PROM_DIR/targets" "$PROM_DIR/alertmanagers"
   rm -f "$PROM_DIR/rules/"*.yml
   cp "$REPO_DIR"/deploy/prometheus/rules/*.yml "$PROM_DIR/rules/"
   pipeline_targets >"$PROM_DIR/targets/pipeline.json.tmp"
@@ -142,6 +221,15 @@ global:
 
 rule_files:
   - $PROM_DIR/rules/*.yml
+
+# Alertmanager on $ALERTMANAGER_PORT, plus any announced by a file in alertmanagers/ (file_sd).
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:$ALERTMANAGER_PORT"]
+    - file_sd_configs:
+        - files: ["$PROM_DIR/alertmanagers/*.json"]
+          refresh_interval: 5s
 
 scrape_configs:
   - job_name: prometheus
@@ -179,7 +267,22 @@ scrape_configs:
   - job_name: redis
     static_configs:
       - targets: ["127.0.0.1:$REDIS_EXPORTER_PORT"]
+
+  - job_name: alertmanager
+    static_configs:
+      - targets: ["127.0.0.1:$ALERTMANAGER_PORT"]
 YAML
+  if community_exists; then
+    cat >>"$CONFIG.tmp" <<YAML
+
+  # The community-edition cluster (make community-up), a job of its own: the
+  # database-down alerts watch the product's clusters, not this one.
+  - job_name: timescaledb-community
+    static_configs:
+      - targets: ["127.0.0.1:$COMMUNITY_EXPORTER_PORT"]
+        labels: {cluster: timescaledb-community}
+YAML
+  fi
   mv "$CONFIG.tmp" "$CONFIG"
   local checked
   checked=$(promtool check config "$CONFIG" 2>&1) || { printf '%s\n' "$checked" >&2; die "promtool rejects $CONFIG"; }
@@ -193,10 +296,12 @@ logfile() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
 port_of() {
   case $1 in
     prometheus) echo "$PROM_PORT" ;;
+    alertmanager) echo "$ALERTMANAGER_PORT" ;;
     postgres-exporter) echo "$PG_EXPORTER_PORT" ;;
     timescaledb-exporter) echo "$TS_EXPORTER_PORT" ;;
+    community-exporter) echo "$COMMUNITY_EXPORTER_PORT" ;;
     redis-exporter) echo "$REDIS_EXPORTER_PORT" ;;
-    *) die "unknown process '$1' (known: ${PROCESSES[*]})" ;;
+    *) die "unknown process '$1' (known: $(processes | xargs))" ;;
   esac
 }
 
@@ -231,9 +336,18 @@ start_process() {
         --web.console.templates=/usr/share/prometheus/consoles \
         --web.console.libraries=/usr/share/prometheus/console_libraries
       ;;
-    postgres-exporter | timescaledb-exporter)
+    alertmanager)
+      # No cluster (its gossip port would listen on every interface).
+      launch alertmanager "$(command -v prometheus-alertmanager)" -- \
+        --config.file="$AM_CONFIG" \
+        --storage.path="$AM_DIR/data" \
+        --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+        --cluster.listen-address=
+      ;;
+    postgres-exporter | timescaledb-exporter | community-exporter)
       local db_port=5432
       [ "$name" = timescaledb-exporter ] && db_port=5433
+      [ "$name" = community-exporter ] && db_port=$COMMUNITY_PORT
       DATA_SOURCE_URI="127.0.0.1:$db_port/postgres?sslmode=disable" DATA_SOURCE_USER=nexanest_monitor \
         DATA_SOURCE_PASS_FILE="$PROM_DIR/monitor.pass" \
         launch "$name" "$(command -v prometheus-postgres-exporter)" -- \
@@ -292,9 +406,18 @@ cmd_start() {
     env_value NEXANEST_MONITOR_PASSWORD >"$PROM_DIR/monitor.pass"
   )
   write_config
+  write_alertmanager_config
   chmod 600 "$PROM_DIR/monitor.pass"
   local name
-  for name in postgres-exporter timescaledb-exporter redis-exporter; do start_process "$name"; done
+  for name in $(processes); do
+    case $name in
+      prometheus) ;;
+      alertmanager)
+        if running alertmanager; then kill -HUP "$(cat "$(pidfile alertmanager)")"; else start_process alertmanager; fi
+        ;;
+      *) start_process "$name" ;;
+    esac
+  done
   if running prometheus; then
     log "reloading the configuration and rules"
     kill -HUP "$(cat "$(pidfile prometheus)")"
@@ -307,7 +430,8 @@ cmd_start() {
 
 cmd_stop() {
   local name any=0
-  for name in "${PROCESSES[@]}"; do
+  # community-exporter even when its cluster is gone
+  for name in prometheus alertmanager postgres-exporter timescaledb-exporter community-exporter redis-exporter; do
     if running "$name"; then any=1; fi
     stop_process "$name"
   done
@@ -317,6 +441,7 @@ cmd_stop() {
 version_of() {
   case $1 in
     prometheus) prometheus --version 2>&1 | sed -n 's/^prometheus, version \([^ ]*\).*/\1/p' ;;
+    alertmanager) prometheus-alertmanager --version 2>&1 | sed -n 's/^alertmanager, version \([^ ]*\).*/\1/p' ;;
     redis-exporter) prometheus-redis-exporter -version 2>&1 | grep -oE 'v?[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 ;;
     *) prometheus-postgres-exporter --version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 ;;
   esac
@@ -327,6 +452,7 @@ short_name() {
   case $1 in
     postgres-exporter) echo pg-exporter ;;
     timescaledb-exporter) echo ts-exporter ;;
+    community-exporter) echo tsc-exporter ;;
     redis-exporter) echo redis-export ;;
     *) echo "$1" ;;
   esac
@@ -334,9 +460,11 @@ short_name() {
 
 cmd_status() {
   local name rc=0 extra
-  for name in "${PROCESSES[@]}"; do
+  for name in $(processes); do
     case $name in
       prometheus) extra="" ;;
+      alertmanager) extra="webhook $([ -n "$(env_setting NEXANEST_ALERTING__WEBHOOK_URL "")" ] && echo set || echo unset)" ;;
+      community-exporter) extra="watches TimescaleDB community $COMMUNITY_PORT" ;;
       postgres-exporter) extra="watches PostgreSQL 5432" ;;
       timescaledb-exporter) extra="watches TimescaleDB 5433" ;;
       redis-exporter) extra="watches Redis 6379" ;;
@@ -400,6 +528,7 @@ cmd_logs() {
 
 case "${1:-}" in
   install | start | stop | status | targets) cmd="cmd_$1"; shift; "$cmd" "$@" ;;
+  alertmanager-config) alertmanager_config "${2-$(env_setting NEXANEST_ALERTING__WEBHOOK_URL "")}" ;;
   logs) shift; cmd_logs "$@" ;;
   -h | --help | help) usage ;;
   *) usage ;;

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The HTTP services (auth :8001, portfolio :8002, market-data :8003), each a
+# The HTTP services (auth :8001, portfolio :8002, market-data :8003,
+# analytics :8005), each a
 # `nexanest serve` process in the background on loopback, started from the
 # project's .venv with its .env. Logs: $LOG_DIR/service-<name>.log.
 # Usage: services.sh start|stop|status|logs [NAME...]   (default: all of them)
 SERVICE_NAME=services
 . "$(dirname "$0")/lib.sh"
 
-ALL=(auth portfolio market-data)
+ALL=(auth portfolio market-data analytics)
 NEXANEST="$REPO_DIR/.venv/bin/nexanest"
 PYTHON="$REPO_DIR/.venv/bin/python"
 
@@ -83,6 +84,6 @@ case "$action" in
   stop) for n in "${names[@]}"; do stop_one "$n"; done ;;
   status) for n in "${names[@]}"; do status_one "$n" || status=1; done ;;
   logs) for n in "${names[@]}"; do tail -n 50 "$(logfile "$n")"; done ;;
-  *) echo "usage: $0 start|stop|status|logs [auth|portfolio|market-data ...]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|logs [auth|portfolio|market-data|analytics ...]" >&2; exit 2 ;;
 esac
 exit "$status"

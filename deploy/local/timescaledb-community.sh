@@ -201,7 +201,10 @@ cmd_start() {
   local role
   for role in nexanest_ingest nexanest_portfolio nexanest_market_data nexanest_analytics; do pg_grant_connect "$PORT" timescale "$role"; done
   pg_sql "$PORT" timescale -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION IF NOT EXISTS timescaledb'
+  pg_ensure_monitor_role "$PORT"
   log "ready on 127.0.0.1:$PORT, database timescale, timescaledb $(ext_version) edition $(license)"
+  # A running Prometheus gains this cluster's exporter (9189, job timescaledb-community).
+  if port_open 9090; then "$LOCAL_DIR/prometheus.sh" start; fi
 }
 
 ext_version() {

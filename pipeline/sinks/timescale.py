@@ -30,7 +30,16 @@ from nexanest.pipeline.db import DATA_ERRORS, RETRYABLE_DB_ERRORS, e9_to_decimal
 from nexanest.pipeline.errors import RejectedByDatabase, RetryableError
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
-from nexanest.pipeline.sinks.ohlcv import Bars, StoredBar, minute_bars, minute_bars_of_ticks, upsert_bars
+from nexanest.pipeline.sinks.ohlcv import (
+    RESOLUTIONS,
+    Bars,
+    CaggWatermarks,
+    Resolution,
+    StoredBar,
+    minute_bars,
+    minute_bars_of_ticks,
+    upsert_bars,
+)
 from nexanest.pipeline.types import TickEntry
 from nexanest.schemas.ticks import Tick
 
@@ -91,6 +100,14 @@ class TimescaleSink:
     nothing to them. The merged bars the upsert returned (latest per symbol and
     resolution) are handed out of the committed transaction by
     ``take_flushed_bars`` (for the Redis bar cache, an after-commit sink).
+
+    ``fresh_resolutions``: the resolutions whose bars can include a tick once
+    its transaction commits (``resolutions_current_at_commit``); after each
+    commit ``nexanest_rollup_freshness_seconds`` learns the batch's newest tick
+    time for them. Default: all four with ``rollups``, none without. With
+    ``watermarks`` (continuous aggregates) only for those whose watermarks the
+    tick is above: one more query per batch, after the commit; should it fail,
+    the batch is not counted (the gauge ages, the rows stay committed).
     """
 
     name = "timescale"
@@ -102,8 +119,16 @@ class TimescaleSink:
         *,
         table: str = "stock_prices",
         rollups: bool = False,
+        fresh_resolutions: Sequence[Resolution] | None = None,
+        watermarks: CaggWatermarks | None = None,
     ) -> None:
         self._pool = pool
+        self._fresh_resolutions: tuple[Resolution, ...] = tuple(
+            (RESOLUTIONS if rollups else ()) if fresh_resolutions is None else fresh_resolutions
+        )
+        self._watermarks = watermarks
+        #: The newest tick time counted in every resolution: an older batch cannot move the gauge.
+        self._counted_ns = 0
         self._offsets = offsets
         self._table = table
         self._rollups = rollups
@@ -158,16 +183,15 @@ class TimescaleSink:
             raise RetryableError("timescaledb", exc) from exc
         metrics.FLUSH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.TICKS_WRITTEN.labels(self.name).inc(written)
-        if self._rollups and self._rows:
-            newest_s = max(entry[0].ts_ns for entry in self._rows) / 1e9
-            for resolution in metrics.RESOLUTIONS:  # one statement merges all four
-                metrics.ROLLUP_FRESHNESS_SECONDS.observe((resolution,), newest_s)
+        newest_ns = max(entry[0].ts_ns for entry in self._rows) if self._fresh_resolutions and self._rows else None
         self._rows = []
         self._isolated = False
         if self._offsets is not None:
             self._offsets.stored()
         # Committed: only now are the merged bars true (a rolled-back attempt's are dropped).
         self._flushed_bars = stored
+        if newest_ns is not None:  # last: the batch is done whatever happens here
+            await self._observe_freshness(newest_ns)
         return written
 
     async def _write_buffer(self) -> tuple[int, list[StoredBar]]:
@@ -184,6 +208,22 @@ class TimescaleSink:
         written, stored = await self._write(skip_duplicates=True, bars=None)
         metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
         return written, stored
+
+    async def _observe_freshness(self, newest_ns: int) -> None:
+        """After a commit: the bars that include the batch's newest tick learn its time
+        (nothing to learn, and no query, when no newer tick was counted before)."""
+        if newest_ns <= self._counted_ns:
+            return
+        resolutions = self._fresh_resolutions
+        if self._watermarks is not None:
+            try:
+                resolutions = await self._watermarks.covering(self._pool, newest_ns, resolutions)
+            except (*RETRYABLE_DB_ERRORS, asyncpg.PostgresError):
+                return  # committed all the same; the gauge never claims a bar it did not see
+        for resolution in resolutions:
+            metrics.ROLLUP_FRESHNESS_SECONDS.observe((resolution,), newest_ns / 1e9)
+        if len(resolutions) == len(self._fresh_resolutions):
+            self._counted_ns = newest_ns
 
     def take_flushed_bars(self) -> list[StoredBar]:
         """The merged bars the last successful ``flush`` committed (latest per symbol

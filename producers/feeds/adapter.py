@@ -122,3 +122,18 @@ class NullObserver:
 
     async def malformed(self, reason: str, sample: str) -> None:
         return None
+
+
+class Acknowledging(Protocol):
+    """Optional: an adapter that wants to know what Kafka has acknowledged (a file
+    replay moves its checkpoint there). The feed runner awaits ``acknowledged``
+    with each batch once every tick of it is acknowledged, in the order yielded."""
+
+    async def acknowledged(self, ticks: Sequence[Tick]) -> None: ...
+
+
+def is_backfill(adapter: object) -> bool:
+    """Whether ``adapter`` publishes history (optional ``backfill: ClassVar[bool]``,
+    default False): its ticks then go to ``kafka.backfill_topic``, which the consumer
+    reads without the ``stale_timestamp`` rule."""
+    return bool(getattr(adapter, "backfill", False))

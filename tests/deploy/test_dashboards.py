@@ -137,7 +137,20 @@ def test_every_metric_a_dashboard_reads_is_one_the_project_defines() -> None:
 
 def test_every_sql_panel_is_bounded_in_time_or_reads_catalogue_sizes() -> None:
     for sql in targets_of("rawSql"):
-        assert "$__timeFilter(" in sql or "hypertable_size(" in sql, sql
+        assert "$__timeFilter(" in sql or "hypertable_size(" in sql or "chunks_detailed_size(" in sql, sql
+
+
+def panel(board: str, title: str) -> dict[str, Any]:
+    (found,) = [p for p in committed()[board]["panels"] if p["title"] == title]
+    return dict(found)
+
+
+def test_the_storage_dashboard_shows_retention_and_the_pipeline_dashboard_retries() -> None:
+    (retention,) = panel("storage.json", "Retention: chunks and bytes by age, and the horizon")["targets"]
+    assert retention["rawSql"] == dashboards.RETENTION_SQL
+    assert "policy_retention" in retention["rawSql"]  # the horizon, where the database has one
+    (retries,) = panel("pipeline.json", "Batch retries by service")["targets"]
+    assert retries["expr"] == "sum by (service) (rate(nexanest_consumer_retries_total[5m]))"
 
 
 def test_the_provisioning_holds_no_literal_secret() -> None:
@@ -304,6 +317,9 @@ def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
         if time.monotonic() > deadline:
             pytest.fail(f"dashboard expressions without data: {missing}", pytrace=False)
         time.sleep(1.0)
+    # The retries panel has a series per service from 0, before any retry happens.
+    retries = query(scope("sum by (service) (nexanest_consumer_retries_total)", ours))
+    assert {r["metric"]["service"] for r in retries} == set(metrics.RETRY_SERVICES)
 
 
 def grafana_macros(sql: str, start: datetime, end: datetime) -> str:
@@ -342,6 +358,10 @@ async def test_every_sql_panel_returns_rows_as_the_read_only_role(isolated: Sett
         for sql in sqls:
             rows = await reader.fetch(grafana_macros(sql, start, end))
             assert rows, sql
+            if sql == dashboards.RETENTION_SQL:  # the test's ticks are in stock_prices' chunks
+                ticks = [r for r in rows if r["hypertable"] == "stock_prices"]
+                assert ticks, rows
+                assert all(r["chunks"] > 0 and r["bytes"] > 0 and r["retention"] for r in ticks), ticks
             for column in range(len(rows[0])):
                 assert any(r[column] is not None for r in rows), (column, sql)
     finally:

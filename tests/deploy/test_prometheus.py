@@ -42,7 +42,17 @@ PROMETHEUS_SH = REPO / "deploy/local/prometheus.sh"
 RULES = sorted((REPO / "deploy/prometheus/rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "deploy/prometheus/tests").glob("*.yml"))
 #: Loopback ports of Prometheus and its exporters (prometheus.sh).
-PORTS = {"prometheus": 9090, "postgres-exporter": 9187, "timescaledb-exporter": 9188, "redis-exporter": 9121}
+PORTS = {
+    "prometheus": 9090,
+    "alertmanager": 9095,
+    "postgres-exporter": 9187,
+    "timescaledb-exporter": 9188,
+    "redis-exporter": 9121,
+}
+#: The product's clusters (job postgres; the community cluster has a job of its own).
+PG_UP = 'pg_up{job="postgres"}'
+#: The community cluster's exporter, beside that cluster only (make community-up).
+COMMUNITY_EXPORTER_PORT = 9189
 
 
 def alerts_of(path: Path) -> list[str]:
@@ -84,7 +94,7 @@ def test_every_rule_passes_its_promtool_unit_tests() -> None:
 
 def test_every_alert_has_a_case_that_fires_and_one_that_stays_quiet() -> None:
     alerts = [a for path in RULES for a in alerts_of(path)]
-    assert len(alerts) == len(set(alerts)) == 12
+    assert len(alerts) == len(set(alerts)) == 13
     firing: set[str] = set()
     quiet: set[str] = set()
     for path in RULE_TESTS:
@@ -108,9 +118,11 @@ def test_a_changed_threshold_fails_the_cases(tmp_path: Path) -> None:
         shutil.copy(path, tmp_path / "tests" / path.name)
     pipeline = tmp_path / "rules/pipeline.yml"
     text = pipeline.read_text()
-    assert "max by (topic, partition) (nexanest_consumer_lag_seconds) > 30\n" in text
+    assert 'max by (topic, partition) (nexanest_consumer_lag_seconds{topic!~".*backfill"}) > 30\n' in text
     pipeline.write_text(
-        text.replace("(nexanest_consumer_lag_seconds) > 30\n", "(nexanest_consumer_lag_seconds) > 300\n")
+        text.replace(
+            '(nexanest_consumer_lag_seconds{topic!~".*backfill"}) > 30\n', "(nexanest_consumer_lag_seconds) > 300\n"
+        )
     )
     tested = run_promtool("test", "rules", "tests/pipeline_test.yml", cwd=tmp_path)
     assert tested.returncode != 0
@@ -172,7 +184,7 @@ def test_prometheus_watches_the_databases_and_redis_through_its_exporters(promet
     wait_until("the Redis exporter up", lambda: list(health("redis").values()) == ["up"])
     wait_until("Prometheus scraping itself", lambda: list(health("prometheus").values()) == ["up"])
     # The exporters reach their services (not only answer themselves).
-    pg_up = wait_until("pg_up of both clusters", lambda: value_of("pg_up") if len(value_of("pg_up")) == 2 else None)
+    pg_up = wait_until("pg_up of both clusters", lambda: value_of(PG_UP) if len(value_of(PG_UP)) == 2 else None)
     assert sorted(pg_up.values()) == [1.0, 1.0]
     assert {json.loads(k)["cluster"] for k in pg_up} == {"postgres", "timescaledb"}
     assert list(value_of("redis_up").values()) == [1.0]
@@ -182,6 +194,40 @@ def test_prometheus_watches_the_databases_and_redis_through_its_exporters(promet
     # Every alert rule of the repository is loaded.
     loaded = {r["name"] for g in api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"}
     assert loaded == {a for path in RULES for a in alerts_of(path)}
+
+
+@pytest.mark.integration
+def test_prometheus_sends_alerts_to_the_stack_s_alertmanager(prometheus: str) -> None:
+    active = wait_until(
+        "Alertmanager among Prometheus' alertmanagers", lambda: api("alertmanagers")["activeAlertmanagers"]
+    )
+    assert "http://127.0.0.1:9095/api/v2/alerts" in {a["url"] for a in active}
+    wait_until("Alertmanager scraped", lambda: list(health("alertmanager").values()) == ["up"])
+    status = subprocess.run([str(PROMETHEUS_SH), "status"], capture_output=True, text=True, timeout=60, check=False)
+    assert re.search(r"(?m)^alertmanager +up +version \S+ +port 9095 ", status.stdout), status.stdout
+
+
+@pytest.mark.integration
+def test_the_community_cluster_has_its_own_exporter_and_job(prometheus: str, community_stack: Settings) -> None:
+    """make community-up: its exporter on 9189, scraped as job timescaledb-community,
+    reaches the cluster as the monitoring role; prometheus.sh status shows it."""
+    wait_until(
+        "the community exporter's target up",
+        lambda: health("timescaledb-community") == {"timescaledb-community": "up"},
+        60.0,
+    )
+    pg_up = wait_until(
+        "pg_up of the community cluster",
+        lambda: value_of('pg_up{job="timescaledb-community", cluster="timescaledb-community"}') or None,
+    )
+    assert list(pg_up.values()) == [1.0]
+    status = subprocess.run([str(PROMETHEUS_SH), "status"], capture_output=True, text=True, timeout=60, check=False)
+    assert re.search(r"(?m)^tsc-exporter +up .* port 9189 +watches TimescaleDB community 5434$", status.stdout), (
+        status.stdout
+    )
+    # The database-down alerts watch the product's clusters only.
+    infrastructure = (REPO / "deploy/prometheus/rules/infrastructure.yml").read_text()
+    assert "timescaledb-community" not in infrastructure
 
 
 @pytest.mark.integration
@@ -225,7 +271,10 @@ def test_prometheus_and_its_exporters_listen_on_loopback_only(prometheus: str) -
             address, hex_port = local.split(":")
             if state == "0A":  # LISTEN
                 listening.setdefault(int(hex_port, 16), set()).add(address)
-    for name, port in PORTS.items():
+    ports = dict(PORTS)
+    if (state_dir() / "timescaledb-community/PG_VERSION").exists():
+        ports["community-exporter"] = COMMUNITY_EXPORTER_PORT
+    for name, port in ports.items():
         found = listening.get(port)
         assert found == {"0100007F"}, f"{name} on {port}: {found}"  # 127.0.0.1 only
 
@@ -242,7 +291,7 @@ def test_no_secret_on_the_command_lines_of_prometheus_and_its_exporters(promethe
 def test_debian_s_own_prometheus_services_are_masked(prometheus: str) -> None:
     if os.geteuid() != 0:
         pytest.fail("run as root: only root installs packages (the script masks their units then)", pytrace=False)
-    for unit in ("prometheus", "prometheus-postgres-exporter", "prometheus-redis-exporter"):
+    for unit in ("prometheus", "prometheus-alertmanager", "prometheus-postgres-exporter", "prometheus-redis-exporter"):
         path = Path(f"/etc/systemd/system/{unit}.service")
         assert path.is_symlink(), unit
         assert os.readlink(path) == "/dev/null", unit

@@ -102,6 +102,21 @@ def test_every_dead_letter_reason_is_exported_from_zero_and_no_other() -> None:
     assert reasons == {*REASONS, REJECTED_BY_DATABASE, "other"}
 
 
+def test_every_retry_service_has_a_series_from_zero_and_an_unknown_one_counts_as_other() -> None:
+    """A dashboard's rate() sees the first retry only if the series existed before it."""
+    services = {
+        s.labels["service"]
+        for family in metrics.REGISTRY.collect()
+        for s in family.samples
+        if s.name == "nexanest_consumer_retries_total"
+    }
+    assert services == {"timescaledb", "redis", "kafka", "other"}
+    before = metrics.REGISTRY.get_sample_value("nexanest_consumer_retries_total", {"service": "other"})
+    assert before is not None
+    metrics.count_retry("no-such-service")
+    assert metrics.REGISTRY.get_sample_value("nexanest_consumer_retries_total", {"service": "other"}) == before + 1
+
+
 def test_promtool_accepts_every_metric_of_the_registry() -> None:
     metrics.CONSUMER_LAG_SECONDS.observe(("unit.ticks", "0"), 1.0)
     metrics.ROLLUP_FRESHNESS_SECONDS.observe(("1m",), 1.0)

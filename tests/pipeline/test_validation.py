@@ -149,3 +149,13 @@ def test_any_bytes_give_a_tick_or_a_reason(changes: dict[str, object], tail: byt
     raw = msgspec.msgpack.encode(fields) + tail
     result = TickValidator(ValidationSettings()).check(raw, NOW_NS)
     assert isinstance(result, Tick) or result[0] in REASONS
+
+
+def test_the_backfill_validator_drops_only_the_stale_rule() -> None:
+    backfill = TickValidator(ValidationSettings(), stale=False)
+    year_old = msgspec.structs.replace(GOOD, ts_ns=NOW_NS - 365 * 86400 * 10**9)
+    assert backfill.check(encode_tick(year_old), NOW_NS) == year_old
+    assert TickValidator(ValidationSettings()).check(encode_tick(year_old), NOW_NS)[0] == "stale_timestamp"  # type: ignore[index]
+    future = msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 3600 * 10**9)
+    assert backfill.check(encode_tick(future), NOW_NS)[0] == "future_timestamp"  # type: ignore[index]
+    assert backfill.check(encode_tick(msgspec.structs.replace(year_old, price_e9=0)), NOW_NS)[0] == "bad_price"  # type: ignore[index]

@@ -164,3 +164,32 @@ async def test_a_value_that_is_not_a_scalar_is_sent_as_its_json_text() -> None:
     await emitter.emit(EventType.AGGREGATE_REPAIRED, "m", Severity.INFO, bars={"1m": 1})  # type: ignore[arg-type]  # the untyped caller
     (sent,) = recorder.sent
     assert decode_event(sent).details == {"bars": '{"1m": 1}'}
+
+
+async def test_the_feed_monitor_sends_what_its_samples_show() -> None:
+    from nexanest.producers.observer import COMPONENT, FeedMonitor
+
+    emitter, recorder = recording_emitter(COMPONENT)
+    now = [0.0]
+    monitor = FeedMonitor("replay", emitter, malformed_every_s=60.0, clock=lambda: now[0])
+    await monitor.connected("a.parquet")
+    await monitor.connected("a.parquet")  # a reconnect
+    await monitor.disconnected("close code 1006")
+    await monitor.gap("BTC-USD", 1001, 1004)
+    await monitor.malformed("too_precise", "x" * 1000)
+    await monitor.malformed("too_precise", "y")  # within the interval: counted, no event
+    now[0] = 61.0
+    await monitor.malformed("bad_symbol", "z")
+    events = [assert_like_sample(sent, COMPONENT) for sent in recorder.sent]
+    assert [e.event_type for e in events] == [
+        "feed_connected",
+        "feed_connected",
+        "feed_disconnected",
+        "feed_gap",
+        "feed_malformed",
+        "feed_malformed",
+    ]
+    assert events[1].details["reconnects"] == 1
+    assert events[3].details["missing"] == 3
+    assert len(str(events[4].details["sample"])) < 300  # truncated
+    assert (events[5].details["count"], events[5].details["total"]) == (2, 3)

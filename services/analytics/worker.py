@@ -1,0 +1,132 @@
+"""The analytics worker: every portfolio's and every active symbol's metrics, at
+each multiple of ``analytics_interval_s`` (every five minutes on the five
+minutes), as the snapshot worker of the portfolio service does its rounds.
+
+It runs inside the service (``analytics_worker_in_service``, the default) or
+alone (``nexanest serve analytics-worker``). A round's rows are stamped with its
+aligned time and stored once per (subject, metric, window, time), so two
+workers side by side write each row once. A round that fails (a database or
+Redis away) is logged and the next one runs as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from nexanest.pipeline.log import get_logger
+from nexanest.pipeline.settings import Settings
+from nexanest.services.analytics import series
+from nexanest.services.analytics.cache import MetricsCache
+from nexanest.services.analytics.compute import Parameters, compute_portfolios, compute_symbols
+from nexanest.services.app import Resource
+from nexanest.services.resources import postgres_pool, redis_client
+
+_log = get_logger("nexanest.services.analytics.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    at: datetime
+    portfolios: int
+    symbols: int
+
+
+def parameters_of(settings: Settings) -> Parameters:
+    s = settings.services
+    return Parameters(risk_free_rate=s.analytics_risk_free_rate, benchmark_index=s.analytics_benchmark_index)
+
+
+def cache_ttl_s(settings: Settings) -> float:
+    """Three intervals: a missed round or two keeps the cache, a stopped worker does not."""
+    return 3 * settings.services.analytics_interval_s
+
+
+async def analytics_round(
+    pool: asyncpg.Pool, cache: MetricsCache | None, settings: Settings, *, at: datetime
+) -> RoundResult:
+    """Compute, store and cache every metric for windows ending at ``at``."""
+    portfolios = await compute_portfolios(pool, cache, parameters_of(settings), at=at)
+    symbols = await series.active_symbols(pool, at, settings.services.analytics_max_symbols)
+    computed = await compute_symbols(pool, cache, symbols, at=at)
+    return RoundResult(at, len(portfolios), len(computed))
+
+
+def next_slot(now_s: float, interval_s: float) -> float:
+    """The first multiple of ``interval_s`` (Unix seconds) after ``now_s``."""
+    return (now_s // interval_s + 1) * interval_s
+
+
+async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: float | None = None) -> None:
+    """Rounds at each multiple of ``interval_s`` (default
+    ``settings.services.analytics_interval_s``) until ``stop`` is set. Connects as
+    the analytics role (``analytics_timescale_dsn``) and to Redis ``db_analytics``;
+    raises when TimescaleDB cannot be reached at start, logs (and outlives) a
+    failed round afterwards. Returns soon after ``stop``, once a round in
+    progress has finished."""
+    interval = interval_s or settings.services.analytics_interval_s
+    if interval <= 0:
+        raise ValueError(f"interval_s must be positive, not {interval}")
+    s = settings.services
+    async with (
+        postgres_pool("analytics-worker-db", s.analytics_timescale_dsn, max_size=2).open() as pool,
+        redis_client("analytics-worker-redis", settings.redis.url, db=settings.redis.db_analytics).open() as client,
+    ):
+        cache = MetricsCache(client, prefix=s.analytics_cache_prefix, ttl_s=cache_ttl_s(settings))
+        _log.info("analytics_worker_started", interval_s=interval)
+        while not stop.is_set():
+            slot = next_slot(time.time(), interval)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, slot - time.time()))
+                break
+            except TimeoutError:
+                pass
+            started = time.perf_counter()
+            try:
+                result = await analytics_round(pool, cache, settings, at=datetime.fromtimestamp(slot, UTC))
+            except Exception as exc:  # noqa: BLE001 - a failed round must not end the worker; the next may succeed
+                _log.error("analytics_round_failed", at=slot, error=repr(exc))
+                continue
+            _log.info(
+                "analytics_round",
+                at=result.at.isoformat(),
+                portfolios=result.portfolios,
+                symbols=result.symbols,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+    _log.info("analytics_worker_stopped")
+
+
+def analytics_worker(settings: Settings, *, name: str = "analytics-worker") -> Resource[asyncio.Task[None]]:
+    """The worker as a resource of the service: started with it, stopped with it;
+    ``/readyz`` fails if it died."""
+
+    @asynccontextmanager
+    async def running() -> AsyncIterator[asyncio.Task[None]]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_analytics(settings, stop=stop), name="analytics-worker")
+        task.add_done_callback(_report_failure)
+        try:
+            yield task
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):  # logged when it happened; the service stops regardless
+                await task
+
+    async def alive(task: asyncio.Task[None]) -> None:
+        if task.done():
+            raise RuntimeError("the analytics worker stopped")
+
+    return Resource(name, running, alive)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("analytics_worker_failed", error=repr(task.exception()))
