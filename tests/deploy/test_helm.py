@@ -115,8 +115,12 @@ def test_the_consumer_never_scales_beyond_the_partitions(rendered: dict[str, Ren
         assert trigger["metadata"]["allowIdleConsumers"] == "false"
         assert "replicas" not in r.named("Deployment", "consumer")["spec"]  # KEDA owns the count
         for topic in r.of_kind("KafkaTopic"):
-            if topic["spec"]["topicName"] == "ticks":
+            if topic["spec"]["topicName"] in ("ticks", "ticks.backfill"):
                 assert topic["spec"]["partitions"] == partitions
+        if r.of_kind("Kafka"):  # the topics the pipeline's ensure_topics looks for, all made by Strimzi
+            names = {t["spec"]["topicName"] for t in r.of_kind("KafkaTopic")}
+            assert names == {"ticks", "ticks.dlq", "system_events", "ticks.backfill"}
+            assert r.config()["NEXANEST_KAFKA__REPLICATION_FACTOR"] == "3"
     assert int(rendered["production"].config()["NEXANEST_KAFKA__PARTITIONS"]) == 24
 
 
@@ -288,8 +292,13 @@ def test_scram_gives_each_client_least_privilege(rendered: dict[str, Rendered]) 
     producer, consumer = grants("producer"), grants("consumer")
     assert {(t, n) for t, n, op in producer if op == "Write"} == {("topic", "ticks")}
     assert {op for _, _, op in producer} == {"Write", "Describe", "IdempotentWrite"}
-    group = ("group", "nexanest-ticks-to-timescale")
-    assert {(t, n) for t, n, op in consumer if op == "Read"} == {("topic", "ticks"), group}
+    group = "nexanest-ticks-to-timescale"
+    assert {(t, n) for t, n, op in consumer if op == "Read"} == {
+        ("topic", "ticks"),
+        ("group", group),
+        ("topic", "ticks.backfill"),
+        ("group", f"{group}.backfill"),
+    }
     assert {n for t, n, op in consumer if op == "Write"} == {"ticks.dlq", "system_events"}
     (scaled,) = r.of_kind("ScaledObject")
     assert scaled["spec"]["triggers"][0]["authenticationRef"] == {"name": "nexanest-consumer"}

@@ -5,6 +5,8 @@ NEXANEST_KAFKA__PARTITIONS: {{ include "nexanest.partitions" . | quote }}
 NEXANEST_KAFKA__TICKS_TOPIC: {{ .Values.kafka.ticksTopic | quote }}
 NEXANEST_KAFKA__DEAD_LETTER_TOPIC: {{ .Values.kafka.deadLetterTopic | quote }}
 NEXANEST_KAFKA__EVENTS_TOPIC: {{ .Values.kafka.eventsTopic | quote }}
+NEXANEST_KAFKA__BACKFILL_TOPIC: {{ .Values.kafka.backfillTopic | quote }}
+NEXANEST_KAFKA__REPLICATION_FACTOR: {{ ternary .Values.kafka.strimzi.replicationFactor .Values.kafka.replicationFactor .Values.kafka.strimzi.enabled | quote }}
 NEXANEST_KAFKA__CONSUMER_GROUP: {{ .Values.kafka.consumerGroup | quote }}
 NEXANEST_SERVICES__HOST: "0.0.0.0"
 NEXANEST_METRICS__HOST: "0.0.0.0"
