@@ -3,6 +3,7 @@
 # its tools are cached: `make helm-check`, and tests/deploy/test_helm.py in CI.
 #
 #   deploy/helm/check.sh [OUT_DIR]
+#   deploy/helm/check.sh tools      install the tools and schemas only
 #
 # 1. Installs helm and kubeconform with `go install` (the Go module proxy) into
 #    $NEXANEST_CACHE_DIR/helm-tools/<versions>/bin, and the JSON schemas of the
@@ -37,6 +38,10 @@ KUBECONFORM="$TOOLS/bin/kubeconform"
 
 install_tools() {
   mkdir -p "$TOOLS/bin"
+  # One installer at a time: CI starts one in the background early
+  # (`check.sh tools`) and the test may arrive while it still compiles.
+  exec 9>"$CACHE_DIR/helm-tools/.install.lock"
+  flock 9
   # Go's own install location, for a shell whose PATH lacks it.
   command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
   command -v go >/dev/null || die "go is needed to install helm and kubeconform"
@@ -92,6 +97,12 @@ render() {  # render NAME ARGS...: lint and template one value set into $OUT/NAM
 }
 
 main() {
+  if [ "${1:-}" = tools ]; then  # only install the tools and schemas (CI does it early, in the background)
+    ensure_dirs
+    install_tools
+    install_schemas
+    return 0
+  fi
   OUT=${1:-}
   if [ -z "$OUT" ]; then
     OUT=$(mktemp -d)
