@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup env venv lock services stack-up stack-down stack-status migrate run test lint \
         services-up services-down services-status \
         unit integration community-up run-community bench bench-backfill bench-quick bench-record bench-plots bench-throughput bench-profile bench-venv db-start db-stop db-status \
-        db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test clean
+        db-connect-postgres db-connect-timescale db-logs db-backup db-restore prometheus-status alerts-test helm-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -141,6 +141,9 @@ alerts-test: ## promtool check and unit-test the alert rules (deploy/prometheus)
 	@config=$$(mktemp) && trap 'rm -f "$$config"' EXIT \
 	  && deploy/local/prometheus.sh alertmanager-config http://127.0.0.1:8004/alerts >"$$config" \
 	  && amtool check-config "$$config" deploy/compose/alertmanager.yml
+
+helm-check: ## lint, render and kubeconform-validate the Helm chart (deploy/helm; installs helm and kubeconform once)
+	@deploy/helm/check.sh
 
 # --- the pipeline --------------------------------------------------------------
 
