@@ -19,7 +19,8 @@ services      each service, up or DOWN, with its port and version:
               "apache" the Apache-2 one), redis (INFO server), kafka (brokers and the
               negotiated API version), prometheus (9090, /api/v1/status/buildinfo;
               left out when NEXANEST_PROMETHEUS_URL is empty), and the HTTP services
-              auth 8001, portfolio 8002, market-data 8003 (GET /healthz, then /readyz).
+              auth 8001, portfolio 8002, market-data 8003, notifications 8004,
+              analytics 8005 (GET /healthz, then /readyz).
 lag           per partition of the ticks topic: its end offset, how far the consumer
               group has consumed (the larger of the offset stored in TimescaleDB
               ingest_offsets and the one committed to Kafka), the difference in

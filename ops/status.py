@@ -187,7 +187,7 @@ async def collect(
         url = settings.prometheus_url.rstrip("/")
         probes.append(_probe("prometheus", _port_of(url, 9090), True, timeout_s, lambda: _prometheus(url)))
     sv = settings.services
-    for name, port in (("auth", sv.auth_port), ("portfolio", sv.portfolio_port), ("market-data", sv.market_data_port)):
+    for name, port in sv.ports().items():
         probes.append(_probe(name, port, require_services, timeout_s, _bind_http(sv.host, port)))
     services, lag, ticks, dlq = await asyncio.gather(
         asyncio.gather(*probes),

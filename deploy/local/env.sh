@@ -64,6 +64,9 @@ entry NEXANEST_REDIS__URL "redis://:$redis_pw@127.0.0.1:6379"
 entry NEXANEST_KAFKA__BOOTSTRAP_SERVERS "127.0.0.1:9092"
 # Signs the services' access tokens (services/tokens.py).
 entry NEXANEST_SERVICES__TOKEN_SECRET "$(secret 32)"
+# Seals the webhook signing secrets stored by the notifications service (AES-256-GCM),
+# its own key, so that rotating the token secret leaves the webhooks readable.
+entry NEXANEST_NOTIFICATIONS__SECRET_KEY "$(secret 32)"
 entry NEXANEST_SERVICES__AUTH_DSN "postgresql://nexanest_auth:$auth_pw@127.0.0.1:5432/auth"
 entry NEXANEST_SERVICES__PORTFOLIO_DSN "postgresql://nexanest_portfolio:$portfolio_pw@127.0.0.1:5432/portfolio"
 entry NEXANEST_SERVICES__PORTFOLIO_SNAPSHOTS_DSN "postgresql://nexanest_portfolio:$portfolio_pw@127.0.0.1:5433/timescale"
