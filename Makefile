@@ -70,7 +70,7 @@ stack-status: ## one line per service
 
 # --- the HTTP services (services/) -------------------------------------------
 
-services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003), analytics (:8005) in the background
+services-up: venv stack-up migrate ## start auth (:8001), portfolio (:8002), market-data (:8003), notifications (:8004), analytics (:8005) in the background
 	@deploy/local/services.sh start
 
 services-down: ## stop the HTTP services

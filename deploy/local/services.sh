@@ -62,12 +62,12 @@ status_one() {
   local name=$1 port
   port=$(port_of "$name")
   if running "$name" && ready "$port"; then
-    printf '%-12s up     %-18s port %-5s\n' "$name" "" "$port"
+    printf '%-13s up     %-18s port %-5s\n' "$name" "" "$port"
   elif running "$name"; then
-    printf '%-12s unready %-17s port %-5s\n' "$name" "" "$port"
+    printf '%-13s unready %-17s port %-5s\n' "$name" "" "$port"
     return 1
   else
-    printf '%-12s down   %-18s port %-5s\n' "$name" "" "$port"
+    printf '%-13s down   %-18s port %-5s\n' "$name" "" "$port"
     return 1
   fi
 }
