@@ -27,15 +27,28 @@ from typing import Self
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from nexanest.producers.feeds.websocket import WebSocketFeed
+from nexanest.pipeline.settings import RetrySettings
+from nexanest.producers.feeds.websocket import FrameResult, VenueParser, WebSocketFeed
 from nexanest.schemas.ticks import Tick
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "feeds"
+#: Reconnect delays short enough for tests that wait for a reconnect.
+FAST_RETRY = RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2)
 
 
 def frames(venue: str, name: str) -> list[str]:
     """The recorded frames of ``tests/data/feeds/<venue>/<name>.jsonl``, one per line, as sent."""
     return (DATA / venue / f"{name}.jsonl").read_text().splitlines()
+
+
+def play(parser: VenueParser, lines: list[str]) -> list[FrameResult]:
+    """Each frame through the venue parser alone, with a result of its own."""
+    results = []
+    for line in lines:
+        out = FrameResult()
+        parser.parse(line, out)
+        results.append(out)
+    return results
 
 
 @dataclass(frozen=True)
