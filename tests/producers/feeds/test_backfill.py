@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,6 +37,7 @@ from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver
 from nexanest.producers.feeds.replay import file_identity, read_checkpoint
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import Tick
+from tests.producers.feeds.venue_server import until
 
 REPO = Path(__file__).resolve().parents[3]
 S = 1_000_000_000
@@ -116,14 +117,6 @@ def write_parquet(path: Path, ticks: Iterator[Tick], row_group: int = 100_000) -
             writer.write_table(pa.table(dict(zip(schema.names, columns, strict=True)), schema=schema))
     assert first is not None
     return rows, first, last
-
-
-async def wait_for(what: str, fact: Callable[[], Awaitable[bool]], timeout_s: float, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await fact():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -226,7 +219,7 @@ async def test_backfill_a_million_year_old_ticks_killed_and_resumed(
             saved = read_checkpoint(state, file_identity(path))
             return saved is not None and saved.rows > 0
 
-        await wait_for("the first checkpoint", checkpointed, 120, every_s=0.05)
+        await until(checkpointed, "the first checkpoint", 120, every_s=0.05)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         killed_at = read_checkpoint(state, file_identity(path))
@@ -244,7 +237,7 @@ async def test_backfill_a_million_year_old_ticks_killed_and_resumed(
         async def all_written() -> bool:
             return await rows_of(timescale_pool, source) >= count
 
-        await wait_for("every backfilled tick in stock_prices", all_written, 540, every_s=1.0)
+        await until(all_written, "every backfilled tick in stock_prices", 540, every_s=1.0)
         backfill_s = time.monotonic() - started
         assert await rows_of(timescale_pool, source) == count  # exactly once despite the re-sent rows
 
@@ -257,7 +250,7 @@ async def test_backfill_a_million_year_old_ticks_killed_and_resumed(
         async def live_written() -> bool:
             return await rows_of(timescale_pool, live_config.source) >= live_count
 
-        await wait_for("the live ticks in stock_prices", live_written, 180, every_s=0.5)
+        await until(live_written, "the live ticks in stock_prices", 180, every_s=0.5)
         live_s = time.monotonic() - live_started
     finally:
         stop.set()
@@ -314,7 +307,7 @@ async def test_backfilled_bars_on_the_timescale_edition(community: Settings, tes
         async def live_written() -> bool:
             return await rows_of(pool, live.source) >= 100
 
-        await wait_for("the live ticks", live_written, 60)
+        await until(live_written, "the live ticks", 60, every_s=0.5)
         await repair_bars(settings, now - 3600 * S, now, None)
         proc = await replay(settings, path, state)
         out, err = await proc.communicate()
@@ -323,7 +316,7 @@ async def test_backfilled_bars_on_the_timescale_edition(community: Settings, tes
         async def all_written() -> bool:
             return await rows_of(pool, source) >= count
 
-        await wait_for("every backfilled tick in stock_prices", all_written, 120)
+        await until(all_written, "every backfilled tick in stock_prices", 120, every_s=0.5)
         stop.set()
         await consumer
         # Below the watermark: the refresh policy (start_offset NULL) would materialise the
@@ -411,7 +404,7 @@ async def test_ctrl_c_checkpoints_exactly_what_kafka_acknowledged(
         saved = read_checkpoint(state, file_identity(path))
         return saved is not None and saved.rows > 0
 
-    await wait_for("the first checkpoint", checkpointed, 60, every_s=0.05)
+    await until(checkpointed, "the first checkpoint", 60, every_s=0.05)
     proc.send_signal(signal.SIGINT)
     out, err = await proc.communicate()
     assert proc.returncode == 0, (out + err).decode()[-3000:]

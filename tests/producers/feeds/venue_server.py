@@ -210,8 +210,11 @@ class VenueServer:
             pass
 
 
-async def until(fact: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 10.0) -> None:
-    """Poll ``fact`` until it holds; fail with ``what`` after ``timeout_s``."""
+async def until(
+    fact: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 10.0, every_s: float = 0.01
+) -> None:
+    """Poll ``fact`` every ``every_s`` until it holds; fail with ``what`` after ``timeout_s``
+    (a fact that queries a database wants a longer ``every_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = fact()
@@ -221,7 +224,7 @@ async def until(fact: Callable[[], bool | Awaitable[bool]], what: str, timeout_s
             return
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every_s)
 
 
 class RecordingObserver:
