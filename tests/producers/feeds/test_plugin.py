@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.schemas.ticks import Tick, decode_tick
+from tests.producers.ticks_topic import read_ticks
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -68,20 +67,7 @@ async def test_a_users_plugin_runs_through_the_publisher_to_kafka(isolated: Sett
     out = await nexanest(isolated, tmp_path, "feed", "run", "counter", "--count", "25")
     assert "published 25 ticks" in out
 
-    topic = isolated.kafka.ticks_topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=isolated.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(isolated.kafka.partitions)]  # as ensure_topics made it
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ticks: list[Tick] = []
-        deadline = time.monotonic() + 30
-        while len(ticks) < 25 and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                ticks.extend(decode_tick(r.value) for r in records if r.value is not None)
-    finally:
-        await consumer.stop()
+    ticks = [tick for _, _, tick in await read_ticks(isolated, 25)]
     assert len(ticks) == 25
     assert {(t.symbol, t.exchange, t.source) for t in ticks} == {("DEMO", "DEMO", "counter")}
     ticks.sort(key=lambda t: t.seq)
