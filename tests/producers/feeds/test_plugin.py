@@ -5,18 +5,15 @@ and run by ``nexanest feed run counter`` through the real publisher to Kafka."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 
-from nexanest.pipeline.settings import Settings, namespace_environment
+from nexanest.pipeline.settings import Settings
+from tests.nexanest_cli import REPO, run_nexanest
 from tests.producers.ticks_topic import read_ticks
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def install_readme_example(root: Path) -> None:
@@ -34,25 +31,10 @@ def install_readme_example(root: Path) -> None:
 
 
 async def nexanest(settings: Settings, root: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        **namespace_environment(settings),
-        "PYTHONPATH": str(root),
-        "NEXANEST_METRICS__PRODUCER_PORT": "0",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        str(REPO / ".venv/bin/nexanest"),
-        "--env-file",
-        str(REPO / ".env"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, (out + err).decode()[-3000:]
-    return out.decode()
+    """``nexanest ARGS`` with the plugin's package in ``root`` importable."""
+    code, out, err = await run_nexanest(settings, *args, env={"PYTHONPATH": str(root)})
+    assert code == 0, (out + err)[-3000:]
+    return out
 
 
 @pytest.mark.integration

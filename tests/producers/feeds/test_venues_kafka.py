@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from nexanest.pipeline.metrics import REGISTRY
-from nexanest.pipeline.settings import RetrySettings, Settings, namespace_environment
+from nexanest.pipeline.settings import RetrySettings, Settings
 from nexanest.producers.feed_runner import run_feed
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed
 from nexanest.producers.feeds.coinbase import CoinbaseConfig, CoinbaseFeed
@@ -25,12 +23,12 @@ from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.events import SystemEvent, decode_event
 from nexanest.schemas.ticks import Tick
+from tests.nexanest_cli import spawn_nexanest
 from tests.processes import interrupt
 from tests.producers.feeds.venue_server import Drop, RecordingObserver, Send, VenueServer, frames
 from tests.producers.ticks_topic import read_ticks
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[3]
 
 OPTIONS = ConnectionOptions(retry=RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2))
 
@@ -183,16 +181,8 @@ async def test_nexanest_feed_run_coinbase(isolated: Settings, test_id: str) -> N
     async with VenueServer(
         [[Send(matches), Drop()], [Send(frames("coinbase", "gaps"))]], subscribe_within_s=2
     ) as server:
-        env = {**os.environ, **namespace_environment(isolated), "NEXANEST_METRICS__PRODUCER_PORT": "0"}
         args = ["feed", "run", "coinbase", "--symbols", "BTC-USD,ETH-USD", "--url", server.url, "--source", test_id]
-        child = await asyncio.create_subprocess_exec(
-            str(REPO / ".venv/bin/nexanest"),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=REPO,
-        )
+        child = await spawn_nexanest(isolated, *args)
         try:
             got = await read_ticks(isolated, 7)
         finally:
