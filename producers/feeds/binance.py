@@ -91,7 +91,7 @@ class BinanceParser:
         self._base_url = base_url.rstrip("/")
         self._streams = [f"{symbol.lower()}@trade" for symbol in venue_symbols]
         self._normaliser = normaliser
-        self._trade_ids = TradeIds()
+        self._trade_ids = TradeIds(lambda symbol: f"{symbol.lower()}@trade")
         #: Trades dropped because their id was not past the last one (a venue repeat).
         self.repeats = 0
 
@@ -130,7 +130,7 @@ class BinanceParser:
         except NormaliseError as exc:
             out.malformed = (exc.reason, f"{exc}: {sample(frame)}")
             return
-        if not self._trade_ids.accept(trade.s, trade.t, f"{trade.s.lower()}@trade", out):
+        if not self._trade_ids.accept(trade.s, trade.t, out):
             self.repeats += 1
             return
         out.ticks.append(normaliser.tick(symbol, price_e9, size_e9, ts_ns))

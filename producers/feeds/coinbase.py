@@ -115,7 +115,7 @@ class CoinbaseParser:
         ).decode()
         #: Per product (bounded by the subscribed products): the last sequence seen.
         self._last_sequence: dict[str, int] = {}
-        self._trade_ids = TradeIds()
+        self._trade_ids = TradeIds(lambda product: f"{product} matches")
         #: Messages dropped as late or repeated (sequence or trade id not past the last one).
         self.repeats = 0
         #: Messages of types this feed does not use (ignored, as Coinbase asks).
@@ -178,7 +178,7 @@ class CoinbaseParser:
             return
         if not self._in_order(product, match.sequence):
             return
-        if not self._trade_ids.accept(product, match.trade_id, f"{product} matches", out):
+        if not self._trade_ids.accept(product, match.trade_id, out):
             self.repeats += 1
             return
         out.ticks.append(normaliser.tick(symbol, price_e9, size_e9, ts_ns))
@@ -190,7 +190,7 @@ class CoinbaseParser:
             return
         if not self._in_order(product, heartbeat.sequence):
             return
-        self._trade_ids.seen_up_to(product, heartbeat.last_trade_id, f"{product} matches", out)
+        self._trade_ids.seen_up_to(product, heartbeat.last_trade_id, out)
 
 
 @dataclass(frozen=True, slots=True)
