@@ -7,6 +7,7 @@ once), run a round, log it (or its failure, which does not end the worker),
 and stop soon after a stop event. Inside a service the worker is a
 ``Resource``: started with the app, stopped with it, and ``/readyz`` fails once
 it has died. This module holds that frame; each worker passes its round.
+``logging_failure`` logs the failure of any such task when it happens.
 """
 
 from __future__ import annotations
@@ -92,3 +93,14 @@ def worker_resource(
             raise RuntimeError(f"the worker {task_name!r} stopped")
 
     return Resource(name, running, alive)
+
+
+async def logging_failure(work: Awaitable[None], *, log: FilteringBoundLogger) -> None:
+    """``work``, whose failure goes to the log (with its traceback) before it is
+    raised again: a background task's error would otherwise surface only when
+    awaited at stop, while ``/readyz`` reports merely that the task ended."""
+    try:
+        await work
+    except Exception as exc:
+        log.error("background_task_failed", error=type(exc).__name__, exc_info=exc)  # noqa: TRY400 - exc_info given
+        raise
