@@ -57,6 +57,7 @@ class Passwords:
     ingest: str = field(default_factory=lambda: secrets.token_hex(16))
     redis: str = field(default_factory=lambda: secrets.token_hex(16))
     token_secret: str = field(default_factory=lambda: secrets.token_hex(32))  # the services' (env.sh writes one)
+    notifications_secret_key: str = field(default_factory=lambda: secrets.token_hex(32))  # seals webhook secrets
     auth_service: str = field(default_factory=lambda: secrets.token_hex(16))
     portfolio_service: str = field(default_factory=lambda: secrets.token_hex(16))
     market_data_service: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -228,6 +229,7 @@ def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passw
         "NEXANEST_REDIS__URL": f"redis://:{passwords.redis}@127.0.0.1:{ports['redis']}",
         "NEXANEST_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "NEXANEST_SERVICES__TOKEN_SECRET": passwords.token_secret,
+        "NEXANEST_NOTIFICATIONS__SECRET_KEY": passwords.notifications_secret_key,
         "NEXANEST_SERVICES__AUTH_DSN": f"postgresql://nexanest_auth:{passwords.auth_service}@127.0.0.1:{pg}/auth",
         "NEXANEST_SERVICES__PORTFOLIO_DSN": (
             f"postgresql://nexanest_portfolio:{passwords.portfolio_service}@127.0.0.1:{pg}/portfolio"
