@@ -7,6 +7,11 @@ alone (``nexanest serve analytics-worker``). A round's rows are stamped with its
 aligned time and stored once per (subject, metric, window, time), so two
 workers side by side write each row once. A round that fails (a database or
 Redis away) is logged and the next one runs as usual.
+
+After a round's metrics, it runs the saved reports whose schedule is due
+(``runs.run_due``, at most ``analytics_reports_per_round``), each as its owner,
+and stores each run stamped with the round's time, so two workers store a
+round's run once. A report that fails is logged and counted; it stays due.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import asyncpg
 
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
-from nexanest.services.analytics import series
+from nexanest.services.analytics import runs, series
 from nexanest.services.analytics.cache import MetricsCache
 from nexanest.services.analytics.compute import Parameters, compute_portfolios, compute_symbols
 from nexanest.services.app import Resource
@@ -59,6 +64,31 @@ async def analytics_round(
     return RoundResult(at, len(portfolios), len(computed))
 
 
+async def scheduled_reports(
+    reports_pool: asyncpg.Pool, metrics_pool: asyncpg.Pool, settings: Settings, *, at: datetime
+) -> runs.ScheduledResult | None:
+    """Run the saved reports due at ``at``; None (logged) when the listing itself
+    failed (the analytics database away): the next round lists them again."""
+    started = time.perf_counter()
+    try:
+        result = await runs.run_due(
+            reports_pool, metrics_pool, at=at, limit=settings.services.analytics_reports_per_round
+        )
+    except Exception as exc:  # noqa: BLE001 - the worker outlives the analytics database's absence
+        _log.error("report_runs_failed", at=at.isoformat(), error=repr(exc))
+        return None
+    if result.due:
+        _log.info(
+            "report_runs",
+            at=at.isoformat(),
+            due=result.due,
+            ran=result.ran,
+            failed=result.failed,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    return result
+
+
 def next_slot(now_s: float, interval_s: float) -> float:
     """The first multiple of ``interval_s`` (Unix seconds) after ``now_s``."""
     return (now_s // interval_s + 1) * interval_s
@@ -77,6 +107,7 @@ async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: 
     s = settings.services
     async with (
         postgres_pool("analytics-worker-db", s.analytics_timescale_dsn, max_size=2).open() as pool,
+        postgres_pool("analytics-worker-reports-db", s.analytics_dsn, max_size=2).open() as reports_pool,
         redis_client("analytics-worker-redis", settings.redis.url, db=settings.redis.db_analytics).open() as client,
     ):
         cache = MetricsCache(client, prefix=s.analytics_cache_prefix, ttl_s=cache_ttl_s(settings))
@@ -88,19 +119,21 @@ async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: 
                 break
             except TimeoutError:
                 pass
+            at = datetime.fromtimestamp(slot, UTC)
             started = time.perf_counter()
             try:
-                result = await analytics_round(pool, cache, settings, at=datetime.fromtimestamp(slot, UTC))
+                result = await analytics_round(pool, cache, settings, at=at)
             except Exception as exc:  # noqa: BLE001 - a failed round must not end the worker; the next may succeed
                 _log.error("analytics_round_failed", at=slot, error=repr(exc))
-                continue
-            _log.info(
-                "analytics_round",
-                at=result.at.isoformat(),
-                portfolios=result.portfolios,
-                symbols=result.symbols,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+            else:
+                _log.info(
+                    "analytics_round",
+                    at=result.at.isoformat(),
+                    portfolios=result.portfolios,
+                    symbols=result.symbols,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+            await scheduled_reports(reports_pool, pool, settings, at=at)
     _log.info("analytics_worker_stopped")
 
 
