@@ -53,6 +53,14 @@ async def _runs(service: Service, owner: uuid.UUID, report_id: str) -> list[dict
     return listed
 
 
+async def _round(service: Service, *, at: datetime) -> runs.ScheduledResult | None:
+    """The worker's scheduled step of a round at ``at``, bounded high enough that
+    other tests' due reports in the test database cannot crowd this test's out."""
+    s = service.settings
+    settings = s.model_copy(update={"services": s.services.model_copy(update={"analytics_reports_per_round": _LIMIT})})
+    return await scheduled_reports(service.reports_pool, service.pool, settings, at=at)
+
+
 def _round_time() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0)
 
@@ -63,7 +71,7 @@ async def test_an_hourly_report_runs_once_per_hour_and_stores_what_run_answers(
     alice, _ = users
     report_id = await _portfolio_report(service, alice, "hourly")
     at = _round_time()
-    first = await scheduled_reports(service.reports_pool, service.pool, service.settings, at=at)
+    first = await _round(service, at=at)
     assert first is not None
     assert first.ran >= 1
     stored = await _runs(service, alice, report_id)
@@ -77,9 +85,9 @@ async def test_an_hourly_report_runs_once_per_hour_and_stores_what_run_answers(
 
     # Within the hour: not due, not run again. An hour on: due again, newest first.
     for later in (timedelta(minutes=5), timedelta(minutes=59, seconds=59)):
-        await scheduled_reports(service.reports_pool, service.pool, service.settings, at=at + later)
+        await _round(service, at=at + later)
     assert len(await _runs(service, alice, report_id)) == 1
-    await scheduled_reports(service.reports_pool, service.pool, service.settings, at=at + timedelta(hours=1))
+    await _round(service, at=at + timedelta(hours=1))
     again = await _runs(service, alice, report_id)
     assert [datetime.fromisoformat(str(r["ran_at"])) for r in again] == [at + timedelta(hours=1), at]
     limited = await service.http.get(f"/analytics/reports/{report_id}/runs?limit=1", headers=service.auth(alice))
@@ -107,7 +115,7 @@ async def test_a_report_without_schedule_never_runs(service: Service, users: lis
         async with service.reports_pool.acquire() as conn:
             due = await runs.due_reports(conn, at + later, _LIMIT)
         assert uuid.UUID(report_id) not in {d.report_id for d in due}
-        await scheduled_reports(service.reports_pool, service.pool, service.settings, at=at + later)
+        await _round(service, at=at + later)
     assert await _runs(service, alice, report_id) == []
 
 
@@ -128,7 +136,7 @@ async def test_a_failing_report_is_counted_and_the_others_still_run(
         )
     finally:
         await conn.close()
-    result = await scheduled_reports(service.reports_pool, service.pool, service.settings, at=_round_time())
+    result = await _round(service, at=_round_time())
     assert result is not None
     assert result.failed >= 1
     assert len(await _runs(service, alice, report_id)) == 1
@@ -140,7 +148,7 @@ async def test_a_failing_report_is_counted_and_the_others_still_run(
 async def test_another_user_reaches_none_of_a_users_runs(service: Service, users: list[uuid.UUID]) -> None:
     alice, bob = users
     report_id = await _portfolio_report(service, alice, "hourly")
-    await scheduled_reports(service.reports_pool, service.pool, service.settings, at=_round_time())
+    await _round(service, at=_round_time())
     assert len(await _runs(service, alice, report_id)) == 1
     refused = await service.http.get(f"/analytics/reports/{report_id}/runs", headers=service.auth(bob))
     assert refused.status_code == 404
