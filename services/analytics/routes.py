@@ -282,7 +282,7 @@ def build_router(
         """The runs the worker stored on the report's schedule, newest first, at most
         ``limit``; each ``result`` is what ``/run`` answered at ``ran_at``."""
         async with acting_as(pool, user.user_id) as conn:
-            if await reports.get(conn, report_id) is None:
+            if not await reports.exists(conn, report_id):
                 raise Problem(404, _NO_REPORT)
             return await runs.list_runs(conn, report_id, limit)
 
