@@ -14,6 +14,7 @@ import asyncpg
 import redis.asyncio as redis
 from pydantic import SecretStr
 
+from nexanest.pipeline.settings import RedisSettings
 from nexanest.services.app import Resource
 
 
@@ -60,6 +61,12 @@ def redis_client(name: str, url: SecretStr, *, db: int, socket_timeout_s: float 
             yield client
 
     return Resource(name, open_client, _ping)
+
+
+def redis_db(name: str, settings: RedisSettings, db: int) -> Resource[redis.Redis]:
+    """``redis_client`` on database ``db`` of the project's Redis, with its
+    socket timeout (``settings.url``, ``settings.socket_timeout_s``)."""
+    return redis_client(name, settings.url, db=db, socket_timeout_s=settings.socket_timeout_s)
 
 
 def redis_client_now(

@@ -31,3 +31,18 @@ async def acting_as(pool: asyncpg.Pool, user_id: uuid.UUID) -> AsyncIterator[asy
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT set_config('app.user_id', $1, true)", str(user_id))
         yield conn
+
+
+async def count_under_lock(conn: asyncpg.Connection, table: str, lock_key: str, *, seed: int = 0) -> int:
+    """How many rows of ``table`` the acting user has, after taking the advisory
+    lock ``(lock_key, seed)`` until the transaction ends.
+
+    A per-user limit is checked this way just before an insert: a parallel
+    creation by the same user waits on the lock, then counts the committed row,
+    so two cannot pass the limit together. The lock and the count are two
+    statements on purpose: a count in the locking statement would read a
+    snapshot taken before the lock was granted. ``table`` is the caller's
+    constant, never input."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))", lock_key, seed)
+    count: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
+    return count

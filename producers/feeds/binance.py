@@ -40,15 +40,16 @@ from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.websocket import (
     ConnectionOptions,
     FrameResult,
+    TradeIds,
     WebSocketFeed,
+    add_venue_arguments,
     check_symbols,
     connection_options,
-    parse_symbol_map,
-    parse_symbols,
     sample,
     trade_amounts,
+    venue_normaliser,
 )
-from nexanest.producers.normalise import NormaliseError, Normaliser, live_seq_start, ts_ns_from_ms
+from nexanest.producers.normalise import NormaliseError, Normaliser, ts_ns_from_ms
 
 VENUE: Final = "BINANCE"
 #: Binance refuses a connection that asks for more streams.
@@ -90,8 +91,7 @@ class BinanceParser:
         self._base_url = base_url.rstrip("/")
         self._streams = [f"{symbol.lower()}@trade" for symbol in venue_symbols]
         self._normaliser = normaliser
-        #: Last trade id per venue symbol (bounded by the subscribed symbols).
-        self._last_id: dict[str, int] = {}
+        self._trade_ids = TradeIds(lambda symbol: f"{symbol.lower()}@trade")
         #: Trades dropped because their id was not past the last one (a venue repeat).
         self.repeats = 0
 
@@ -130,14 +130,9 @@ class BinanceParser:
         except NormaliseError as exc:
             out.malformed = (exc.reason, f"{exc}: {sample(frame)}")
             return
-        last = self._last_id.get(trade.s)
-        if last is not None:
-            if trade.t <= last:
-                self.repeats += 1
-                return
-            if trade.t != last + 1:
-                out.gaps.append((f"{trade.s.lower()}@trade", last + 1, trade.t))
-        self._last_id[trade.s] = trade.t
+        if not self._trade_ids.accept(trade.s, trade.t, out):
+            self.repeats += 1
+            return
         out.ticks.append(normaliser.tick(symbol, price_e9, size_e9, ts_ns))
 
 
@@ -161,11 +156,9 @@ class BinanceFeed(WebSocketFeed):
 
     def __init__(self, config: BinanceConfig, options: ConnectionOptions, *, seq_start: int | None = None) -> None:
         venue_symbols = [s.upper() for s in config.symbols]
-        mapping = {s: config.symbol_map.get(s, s) for s in venue_symbols}
-        #: The canonical symbols of the ticks.
-        self.symbols = sorted(set(mapping.values()))
-        self.normaliser = Normaliser(
-            VENUE, config.source, mapping, live_seq_start() if seq_start is None else seq_start
+        #: ``symbols``: the canonical symbols of the ticks.
+        self.normaliser, self.symbols = venue_normaliser(
+            VENUE, config.source, venue_symbols, config.symbol_map, seq_start
         )
         self.parser = BinanceParser(config.url, self.normaliser, venue_symbols)
         super().__init__(self.parser, options)
@@ -178,22 +171,13 @@ class BinancePlugin:
     summary = "Binance spot trade streams over a websocket (reconnects, gap detection, 24 h connection limit)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--symbols", type=parse_symbols, required=True, help="Binance symbols, comma-separated: btcusdt,ethusdt"
+        add_venue_arguments(
+            parser,
+            self.name,
+            symbols_help="Binance symbols, comma-separated: btcusdt,ethusdt",
+            map_help="canonical names: BTCUSDT=BTC-USDT,... (default: the upper-case Binance symbol)",
+            url_help="websocket base URL (default: NEXANEST_VENUES__BINANCE_URL)",
         )
-        parser.add_argument(
-            "--symbol-map",
-            type=parse_symbol_map,
-            default={},
-            help="canonical names: BTCUSDT=BTC-USDT,... (default: the upper-case Binance symbol)",
-        )
-        parser.add_argument(
-            "--source",
-            default="binance",
-            help="the source tag of the ticks (default: binance); sequence numbers start at the clock's ns, "
-            "so a restart never reuses one",
-        )
-        parser.add_argument("--url", help="websocket base URL (default: NEXANEST_VENUES__BINANCE_URL)")
 
     def create(self, args: argparse.Namespace, settings: Settings) -> BinanceFeed:
         config = BinanceConfig(

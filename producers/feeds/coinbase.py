@@ -49,15 +49,16 @@ from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.websocket import (
     ConnectionOptions,
     FrameResult,
+    TradeIds,
     WebSocketFeed,
+    add_venue_arguments,
     check_symbols,
     connection_options,
-    parse_symbol_map,
-    parse_symbols,
     sample,
     trade_amounts,
+    venue_normaliser,
 )
-from nexanest.producers.normalise import NormaliseError, Normaliser, live_seq_start, ts_ns_from_iso
+from nexanest.producers.normalise import NormaliseError, Normaliser, ts_ns_from_iso
 
 VENUE: Final = "COINBASE"
 CHANNELS: Final = ("matches", "heartbeat")
@@ -112,9 +113,9 @@ class CoinbaseParser:
         self._subscribe = msgspec.json.encode(
             {"type": "subscribe", "product_ids": self._products, "channels": list(CHANNELS)}
         ).decode()
-        #: Per product (bounded by the subscribed products): the last sequence and trade id seen.
+        #: Per product (bounded by the subscribed products): the last sequence seen.
         self._last_sequence: dict[str, int] = {}
-        self._last_trade: dict[str, int] = {}
+        self._trade_ids = TradeIds(lambda product: f"{product} matches")
         #: Messages dropped as late or repeated (sequence or trade id not past the last one).
         self.repeats = 0
         #: Messages of types this feed does not use (ignored, as Coinbase asks).
@@ -177,14 +178,9 @@ class CoinbaseParser:
             return
         if not self._in_order(product, match.sequence):
             return
-        last = self._last_trade.get(product)
-        if last is not None:
-            if match.trade_id <= last:
-                self.repeats += 1
-                return
-            if match.trade_id != last + 1:
-                out.gaps.append((f"{product} matches", last + 1, match.trade_id))
-        self._last_trade[product] = match.trade_id
+        if not self._trade_ids.accept(product, match.trade_id, out):
+            self.repeats += 1
+            return
         out.ticks.append(normaliser.tick(symbol, price_e9, size_e9, ts_ns))
 
     def _heartbeat(self, heartbeat: _Heartbeat, frame: str | bytes, out: FrameResult) -> None:
@@ -194,11 +190,7 @@ class CoinbaseParser:
             return
         if not self._in_order(product, heartbeat.sequence):
             return
-        last = self._last_trade.get(product)
-        if last is not None and heartbeat.last_trade_id > last:
-            out.gaps.append((f"{product} matches", last + 1, heartbeat.last_trade_id + 1))
-        if last is None or heartbeat.last_trade_id > last:
-            self._last_trade[product] = heartbeat.last_trade_id
+        self._trade_ids.seen_up_to(product, heartbeat.last_trade_id, out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +213,8 @@ class CoinbaseFeed(WebSocketFeed):
 
     def __init__(self, config: CoinbaseConfig, options: ConnectionOptions, *, seq_start: int | None = None) -> None:
         products = [p.upper() for p in config.products]
-        mapping = {p: config.symbol_map.get(p, p) for p in products}
-        #: The canonical symbols of the ticks.
-        self.symbols = sorted(set(mapping.values()))
-        self.normaliser = Normaliser(
-            VENUE, config.source, mapping, live_seq_start() if seq_start is None else seq_start
-        )
+        #: ``symbols``: the canonical symbols of the ticks.
+        self.normaliser, self.symbols = venue_normaliser(VENUE, config.source, products, config.symbol_map, seq_start)
         self.parser = CoinbaseParser(config.url, self.normaliser, products)
         super().__init__(self.parser, options)
 
@@ -238,25 +226,13 @@ class CoinbasePlugin:
     summary = "Coinbase Exchange matches + heartbeat over a websocket (reconnects, trade-id gap detection)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--symbols",
-            type=parse_symbols,
-            required=True,
-            help="Coinbase product ids, comma-separated: BTC-USD,ETH-USD",
+        add_venue_arguments(
+            parser,
+            self.name,
+            symbols_help="Coinbase product ids, comma-separated: BTC-USD,ETH-USD",
+            map_help="canonical names: BTC-USD=XBT-USD,... (default: the product id)",
+            url_help="websocket URL (default: NEXANEST_VENUES__COINBASE_URL)",
         )
-        parser.add_argument(
-            "--symbol-map",
-            type=parse_symbol_map,
-            default={},
-            help="canonical names: BTC-USD=XBT-USD,... (default: the product id)",
-        )
-        parser.add_argument(
-            "--source",
-            default="coinbase",
-            help="the source tag of the ticks (default: coinbase); sequence numbers start at the clock's ns, "
-            "so a restart never reuses one",
-        )
-        parser.add_argument("--url", help="websocket URL (default: NEXANEST_VENUES__COINBASE_URL)")
 
     def create(self, args: argparse.Namespace, settings: Settings) -> CoinbaseFeed:
         config = CoinbaseConfig(

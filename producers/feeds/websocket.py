@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
@@ -57,7 +57,7 @@ from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import RetrySettings, Settings
 from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver, NullObserver
-from nexanest.producers.normalise import NormaliseError, decimal_e9
+from nexanest.producers.normalise import NormaliseError, Normaliser, decimal_e9, live_seq_start
 from nexanest.schemas.ticks import Tick
 
 _log = get_logger(__name__)
@@ -387,6 +387,68 @@ def connection_options(
         idle_timeout_s=idle_timeout_s,
         retry=settings.retry,
     )
+
+
+def venue_normaliser(
+    venue: str, source: str, venue_symbols: Iterable[str], symbol_map: Mapping[str, str], seq_start: int | None
+) -> tuple[Normaliser, list[str]]:
+    """The normaliser of a live venue feed and its canonical symbols (sorted): each
+    venue symbol (upper case) maps through ``symbol_map`` or stays itself, and
+    sequence numbers start at the clock's ns unless ``seq_start`` is given."""
+    mapping = {s: symbol_map.get(s, s) for s in venue_symbols}
+    normaliser = Normaliser(venue, source, mapping, live_seq_start() if seq_start is None else seq_start)
+    return normaliser, sorted(set(mapping.values()))
+
+
+class TradeIds:
+    """The last trade id per venue symbol, for venues whose trade ids are consecutive
+    per symbol: an id past the next one is a gap, one at or below the last is a repeat.
+    The ids outlive a connection, so trades missed during a reconnect are a gap too.
+    ``stream_of`` names a symbol's stream in a gap report (called only for a gap)."""
+
+    __slots__ = ("_last", "_stream_of")
+
+    def __init__(self, stream_of: Callable[[str], str]) -> None:
+        #: Bounded by the subscribed symbols.
+        self._last: dict[str, int] = {}
+        self._stream_of = stream_of
+
+    def accept(self, symbol: str, trade_id: int, out: FrameResult) -> bool:
+        """Record ``trade_id``; ``False`` for a repeat (drop the trade), a gap reported
+        to ``out`` as ``(stream, expected id, received id)``."""
+        last = self._last.get(symbol)
+        if last is not None:
+            if trade_id <= last:
+                return False
+            if trade_id != last + 1:
+                out.gaps.append((self._stream_of(symbol), last + 1, trade_id))
+        self._last[symbol] = trade_id
+        return True
+
+    def seen_up_to(self, symbol: str, last_trade_id: int, out: FrameResult) -> None:
+        """The venue says trades up to ``last_trade_id`` happened: those never seen
+        (after the last one, when there is one) are a gap up to ``last_trade_id + 1``."""
+        last = self._last.get(symbol)
+        if last is None or last_trade_id > last:
+            if last is not None:
+                out.gaps.append((self._stream_of(symbol), last + 1, last_trade_id + 1))
+            self._last[symbol] = last_trade_id
+
+
+def add_venue_arguments(
+    parser: argparse.ArgumentParser, name: str, *, symbols_help: str, map_help: str, url_help: str
+) -> None:
+    """The command line every venue feed plugin shares: ``--symbols``, ``--symbol-map``,
+    ``--source`` (default: the plugin's name) and ``--url``."""
+    parser.add_argument("--symbols", type=parse_symbols, required=True, help=symbols_help)
+    parser.add_argument("--symbol-map", type=parse_symbol_map, default={}, help=map_help)
+    parser.add_argument(
+        "--source",
+        default=name,
+        help=f"the source tag of the ticks (default: {name}); sequence numbers start at the clock's ns, "
+        "so a restart never reuses one",
+    )
+    parser.add_argument("--url", help=url_help)
 
 
 def parse_symbols(text: str) -> list[str]:

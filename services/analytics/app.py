@@ -21,7 +21,7 @@ from nexanest.pipeline.settings import Settings
 from nexanest.services.analytics.routes import build_router
 from nexanest.services.analytics.worker import analytics_worker
 from nexanest.services.app import Resource, create_app
-from nexanest.services.resources import postgres_pool, redis_client
+from nexanest.services.resources import postgres_pool, redis_db
 from nexanest.services.sessions import session_store
 from nexanest.services.tokens import TokenVerifier
 
@@ -43,12 +43,7 @@ def build_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> F
     s = settings.services
     metrics_db = _migrated(postgres_pool("metrics-db", s.analytics_timescale_dsn, max_size=s.pool_max_size))
     reports_db = postgres_pool("reports-db", s.analytics_dsn, max_size=s.pool_max_size)
-    cache = redis_client(
-        "analytics-redis",
-        settings.redis.url,
-        db=settings.redis.db_analytics,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-    )
+    cache = redis_db("analytics-redis", settings.redis, settings.redis.db_analytics)
     resources: list[Resource[Any]] = [metrics_db, reports_db, cache]
     if verifier is None:
         verifier, sessions = session_store(settings)

@@ -39,7 +39,7 @@ from nexanest.services.analytics.models import (
 from nexanest.services.analytics.worker import cache_ttl_s, parameters_of
 from nexanest.services.app import Resource
 from nexanest.services.problems import Problem, problem_responses
-from nexanest.services.rls import acting_as
+from nexanest.services.rls import acting_as, count_under_lock
 from nexanest.services.tokens import AUTH_RESPONSES, BearerAuth, Identity, TokenVerifier
 
 _log = get_logger("nexanest.services.analytics")
@@ -218,10 +218,7 @@ def build_router(
         """409 when you already have a report of that name, or as many as allowed."""
         try:
             async with acting_as(pool, user.user_id) as conn:
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"analytics-report:{user.user_id}"
-                )
-                if await conn.fetchval("SELECT count(*) FROM saved_reports") >= MAX_REPORTS:
+                if await count_under_lock(conn, "saved_reports", f"analytics-report:{user.user_id}") >= MAX_REPORTS:
                     raise Problem(409, f"you have {MAX_REPORTS} reports, the most allowed")
                 report = await reports.create(conn, user.user_id, body_in)
         except reports.NameTaken:

@@ -17,12 +17,9 @@ round's run once. A report that fails is logged and counted; it stays due.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -32,6 +29,7 @@ from nexanest.services.analytics import runs, series
 from nexanest.services.analytics.cache import MetricsCache
 from nexanest.services.analytics.compute import Parameters, compute_portfolios, compute_symbols
 from nexanest.services.app import Resource
+from nexanest.services.background import run_rounds, worker_resource
 from nexanest.services.resources import postgres_pool, redis_client
 
 _log = get_logger("nexanest.services.analytics.worker")
@@ -89,11 +87,6 @@ async def scheduled_reports(
     return result
 
 
-def next_slot(now_s: float, interval_s: float) -> float:
-    """The first multiple of ``interval_s`` (Unix seconds) after ``now_s``."""
-    return (now_s // interval_s + 1) * interval_s
-
-
 async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: float | None = None) -> None:
     """Rounds at each multiple of ``interval_s`` (default
     ``settings.services.analytics_interval_s``) until ``stop`` is set. Connects as
@@ -112,54 +105,25 @@ async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: 
     ):
         cache = MetricsCache(client, prefix=s.analytics_cache_prefix, ttl_s=cache_ttl_s(settings))
         _log.info("analytics_worker_started", interval_s=interval)
-        while not stop.is_set():
-            slot = next_slot(time.time(), interval)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, slot - time.time()))
-                break
-            except TimeoutError:
-                pass
-            at = datetime.fromtimestamp(slot, UTC)
-            started = time.perf_counter()
+
+        async def one_round(at: datetime) -> dict[str, object]:
             try:
                 result = await analytics_round(pool, cache, settings, at=at)
-            except Exception as exc:  # noqa: BLE001 - a failed round must not end the worker; the next may succeed
-                _log.error("analytics_round_failed", at=slot, error=repr(exc))
-            else:
-                _log.info(
-                    "analytics_round",
-                    at=result.at.isoformat(),
-                    portfolios=result.portfolios,
-                    symbols=result.symbols,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                )
-            await scheduled_reports(reports_pool, pool, settings, at=at)
+            finally:  # the due reports run even when the metrics failed (logged as analytics_round_failed)
+                await scheduled_reports(reports_pool, pool, settings, at=at)
+            return {"at": result.at.isoformat(), "portfolios": result.portfolios, "symbols": result.symbols}
+
+        await run_rounds(interval, stop, one_round, log=_log, event="analytics_round")
     _log.info("analytics_worker_stopped")
 
 
 def analytics_worker(settings: Settings, *, name: str = "analytics-worker") -> Resource[asyncio.Task[None]]:
     """The worker as a resource of the service: started with it, stopped with it;
     ``/readyz`` fails if it died."""
-
-    @asynccontextmanager
-    async def running() -> AsyncIterator[asyncio.Task[None]]:
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_analytics(settings, stop=stop), name="analytics-worker")
-        task.add_done_callback(_report_failure)
-        try:
-            yield task
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):  # logged when it happened; the service stops regardless
-                await task
-
-    async def alive(task: asyncio.Task[None]) -> None:
-        if task.done():
-            raise RuntimeError("the analytics worker stopped")
-
-    return Resource(name, running, alive)
-
-
-def _report_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _log.error("analytics_worker_failed", error=repr(task.exception()))
+    return worker_resource(
+        name,
+        lambda stop: run_analytics(settings, stop=stop),
+        task_name="analytics-worker",
+        log=_log,
+        failed_event="analytics_worker_failed",
+    )

@@ -24,7 +24,7 @@ from nexanest.services.market_data.hub import quote_hub
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.market_data.quotes import quotes_router
 from nexanest.services.market_data.stream import stream_router
-from nexanest.services.resources import postgres_pool, redis_client
+from nexanest.services.resources import postgres_pool, redis_db
 from nexanest.services.sessions import session_store
 from nexanest.services.tokens import TokenVerifier
 
@@ -54,9 +54,7 @@ def build_app(
             command_timeout_s=limits.query_timeout_s,
         )
     )
-    quotes = redis_client(
-        "quotes", settings.redis.url, db=settings.redis.db_quotes, socket_timeout_s=settings.redis.socket_timeout_s
-    )
+    quotes = redis_db("quotes", settings.redis, settings.redis.db_quotes)
     hub = quote_hub("quote-stream", settings.redis, queue_size=limits.stream_queue)
     return create_app(
         SERVICE,

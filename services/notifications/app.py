@@ -23,7 +23,7 @@ from nexanest.services.notifications.evaluator import evaluator_resource
 from nexanest.services.notifications.routes import build_router
 from nexanest.services.notifications.sealing import SecretBox
 from nexanest.services.notifications.worker import worker_resource
-from nexanest.services.resources import postgres_pool, redis_client
+from nexanest.services.resources import postgres_pool, redis_db
 from nexanest.services.sessions import session_store
 from nexanest.services.tokens import TokenVerifier
 
@@ -35,18 +35,8 @@ def build_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> F
     s, n = settings.services, settings.notifications
     box = SecretBox.from_settings(settings)
     db = postgres_pool("notifications-db", s.notifications_dsn, max_size=s.pool_max_size)
-    quotes = redis_client(
-        "quotes-redis",
-        settings.redis.url,
-        db=settings.redis.db_quotes,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-    )
-    queue = redis_client(
-        "notifications-redis",
-        settings.redis.url,
-        db=settings.redis.db_notifications,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-    )
+    quotes = redis_db("quotes-redis", settings.redis, settings.redis.db_quotes)
+    queue = redis_db("notifications-redis", settings.redis, settings.redis.db_notifications)
     resources: list[Resource[Any]] = [db, quotes, queue]
     if verifier is None:
         verifier, sessions = session_store(settings)

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.redis_quotes import RETRYABLE_REDIS_ERRORS, quote_channel
 from nexanest.services.app import Resource
+from nexanest.services.background import logging_failure
 from nexanest.services.notifications import repository
 from nexanest.services.notifications.conditions import PriceWindow, Rule, State, step
 from nexanest.services.notifications.jobs import Fanout, Notice, alert_notification_id, encode_job
@@ -349,7 +350,8 @@ def evaluator_resource(settings: Settings, *, name: str = "alert-evaluator") -> 
     async def open_evaluator() -> AsyncIterator[Running]:
         stop = asyncio.Event()
         running = Running()
-        task = asyncio.create_task(_logged(run_evaluator(settings, stop=stop, running=running)), name="alert-evaluator")
+        work = logging_failure(run_evaluator(settings, stop=stop, running=running), log=_log)
+        task = asyncio.create_task(work, name="alert-evaluator")
         running.task = task
         try:
             yield running
@@ -363,12 +365,3 @@ def evaluator_resource(settings: Settings, *, name: str = "alert-evaluator") -> 
             raise RuntimeError("the alert evaluator has stopped")
 
     return Resource(name, open_evaluator, check)
-
-
-async def _logged(work: Awaitable[None]) -> None:
-    """A background task's failure goes to the log (``/readyz`` then reports it)."""
-    try:
-        await work
-    except Exception as exc:
-        _log.error("background_task_failed", error=type(exc).__name__, exc_info=exc)
-        raise

@@ -20,6 +20,7 @@ import asyncpg
 
 from nexanest.services.notifications.conditions import Kind, State
 from nexanest.services.notifications.jobs import ChannelName, Notice
+from nexanest.services.rls import count_under_lock
 
 ALERT_COLUMNS: Final = (
     "alert_id, user_id, symbol, kind, threshold, hysteresis, window_s, enabled, state, fired_count, "
@@ -52,8 +53,7 @@ async def create_alert(
     """Raises ``TooMany`` when the user has ``max_per_user`` alerts already. The
     count and the insert are serialised per user by an advisory lock of the
     transaction, so parallel creations cannot pass the limit together."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 12))", str(user_id))
-    if await conn.fetchval("SELECT count(*) FROM price_alerts") >= max_per_user:
+    if await count_under_lock(conn, "price_alerts", str(user_id), seed=12) >= max_per_user:
         raise TooMany
     row: asyncpg.Record = await conn.fetchrow(
         f"""INSERT INTO price_alerts (alert_id, user_id, symbol, kind, threshold, hysteresis, window_s, enabled, state)
@@ -211,8 +211,7 @@ async def create_endpoint(
     secret_sealed: bytes,
     max_per_user: int,
 ) -> asyncpg.Record:
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", str(user_id))
-    if await conn.fetchval("SELECT count(*) FROM webhook_endpoints") >= max_per_user:
+    if await count_under_lock(conn, "webhook_endpoints", str(user_id), seed=13) >= max_per_user:
         raise TooMany
     row: asyncpg.Record = await conn.fetchrow(
         f"""INSERT INTO webhook_endpoints (endpoint_id, user_id, url, description, secret_sealed)

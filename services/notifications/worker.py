@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -37,6 +37,7 @@ from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import NotificationsSettings, RetrySettings, Settings
 from nexanest.services.app import Resource
+from nexanest.services.background import logging_failure
 from nexanest.services.notifications import repository
 from nexanest.services.notifications.channels import Channel, InboxChannel, Outcome, WebhookChannel
 from nexanest.services.notifications.jobs import (
@@ -226,15 +227,6 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-async def _logged(work: Awaitable[None]) -> None:
-    """A background task's failure goes to the log (``/readyz`` then reports it)."""
-    try:
-        await work
-    except Exception as exc:
-        _log.error("background_task_failed", error=type(exc).__name__, exc_info=exc)
-        raise
-
-
 def notifications_redis(settings: Settings) -> redis.Redis:
     """A client on ``redis.db_notifications`` whose socket outlasts a blocking take."""
     timeout = max(settings.redis.socket_timeout_s, _TAKE_TIMEOUT_S + 4)
@@ -299,7 +291,8 @@ def worker_resource(settings: Settings, *, name: str = "delivery-worker") -> Res
     @asynccontextmanager
     async def open_worker() -> AsyncIterator[asyncio.Task[None]]:
         stop = asyncio.Event()
-        task = asyncio.create_task(_logged(run_worker(settings, stop=stop)), name="notification-worker")
+        work = logging_failure(run_worker(settings, stop=stop), log=_log)
+        task = asyncio.create_task(work, name="notification-worker")
         try:
             yield task
         finally:

@@ -19,7 +19,7 @@ from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource, create_app
 from nexanest.services.portfolio.routes import build_router
 from nexanest.services.portfolio.snapshots import snapshot_worker
-from nexanest.services.resources import postgres_pool, redis_client
+from nexanest.services.resources import postgres_pool, redis_db
 from nexanest.services.sessions import session_store
 from nexanest.services.tokens import TokenVerifier
 
@@ -30,18 +30,8 @@ def build_app(settings: Settings, *, verifier: TokenVerifier | None = None) -> F
     s = settings.services
     db = postgres_pool("portfolio-db", s.portfolio_dsn, max_size=s.pool_max_size)
     snapshots_db = postgres_pool("snapshots-db", s.portfolio_snapshots_dsn, max_size=s.pool_max_size)
-    quotes = redis_client(
-        "quotes-redis",
-        settings.redis.url,
-        db=settings.redis.db_quotes,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-    )
-    cache = redis_client(
-        "portfolio-redis",
-        settings.redis.url,
-        db=settings.redis.db_portfolio,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-    )
+    quotes = redis_db("quotes-redis", settings.redis, settings.redis.db_quotes)
+    cache = redis_db("portfolio-redis", settings.redis, settings.redis.db_portfolio)
     resources: list[Resource[Any]] = [db, snapshots_db, quotes, cache]
     if verifier is None:
         verifier, sessions = session_store(settings)

@@ -25,6 +25,7 @@ import asyncpg
 from nexanest.services.portfolio import ledger
 from nexanest.services.portfolio.ledger import Booking, Position
 from nexanest.services.portfolio.models import CashIn, TradeIn
+from nexanest.services.rls import count_under_lock
 
 _PORTFOLIO_COLUMNS = "portfolio_id, user_id, name, currency, cash, created_at"
 _TRANSACTION_COLUMNS = (
@@ -56,8 +57,7 @@ async def create_portfolio(
     """Create a portfolio of ``user_id`` (the acting user). Raises ``NameTaken``
     or ``TooMany``. Creations of one user are serialised by a transaction-level
     advisory lock, so the count cannot be raced past."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"portfolio-create:{user_id}")
-    if await conn.fetchval("SELECT count(*) FROM portfolios") >= max_per_user:
+    if await count_under_lock(conn, "portfolios", f"portfolio-create:{user_id}") >= max_per_user:
         raise TooMany
     try:
         record: asyncpg.Record = await conn.fetchrow(

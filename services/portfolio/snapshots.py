@@ -17,14 +17,10 @@ one runs as usual.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -33,6 +29,7 @@ import redis.asyncio as redis
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource
+from nexanest.services.background import run_rounds, worker_resource
 from nexanest.services.portfolio.ledger import Position
 from nexanest.services.portfolio.quotes import read_quotes
 from nexanest.services.portfolio.snapshot_store import SnapshotRow, record_snapshots
@@ -92,11 +89,6 @@ async def snapshot_round(
     return RoundResult(at, len(snapshots), written, sum(1 for s in snapshots if s.unpriced))
 
 
-def next_slot(now_s: float, interval_s: float) -> float:
-    """The first multiple of ``interval_s`` (Unix seconds) after ``now_s``."""
-    return (math.floor(now_s / interval_s) + 1) * interval_s
-
-
 async def run_snapshots(settings: Settings, *, stop: asyncio.Event, interval_s: float | None = None) -> None:
     """Snapshot every portfolio at each multiple of ``interval_s`` (default
     ``settings.services.portfolio_snapshot_interval_s``) until ``stop`` is set.
@@ -116,61 +108,34 @@ async def run_snapshots(settings: Settings, *, stop: asyncio.Event, interval_s: 
         redis_client("quotes", settings.redis.url, db=settings.redis.db_quotes).open() as quotes,
     ):
         _log.info("snapshots_started", interval_s=interval)
-        while not stop.is_set():
-            slot = next_slot(time.time(), interval)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, slot - time.time()))
-                break
-            except TimeoutError:
-                pass
-            started = time.perf_counter()
-            try:
-                result = await snapshot_round(
-                    portfolio_db,
-                    snapshots_db,
-                    quotes,
-                    quote_key_prefix=settings.redis.quote_key_prefix,
-                    quote_max_age_s=s.portfolio_quote_max_age_s,
-                    at=datetime.fromtimestamp(slot, UTC),
-                )
-            except Exception as exc:  # noqa: BLE001 - a failed round must not end the worker; the next may succeed
-                _log.error("snapshot_round_failed", at=slot, error=repr(exc))
-                continue
-            _log.info(
-                "snapshot_round",
-                at=result.at.isoformat(),
-                portfolios=result.portfolios,
-                written=result.written,
-                unpriced=result.unpriced,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+
+        async def one_round(at: datetime) -> dict[str, object]:
+            result = await snapshot_round(
+                portfolio_db,
+                snapshots_db,
+                quotes,
+                quote_key_prefix=settings.redis.quote_key_prefix,
+                quote_max_age_s=s.portfolio_quote_max_age_s,
+                at=at,
             )
+            return {
+                "at": result.at.isoformat(),
+                "portfolios": result.portfolios,
+                "written": result.written,
+                "unpriced": result.unpriced,
+            }
+
+        await run_rounds(interval, stop, one_round, log=_log, event="snapshot_round")
     _log.info("snapshots_stopped")
 
 
 def snapshot_worker(settings: Settings, *, name: str = "snapshots") -> Resource[asyncio.Task[None]]:
     """The worker as a resource of the service (``portfolio_snapshots_in_service``):
     started with the service, stopped with it; ``/readyz`` fails if it died."""
-
-    @asynccontextmanager
-    async def running() -> AsyncIterator[asyncio.Task[None]]:
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_snapshots(settings, stop=stop), name="portfolio-snapshots")
-        task.add_done_callback(_report_failure)
-        try:
-            yield task
-        finally:
-            stop.set()
-            # A failure was logged when it happened, and /readyz reports it; the service stops regardless.
-            with contextlib.suppress(Exception):
-                await task
-
-    async def alive(task: asyncio.Task[None]) -> None:
-        if task.done():
-            raise RuntimeError("the snapshot worker stopped")
-
-    return Resource(name, running, alive)
-
-
-def _report_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _log.error("snapshots_failed", error=repr(task.exception()))
+    return worker_resource(
+        name,
+        lambda stop: run_snapshots(settings, stop=stop),
+        task_name="portfolio-snapshots",
+        log=_log,
+        failed_event="snapshots_failed",
+    )

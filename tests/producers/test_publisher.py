@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import LeaderNotAvailableError, OutOfOrderSequenceNumber, TopicAuthorizationFailedError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -17,7 +17,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.publisher import TickPublisher
-from nexanest.schemas.ticks import Tick, decode_tick
+from nexanest.schemas.ticks import Tick
+from tests.producers.ticks_topic import read_ticks
 
 pytestmark = pytest.mark.integration
 
@@ -38,25 +39,6 @@ def ticks(count: int, symbols: int) -> list[Tick]:
     ]
 
 
-async def read_all(settings: Settings, expected: int) -> list[tuple[int, bytes, Tick]]:
-    consumer = AIOKafkaConsumer(
-        settings.kafka.ticks_topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    got: list[tuple[int, bytes, Tick]] = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(got) < expected and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                got += [(tp.partition, r.key or b"", decode_tick(r.value or b"")) for r in records]
-    finally:
-        await consumer.stop()
-    return got
-
-
 async def test_batches_land_on_the_keyed_partition_in_order(isolated: Settings) -> None:
     # Small producer batches (16 KiB, the minimum) so one publish fills several
     # record batches per partition and the overflow path runs.
@@ -73,7 +55,7 @@ async def test_batches_land_on_the_keyed_partition_in_order(isolated: Settings) 
         await producer.stop()
     assert publisher.published == 6_000
 
-    got = await read_all(isolated, 6_000)
+    got = await read_ticks(isolated, 6_000)
     assert len(got) == 6_000
     assert sorted(t.seq for _, _, t in got) == list(range(6_000))  # each once
     partitioner, partitions = DefaultPartitioner(), list(range(6))
@@ -125,7 +107,7 @@ async def test_a_batch_lost_to_a_retriable_error_is_sent_again(isolated: Setting
         await producer.stop()
     assert failing.failed == 4
     assert publisher.published == 600
-    got = await read_all(isolated, 600)
+    got = await read_ticks(isolated, 600)
     assert sorted(t.seq for _, _, t in got) == list(range(600))  # each once, none lost
 
 
@@ -186,7 +168,7 @@ async def test_a_lost_idempotent_sequence_goes_on_through_a_new_producer(isolate
     assert broken.failed >= 1
     assert len(made) == 1  # one replacement, however many batches the old one failed
     assert made[0]._closed  # stopped by the publisher that made it
-    got = await read_all(isolated, 600)
+    got = await read_ticks(isolated, 600)
     assert sorted(t.seq for _, _, t in got) == list(range(600))  # each once, none lost
 
     # Without a way to make a new producer the failure surfaces, as before.

@@ -75,3 +75,10 @@ def assert_clean(run: subprocess.CompletedProcess[str], service: str, log: Path)
     logged = log.read_text()
     assert '"status": 500' not in logged, logged[-3000:]
     assert '"status":500' not in logged, logged[-3000:]
+
+
+def answered_about(log: Path, marker: str, status: str = '"status":20') -> int:
+    """How many request lines of the service's log mention ``marker`` (an id or
+    symbol the fuzzer was given) with a status starting ``status`` (2xx by
+    default): proof that the run reached what stands behind it, not only 404s."""
+    return sum(1 for line in log.read_text().splitlines() if marker in line and status in line)

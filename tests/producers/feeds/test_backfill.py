@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,14 +29,15 @@ import pytest
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.ops.bars import repair_bars
-from nexanest.pipeline.settings import Settings, namespace_environment
+from nexanest.pipeline.settings import Settings
 from nexanest.producers.feed_runner import run_feed
 from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver
 from nexanest.producers.feeds.replay import file_identity, read_checkpoint
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import Tick
+from tests.nexanest_cli import run_nexanest, spawn_nexanest
+from tests.producers.feeds.venue_server import until
 
-REPO = Path(__file__).resolve().parents[3]
 S = 1_000_000_000
 YEAR_NS = 365 * 24 * 3600 * S
 COLUMNS = "ts=time,symbol=sym,price=price_e9,size=size_e9,bid=bid_e9,ask=ask_e9,exchange=venue"
@@ -118,23 +117,9 @@ def write_parquet(path: Path, ticks: Iterator[Tick], row_group: int = 100_000) -
     return rows, first, last
 
 
-async def wait_for(what: str, fact: Callable[[], Awaitable[bool]], timeout_s: float, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await fact():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        await asyncio.sleep(every_s)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **namespace_environment(settings), "NEXANEST_METRICS__PRODUCER_PORT": "0"}
-
-
-async def replay(settings: Settings, path: Path, state: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(REPO / ".venv/bin/nexanest"),
-        "--env-file",
-        str(REPO / ".env"),
+async def replay(settings: Settings, path: Path, state: Path, *extra: str) -> asyncio.subprocess.Process:
+    return await spawn_nexanest(
+        settings,
         "feed",
         "run",
         "replay",
@@ -145,10 +130,7 @@ async def replay(settings: Settings, path: Path, state: Path) -> asyncio.subproc
         "e9",
         "--state-dir",
         str(state),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(settings),
-        cwd=REPO,
+        *extra,
     )
 
 
@@ -157,27 +139,9 @@ async def rows_of(pool: asyncpg.Pool, source: str) -> int:
 
 
 async def verify_range(settings: Settings, first_ns: int, last_ns: int) -> dict[str, object]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "nexanest.cli.main",
-        "--env-file",
-        str(REPO / ".env"),
-        "verify",
-        "--topic",
-        settings.kafka.backfill_topic,
-        "--from",
-        str(first_ns),
-        "--to",
-        str(last_ns + 1_000),
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(settings),
-        cwd=REPO,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, (out + err).decode()[-3000:]
+    args = ["--topic", settings.kafka.backfill_topic, "--from", str(first_ns), "--to", str(last_ns + 1_000)]
+    code, out, err = await run_nexanest(settings, "verify", *args, "--json")
+    assert code == 0, (out + err)[-3000:]
     report: dict[str, object] = json.loads(out)
     return report
 
@@ -226,7 +190,7 @@ async def test_backfill_a_million_year_old_ticks_killed_and_resumed(
             saved = read_checkpoint(state, file_identity(path))
             return saved is not None and saved.rows > 0
 
-        await wait_for("the first checkpoint", checkpointed, 120, every_s=0.05)
+        await until(checkpointed, "the first checkpoint", 120, every_s=0.05)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         killed_at = read_checkpoint(state, file_identity(path))
@@ -244,7 +208,7 @@ async def test_backfill_a_million_year_old_ticks_killed_and_resumed(
         async def all_written() -> bool:
             return await rows_of(timescale_pool, source) >= count
 
-        await wait_for("every backfilled tick in stock_prices", all_written, 540, every_s=1.0)
+        await until(all_written, "every backfilled tick in stock_prices", 540, every_s=1.0)
         backfill_s = time.monotonic() - started
         assert await rows_of(timescale_pool, source) == count  # exactly once despite the re-sent rows
 
@@ -257,7 +221,7 @@ async def test_backfill_a_million_year_old_ticks_killed_and_resumed(
         async def live_written() -> bool:
             return await rows_of(timescale_pool, live_config.source) >= live_count
 
-        await wait_for("the live ticks in stock_prices", live_written, 180, every_s=0.5)
+        await until(live_written, "the live ticks in stock_prices", 180, every_s=0.5)
         live_s = time.monotonic() - live_started
     finally:
         stop.set()
@@ -314,7 +278,7 @@ async def test_backfilled_bars_on_the_timescale_edition(community: Settings, tes
         async def live_written() -> bool:
             return await rows_of(pool, live.source) >= 100
 
-        await wait_for("the live ticks", live_written, 60)
+        await until(live_written, "the live ticks", 60, every_s=0.5)
         await repair_bars(settings, now - 3600 * S, now, None)
         proc = await replay(settings, path, state)
         out, err = await proc.communicate()
@@ -323,7 +287,7 @@ async def test_backfilled_bars_on_the_timescale_edition(community: Settings, tes
         async def all_written() -> bool:
             return await rows_of(pool, source) >= count
 
-        await wait_for("every backfilled tick in stock_prices", all_written, 120)
+        await until(all_written, "every backfilled tick in stock_prices", 120, every_s=0.5)
         stop.set()
         await consumer
         # Below the watermark: the refresh policy (start_offset NULL) would materialise the
@@ -400,18 +364,13 @@ async def test_ctrl_c_checkpoints_exactly_what_kafka_acknowledged(
     ticks, _ = year_old_ticks(test_id, count, symbols=4)
     write_parquet(path, ticks, row_group=5_000)
     # 30,000 rows 200 ms apart are 6,000 s of tick time: at --speed 1000, about 6 s.
-    env = child_env(isolated)
-    base = [str(REPO / ".venv/bin/nexanest"), "--env-file", str(REPO / ".env"), "feed", "run", "replay", str(path)]
-    options = ["--columns", COLUMNS, "--int-scale", "e9", "--state-dir", str(state)]
-    proc = await asyncio.create_subprocess_exec(
-        *base, *options, "--speed", "1000", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
+    proc = await replay(isolated, path, state, "--speed", "1000")
 
     async def checkpointed() -> bool:
         saved = read_checkpoint(state, file_identity(path))
         return saved is not None and saved.rows > 0
 
-    await wait_for("the first checkpoint", checkpointed, 60, every_s=0.05)
+    await until(checkpointed, "the first checkpoint", 60, every_s=0.05)
     proc.send_signal(signal.SIGINT)
     out, err = await proc.communicate()
     assert proc.returncode == 0, (out + err).decode()[-3000:]
@@ -420,9 +379,7 @@ async def test_ctrl_c_checkpoints_exactly_what_kafka_acknowledged(
     assert 0 < stopped.rows < count
     assert f"published {stopped.rows:,} ticks" in out.decode()  # exactly what it checkpointed
 
-    resumed = await asyncio.create_subprocess_exec(
-        *base, *options, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
+    resumed = await replay(isolated, path, state)
     out, err = await resumed.communicate()
     assert resumed.returncode == 0, (out + err).decode()[-3000:]
     assert f"published {count - stopped.rows:,} ticks" in out.decode()

@@ -15,10 +15,11 @@ import pytest
 from nexanest.pipeline.settings import RetrySettings
 from nexanest.producers.feeds.adapter import NullObserver
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed, BinanceParser
-from nexanest.producers.feeds.websocket import ConnectionOptions, FrameResult
+from nexanest.producers.feeds.websocket import ConnectionOptions
 from nexanest.producers.normalise import Normaliser
 from nexanest.schemas.ticks import Tick
 from tests.producers.feeds.venue_server import (
+    FAST_RETRY,
     Close,
     Drop,
     FeedRun,
@@ -28,6 +29,7 @@ from tests.producers.feeds.venue_server import (
     Send,
     VenueServer,
     frames,
+    play,
     until,
 )
 
@@ -65,15 +67,6 @@ def trade_frame(symbol: str, trade_id: int, price: str = "100.5", qty: str = "1"
 def parser() -> BinanceParser:
     normaliser = Normaliser("BINANCE", SOURCE, {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETHUSDT"}, 0)
     return BinanceParser("ws://x", normaliser, ["BTCUSDT", "ETHUSDT"])
-
-
-def play(p: BinanceParser, lines: list[str]) -> list[FrameResult]:
-    results = []
-    for line in lines:
-        out = FrameResult()
-        p.parse(line, out)
-        results.append(out)
-    return results
 
 
 # --- playback: the parser alone ------------------------------------------------
@@ -142,7 +135,6 @@ def test_the_url_names_the_trade_streams() -> None:
 
 # --- the adapter against the local venue server ----------------------------------
 
-FAST_RETRY = RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2)
 #: A first reconnect delay far longer than the tests wait: a reconnect "at once" is then visible.
 SLOW_RETRY = RetrySettings(initial_backoff_s=30.0, max_backoff_s=30.0)
 

@@ -13,12 +13,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from nexanest.pipeline.settings import RetrySettings
 from nexanest.producers.feeds.coinbase import CoinbaseConfig, CoinbaseFeed, CoinbaseParser
-from nexanest.producers.feeds.websocket import ConnectionOptions, FrameResult
+from nexanest.producers.feeds.websocket import ConnectionOptions
 from nexanest.producers.normalise import Normaliser
 from nexanest.schemas.ticks import Tick
-from tests.producers.feeds.venue_server import Drop, FeedRun, Send, VenueServer, frames, until
+from tests.producers.feeds.venue_server import FAST_RETRY, Drop, FeedRun, Send, VenueServer, frames, play, until
 
 SOURCE = "coinbase-test"
 SUBSCRIBE = {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["matches", "heartbeat"]}
@@ -67,15 +66,6 @@ def match_frame(trade_id: int, sequence: int, price: str, product: str = "BTC-US
 def parser() -> CoinbaseParser:
     normaliser = Normaliser("COINBASE", SOURCE, {"BTC-USD": "BTC-USD", "ETH-USD": "ETH-USDX"}, 0)
     return CoinbaseParser("ws://x", normaliser, ["BTC-USD", "ETH-USD"])
-
-
-def play(p: CoinbaseParser, lines: list[str]) -> list[FrameResult]:
-    results = []
-    for line in lines:
-        out = FrameResult()
-        p.parse(line, out)
-        results.append(out)
-    return results
 
 
 # --- playback: the parser alone ------------------------------------------------
@@ -141,8 +131,6 @@ def test_sequence_jumps_alone_are_no_gap() -> None:
 
 
 # --- the adapter against the local venue server ----------------------------------
-
-FAST_RETRY = RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2)
 
 
 def feed(url: str, **options: float | None) -> CoinbaseFeed:

@@ -5,19 +5,15 @@ and run by ``nexanest feed run counter`` through the real publisher to Kafka."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.schemas.ticks import Tick, decode_tick
-
-REPO = Path(__file__).resolve().parents[3]
+from nexanest.pipeline.settings import Settings
+from tests.nexanest_cli import REPO, run_nexanest
+from tests.producers.ticks_topic import read_ticks
 
 
 def install_readme_example(root: Path) -> None:
@@ -35,25 +31,10 @@ def install_readme_example(root: Path) -> None:
 
 
 async def nexanest(settings: Settings, root: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        **namespace_environment(settings),
-        "PYTHONPATH": str(root),
-        "NEXANEST_METRICS__PRODUCER_PORT": "0",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        str(REPO / ".venv/bin/nexanest"),
-        "--env-file",
-        str(REPO / ".env"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, (out + err).decode()[-3000:]
-    return out.decode()
+    """``nexanest ARGS`` with the plugin's package in ``root`` importable."""
+    code, out, err = await run_nexanest(settings, *args, env={"PYTHONPATH": str(root)})
+    assert code == 0, (out + err)[-3000:]
+    return out
 
 
 @pytest.mark.integration
@@ -68,20 +49,7 @@ async def test_a_users_plugin_runs_through_the_publisher_to_kafka(isolated: Sett
     out = await nexanest(isolated, tmp_path, "feed", "run", "counter", "--count", "25")
     assert "published 25 ticks" in out
 
-    topic = isolated.kafka.ticks_topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=isolated.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(isolated.kafka.partitions)]  # as ensure_topics made it
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ticks: list[Tick] = []
-        deadline = time.monotonic() + 30
-        while len(ticks) < 25 and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                ticks.extend(decode_tick(r.value) for r in records if r.value is not None)
-    finally:
-        await consumer.stop()
+    ticks = [tick for _, _, tick in await read_ticks(isolated, 25)]
     assert len(ticks) == 25
     assert {(t.symbol, t.exchange, t.source) for t in ticks} == {("DEMO", "DEMO", "counter")}
     ticks.sort(key=lambda t: t.seq)

@@ -8,53 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from nexanest.pipeline.metrics import REGISTRY
-from nexanest.pipeline.settings import RetrySettings, Settings, namespace_environment
+from nexanest.pipeline.settings import RetrySettings, Settings
 from nexanest.producers.feed_runner import run_feed
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed
 from nexanest.producers.feeds.coinbase import CoinbaseConfig, CoinbaseFeed
 from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.events import SystemEvent, decode_event
-from nexanest.schemas.ticks import Tick, decode_tick
+from nexanest.schemas.ticks import Tick
+from tests.nexanest_cli import spawn_nexanest
 from tests.processes import interrupt
 from tests.producers.feeds.venue_server import Drop, RecordingObserver, Send, VenueServer, frames
+from tests.producers.ticks_topic import read_ticks
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[3]
 
 OPTIONS = ConnectionOptions(retry=RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2))
-
-
-async def read_topic(settings: Settings, expected: int, timeout_s: float = 30.0) -> list[tuple[int, bytes, Tick]]:
-    """Records of the ticks topic until ``expected`` arrived (or the deadline), then a little
-    longer, so that a record too many would be seen too."""
-    consumer = AIOKafkaConsumer(
-        settings.kafka.ticks_topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    got: list[tuple[int, bytes, Tick]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(got) < expected and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                got += [(tp.partition, r.key or b"", decode_tick(r.value or b"")) for r in records]
-        for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-            got += [(tp.partition, r.key or b"", decode_tick(r.value or b"")) for r in records]
-    finally:
-        await consumer.stop()
-    return got
 
 
 async def published(settings: Settings, feed: WebSocketFeed, expected: int) -> tuple[list[Tick], RecordingObserver]:
@@ -64,7 +40,7 @@ async def published(settings: Settings, feed: WebSocketFeed, expected: int) -> t
     await feed.start(observer)
     publishing = asyncio.create_task(publish_feed(settings.kafka, feed, feed.name))
     try:
-        got = await read_topic(settings, expected)
+        got = await read_ticks(settings, expected)
     finally:
         await feed.stop()
         count = await asyncio.wait_for(publishing, 30)
@@ -170,7 +146,7 @@ async def test_binance_through_run_feed_counts_and_reports(isolated: Settings, t
         config = BinanceConfig(["btcusdt", "ethusdt"], server.url, {}, f"binance-{test_id}")
         feed = BinanceFeed(config, OPTIONS)
         running = asyncio.create_task(run_feed(isolated, feed, stop))
-        got = await read_topic(isolated, len(trades) + 4)
+        got = await read_ticks(isolated, len(trades) + 4)
         stop.set()
         published_count = await asyncio.wait_for(running, 30)
     assert published_count == len(got) == len(trades) + 4
@@ -205,18 +181,10 @@ async def test_nexanest_feed_run_coinbase(isolated: Settings, test_id: str) -> N
     async with VenueServer(
         [[Send(matches), Drop()], [Send(frames("coinbase", "gaps"))]], subscribe_within_s=2
     ) as server:
-        env = {**os.environ, **namespace_environment(isolated), "NEXANEST_METRICS__PRODUCER_PORT": "0"}
         args = ["feed", "run", "coinbase", "--symbols", "BTC-USD,ETH-USD", "--url", server.url, "--source", test_id]
-        child = await asyncio.create_subprocess_exec(
-            str(REPO / ".venv/bin/nexanest"),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=REPO,
-        )
+        child = await spawn_nexanest(isolated, *args)
         try:
-            got = await read_topic(isolated, 7)
+            got = await read_ticks(isolated, 7)
         finally:
             await interrupt(child)
         out, err = await child.communicate()

@@ -27,15 +27,28 @@ from typing import Self
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from nexanest.producers.feeds.websocket import WebSocketFeed
+from nexanest.pipeline.settings import RetrySettings
+from nexanest.producers.feeds.websocket import FrameResult, VenueParser, WebSocketFeed
 from nexanest.schemas.ticks import Tick
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "feeds"
+#: Reconnect delays short enough for tests that wait for a reconnect.
+FAST_RETRY = RetrySettings(initial_backoff_s=0.05, max_backoff_s=0.2)
 
 
 def frames(venue: str, name: str) -> list[str]:
     """The recorded frames of ``tests/data/feeds/<venue>/<name>.jsonl``, one per line, as sent."""
     return (DATA / venue / f"{name}.jsonl").read_text().splitlines()
+
+
+def play(parser: VenueParser, lines: list[str]) -> list[FrameResult]:
+    """Each frame through the venue parser alone, with a result of its own."""
+    results = []
+    for line in lines:
+        out = FrameResult()
+        parser.parse(line, out)
+        results.append(out)
+    return results
 
 
 @dataclass(frozen=True)
@@ -197,8 +210,11 @@ class VenueServer:
             pass
 
 
-async def until(fact: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 10.0) -> None:
-    """Poll ``fact`` until it holds; fail with ``what`` after ``timeout_s``."""
+async def until(
+    fact: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 10.0, every_s: float = 0.01
+) -> None:
+    """Poll ``fact`` every ``every_s`` until it holds; fail with ``what`` after ``timeout_s``
+    (a fact that queries a database wants a longer ``every_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = fact()
@@ -208,7 +224,7 @@ async def until(fact: Callable[[], bool | Awaitable[bool]], what: str, timeout_s
             return
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every_s)
 
 
 class RecordingObserver:

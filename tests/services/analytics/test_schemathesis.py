@@ -19,7 +19,7 @@ import pytest
 
 from nexanest.pipeline.settings import Settings
 from tests.services.analytics.conftest import Snapshot, write_snapshots
-from tests.services.fuzzing import assert_clean, bearer_of_a_new_user, fuzz
+from tests.services.fuzzing import answered_about, assert_clean, bearer_of_a_new_user, fuzz
 from tests.services.served import served
 
 pytestmark = pytest.mark.integration
@@ -70,10 +70,9 @@ async def test_analytics_has_no_server_error_and_keeps_its_schema(
                     report_id=created.json()["id"],
                 )
                 assert_clean(existing, "analytics", log)
-                reached = [
-                    line for line in log.read_text().splitlines() if str(portfolio) in line and '"status":20' in line
-                ]
-                assert len(reached) >= 10, "the fuzzer hardly reached the portfolio behind its id"
+                assert answered_about(log, str(portfolio)) >= 10, (
+                    "the fuzzer hardly reached the portfolio behind its id"
+                )
         finally:
             conn = await asyncpg.connect(migrated.timescale.admin_dsn.get_secret_value())
             try:

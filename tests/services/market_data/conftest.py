@@ -7,7 +7,6 @@ it ends)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import redis.asyncio as redis
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -25,6 +23,7 @@ from nexanest.pipeline.settings import Settings
 from nexanest.services.market_data.app import build_app
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.tokens import SignedTokens
+from tests.services.served import loopback_listener, uvicorn_on
 
 #: Fast enough for tests to see them; the service's defaults are seconds.
 TEST_LIMITS = MarketDataLimits(keepalive_s=0.2, stream_send_timeout_s=1.0)
@@ -58,28 +57,12 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @asynccontextmanager
 async def served(app: FastAPI, *, send_buffer_bytes: int | None = None) -> AsyncIterator[str]:
     """The app under uvicorn on a free loopback port; yields its base URL.
-    ``send_buffer_bytes`` fixes the kernel's send buffer of every connection
-    (accepted sockets inherit the listener's), so that a client that stops
-    reading blocks the server's sends after kilobytes rather than megabytes."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if send_buffer_bytes is not None:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        for _ in range(400):
-            if server.started or serving.done():
-                break
-            await asyncio.sleep(0.025)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 30)
-        listener.close()
+    ``send_buffer_bytes`` fixes the kernel's send buffer of every connection, so
+    that a client that stops reading blocks the server's sends after kilobytes
+    rather than megabytes."""
+    listener = loopback_listener(send_buffer_bytes=send_buffer_bytes)
+    async with uvicorn_on(listener, app):
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 @pytest.fixture

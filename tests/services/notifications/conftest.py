@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,13 +19,13 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as redis
-import uvicorn
 from pydantic import SecretStr
 
 from nexanest.pipeline.settings import Settings
 from nexanest.services.app import Resource
 from nexanest.services.notifications.app import build_app
 from nexanest.services.tokens import Identity, InvalidToken, Role
+from tests.services.served import loopback_listener, uvicorn_on
 
 
 class Verifier:
@@ -177,24 +176,11 @@ class Receiver:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    made = Receiver(url=f"http://127.0.0.1:{port}/hook")
-    server = uvicorn.Server(
-        uvicorn.Config(made.app, log_config=None, access_log=False, lifespan="off", interface="asgi3")
-    )
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        for _ in range(400):
-            if server.started or serving.done():
-                break
-            await asyncio.sleep(0.025)
-        assert server.started, "the receiver did not start"
-        yield made
-    finally:
-        if made.hold is not None:
-            made.hold.set()
-        server.should_exit = True
-        await serving
+    listener = loopback_listener()
+    made = Receiver(url=f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+    async with uvicorn_on(listener, made.app, lifespan="off", interface="asgi3"):
+        try:
+            yield made
+        finally:
+            if made.hold is not None:  # held requests would keep the server from stopping
+                made.hold.set()

@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio as redis
 
 from nexanest.pipeline.settings import Settings, namespace_environment
-from nexanest.services.portfolio.snapshots import next_slot, run_snapshots, snapshot_round
+from nexanest.services.background import next_slot
+from nexanest.services.portfolio.snapshots import run_snapshots, snapshot_round
 from tests.services.portfolio.conftest import Service, running_service, service_settings
 
 pytestmark = pytest.mark.integration
