@@ -415,6 +415,9 @@ class ServicesSettings(BaseModel):
     analytics_max_symbols: int = Field(default=500, ge=1, le=100_000)
     #: Prefix of the latest metrics cached in Redis ``db_analytics`` (beside the bar cache's ``bar:``).
     analytics_cache_prefix: str = Field(default="analytics:", min_length=1, max_length=64)
+    #: Scheduled saved reports the worker runs per round, at most (the longest waiting
+    #: first; the rest wait for the next round).
+    analytics_reports_per_round: int = Field(default=200, ge=1, le=100_000)
 
     def dsns(self) -> dict[str, SecretStr]:
         """The DSN of each service role, by setting name."""

@@ -132,3 +132,11 @@ class ReportRun(BaseModel):
     report_id: uuid.UUID
     results: list[MetricsOut]
     missing: list[str]
+
+
+class StoredRun(BaseModel):
+    """A scheduled run of a report, as the worker stored it: ``result`` is what
+    ``GET /analytics/reports/{id}/run`` answered at ``ran_at`` (the round's time)."""
+
+    ran_at: datetime
+    result: ReportRun

@@ -48,6 +48,12 @@ async def get(conn: asyncpg.Connection, report_id: uuid.UUID) -> ReportOut | Non
     return None if row is None else _report(row)
 
 
+async def exists(conn: asyncpg.Connection, report_id: uuid.UUID) -> bool:
+    """Whether the acting user has the report (its definition is not read)."""
+    found: bool = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM saved_reports WHERE report_id = $1)", report_id)
+    return found
+
+
 async def replace(conn: asyncpg.Connection, report_id: uuid.UUID, body: ReportIn) -> ReportOut | None:
     try:
         row = await conn.fetchrow(

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
-from nexanest.services.analytics import reports, store
+from nexanest.services.analytics import reports, runs, store
 from nexanest.services.analytics.cache import MetricsCache
 from nexanest.services.analytics.compute import body, compute_portfolios, compute_symbols, rows_out
 from nexanest.services.analytics.metrics import SubjectKind, WindowName
@@ -34,6 +34,7 @@ from nexanest.services.analytics.models import (
     ReportIn,
     ReportOut,
     ReportRun,
+    StoredRun,
 )
 from nexanest.services.analytics.worker import cache_ttl_s, parameters_of
 from nexanest.services.app import Resource
@@ -50,6 +51,8 @@ _NO_REPORT: Final = "no such report"
 MAX_HISTORY_POINTS: Final = 5000
 #: Reports one user may keep (bounds ``GET /analytics/reports``).
 MAX_REPORTS: Final = 200
+#: A report's runs answer at most this many.
+MAX_RUNS: Final = 500
 _EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
 _JSON: Final = "application/json"
@@ -78,6 +81,7 @@ def build_router(
     Name = Annotated[MetricName | None, Query(description="one metric; default: all")]
     Window = Annotated[WindowName | None, Query(description="one window; default: all")]
     Limit = Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)]
+    RunsLimit = Annotated[int, Query(ge=1, le=MAX_RUNS)]
     router = APIRouter(prefix="/analytics", tags=["analytics"], responses={**AUTH_RESPONSES, **problem_responses(422)})
     parameters = parameters_of(settings)
 
@@ -265,25 +269,19 @@ def build_router(
         """The latest stored metrics of each subject of the report, narrowed to its
         metrics and windows. A portfolio that is not yours is ``missing``, as one
         without metrics is."""
-        async with acting_as(pool, user.user_id) as conn:
-            report = await reports.get(conn, report_id)
-        if report is None:
+        result = await runs.run(pool, metrics_pool, user.user_id, report_id)
+        if result is None:
             raise Problem(404, _NO_REPORT)
-        query = report.definition
-        names, windows = set(query.metric_names()), set(query.window_names())
-        results, missing = [], []
-        async with acting_as(metrics_pool, user.user_id) as conn:
-            for subject in query.subject_ids:
-                rows = [
-                    r
-                    for r in await store.latest(conn, query.subject_kind, subject)
-                    if r["metric"] in names and r["time_window"] in windows
-                ]
-                if rows:
-                    results.append(rows_out(query.subject_kind, subject, rows))
-                else:
-                    missing.append(subject)
-        return ReportRun(report_id=report_id, results=results, missing=missing)
+        return result
+
+    @router.get("/reports/{report_id}/runs", responses=problem_responses(404), summary="A report's scheduled runs")
+    async def report_runs(report_id: ReportId, user: User, pool: ReportsDb, limit: RunsLimit = 20) -> list[StoredRun]:
+        """The runs the worker stored on the report's schedule, newest first, at most
+        ``limit``; each ``result`` is what ``/run`` answered at ``ran_at``."""
+        async with acting_as(pool, user.user_id) as conn:
+            if not await reports.exists(conn, report_id):
+                raise Problem(404, _NO_REPORT)
+            return await runs.list_runs(conn, report_id, limit)
 
     return router
 

@@ -7,11 +7,17 @@ alone (``nexanest serve analytics-worker``). A round's rows are stamped with its
 aligned time and stored once per (subject, metric, window, time), so two
 workers side by side write each row once. A round that fails (a database or
 Redis away) is logged and the next one runs as usual.
+
+After a round's metrics, it runs the saved reports whose schedule is due
+(``runs.run_due``, at most ``analytics_reports_per_round``), each as its owner,
+and stores each run stamped with the round's time, so two workers store a
+round's run once. A report that fails is logged and counted; it stays due.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +25,7 @@ import asyncpg
 
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
-from nexanest.services.analytics import series
+from nexanest.services.analytics import runs, series
 from nexanest.services.analytics.cache import MetricsCache
 from nexanest.services.analytics.compute import Parameters, compute_portfolios, compute_symbols
 from nexanest.services.app import Resource
@@ -56,6 +62,31 @@ async def analytics_round(
     return RoundResult(at, len(portfolios), len(computed))
 
 
+async def scheduled_reports(
+    reports_pool: asyncpg.Pool, metrics_pool: asyncpg.Pool, settings: Settings, *, at: datetime
+) -> runs.ScheduledResult | None:
+    """Run the saved reports due at ``at``; None (logged) when the listing itself
+    failed (the analytics database away): the next round lists them again."""
+    started = time.perf_counter()
+    try:
+        result = await runs.run_due(
+            reports_pool, metrics_pool, at=at, limit=settings.services.analytics_reports_per_round
+        )
+    except Exception as exc:  # noqa: BLE001 - the worker outlives the analytics database's absence
+        _log.error("report_runs_failed", at=at.isoformat(), error=repr(exc))
+        return None
+    if result.due:
+        _log.info(
+            "report_runs",
+            at=at.isoformat(),
+            due=result.due,
+            ran=result.ran,
+            failed=result.failed,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    return result
+
+
 async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: float | None = None) -> None:
     """Rounds at each multiple of ``interval_s`` (default
     ``settings.services.analytics_interval_s``) until ``stop`` is set. Connects as
@@ -69,13 +100,17 @@ async def run_analytics(settings: Settings, *, stop: asyncio.Event, interval_s: 
     s = settings.services
     async with (
         postgres_pool("analytics-worker-db", s.analytics_timescale_dsn, max_size=2).open() as pool,
+        postgres_pool("analytics-worker-reports-db", s.analytics_dsn, max_size=2).open() as reports_pool,
         redis_client("analytics-worker-redis", settings.redis.url, db=settings.redis.db_analytics).open() as client,
     ):
         cache = MetricsCache(client, prefix=s.analytics_cache_prefix, ttl_s=cache_ttl_s(settings))
         _log.info("analytics_worker_started", interval_s=interval)
 
         async def one_round(at: datetime) -> dict[str, object]:
-            result = await analytics_round(pool, cache, settings, at=at)
+            try:
+                result = await analytics_round(pool, cache, settings, at=at)
+            finally:  # the due reports run even when the metrics failed (logged as analytics_round_failed)
+                await scheduled_reports(reports_pool, pool, settings, at=at)
             return {"at": result.at.isoformat(), "portfolios": result.portfolios, "symbols": result.symbols}
 
         await run_rounds(interval, stop, one_round, log=_log, event="analytics_round")

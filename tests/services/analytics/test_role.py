@@ -1,5 +1,5 @@
 """What the role ``nexanest_analytics`` may do, read from the catalogs as the
-owners (integration): exactly the grants of timescale/0007 and analytics/0002,
+owners (integration): exactly the grants of timescale/0007 and analytics/0002-0003,
 row-level security forced on its user tables, and the one way across users, the
 SECURITY DEFINER function, executable by it alone."""
 
@@ -37,7 +37,10 @@ GRANTED = {
         ),
         ("analytics_metrics", "INSERT"),
     },
-    "analytics": {("saved_reports", p) for p in ("SELECT", "INSERT", "DELETE")},
+    "analytics": {
+        *(("saved_reports", p) for p in ("SELECT", "INSERT", "DELETE")),
+        *(("report_runs", p) for p in ("SELECT", "INSERT")),
+    },
 }
 
 

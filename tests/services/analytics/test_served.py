@@ -43,6 +43,11 @@ async def forget(settings: Settings, user_id: uuid.UUID) -> None:
         await conn.execute("DELETE FROM analytics_metrics WHERE user_id = $1", user_id)
     finally:
         await conn.close()
+    conn = await asyncpg.connect(settings.postgres.analytics_dsn.get_secret_value())
+    try:
+        await conn.execute("DELETE FROM saved_reports WHERE user_id = $1", user_id)
+    finally:
+        await conn.close()
 
 
 async def test_served_with_its_worker_answers_a_users_metrics(migrated: Settings, tmp_path: Path, test_id: str) -> None:
@@ -77,10 +82,24 @@ async def test_served_with_its_worker_answers_a_users_metrics(migrated: Settings
                     other = {"Authorization": f"Bearer {bearer_of_a_new_user(auth_url)}"}
                     assert (await http.get(f"/analytics/portfolios/{portfolio}", headers=other)).status_code == 404
                     assert (await http.get("/readyz")).json()["checks"]["analytics-worker"] == "ok"
+                    # A scheduled report: the worker's next round runs it, as /run would.
+                    definition = {"subject_kind": "portfolio", "subject_ids": [str(portfolio)]}
+                    created = await http.post(
+                        "/analytics/reports", json={"name": "hourly", "definition": definition, "schedule": "hourly"}
+                    )
+                    assert created.status_code == 201, created.text
+                    runs_url = f"/analytics/reports/{created.json()['id']}/runs"
+                    deadline = time.monotonic() + 60
+                    while not (stored := (await http.get(runs_url)).json()):
+                        assert time.monotonic() < deadline, "no scheduled run within 60 s"
+                        await asyncio.sleep(0.2)
+                    assert [r["subject_id"] for r in stored[0]["result"]["results"]] == [str(portfolio)]
+                    assert (await http.get(runs_url, headers=other)).status_code == 404
         finally:
             await forget(migrated, user_id)
     log = (tmp_path / "analytics.log").read_text()
     assert '"analytics_round"' in log
+    assert '"report_runs"' in log
     assert token not in log
 
 
