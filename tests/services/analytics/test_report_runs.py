@@ -19,6 +19,7 @@ from nexanest.services.analytics import runs
 from nexanest.services.analytics.compute import Parameters, compute_portfolios
 from nexanest.services.analytics.worker import scheduled_reports
 from nexanest.services.rls import acting_as
+from tests.services.analytics.catalog import CROSSING_FUNCTION, function_facts, row_security
 from tests.services.analytics.conftest import Service, Snapshot, write_snapshots
 
 pytestmark = pytest.mark.integration
@@ -197,25 +198,8 @@ async def test_the_due_index_is_the_one_way_across_users_and_only_the_service_ma
 ) -> None:
     conn = await asyncpg.connect(migrated.postgres.analytics_dsn.get_secret_value())
     try:
-        fn = await conn.fetchrow(
-            "SELECT p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) = current_user AS by_owner, "
-            "has_function_privilege('nexanest_analytics', p.oid, 'EXECUTE') AS analytics, "
-            "has_function_privilege('nexanest_portfolio', p.oid, 'EXECUTE') AS portfolio, "
-            "has_function_privilege('public', p.oid, 'EXECUTE') AS public "
-            "FROM pg_proc p WHERE p.oid = 'analytics_due_reports(timestamptz, integer)'::regprocedure"
-        )
-        assert dict(fn) == {
-            "prosecdef": True,
-            "proconfig": ["search_path=pg_catalog, pg_temp"],
-            "by_owner": True,
-            "analytics": True,
-            "portfolio": False,
-            "public": False,
-        }
-        forced = await conn.fetchrow(
-            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'report_runs'::regclass"
-        )
-        assert tuple(forced) == (True, True)
+        assert await function_facts(conn, "analytics_due_reports(timestamptz, integer)") == CROSSING_FUNCTION
+        assert await row_security(conn, "report_runs") == (True, True)
         policies = await conn.fetch(
             "SELECT policyname, cmd, qual IS NOT NULL AS using, with_check IS NOT NULL AS checks "
             "FROM pg_policies WHERE tablename = 'report_runs' AND 'nexanest_analytics' = ANY(roles)"

@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from nexanest.pipeline.settings import Settings
+from tests.services.analytics.catalog import CROSSING_FUNCTION, function_facts, row_security
 from tests.services.analytics.conftest import running_service, service_settings
 
 pytestmark = pytest.mark.integration
@@ -81,10 +82,7 @@ async def test_the_role_holds_exactly_its_grants(migrated: Settings) -> None:
             ROLE,
         )
         assert [c["attname"] for c in columns] == ["definition", "name", "schedule", "updated_at"]
-        forced = await conn.fetchrow(
-            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'saved_reports'::regclass"
-        )
-        assert tuple(forced) == (True, True)
+        assert await row_security(conn, "saved_reports") == (True, True)
     finally:
         await conn.close()
 
@@ -94,27 +92,9 @@ async def test_only_the_role_may_read_every_portfolios_series_and_only_through_t
 ) -> None:
     conn = await asyncpg.connect(migrated.timescale.admin_dsn.get_secret_value())
     try:
-        fn = await conn.fetchrow(
-            "SELECT p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) = current_user AS by_owner, "
-            "has_function_privilege($1, p.oid, 'EXECUTE') AS analytics, "
-            "has_function_privilege('nexanest_portfolio', p.oid, 'EXECUTE') AS portfolio, "
-            "has_function_privilege('public', p.oid, 'EXECUTE') AS public "
-            "FROM pg_proc p WHERE p.oid = 'analytics_portfolio_series(interval, timestamptz, timestamptz, uuid[])'"
-            "::regprocedure",
-            ROLE,
-        )
-        assert dict(fn) == {
-            "prosecdef": True,
-            "proconfig": ["search_path=pg_catalog, pg_temp"],
-            "by_owner": True,
-            "analytics": True,
-            "portfolio": False,
-            "public": False,
-        }
-        forced = await conn.fetchrow(
-            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'analytics_metrics'::regclass"
-        )
-        assert tuple(forced) == (True, True)
+        series = "analytics_portfolio_series(interval, timestamptz, timestamptz, uuid[])"
+        assert await function_facts(conn, series) == CROSSING_FUNCTION
+        assert await row_security(conn, "analytics_metrics") == (True, True)
         policies = await conn.fetch(
             "SELECT policyname, cmd FROM pg_policies WHERE tablename = 'analytics_metrics' AND $1 = ANY(roles)", ROLE
         )
