@@ -428,28 +428,32 @@ class IngestLoop:
         except (AssertionError, IllegalStateError) as exc:  # assignment changed under the seek
             _log.warning("seek_skipped", partition=tp.partition, error=repr(exc))
 
-    async def _retrying(self, service: str, step: Callable[[], Awaitable[object]]) -> None:
+    async def _retrying(self, step: str, write: Callable[[], Awaitable[object]]) -> None:
         """Retry a retryable failure until it succeeds. A first stop request does
         not abandon the batch (the data in hand is written before the loop
-        exits); a second one ends the process from the signal handler."""
+        exits); a second one ends the process from the signal handler.
+
+        ``step`` names the sink; the log also names the service that is down
+        (an after-commit sink such as ``market_indices`` writes to TimescaleDB):
+        an operator, and a test watching for an outage, looks for the service."""
         backoff = Backoff(self._retry)
         failed_at = 0.0
         while True:
             try:
-                await step()
+                await write()
             except RetryableError as exc:
                 self.stats.retries += 1
                 metrics.count_retry(exc.service)
                 if backoff.attempts == 0:
                     failed_at = time.monotonic()
                     if self._monitor is not None:  # one batch_failed event per outage, not per retry
-                        await self._monitor.batch_failed(service, str(exc))
+                        await self._monitor.batch_failed(step, str(exc))
                 delay = backoff.next_delay()
-                _log.warning("batch_retry", step=service, error=str(exc), retry_in_s=round(delay, 3))
+                _log.warning("batch_retry", step=step, service=exc.service, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
             else:
                 if backoff.attempts and self._monitor is not None:
-                    await self._monitor.batch_recovered(service, backoff.attempts, time.monotonic() - failed_at)
+                    await self._monitor.batch_recovered(step, backoff.attempts, time.monotonic() - failed_at)
                 return
 
     async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
