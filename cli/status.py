@@ -18,7 +18,9 @@ services      each service, up or DOWN, with its port and version:
               version and timescaledb.license: "timescale" is the community edition,
               "apache" the Apache-2 one), redis (INFO server), kafka (brokers and the
               negotiated API version), prometheus (9090, /api/v1/status/buildinfo;
-              left out when NEXANEST_PROMETHEUS_URL is empty), and the HTTP services
+              left out when NEXANEST_PROMETHEUS_URL is empty), alertmanager (9095,
+              /api/v2/status; left out when NEXANEST_ALERTMANAGER_URL is empty), and
+              the HTTP services
               auth 8001, portfolio 8002, market-data 8003, notifications 8004,
               analytics 8005 (GET /healthz, then /readyz).
 lag           per partition of the ticks topic: its end offset, how far the consumer
@@ -33,7 +35,8 @@ last backup   the newest complete backup folder (with a MANIFEST) under backup_d
               (NEXANEST_BACKUP_DIR, default backups/), and its time.
 
 Exit status: 0 when every required service is up (the four stores, and
-Prometheus when configured; the HTTP services only with --require-services),
+Prometheus and Alertmanager when configured; the HTTP services only with
+--require-services),
 1 when any is down: the last line names them.
 """
 
@@ -47,7 +50,7 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON (every field, for scripts)")
     p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="timeout of each probe (default 3 s)")
-    p.add_argument("--require-services", action="store_true", help="count the HTTP services 8001-8003 as required")
+    p.add_argument("--require-services", action="store_true", help="count the HTTP services 8001-8005 as required")
     p.set_defaults(handler=cmd_status)
 
 

@@ -10,8 +10,10 @@ What is reported, and where it comes from:
 - services: PostgreSQL (``SHOW server_version``), TimescaleDB (server version,
   the extension's version and ``timescaledb.license``), Redis (``INFO server``),
   Kafka (broker count and the API version it negotiates), Prometheus
-  (``/api/v1/status/buildinfo``; only when ``prometheus_url`` is set), the HTTP
-  services (``GET /healthz``, then ``/readyz``).
+  (``/api/v1/status/buildinfo``; only when ``prometheus_url`` is set),
+  Alertmanager (``/api/v2/status``: version and cluster state; only when
+  ``alertmanager_url`` is set), the HTTP services (``GET /healthz``, then
+  ``/readyz``).
 - lag of the consumer group per partition, in messages: the topic's end offset
   minus how far the group has consumed, the larger of the offset stored in
   TimescaleDB ``ingest_offsets`` (the exactly-once consumer's own record, written
@@ -27,7 +29,8 @@ What is reported, and where it comes from:
   ``.partial`` ones are not) under ``backup_dir``, with its time.
 
 ``required`` services decide the exit status: the four stores, plus Prometheus
-when it is configured. The HTTP services are reported but optional, since they
+and Alertmanager when they are configured (an alert rule that fires into a
+dead Alertmanager reaches nobody). The HTTP services are reported but optional, since they
 are started on their own (``nexanest serve``); ``require_services`` makes them
 required as well.
 """
@@ -186,6 +189,9 @@ async def collect(
     if settings.prometheus_url:
         url = settings.prometheus_url.rstrip("/")
         probes.append(_probe("prometheus", _port_of(url, 9090), True, timeout_s, lambda: _prometheus(url)))
+    if settings.alertmanager_url:
+        am_url = settings.alertmanager_url.rstrip("/")
+        probes.append(_probe("alertmanager", _port_of(am_url, 9095), True, timeout_s, lambda: _alertmanager(am_url)))
     sv = settings.services
     for name, port in sv.ports().items():
         probes.append(_probe(name, port, require_services, timeout_s, _bind_http(sv.host, port)))
@@ -306,6 +312,14 @@ async def _prometheus(url: str) -> tuple[str | None, str | None]:
     if status != 200:
         raise ConnectionError(f"HTTP {status}")
     return str(json.loads(body)["data"]["version"]), None
+
+
+async def _alertmanager(url: str) -> tuple[str | None, str | None]:
+    status, body = await http_get(url + "/api/v2/status")
+    if status != 200:
+        raise ConnectionError(f"HTTP {status}")
+    state = json.loads(body)
+    return str(state["versionInfo"]["version"]), f"cluster {state['cluster']['status']}"
 
 
 def _bind_http(host: str, port: int) -> Callable[[], Awaitable[tuple[str | None, str | None]]]:

@@ -491,6 +491,9 @@ class Settings(BaseSettings):
     feed_state_dir: Path = Path(".nexanest/feeds")
     #: Where `nexanest status` finds Prometheus (deploy/local/prometheus.sh); empty: not configured.
     prometheus_url: str = "http://127.0.0.1:9090"
+    #: Where `nexanest status` finds Alertmanager (deploy/local/prometheus.sh starts it on 9095,
+    #: not its usual 9093: the local Kafka controller has that); empty: not configured.
+    alertmanager_url: str = "http://127.0.0.1:9095"
 
     @model_validator(mode="after")
     def _unique_index_names(self) -> Settings:

@@ -242,8 +242,11 @@ def test_no_secret_value_outside_a_secret(rendered: dict[str, Rendered]) -> None
             for container in template["spec"]["containers"] + template["spec"].get("initContainers", []):
                 for env in container.get("env", []):
                     if re.search(r"(DSN|URL|PASSWORD|SECRET)$", env["name"]):
-                        # Prometheus' address is no secret (and empty: not probed in a cluster).
-                        assert "valueFrom" in env or env == {"name": "NEXANEST_PROMETHEUS_URL", "value": ""}
+                        # Prometheus' and Alertmanager's addresses are no secrets (and empty: not probed in a cluster).
+                        assert "valueFrom" in env or env in (
+                            {"name": "NEXANEST_PROMETHEUS_URL", "value": ""},
+                            {"name": "NEXANEST_ALERTMANAGER_URL", "value": ""},
+                        )
     for path in CHART.rglob("*"):
         if path.is_file():
             assert not SECRET_VALUE.search(path.read_text()), path

@@ -217,7 +217,7 @@ async def test_the_dlq_size_is_what_was_dead_lettered(isolated: Settings, test_i
 
 @pytest.mark.integration
 async def test_a_closed_port_is_reported_down_and_the_rest_up(isolated: Settings) -> None:
-    redis_port, pg_port, prom_port = free_ports(3)
+    redis_port, pg_port, prom_port, am_port = free_ports(4)
     settings = isolated.model_copy(
         update={
             "redis": isolated.redis.model_copy(update={"url": SecretStr(f"redis://127.0.0.1:{redis_port}")}),
@@ -225,6 +225,7 @@ async def test_a_closed_port_is_reported_down_and_the_rest_up(isolated: Settings
                 update={"auth_dsn": SecretStr(f"postgresql://nobody:secret-pw@127.0.0.1:{pg_port}/auth_test")}
             ),
             "prometheus_url": f"http://127.0.0.1:{prom_port}",
+            "alertmanager_url": f"http://127.0.0.1:{am_port}",
         }
     )
     report = await collect(settings, timeout_s=2.0)
@@ -232,9 +233,10 @@ async def test_a_closed_port_is_reported_down_and_the_rest_up(isolated: Settings
     assert state["redis"] == (False, redis_port)
     assert state["postgresql"] == (False, pg_port)
     assert state["prometheus"] == (False, prom_port)
+    assert state["alertmanager"] == (False, am_port)
     assert state["timescaledb"][0]
     assert state["kafka"][0]
-    assert report.down == ["postgresql", "redis", "prometheus"]
+    assert report.down == ["postgresql", "redis", "prometheus", "alertmanager"]
     assert not report.ok
     assert "secret-pw" not in format_status(report)
     assert "secret-pw" not in json.dumps(report.to_json())

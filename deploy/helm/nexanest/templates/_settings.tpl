@@ -15,11 +15,12 @@ NEXANEST_METRICS__PRODUCER_PORT: {{ .Values.producer.metricsPort | quote }}
 {{- range $name, $svc := .Values.services }}
 NEXANEST_SERVICES__{{ $name | upper | replace "-" "_" }}_PORT: {{ $svc.port | quote }}
 {{- end }}
-# `nexanest status` is not run in the cluster; no Prometheus to probe.
+# `nexanest status` is not run in the cluster; no Prometheus or Alertmanager to probe.
 NEXANEST_PROMETHEUS_URL: ""
+NEXANEST_ALERTMANAGER_URL: ""
 {{- range $k, $v := .Values.settings }}
 {{- if not (hasPrefix "NEXANEST_" $k) }}{{ fail (printf "settings.%s: only NEXANEST_* settings belong in the ConfigMap" $k) }}{{ end }}
-{{- if regexMatch "(DSN|URL|SECRET|PASSWORD)$" $k }}{{ if ne $k "NEXANEST_PROMETHEUS_URL" }}{{ fail (printf "settings.%s looks like a secret: put it in the Secret (secrets.existingSecret)" $k) }}{{ end }}{{ end }}
+{{- if regexMatch "(DSN|URL|SECRET|PASSWORD)$" $k }}{{ if not (has $k (list "NEXANEST_PROMETHEUS_URL" "NEXANEST_ALERTMANAGER_URL")) }}{{ fail (printf "settings.%s looks like a secret: put it in the Secret (secrets.existingSecret)" $k) }}{{ end }}{{ end }}
 {{ $k }}: {{ $v | quote }}
 {{- end }}
 {{- end }}
