@@ -69,7 +69,7 @@ FIRST_ROW = "SELECT EXISTS (SELECT 1 FROM ingest_offsets WHERE consumer_group = 
 STORED = "SELECT sum(next_offset)::bigint FROM ingest_offsets WHERE consumer_group = $1"
 DB_CLOCK = "SELECT min(ingested_at), max(ingested_at), count(DISTINCT ingested_at) FROM stock_prices WHERE source = $1"
 BEFORE_LAST = "SELECT count(*) FROM stock_prices WHERE source = $1 AND ingested_at < $2"
-_PUBLISHED = re.compile(r"published ([\d,]+) ticks")
+_PUBLISHED = re.compile(r"published ([\d,]+) ticks in ([\d.]+)s")
 #: Ratio name -> the figure the in-process pipeline's rate is divided by (a path in the results).
 RATIOS = {
     "pipeline_vs_db_ceiling": ("db_ceiling", "copy_records"),
@@ -269,7 +269,9 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
         await conn.close()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await follower.aclose()
-    published, out = int(_PUBLISHED.search(prod.stdout)[1].replace(",", "")), proc.consumed()  # type: ignore[index]
+    if (line := _PUBLISHED.search(prod.stdout)) is None:
+        raise RuntimeError(f"{name}: no 'published' line from the producer: {prod.stdout[-500:]}")
+    published, seconds, out = int(line[1].replace(",", "")), float(line[2]), proc.consumed()
     run.check(name, "ticks acknowledged by Kafka", count, published)
     run.check(name, "rows the consumer reports written", published, out["written"])
     await run.stored_once(name, source, published, strict=True)
@@ -279,9 +281,8 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
     window = [(rc - t) / 1e6 for rc, t in zip(received, ts, strict=True) if t >= since]
     if not window:
         raise RuntimeError(f"{name}: no quote update after the warm-up")
-    # The feed's own pace: tick time it covered ÷ the wall time its quotes took to arrive.
-    achieved = offered * (max(ts) - min(ts)) / max(1, max(received) - min(received))
-    out_ = {"offered_ticks_per_s": offered, "achieved_ticks_per_s": achieved, "published": published}
+    # The producer's own figure: its seconds include its start (topics, producer, an event), a few % low.
+    out_ = {"offered_ticks_per_s": offered, "achieved_ticks_per_s": published / seconds, "published": published}
     out_ |= {"warmup_s": WARMUP_S, "p50_ms": percentile(window, 50), "p99_ms": percentile(window, 99)}
     out_ |= {"max_ms": max(window), "observations": len(window), "sampled_symbols": -(-args.symbols // SAMPLED)}
     return out_ | {"mean_batch_rows": out["written"] / max(out["batches"], 1)}
@@ -359,11 +360,14 @@ def targets(
     one_index = ratio(tps(r, "consume_default"), tps(r, "db_ceiling", "copy_one_index"))
     fresh = {f["offered_ticks_per_s"]: f for f in r.get("freshness") or [] if f}
 
-    def p99(rate: int) -> float | None:  # judged only where the feed really ran at the rate offered (within 5%)
-        f = fresh.get(rate)
-        return f["p99_ms"] if f and f["achieved_ticks_per_s"] >= 0.95 * rate else None
+    def p99(rate: int) -> tuple[float | None, str]:  # judged only where the feed ran at the rate offered (5%)
+        if (f := fresh.get(rate)) is None:
+            return None, "not measured"
+        if f["achieved_ticks_per_s"] < 0.95 * rate:
+            return None, f"not judged: the feed ran at {f['achieved_ticks_per_s']:,.0f}/s (p99 {f['p99_ms']:,.1f} ms)"
+        return f["p99_ms"], "from the tick's own timestamp"
 
-    reads = (growth or {}).get("queries") or {}
+    p20, p5, reads = p99(20_000), p99(5_000), (growth or {}).get("queries") or {}
     rows = f"{growth['parameters']['rows']:,} rows, growth run `{growth['run_id']}`" if growth else "no growth run"
     passed = sum(c["ok"] for c in checks)
     items: list[tuple[str, float | None, str, float, str]] = [
@@ -382,8 +386,8 @@ def targets(
             "limit: pre-encoded COPY into a table with only (symbol, time DESC)",
         ),
         ("one consumer process, ticks/s", tps(r, "consume_one"), ">=", 60_000, one.get("env", "")),
-        ("p99 tick-to-quote at 20,000 ticks/s offered, ms", p99(20_000), "<=", 50, "from the tick's own timestamp"),
-        ("p99 tick-to-quote at 5,000 ticks/s offered, ms", p99(5_000), "<=", 20, "from the tick's own timestamp"),
+        ("p99 tick-to-quote at 20,000 ticks/s offered, ms", p20[0], "<=", 50, p20[1]),
+        ("p99 tick-to-quote at 5,000 ticks/s offered, ms", p5[0], "<=", 20, p5[1]),
         (
             "first stored row after starting `nexanest consume` on a backlog, s",
             default.get("first_row_s"),
@@ -458,7 +462,7 @@ def markdown(result: dict[str, Any]) -> str:
         return ROWS[path], n(figure), n(ratio(pipe, figure), 2), rows, NOTES[path].format(**node) if node else ""
 
     def figure(value: float | None) -> str:
-        return n(value, 0 if value is not None and abs(value) >= 1000 else 2)
+        return n(value, 0 if isinstance(value, int) or (value is not None and abs(value) >= 1000) else 2)
 
     goals = [(t["target"], figure(t["value"]), t["bound"], MET[t["met"]], t["note"]) for t in result["targets"]]
     lines = [
@@ -480,7 +484,7 @@ def markdown(result: dict[str, Any]) -> str:
             "Freshness (`nexanest produce synthetic` and the consumer, each a process: from the tick's own timestamp, "
             "set by the feed when it creates the tick, to its quote update received on the quote channels of "
             f"{fresh[0]['sampled_symbols']} of the {p['symbols']} symbols; the first {fresh[0]['warmup_s']:g} s of "
-            "tick time excluded; achieved = the tick time covered ÷ the wall time the updates took):",
+            "tick time excluded; achieved: as the producer reports it, its start-up included):",
             "",
             *table(FRESHNESS, (cells(f, FRESH_CELLS) for f in fresh), "r" * 7),
         ]
