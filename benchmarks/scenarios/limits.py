@@ -48,6 +48,11 @@ async def db_ceiling(
     try:
         only = {"copy_one_index": ONE_INDEX}
         tables = {path: await run.scratch_table(conn, path, only_index=only.get(path, "")) for path in paths}
+        if "copy_one_index" in tables:  # the reference holds only if the table really has one index
+            indexes = await conn.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = $1", tables["copy_one_index"]
+            )
+            run.check("db_ceiling copy_one_index", "indexes on its table", 1, indexes)
         for i, batch in enumerate(batches):
             for path in rotated(paths, i):
                 wall_0, cpu_0 = time.perf_counter(), time.process_time()

@@ -340,10 +340,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"and {n(mo['postgresql_ticks_per_s_per_core'] and 1e6 / mo['postgresql_ticks_per_s_per_core'], 1)} µs of "
             f"PostgreSQL CPU and {n(mo['wal_bytes_per_tick_at_1'])} bytes of WAL per tick). Consumers of one group "
             f"share the {p['partitions']} partitions, so at most {p['partitions']} work: with each on a machine of its "
-            f"own the group takes about min(N, {p['partitions']}) × one consumer's rate, while the one TimescaleDB "
-            "node has the cores and WAL bandwidth below; beyond that, a bigger node, then symbols (partitions) "
-            "spread over several nodes, one consumer group and sink each (TimescaleDB 2.13 was the last with "
-            "multi-node). The last column is what this machine measured, all processes sharing its cores:",
+            f"own the group takes about min(N, {p['partitions']}) × one consumer's rate, as long as the one "
+            "TimescaleDB node has the cores and WAL bandwidth below; beyond that, a bigger node, then symbols "
+            "(partitions) spread over several nodes, one consumer group and sink each (TimescaleDB 2.13 was the last "
+            "with multi-node). The last column is what this machine measured, all processes sharing its cores:",
             "",
             *table(
                 "consumers|ticks/s|consumer cores|PostgreSQL cores needed|WAL MB/s needed|measured here",
