@@ -58,8 +58,8 @@ QUIX = {"commit_interval": 5.0, "commit_every": 20_000}
 #: The environment of the one-process run of ``nexanest consume`` (a setting it does not know is ignored:
 #: while it always runs one process, both runs are the same command).
 ONE_PROCESS = {"NEXANEST_CONSUMER__PROCESSES": "1"}
-#: What the freshness runs start to consume: every process that writes quotes (a quote fast path of its own
-#: would be one more line here).
+#: What the freshness runs start, each a process: the first is ``nexanest consume`` (its summary line counts
+#: the rows); a quote fast path of its own would be one more entry.
 FRESHNESS_CONSUMERS = [[str(NEXANEST), "consume"]]
 #: The freshness follower listens to every SAMPLED-th symbol's quote channel: a tenth of the quotes is
 #: plenty for a p99, and this process (on the same two cores) stays light.
@@ -245,7 +245,7 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
     consumers = Processes(FRESHNESS_CONSUMERS, env)
     running = asyncio.ensure_future(consumers.wait(120 + 3 * args.fresh_seconds))
     conn = await asyncpg.connect(run.admin_dsn)
-    received, ts = array("q"), array("q")
+    received, ts, producer = array("q"), array("q"), None
     try:
         await _assigned(consumers.procs[0], running)
         feed = ["--rate", str(offered), "--count", str(count), "--symbols", str(args.symbols), "--seed", str(args.seed)]
@@ -262,16 +262,18 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
         (prod,) = await produced
         prod.check_exit()
         consumers.terminate()
-        (proc,) = await running
-        proc.check_exit()
+        for proc in await running:
+            proc.check_exit()
     finally:
-        consumers.kill()
+        for group in (consumers, producer):
+            if group is not None:
+                group.kill()  # those still running: after an error
         await conn.close()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await follower.aclose()
     if (line := _PUBLISHED.search(prod.stdout)) is None:
         raise RuntimeError(f"{name}: no 'published' line from the producer: {prod.stdout[-500:]}")
-    published, seconds, out = int(line[1].replace(",", "")), float(line[2]), proc.consumed()
+    published, seconds, out = int(line[1].replace(",", "")), float(line[2]), consumers.procs[0].consumed()
     run.check(name, "ticks acknowledged by Kafka", count, published)
     run.check(name, "rows the consumer reports written", published, out["written"])
     await run.stored_once(name, source, published, strict=True)
