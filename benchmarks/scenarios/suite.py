@@ -370,7 +370,8 @@ def targets(
         return f["p99_ms"], "from the tick's own timestamp"
 
     p20, p5, reads = p99(20_000), p99(5_000), (growth or {}).get("queries") or {}
-    rows = f"{growth['parameters']['rows']:,} rows, growth run `{growth['run_id']}`" if growth else "no growth run"
+    at = f" of {growth.get('started_at', '?')[:16]}" if growth else ""  # the newest: say which, a stale one shows
+    rows = f"{growth['parameters']['rows']:,} rows, growth run `{growth['run_id']}`{at}" if growth else "no growth run"
     passed = sum(c["ok"] for c in checks)
     items: list[tuple[str, float | None, str, float, str]] = [
         (
