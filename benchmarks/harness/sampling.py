@@ -117,11 +117,15 @@ class Processes:
             raise
         return self.procs
 
-    def kill(self) -> None:
+    def kill(self, signum: int = 9) -> None:
         for p in self.procs:
             if p.exit_code is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.popen.pid, 9)  # our own child; its reaping thread then returns
+                    os.kill(p.popen.pid, signum)  # our own child; its reaping thread then returns
+
+    def terminate(self) -> None:
+        """SIGTERM: a ``nexanest`` command finishes what it has in hand and exits 0."""
+        self.kill(15)
 
 
 async def run_sampled(argv: Sequence[str], env: Mapping[str, str], timeout_s: float = 900) -> Proc:

@@ -18,25 +18,41 @@ from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.schemas.ticks import decode_tick
 
+#: The one index ``copy_one_index`` keeps: the one the reads of a symbol need (latest ticks, ranges).
+ONE_INDEX = "symbol, time DESC"
+
 
 async def db_ceiling(
-    run: Run, config: SyntheticConfig, paths: Sequence[str] = ("copy_records", "copy_preencoded"), batch_rows: int = 0
+    run: Run,
+    config: SyntheticConfig,
+    paths: Sequence[str] = ("copy_records", "copy_preencoded", "copy_one_index"),
+    batch_rows: int = 0,
 ) -> dict[str, Any]:
     """COPY the feed's rows, one transaction per batch, each batch by every path in
     rotating order: ``copy_records`` (asyncpg encodes records built before timing),
     ``copy_rows`` (the same, building them with ``stock_price_row`` timed),
     ``copy_buffer`` (the product's ``StockPriceCopyEncoder``, timed) and
-    ``copy_preencoded`` (buffers encoded before timing: the server's share). Wall
-    and this process's CPU time (the client's share) from the rows in hand to the commit."""
+    ``copy_preencoded`` (buffers encoded before timing: the server's share) and
+    ``copy_one_index`` (the same buffers into a table with only the ``ONE_INDEX``
+    index: what the database takes when the table keeps no index a read does
+    not need). Wall and this process's CPU time (the client's share) from the
+    rows in hand to the commit."""
     batch_rows, p = batch_rows or run.base.batch.max_rows, run.base.kafka.partitions
     rows = [(t, i % p, i) for i, t in enumerate(SyntheticFeed(config).generate())]
     batches, encoder = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)], StockPriceCopyEncoder()
-    encoded = [StockPriceCopyEncoder().encode(b) for b in batches] if "copy_preencoded" in paths else []
+    preencoded = {"copy_preencoded", "copy_one_index"}.intersection(paths)
+    encoded = [StockPriceCopyEncoder().encode(b) for b in batches] if preencoded else []
     built = [[stock_price_row(*r) for r in b] for b in batches] if "copy_records" in paths else []
     wall, cpu = dict.fromkeys(paths, 0.0), dict.fromkeys(paths, 0.0)
     conn = await asyncpg.connect(run.admin_dsn)
     try:
-        tables = {path: await run.scratch_table(conn, path) for path in paths}
+        only = {"copy_one_index": ONE_INDEX}
+        tables = {path: await run.scratch_table(conn, path, only_index=only.get(path, "")) for path in paths}
+        if "copy_one_index" in tables:  # the reference holds only if the table really has one index
+            indexes = await conn.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = $1", tables["copy_one_index"]
+            )
+            run.check("db_ceiling copy_one_index", "indexes on its table", 1, indexes)
         for i, batch in enumerate(batches):
             for path in rotated(paths, i):
                 wall_0, cpu_0 = time.perf_counter(), time.process_time()
@@ -45,7 +61,7 @@ async def db_ceiling(
                         records = built[i] if path == "copy_records" else [stock_price_row(*r) for r in batch]
                         await conn.copy_records_to_table(tables[path], records=records, columns=COLUMNS)
                     else:  # a bytearray: asyncpg takes bytes for a file name
-                        data = encoded[i] if path == "copy_preencoded" else encoder.encode(batch)
+                        data = encoded[i] if path in preencoded else encoder.encode(batch)
                         await conn.copy_to_table(tables[path], source=data, columns=COLUMNS, format="binary")
                 wall[path] += time.perf_counter() - wall_0
                 cpu[path] += time.process_time() - cpu_0

@@ -247,11 +247,30 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     model |= {"postgresql_ticks_per_s_per_core": ratio(1e6, us["postgresql"])}
     model |= {"predicted_box_saturation_ticks_per_s": ratio((os.cpu_count() or 1) * 1e6, sum(us.values()))}
     model |= {f"db_ceiling_{path}_ticks_per_s": figures["ticks_per_s"] for path, figures in (ceiling or {}).items()}
+    model |= {"consumer_us_per_tick_at_1": us["consumers"], "wal_bytes_per_tick_at_1": one["wal_bytes_per_tick"]}
+    model["many_machines"] = many_machines(one, us, args.partitions, {r["consumers"]: r for r in runs})
     by_n = {r["consumers"]: r for r in runs}
     ratios = {f"{k}{c}_vs_1": by_n.get(c, {}).get(f"{k}vs_1") for k in ("", "steady_") for c in (2, 4)}
     parameters = {k: getattr(args, k) for k in ("ticks", "symbols", "seed", "partitions", "consumers", "idle_seconds")}
     parameters |= {"batch_max_rows": run.base.batch.max_rows, "rollups": run.base.consumer.rollups}
     return {"parameters": parameters, "runs": runs, "ratios": ratios, "db_ceiling": ceiling, "model": model}
+
+
+def many_machines(
+    one: dict[str, Any], us: dict[str, float], partitions: int, measured: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The scale-out model from this run's costs: N consumers, each on a machine of its own, take
+    min(N, P) x the rate of one (at most P partitions have work) as long as the one database node keeps
+    up; what that node then needs is the rate x PostgreSQL's CPU and WAL per tick, measured at N=1."""
+    r_c, wal = one["per_consumer_ticks_per_s"] or 0.0, one["wal_bytes_per_tick"]
+    out = []
+    for k in sorted({1, 2, 4, 8, partitions, 2 * partitions}):
+        rate = min(k, partitions) * r_c
+        row = {"consumers": k, "ticks_per_s": rate, "postgresql_cores": rate * us["postgresql"] / 1e6}
+        row |= {"wal_mb_per_s": None if wal is None else rate * wal / 1e6}
+        row |= {"consumer_cores": rate * us["consumers"] / 1e6}
+        out.append(row | {"measured_here": (measured.get(k) or {}).get("ticks_per_s")})
+    return out
 
 
 RUNS = (
@@ -270,6 +289,7 @@ RUN_CELLS = (
     "consumers ticks_per_s:0 vs_1:2 per_consumer_ticks_per_s:0 steady_ticks_per_s:0 steady_vs_1:2 window_s:1 "
     "transactions partition_rows peak_rss_mb cpu_s_life checked"
 )
+MODEL_CELLS = "consumers ticks_per_s:0 consumer_cores:1 postgresql_cores:1 wal_mb_per_s:1 measured_here:0"
 US_CELLS = "consumers " + " ".join(f"{c}_us_per_tick:1" for c in COMPONENTS)
 
 
@@ -312,6 +332,25 @@ def markdown(result: dict[str, Any]) -> str:
         f"~{n(mo['predicted_box_saturation_ticks_per_s'])} ticks/s; PostgreSQL "
         f"~{n(mo['postgresql_ticks_per_s_per_core'])} ticks/s per core of its CPU."
     )
+    if model_rows := mo.get("many_machines"):
+        lines += [
+            "",
+            f"**Model for many machines** (computed from this run's N=1 costs: one consumer "
+            f"{n(mo['per_consumer_ticks_per_s'])} ticks/s, {n(mo['consumer_us_per_tick_at_1'], 1)} µs of consumer CPU "
+            f"and {n(mo['postgresql_ticks_per_s_per_core'] and 1e6 / mo['postgresql_ticks_per_s_per_core'], 1)} µs of "
+            f"PostgreSQL CPU and {n(mo['wal_bytes_per_tick_at_1'])} bytes of WAL per tick). Consumers of one group "
+            f"share the {p['partitions']} partitions, so at most {p['partitions']} work: with each on a machine of its "
+            f"own the group takes about min(N, {p['partitions']}) × one consumer's rate, as long as the one "
+            "TimescaleDB node has the cores and WAL bandwidth below; beyond that, a bigger node, then symbols "
+            "(partitions) spread over several nodes, one consumer group and sink each (TimescaleDB 2.13 was the last "
+            "with multi-node). The last column is what this machine measured, all processes sharing its cores:",
+            "",
+            *table(
+                "consumers|ticks/s|consumer cores|PostgreSQL cores needed|WAL MB/s needed|measured here",
+                (cells(r, MODEL_CELLS) for r in model_rows),
+                "r" * 6,
+            ),
+        ]
     return "\n".join([*lines, *report.closing(result), "", "<!-- scale-out: reading -->", ""]) + "\n"
 
 
