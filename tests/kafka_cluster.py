@@ -5,6 +5,7 @@ of its users (``admin``, ``producer``, ``consumer``, ``ops``)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -37,8 +38,10 @@ def cluster(*args: str, env: Mapping[str, str] | None = None, timeout_s: float =
     return done.stdout
 
 
+@functools.cache
 def role_environment(role: str) -> dict[str, str]:
-    """The ``NEXANEST_KAFKA__*`` variables that connect to the cluster as ``role``."""
+    """The ``NEXANEST_KAFKA__*`` variables that connect to the cluster as ``role``
+    (asked once per session: tests poll the cluster with them)."""
     lines = cluster("env", role).splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
