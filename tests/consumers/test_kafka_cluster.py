@@ -1,8 +1,15 @@
-"""A broker of the three-node Kafka cluster dies under load: nothing lost, nothing doubled.
+"""The three-node SASL/SCRAM Kafka cluster: its ACLs deny what a role must not do,
+and a broker of it dies under load with nothing lost, nothing doubled.
 
 The cluster (``deploy/local/kafka-cluster.sh``: replication factor 3,
-``min.insync.replicas=2``, no unclean leader election) is started for this module
-beside the shared single broker, which is never touched. Ticks are published
+``min.insync.replicas=2``, no unclean leader election, SASL/SCRAM and ACLs) is
+started once for this module beside the shared single broker, which is never touched.
+
+The ACL tests come first and only try what must fail on the cluster's own topics
+(granted when it starts), so they write nothing into it; a client the cluster
+refuses is told why in one sentence.
+
+Then the broker kill (marked ``faults``). Ticks are published
 continuously by the real ``TickPublisher`` and consumed by a real ``nexanest
 consume`` process, while the node that leads the busiest partitions is killed with
 SIGKILL and later started again. The test waits for each fact it depends on (new
@@ -19,17 +26,30 @@ proven to suffice for the real pipeline.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError, TopicAuthorizationFailedError
+from pydantic import SecretStr
 
-from nexanest.pipeline.kafka import ensure_topics, make_admin, make_producer, pipeline_topics
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.kafka import (
+    consumer_options,
+    ensure_topics,
+    make_admin,
+    make_producer,
+    pipeline_topics,
+    start_client,
+)
+from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from tests.consumers.test_ticks_to_timescale_faults import (
@@ -42,6 +62,7 @@ from tests.consumers.test_ticks_to_timescale_faults import (
 )
 from tests.kafka_cluster import (  # noqa: F401 (kafka_cluster_fixture: a fixture)
     REPLICATION,
+    REPO,
     as_role,
     cluster,
     grant_environment,
@@ -49,7 +70,85 @@ from tests.kafka_cluster import (  # noqa: F401 (kafka_cluster_fixture: a fixtur
     role_environment,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = pytest.mark.integration
+
+DEFAULTS = KafkaSettings()
+
+
+def on_defaults(role: str) -> KafkaSettings:
+    """The cluster's own topic names (granted at start), as ``role``."""
+    return as_role(Settings(kafka=DEFAULTS, _env_file=None), role).kafka  # type: ignore[call-arg]
+
+
+async def test_the_producer_cannot_read_ticks(kafka_cluster: str) -> None:
+    kafka = on_defaults("producer")
+    consumer = AIOKafkaConsumer(group_id=None, **consumer_options(kafka, "acl-test"))
+    await start_client(consumer, kafka)
+    try:
+        tp = TopicPartition(kafka.ticks_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        with pytest.raises(TopicAuthorizationFailedError, match=kafka.ticks_topic):
+            await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize(("role", "topic"), [("producer", "dead_letter_topic"), ("consumer", "ticks_topic")])
+async def test_a_role_cannot_write_a_topic_of_another(kafka_cluster: str, role: str, topic: str) -> None:
+    kafka = on_defaults(role)
+    producer = make_producer(kafka, client_suffix="acl-test")
+    await start_client(producer, kafka)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError, match=getattr(kafka, topic)):
+            await producer.send_and_wait(getattr(kafka, topic), b"not allowed")
+    finally:
+        await producer.stop()
+
+
+async def test_the_consumer_cannot_create_topics(kafka_cluster: str, test_id: str) -> None:
+    kafka = on_defaults("consumer").model_copy(update={"ticks_topic": f"test.{test_id}.ticks"})
+    with pytest.raises(ConfigurationError, match="who may not create it"):
+        await ensure_topics(kafka)
+
+
+async def test_a_wrong_password_is_refused_in_one_sentence(kafka_cluster: str) -> None:
+    kafka = on_defaults("consumer").model_copy(update={"sasl_password": SecretStr("not-the-password")})
+    admin = make_admin(kafka)
+    with pytest.raises(
+        ConfigurationError, match="SASL authentication failed for user 'nexanest-consumer' \\(SCRAM-SHA-512\\)"
+    ) as refused:
+        await start_client(admin, kafka)
+    assert "not-the-password" not in str(refused.value)
+
+
+async def test_an_unauthenticated_client_is_refused_in_one_sentence(kafka_cluster: str) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_cluster)  # PLAINTEXT, no user
+    with pytest.raises(ConfigurationError, match="unauthenticated \\(PLAINTEXT\\) client: the listener wants SASL"):
+        await start_client(make_admin(kafka), kafka)
+
+
+def test_the_consumer_with_a_wrong_password_exits_with_the_reason(kafka_cluster: str, isolated: Settings) -> None:
+    env = {
+        **namespace_environment(isolated),
+        **role_environment("consumer"),
+        "NEXANEST_KAFKA__SASL_PASSWORD": "not-the-password",
+        "NEXANEST_METRICS__PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", "1"],
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "nexanest: Kafka at 127.0.0.1:1909" in done.stderr
+    assert "SASL authentication failed for user 'nexanest-consumer'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "not-the-password" not in done.stderr
 
 
 @pytest.fixture
@@ -130,6 +229,7 @@ async def consumer_stall_s(pool: asyncpg.Pool, source: str) -> float:
     return float(gap or 0.0)
 
 
+@pytest.mark.faults
 async def test_killing_the_leader_broker_loses_and_doubles_nothing(
     on_cluster: Settings,
     timescale_pool: asyncpg.Pool,
