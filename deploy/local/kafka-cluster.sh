@@ -198,7 +198,7 @@ format_storage() {
     rm -rf "$KAFKA_DATA" "$CLUSTER_ID_FILE"
     mkdir -p "$KAFKA_DATA"
   fi
-  local cluster_id role scram=()
+  local cluster_id role scram_args
   mkdir -p "$CLUSTER_STATE"
   if [ ! -s "$CLUSTER_ID_FILE" ]; then
     cluster_id=$(tool_java kafka.tools.StorageTool random-uuid | tail -n 1)
@@ -206,12 +206,21 @@ format_storage() {
     printf '%s\n' "$cluster_id" >"$CLUSTER_ID_FILE"
   fi
   cluster_id=$(cat "$CLUSTER_ID_FILE")
-  for role in "${ROLES[@]}"; do
-    scram+=(--add-scram "SCRAM-SHA-512=[name=$(user "$role"),password=$(password "$role")]")
-  done
+  # The passwords go in an argument file (kafka-storage reads @FILE, one argument a
+  # line), mode 600, never on the command line: every local user can read an argv.
+  scram_args="$CLUSTER_STATE/format-args.$$"
+  (
+    umask 077
+    for role in "${ROLES[@]}"; do
+      printf -- '--add-scram\nSCRAM-SHA-512=[name=%s,password=%s]\n' "$(user "$role")" "$(password "$role")"
+    done >"$scram_args"
+  )
   log "formatting $KAFKA_DATA (node $NODE_ID, cluster id $cluster_id, SCRAM users ${ROLES[*]})"
-  tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONFIG" "${scram[@]}" >/dev/null \
-    || die "kafka-storage format failed for node $NODE_ID"
+  if ! tool_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONFIG" "@$scram_args" >/dev/null; then
+    rm -f "$scram_args"
+    die "kafka-storage format failed for node $NODE_ID"
+  fi
+  rm -f "$scram_args"
 }
 
 # Configure, format and launch node N unless it runs; 0 when it was launched now.
