@@ -190,14 +190,7 @@ EOF
 # all nodes, and every role's SCRAM user in the metadata from the start (the brokers
 # log in to each other as the admin, so it must exist before any broker runs).
 format_storage() {
-  if [ -f "$KAFKA_DATA/meta.properties" ] && [ -f "$SASL_MARKER" ]; then return 0; fi
-  if [ -f "$KAFKA_DATA/meta.properties" ]; then
-    # Formatted by the PLAINTEXT version of this script: a local test cluster of a day's
-    # retention; its data cannot be kept without users, so it is formatted anew.
-    log "node $NODE_ID was formatted without SCRAM users: removing its data and the cluster id"
-    rm -rf "$KAFKA_DATA" "$CLUSTER_ID_FILE"
-    mkdir -p "$KAFKA_DATA"
-  fi
+  if [ -f "$KAFKA_DATA/meta.properties" ]; then return 0; fi
   local cluster_id role scram_args
   mkdir -p "$CLUSTER_STATE"
   if [ ! -s "$CLUSTER_ID_FILE" ]; then
@@ -221,6 +214,27 @@ format_storage() {
     die "kafka-storage format failed for node $NODE_ID"
   fi
   rm -f "$scram_args"
+  : >"$SASL_MARKER"
+}
+
+# A cluster formatted by the PLAINTEXT version of this script has no SCRAM users and
+# cannot be given them offline: a local test cluster of a day's retention, so all of
+# it is formatted anew (once, before any node starts).
+reformat_plaintext_cluster() {
+  local n formatted=no
+  [ -f "$SASL_MARKER" ] && return 0
+  for n in "${CLUSTER_NODES[@]}"; do
+    select_node "$n"
+    if running_pid >/dev/null; then die "node $n runs without SASL (an older cluster): kafka-cluster.sh stop, then start"; fi
+    [ -f "$KAFKA_DATA/meta.properties" ] && formatted=yes
+  done
+  [ "$formatted" = yes ] || return 0
+  log "the cluster was formatted without SCRAM users: removing its data to format it again"
+  for n in "${CLUSTER_NODES[@]}"; do
+    select_node "$n"
+    rm -rf "$KAFKA_DATA"
+  done
+  rm -f "$CLUSTER_ID_FILE"
 }
 
 # Configure, format and launch node N unless it runs; 0 when it was launched now.
@@ -246,6 +260,7 @@ cmd_cluster_start() {
   installed || cmd_install
   ensure_java
   write_client_config
+  reformat_plaintext_cluster
   local n launched=()
   # All three first: a node answers only once a majority of the controllers is up.
   for n in "${CLUSTER_NODES[@]}"; do
@@ -255,7 +270,6 @@ cmd_cluster_start() {
     select_node "$n"
     wait_broker
   done
-  : >"$SASL_MARKER"
   if [ "${#launched[@]}" -gt 0 ]; then cmd_topics; cmd_acls add; fi
   log "cluster up on $(cluster_bootstrap)"
 }
@@ -365,6 +379,7 @@ cmd_start_node() {
   require_installed
   ensure_java
   write_client_config
+  reformat_plaintext_cluster
   if launch_node "$1"; then wait_broker; fi
 }
 
