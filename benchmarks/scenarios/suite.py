@@ -42,7 +42,7 @@ from benchmarks.harness.sampling import ROOT, consume_argv, observed, percentile
 from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
-from nexanest.pipeline.kafka import make_producer
+from nexanest.pipeline.kafka import connection_options, make_producer
 from nexanest.pipeline.settings import load_settings
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import SyntheticFeed
@@ -118,7 +118,7 @@ async def naive_insert(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(run.admin_dsn)
     table_ = await run.scratch_table(conn, "naive")
     sql = f"INSERT INTO {table_} ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
-    kafka = {"bootstrap_servers": run.base.kafka.bootstrap_servers, "auto_offset_reset": "earliest"}
+    kafka = {**connection_options(run.base.kafka, "bench-naive"), "auto_offset_reset": "earliest"}
     consumer = AIOKafkaConsumer(run.topic("a"), group_id=run.group("naive"), enable_auto_commit=False, **kafka)
     await consumer.start()
     inserted, first_at, last_at, started = 0, 0.0, 0.0, time.monotonic()
