@@ -96,8 +96,9 @@ community-up: env ## build (once) and start the community-edition TimescaleDB cl
 	@$(STACK) up timescaledb-community
 
 # A three-node Kafka cluster beside the single broker (issue 16): brokers on
-# 127.0.0.1:19092-19094, replication factor 3, min.insync.replicas=2. Point the
-# pipeline at it with NEXANEST_KAFKA__BOOTSTRAP_SERVERS and NEXANEST_KAFKA__REPLICATION_FACTOR=3.
+# 127.0.0.1:19092-19094, replication factor 3, min.insync.replicas=2, SASL/SCRAM
+# with ACLs. A process connects as the user of its role with the variables
+# `deploy/local/kafka-cluster.sh env producer|consumer|ops` prints (README "Kafka security").
 .PHONY: kafka-cluster-up kafka-cluster-down kafka-cluster-status
 kafka-cluster-up: ## start the three-node local Kafka cluster (19092-19094), installing the jars if needed
 	@deploy/local/kafka-cluster.sh start && deploy/local/kafka-cluster.sh status
