@@ -22,6 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
@@ -34,6 +36,9 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import KafkaSettings
+
+#: What a broker answers a principal that its ACLs do not allow.
+_DENIED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 #: Any client ``start_client`` starts.
 KafkaClient: TypeAlias = "AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient"
@@ -94,9 +99,17 @@ async def start_client(client: KafkaClient, settings: KafkaSettings) -> None:
     """``client.start()``; when the brokers cannot be reached, find out whether
     they refused this client and raise ``ConfigurationError`` saying why (wrong
     user or password, an unauthenticated client at a SASL listener, a mechanism
-    the broker lacks). Any other failure is re-raised as it came."""
+    the broker lacks); a start the ACLs deny (a consumer's group) raises it too.
+    Any other failure is re-raised as it came."""
     try:
         await client.start()
+    except _DENIED as exc:
+        with contextlib.suppress(KafkaError, OSError):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise ConfigurationError(
+            f"Kafka denies user {settings.sasl_username!r}: {exc}; the cluster's admin grants it"
+            " (deploy/local/kafka-cluster.sh grant, or the chart's KafkaUser ACLs)"
+        ) from exc
     except KafkaConnectionError as exc:
         reason = await refusal(settings)
         if reason is None:

@@ -45,6 +45,7 @@ from nexanest.pipeline.kafka import (
     consumer_options,
     ensure_topics,
     make_admin,
+    make_consumer,
     make_producer,
     pipeline_topics,
     start_client,
@@ -104,6 +105,13 @@ async def test_a_role_cannot_write_a_topic_of_another(kafka_cluster: str, role: 
             await producer.send_and_wait(getattr(kafka, topic), b"not allowed")
     finally:
         await producer.stop()
+
+
+async def test_the_consumer_cannot_join_a_group_outside_its_prefix(kafka_cluster: str) -> None:
+    kafka = on_defaults("consumer")
+    consumer = make_consumer(kafka, kafka.ticks_topic, group_id="not-the-pipelines-group")
+    with pytest.raises(ConfigurationError, match=r"Kafka denies user 'nexanest-consumer'.*not-the-pipelines-group"):
+        await start_client(consumer, kafka)
 
 
 async def test_the_consumer_cannot_create_topics(kafka_cluster: str, test_id: str) -> None:
