@@ -51,7 +51,7 @@ KAFKA_HEAP=${NEXANEST_KAFKA_CLUSTER_HEAP:--Xms256m -Xmx384m}
 # The admin's client login for the tools (TopicCommand, AclCommand), mode 600.
 KAFKA_CLIENT_CONFIG="$CLUSTER_STATE/admin.properties"
 # Present once the storage was formatted with the SCRAM users (a cluster formatted by
-# an older script, without them, is formatted again: see format_storage).
+# an older script, without them, is formatted again: reformat_plaintext_cluster).
 SASL_MARKER="$CLUSTER_STATE/sasl-formatted"
 ROLES=(admin producer consumer ops)
 
@@ -65,7 +65,18 @@ password() {
   env_value "$key"
 }
 
+# Every role's password is in .env, checked here in the script's own shell: `password`
+# runs inside $(...), where a missing one would only end the subshell.
+require_passwords() {
+  local role key
+  for role in "${ROLES[@]}"; do
+    key="NEXANEST_KAFKA_$(printf '%s' "$role" | tr '[:lower:]' '[:upper:]')_PASSWORD"
+    grep -qE "^$key=." "$ENV_FILE" 2>/dev/null || die "no $key in $ENV_FILE: run deploy/local/env.sh"
+  done
+}
+
 write_client_config() {
+  require_passwords
   mkdir -p "$CLUSTER_STATE"
   (
     umask 077
@@ -366,6 +377,8 @@ cmd_acls() {
 # NEXANEST_KAFKA__* lines that make a nexanest process connect to the cluster as ROLE.
 cmd_env() {
   local role=${1:?usage: kafka-cluster.sh env admin|producer|consumer|ops}
+  require_passwords
+  case "$role" in admin | producer | consumer | ops) ;; *) die "no role '$role' (roles: ${ROLES[*]})" ;; esac
   printf 'NEXANEST_KAFKA__BOOTSTRAP_SERVERS=%s\n' "$(cluster_bootstrap)"
   printf 'NEXANEST_KAFKA__REPLICATION_FACTOR=3\n'
   printf 'NEXANEST_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT\n'
