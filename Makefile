@@ -58,8 +58,17 @@ setup: env services venv ## everything `run` and `test` need, idempotent
 
 # --- the stack ---------------------------------------------------------------
 
-stack-up: env ## start PostgreSQL, TimescaleDB, Redis, Kafka and Prometheus with its exporters (installs what is missing)
-	@$(STACK) up
+# KAFKA_BROKERS=3: the stack runs the three-node SASL/SCRAM Kafka cluster
+# (deploy/local/kafka-cluster.sh, 19092-19094) instead of the single PLAINTEXT broker
+# on 9092; processes connect to it as a user of their role (README "Kafka security").
+KAFKA_BROKERS ?= 1
+ifeq ($(filter $(KAFKA_BROKERS),1 3),)
+$(error KAFKA_BROKERS is 1 (the single broker) or 3 (the SASL/SCRAM cluster), not '$(KAFKA_BROKERS)')
+endif
+STACK_SERVICES := $(if $(filter 3,$(KAFKA_BROKERS)),postgres timescaledb redis kafka-cluster prometheus,)
+
+stack-up: env ## start PostgreSQL, TimescaleDB, Redis, Kafka and Prometheus with its exporters (installs what is missing); KAFKA_BROKERS=3: the SASL cluster instead of the single broker
+	@$(STACK) up $(STACK_SERVICES)
 
 stack-down: ## stop every service of the stack (and the HTTP services first)
 	@if [ -x $(BIN)/nexanest ]; then deploy/local/services.sh stop; fi
@@ -87,8 +96,9 @@ community-up: env ## build (once) and start the community-edition TimescaleDB cl
 	@$(STACK) up timescaledb-community
 
 # A three-node Kafka cluster beside the single broker (issue 16): brokers on
-# 127.0.0.1:19092-19094, replication factor 3, min.insync.replicas=2. Point the
-# pipeline at it with NEXANEST_KAFKA__BOOTSTRAP_SERVERS and NEXANEST_KAFKA__REPLICATION_FACTOR=3.
+# 127.0.0.1:19092-19094, replication factor 3, min.insync.replicas=2, SASL/SCRAM
+# with ACLs. A process connects as the user of its role with the variables
+# `deploy/local/kafka-cluster.sh env producer|consumer|ops` prints (README "Kafka security").
 .PHONY: kafka-cluster-up kafka-cluster-down kafka-cluster-status
 kafka-cluster-up: ## start the three-node local Kafka cluster (19092-19094), installing the jars if needed
 	@deploy/local/kafka-cluster.sh start && deploy/local/kafka-cluster.sh status
@@ -150,8 +160,13 @@ helm-check: ## lint, render and kubeconform-validate the Helm chart (deploy/helm
 migrate: venv ## apply schema migrations and create Kafka topics
 	@$(BIN)/nexanest migrate && $(BIN)/nexanest topics
 
+ifeq ($(KAFKA_BROKERS),3)
+run:
+	@echo "make run: nexanest run needs the producer's and the consumer's Kafka rights in one process; on the SASL cluster run them apart (README \"A local Kafka cluster\")" >&2; exit 2
+else
 run: setup stack-up migrate services-up ## set up, start the stack and the HTTP services, run producer + consumer with a live view (Ctrl-C stops)
 	@$(BIN)/nexanest run $(RUN_ARGS)
+endif
 
 # The same, against the community cluster's database `timescale` (native continuous
 # aggregates and policies instead of the pipeline's rollups): the two TimescaleDB

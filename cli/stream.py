@@ -127,7 +127,7 @@ async def produce(settings: Settings, config: SyntheticConfig, stop: asyncio.Eve
     """Publish the feed until it ends or ``stop`` is set, reporting started/stopped
     (or error) as system events; returns the number of ticks Kafka acknowledged."""
     from nexanest.pipeline.events import open_event_emitter
-    from nexanest.pipeline.kafka import ensure_topics, make_producer
+    from nexanest.pipeline.kafka import ensure_topics, make_producer, start_client
     from nexanest.producers.feeds.synthetic import SyntheticFeed
     from nexanest.producers.publisher import TickPublisher
     from nexanest.schemas.events import EventType, Severity
@@ -135,7 +135,7 @@ async def produce(settings: Settings, config: SyntheticConfig, stop: asyncio.Eve
     await ensure_topics(settings.kafka)
     feed = SyntheticFeed(config)
     producer = make_producer(settings.kafka)
-    await producer.start()
+    await start_client(producer, settings.kafka)
     events = await open_event_emitter(settings, PRODUCER_COMPONENT, producer)
     topic, started = settings.kafka.ticks_topic, time.monotonic()
     try:

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.events import BatchMonitor, EventEmitter
-from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer
+from nexanest.pipeline.kafka import ensure_topics, make_consumer, make_producer, start_client
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.quote_rebuild import rebuild_quotes
@@ -219,12 +219,12 @@ async def run_consumer(
         monitor=BatchMonitor(events, settings.events, topic=kafka.ticks_topic, group=kafka.consumer_group),
     )
     try:
-        await producer.start()
+        await start_client(producer, kafka)
         rebuilt = await rebuild_quotes(pool, quotes, settings.consumer.quote_rebuild_window_s)
         index_prices = await indices.seed() if indices is not None else 0
-        await consumer.start()
+        await start_client(consumer, kafka)
         if history_consumer is not None:
-            await history_consumer.start()
+            await start_client(history_consumer, kafka)
         # What start-up allocated (modules, clients, caches) lives as long as the
         # process: frozen, a full collection no longer walks it, which cut the
         # consumer's longest pauses (35-40 ms gen-2 collections) that delay quotes.

@@ -13,6 +13,7 @@ from typing import Any, Final, NamedTuple
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from nexanest.pipeline.kafka import make_admin, start_client
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import KafkaSettings
 from nexanest.pipeline.sinks.dead_letter import (
@@ -161,7 +162,7 @@ class ReplayProgress:
 async def replay_progress(kafka: KafkaSettings) -> dict[int, ReplayProgress]:
     """The replay group's progress per dead-letter partition (empty ones where it never committed)."""
     admin = _admin(kafka)
-    await admin.start()
+    await start_client(admin, kafka)
     try:
         committed = await admin.list_consumer_group_offsets(kafka.dlq_replay_group)
     finally:
@@ -174,8 +175,4 @@ async def replay_progress(kafka: KafkaSettings) -> dict[int, ReplayProgress]:
 
 
 def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=f"{kafka.client_id}-dlq-admin",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
+    return make_admin(kafka, client_suffix="dlq-admin")

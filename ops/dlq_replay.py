@@ -59,7 +59,7 @@ from nexanest.ops.dead_letters import (
 )
 from nexanest.ops.topic_reader import Progress, ProgressThrottle, topic_partitions
 from nexanest.pipeline.errors import PipelineError
-from nexanest.pipeline.kafka import consumer_options, make_producer
+from nexanest.pipeline.kafka import consumer_options, make_producer, start_client
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.validation import TickValidator
@@ -198,8 +198,8 @@ async def replay(
     replayer = _Replayer(settings, report, consumer, producer, assignment, selected, since_ns, limit)
     try:
         if producer is not None:
-            await producer.start()
-        await consumer.start()
+            await start_client(producer, kafka)
+        await start_client(consumer, kafka)
         await replayer.run(ProgressThrottle(progress))
     except KafkaError as exc:
         raise PipelineError(f"dlq replay: Kafka failed: {exc!r}") from exc

@@ -53,7 +53,7 @@ import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from nexanest.pipeline.kafka import consumer_options
+from nexanest.pipeline.kafka import consumer_options, make_admin, start_client
 from nexanest.pipeline.settings import Settings
 
 #: Default timeout of each probe, in seconds.
@@ -300,7 +300,7 @@ async def _kafka(settings: Settings, timeout_s: float) -> tuple[str | None, str 
     stays empty, the detail counts the brokers of the cluster."""
     admin = _admin(settings, timeout_s)
     try:
-        await admin.start()
+        await start_client(admin, settings.kafka)
         cluster = await admin.describe_cluster()
     finally:
         await admin.close()
@@ -350,11 +350,7 @@ async def http_get(url: str) -> tuple[int, bytes]:
 
 
 def _admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        client_id=f"{settings.kafka.client_id}-status",
-        request_timeout_ms=max(1000, int(timeout_s * 1000)),
-    )
+    return make_admin(settings.kafka, client_suffix="status", request_timeout_ms=max(1000, int(timeout_s * 1000)))
 
 
 # -- lag, ticks, DLQ ------------------------------------------------------------------
@@ -364,7 +360,7 @@ async def _offsets(settings: Settings, topic: str) -> tuple[dict[int, int], dict
     """Beginning and end offsets of every partition of ``topic`` (none if it does not exist)."""
     consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings.kafka, "status"))
     try:
-        await consumer.start()
+        await start_client(consumer, settings.kafka)
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             await consumer._client.force_metadata_update()

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
-from nexanest.pipeline.kafka import consumer_options
+from nexanest.pipeline.kafka import consumer_options, make_admin, start_client
 from nexanest.pipeline.settings import KafkaSettings
 
 #: Records per ``getmany``: bounds the memory of one batch, like the consumer's ``batch.max_rows``.
@@ -67,12 +66,8 @@ class PartitionRange:
 
 async def topic_partitions(kafka: KafkaSettings, topic: str) -> list[int]:
     """The partition numbers of ``topic``; raises ``ConfigurationError`` if it does not exist."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=f"{kafka.client_id}-admin",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
-    await admin.start()
+    admin = make_admin(kafka)
+    await start_client(admin, kafka)
     try:
         described = await admin.describe_topics([topic])
     finally:
@@ -127,7 +122,7 @@ class BoundedReader:
 
     async def open(self) -> None:
         partitions = await topic_partitions(self._kafka, self._topic)
-        await self._consumer.start()
+        await start_client(self._consumer, self._kafka)
         tps = [TopicPartition(self._topic, p) for p in partitions]
         log_starts = await self._consumer.beginning_offsets(tps)
         ends = await self._consumer.end_offsets(tps)

@@ -3,32 +3,169 @@
 Producers are idempotent with ``acks=all``: a retried send is de-duplicated by
 the broker, so a network blip never doubles a tick inside Kafka. Consumers never
 auto-commit: offsets move only after the batch is durable downstream.
+
+Every client the project makes (producers, consumers, admin clients, in the
+pipeline, the operator tools and the services) gets its connection and
+security options from ``connection_options`` here, so a SASL/SCRAM cluster
+needs nothing but the settings, and ``start_client`` turns a broker's refusal
+into one sentence instead of aiokafka's "Unable to bootstrap".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 
 from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import KafkaSettings
 
+#: What a broker answers a principal that its ACLs do not allow.
+_DENIED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+#: Any client ``start_client`` starts.
+KafkaClient: TypeAlias = "AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient"
+
+
+def security_options(settings: KafkaSettings) -> dict[str, Any]:
+    """aiokafka's security keyword arguments for ``settings``: none for PLAINTEXT,
+    SASL (and a TLS context for SASL_SSL) otherwise.
+
+    Raises ``ConfigurationError`` when a SASL protocol lacks its user or password.
+    The password leaves its ``SecretStr`` only here, into the client.
+    """
+    if settings.security_protocol == "PLAINTEXT":
+        if settings.ssl_cafile is not None:
+            raise ConfigurationError("NEXANEST_KAFKA__SSL_CAFILE is used only with security_protocol SASL_SSL")
+        return {}
+    if not settings.sasl_username or settings.sasl_password is None:
+        raise ConfigurationError(
+            f"Kafka security_protocol {settings.security_protocol} needs"
+            " NEXANEST_KAFKA__SASL_USERNAME and NEXANEST_KAFKA__SASL_PASSWORD"
+        )
+    options: dict[str, Any] = {
+        "security_protocol": settings.security_protocol,
+        "sasl_mechanism": settings.sasl_mechanism,
+        "sasl_plain_username": settings.sasl_username,
+        "sasl_plain_password": settings.sasl_password.get_secret_value(),
+    }
+    if settings.security_protocol == "SASL_SSL":
+        options["ssl_context"] = create_ssl_context(cafile=settings.ssl_cafile)
+    elif settings.ssl_cafile is not None:
+        raise ConfigurationError("NEXANEST_KAFKA__SSL_CAFILE is used only with security_protocol SASL_SSL")
+    return options
+
+
+def connection_options(settings: KafkaSettings, client_suffix: str) -> dict[str, Any]:
+    """Where and as whom every client connects: bootstrap servers, client id,
+    request timeout and ``security_options``. Callers add their role's options."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-{client_suffix}",
+        "request_timeout_ms": settings.request_timeout_ms,
+        **security_options(settings),
+    }
+
+
+def make_admin(
+    settings: KafkaSettings, *, client_suffix: str = "admin", request_timeout_ms: int | None = None
+) -> AIOKafkaAdminClient:
+    """An admin client (topic metadata, offsets, group lag; topic creation only
+    where the principal may create)."""
+    options = connection_options(settings, client_suffix)
+    if request_timeout_ms is not None:
+        options["request_timeout_ms"] = request_timeout_ms
+    return AIOKafkaAdminClient(**options)
+
+
+async def start_client(client: KafkaClient, settings: KafkaSettings) -> None:
+    """``client.start()``; when the brokers cannot be reached, find out whether
+    they refused this client and raise ``ConfigurationError`` saying why (wrong
+    user or password, an unauthenticated client at a SASL listener, a mechanism
+    the broker lacks); a start the ACLs deny (a consumer's group) raises it too.
+    Any other failure is re-raised as it came."""
+    try:
+        await client.start()
+    except _DENIED as exc:
+        with contextlib.suppress(KafkaError, OSError):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise ConfigurationError(
+            f"Kafka denies user {settings.sasl_username!r}: {exc}; the cluster's admin grants it"
+            " (deploy/local/kafka-cluster.sh grant, or the chart's KafkaUser ACLs)"
+        ) from exc
+    except KafkaConnectionError as exc:
+        reason = await refusal(settings)
+        if reason is None:
+            raise
+        with contextlib.suppress(KafkaError, OSError):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise ConfigurationError(reason) from exc
+
+
+async def refusal(settings: KafkaSettings) -> str | None:
+    """Why the first reachable bootstrap broker refuses to serve a client with
+    these settings, or None if it serves one (or none is reachable: not a matter
+    of credentials). One connection per broker tried, closed again."""
+    security = security_options(settings)
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await create_conn(
+                host, int(port), request_timeout_ms=min(settings.request_timeout_ms, 10_000), **security
+            )
+        except SaslAuthenticationFailed as exc:
+            return (
+                f"Kafka at {server}: SASL authentication failed for user {settings.sasl_username!r}"
+                f" ({settings.sasl_mechanism}): {exc}; check NEXANEST_KAFKA__SASL_USERNAME and"
+                " NEXANEST_KAFKA__SASL_PASSWORD"
+            )
+        except UnsupportedSaslMechanismError as exc:
+            return f"Kafka at {server}: {exc}; set NEXANEST_KAFKA__SASL_MECHANISM"
+        except (OSError, KafkaError, TimeoutError):
+            continue
+        try:
+            await conn.send(MetadataRequest([]))
+        except KafkaConnectionError:
+            if settings.security_protocol == "PLAINTEXT":
+                return (
+                    f"Kafka at {server} closed the connection of an unauthenticated (PLAINTEXT) client:"
+                    " the listener wants SASL; set NEXANEST_KAFKA__SECURITY_PROTOCOL, _SASL_USERNAME"
+                    " and _SASL_PASSWORD"
+                )
+            continue
+        except (KafkaError, TimeoutError):
+            continue
+        finally:
+            conn.close()
+        return None
+    return None
+
 
 def make_producer(settings: KafkaSettings, *, client_suffix: str = "producer") -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-{client_suffix}",
+        **connection_options(settings, client_suffix),
         enable_idempotence=True,
         acks="all",
         linger_ms=settings.linger_ms,
         max_batch_size=settings.max_batch_bytes,
         compression_type=None if settings.compression == "none" else settings.compression,
-        request_timeout_ms=settings.request_timeout_ms,
     )
 
 
@@ -36,14 +173,12 @@ def consumer_options(settings: KafkaSettings, client_suffix: str) -> dict[str, A
     """What every consumer of the pipeline shares: no auto-commit, committed
     transactions only, bounded fetches. Callers add their group."""
     return {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "client_id": f"{settings.client_id}-{client_suffix}",
+        **connection_options(settings, client_suffix),
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "fetch_max_bytes": settings.fetch_max_bytes,
         "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
-        "request_timeout_ms": settings.request_timeout_ms,
     }
 
 
@@ -78,19 +213,22 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[NewTopic] | No
     not a new empty topic.
     """
     wanted = list(pipeline_topics(settings) if topics is None else topics)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-admin",
-        request_timeout_ms=settings.request_timeout_ms,
-    )
-    await admin.start()
+    admin = make_admin(settings)
+    await start_client(admin, settings)
     try:
+        # With ACLs, a principal lists only the topics it may describe: those it uses.
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             response = await admin.create_topics(missing)
             # aiokafka reports per-topic errors in the response instead of raising.
             for name, code, *rest in response.topic_errors:
+                if code == TopicAuthorizationFailedError.errno:
+                    raise ConfigurationError(
+                        f"Kafka topic {name!r} is missing or not granted to user {settings.sasl_username!r},"
+                        " who may not create it: the cluster's admin creates the topics and grants them"
+                        " (deploy/local/kafka-cluster.sh grant)"
+                    )
                 if code not in (0, TopicAlreadyExistsError.errno):
                     message = rest[0] if rest else ""
                     raise ConfigurationError(f"cannot create Kafka topic {name!r}: error {code} {message}")

@@ -55,6 +55,20 @@ class KafkaSettings(BaseModel):
     #: Consumer group of `nexanest dlq replay`: its committed offsets mark the
     #: dead letters already examined, so a second replay re-sends nothing.
     dlq_replay_group: str = "nexanest-dlq-replay"
+    #: How clients reach the brokers. PLAINTEXT is the single local broker
+    #: (loopback, no authentication); the local cluster (deploy/local/kafka-cluster.sh)
+    #: and the chart's Strimzi cluster want SASL_PLAINTEXT or SASL_SSL with SCRAM,
+    #: each process as the least-privileged user of its role (README "Kafka security").
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    #: Never logged: pydantic prints ``**********``.
+    sasl_password: SecretStr | None = None
+    #: PEM bundle of the CA that signed the brokers' certificates (SASL_SSL); unset:
+    #: the system's trust store. The combination is checked when a client is made
+    #: (``pipeline/kafka.py``), not here: pydantic's error would quote the group's
+    #: input, password included.
+    ssl_cafile: Path | None = None
 
 
 class TimescaleSettings(BaseModel):

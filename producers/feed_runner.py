@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from nexanest.pipeline.events import EventEmitter, open_event_emitter
-from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.kafka import ensure_topics, make_producer, start_client
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.adapter import FeedAdapter, is_backfill
 from nexanest.producers.observer import COMPONENT, FeedMonitor
@@ -46,7 +46,7 @@ async def run_feed(
     topic = topic or topic_of(settings, adapter)
     await ensure_topics(settings.kafka)
     producer = make_producer(settings.kafka)
-    await producer.start()
+    await start_client(producer, settings.kafka)
     events: EventEmitter | None = await open_event_emitter(settings, COMPONENT, producer) if emit_events else None
     monitor = FeedMonitor(adapter.name, events)
     publisher = TickPublisher(producer, topic, adapter.name, new_producer=lambda: make_producer(settings.kafka))

@@ -31,7 +31,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from nexanest.pipeline import metrics
-from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.kafka import ensure_topics, make_producer, start_client
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import KafkaSettings
 from nexanest.producers.feeds.adapter import TickSource
@@ -269,7 +269,7 @@ async def publish_feed(settings: KafkaSettings, feed: TickSource, source: str) -
     with a producer of its own; return the number of acknowledged ticks."""
     await ensure_topics(settings)
     producer = make_producer(settings)
-    await producer.start()
+    await start_client(producer, settings)
     try:
         publisher = TickPublisher(producer, settings.ticks_topic, source, new_producer=lambda: make_producer(settings))
         return await publisher.publish_all(feed.ticks())

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import uvloop
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from redis.exceptions import RedisError
@@ -32,6 +31,7 @@ from redis.exceptions import RedisError
 from benchmarks.harness.sampling import KAFKA_SH, state_dir
 from nexanest.consumers.ticks_to_timescale import open_analytics_redis, open_quotes_redis
 from nexanest.ops.migrate import migrate
+from nexanest.pipeline.kafka import make_admin
 from nexanest.pipeline.settings import Settings, load_settings
 
 RUN_ID = re.compile(r"[a-z][0-9a-f]{8}")
@@ -111,7 +111,7 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
                 await r.aclose()
 
     async def kafka() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka.bootstrap_servers)
+        admin = make_admin(base.kafka, client_suffix="bench-cleanup")
         await admin.start()
         try:
             topics = [t for t in await admin.list_topics() if t.startswith(f"bench.{run_id}.")]

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.harness.run import Run, feed_config, main, publish
-from nexanest.pipeline.kafka import make_producer
+from nexanest.pipeline.kafka import connection_options, make_producer
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import Tick, encode_tick
@@ -37,7 +37,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     await publish(kafka, [], "bench")  # creates the topic
     ticks = list(SyntheticFeed(feed_config(args.ticks, args.symbols, args.seed, "bench", time.time_ns())).generate())
     results: dict[str, list[dict[str, float]]] = {"record_batches": [], "send_per_tick": []}
-    counter = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    counter = AIOKafkaConsumer(**connection_options(kafka, "bench-counter"))
     await counter.start()
     try:
         for _ in range(args.rounds):

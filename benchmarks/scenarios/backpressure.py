@@ -23,13 +23,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from benchmarks.harness import report
 from benchmarks.harness.report import n
 from benchmarks.harness.run import BenchError, Run, feed_config, main, publish
 from benchmarks.harness.sampling import Proc, Processes, consume_argv
+from nexanest.pipeline.kafka import connection_options, make_admin
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 
@@ -47,8 +47,8 @@ async def sample_progress(settings: Settings, proc: Proc, progress: list[tuple[f
     """(t, rows made durable, lag) from the broker every 250 ms: the consumer commits
     to Kafka after each database commit, and nothing here touches the locked table."""
     k = settings.kafka
-    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap_servers)
-    ends = AIOKafkaConsumer(bootstrap_servers=k.bootstrap_servers, enable_auto_commit=False)
+    admin = make_admin(k, client_suffix="bench-progress")
+    ends = AIOKafkaConsumer(**connection_options(k, "bench-progress"), enable_auto_commit=False)
     await admin.start()
     await ends.start()
     tps = [TopicPartition(k.ticks_topic, p) for p in range(k.partitions)]

@@ -46,6 +46,7 @@ from benchmarks.harness.sampling import NEXANEST, ROOT, Proc, Processes, consume
 from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
+from nexanest.pipeline.kafka import connection_options
 from nexanest.pipeline.sinks.redis_quotes import parse_quote_update, quote_channel
 from nexanest.pipeline.sinks.timescale import COLUMNS, stock_price_row
 from nexanest.producers.feeds.synthetic import symbol_names
@@ -156,7 +157,7 @@ async def naive_insert(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(run.admin_dsn)
     table_ = await run.scratch_table(conn, "naive")
     sql = f"INSERT INTO {table_} ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
-    kafka = {"bootstrap_servers": run.base.kafka.bootstrap_servers, "auto_offset_reset": "earliest"}
+    kafka = {**connection_options(run.base.kafka, "bench-naive"), "auto_offset_reset": "earliest"}
     consumer = AIOKafkaConsumer(run.topic("a"), group_id=run.group("naive"), enable_auto_commit=False, **kafka)
     await consumer.start()
     inserted, first_at, last_at, started = 0, 0.0, 0.0, time.monotonic()

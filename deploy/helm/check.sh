@@ -18,7 +18,9 @@
 # The value sets: small (values.yaml), production (values-production.yaml),
 # production-scram (production with the Strimzi listener on SASL/SCRAM and its
 # KafkaUsers) and inline-secret (small, the Secret rendered from install-time
-# values instead of an existing one; the values are dummies made up here).
+# values instead of an existing one; the values are dummies made up here) and
+# external-sasl (small, an existing cluster over SASL_SSL with the users'
+# credentials and its CA from Secrets, KEDA logging in as the consumer).
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "$0")/../local/lib.sh"
@@ -126,6 +128,8 @@ main() {
     inline+=(--set "secrets.values.$key=dummy-$key")
   done
   render inline-secret "${inline[@]}"
+  render external-sasl --set kafka.external.securityProtocol=SASL_SSL --set kafka.external.credentialsSecret=nexanest-kafka \
+    --set kafka.external.caSecret=nexanest-kafka-ca --set consumer.autoscaling.enabled=true --set producer.enabled=true
   log "chart linted, rendered and validated: $OUT"
 }
 

@@ -22,6 +22,10 @@ market_pw=$(known_or_new NEXANEST_MARKET_DATA_SERVICE_PASSWORD)
 analytics_pw=$(known_or_new NEXANEST_ANALYTICS_SERVICE_PASSWORD)
 notifications_pw=$(known_or_new NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD)
 monitor_pw=$(known_or_new NEXANEST_MONITOR_PASSWORD)
+kafka_admin_pw=$(known_or_new NEXANEST_KAFKA_ADMIN_PASSWORD)
+kafka_producer_pw=$(known_or_new NEXANEST_KAFKA_PRODUCER_PASSWORD)
+kafka_consumer_pw=$(known_or_new NEXANEST_KAFKA_CONSUMER_PASSWORD)
+kafka_ops_pw=$(known_or_new NEXANEST_KAFKA_OPS_PASSWORD)
 
 if [ "$new" = yes ]; then
   cat >"$ENV_FILE" <<ENV
@@ -50,6 +54,11 @@ entry NEXANEST_MARKET_DATA_SERVICE_PASSWORD "$market_pw"
 entry NEXANEST_ANALYTICS_SERVICE_PASSWORD "$analytics_pw"
 entry NEXANEST_NOTIFICATIONS_SERVICE_PASSWORD "$notifications_pw"
 entry NEXANEST_MONITOR_PASSWORD "$monitor_pw" "# The Prometheus exporters' role (pg_monitor only; deploy/local/prometheus.sh)."
+entry NEXANEST_KAFKA_ADMIN_PASSWORD "$kafka_admin_pw" \
+  "# SCRAM users of the three-node Kafka cluster (deploy/local/kafka-cluster.sh; the single broker has none)."
+entry NEXANEST_KAFKA_PRODUCER_PASSWORD "$kafka_producer_pw"
+entry NEXANEST_KAFKA_CONSUMER_PASSWORD "$kafka_consumer_pw"
+entry NEXANEST_KAFKA_OPS_PASSWORD "$kafka_ops_pw"
 
 # Read by the nexanest settings object (pipeline/settings.py). The postgres DSNs
 # are the owner's, used only by `nexanest migrate`.

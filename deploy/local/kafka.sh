@@ -225,7 +225,9 @@ wait_broker() {
     sleep 1
     waited=$((waited + 1))
   done
-  until timeout 30 "${TOOL_JAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null; do
+  # KAFKA_CLIENT_CONFIG: a client properties file (kafka-cluster.sh: its admin's SASL login).
+  until timeout 30 "${TOOL_JAVA[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
+    ${KAFKA_CLIENT_CONFIG:+--command-config "$KAFKA_CLIENT_CONFIG"} --list >/dev/null; do
     tries=$((tries + 1))
     [ "$tries" -ge 5 ] && die "Kafka listens on $KAFKA_PORT but does not answer (see $KAFKA_SERVER_LOG)"
     sleep 2

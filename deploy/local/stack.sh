@@ -5,7 +5,9 @@
 #   stack.sh down    [SERVICE...]   stop
 #   stack.sh status  [SERVICE...]   one line each; exit 1 if any is down
 #   stack.sh logs    SERVICE [-f]
-# SERVICE is postgres, timescaledb, redis, kafka, prometheus or timescaledb-community.
+# SERVICE is postgres, timescaledb, redis, kafka, prometheus, timescaledb-community or
+# kafka-cluster (the three-node SASL/SCRAM Kafka cluster: `make stack-up KAFKA_BROKERS=3`
+# names it instead of kafka; status and down include it while a node of it runs).
 # The default is the four the product runs on plus Prometheus and its exporters
 # (prometheus.sh, 127.0.0.1:9090), which watch them. timescaledb-community (the
 # community edition on 5434, built from source, for its tests: `make test`) is
@@ -15,6 +17,8 @@ SERVICE_NAME=stack
 
 ALL=(postgres timescaledb redis kafka prometheus)
 OPTIONAL=(timescaledb-community)
+# Included in status and down only while running: the fault tests start and stop it.
+WHILE_RUNNING=(kafka-cluster)
 
 services() { if [ $# -gt 0 ]; then printf '%s\n' "$@"; else printf '%s\n' "${ALL[@]}"; fi; }
 
@@ -26,13 +30,16 @@ known_services() {
   for svc in "${OPTIONAL[@]}"; do
     if [ -d "$STATE_DIR/$svc" ]; then printf '%s\n' "$svc"; fi
   done
+  for svc in "${WHILE_RUNNING[@]}"; do
+    case "$("$LOCAL_DIR/$svc.sh" status 2>/dev/null)" in *" up "*) printf '%s\n' "$svc" ;; esac
+  done
 }
 
 run_each() {
   local action=$1 svc rc=0
   shift
   for svc in $(services "$@"); do
-    [ -x "$LOCAL_DIR/$svc.sh" ] || die "unknown service '$svc' (known: ${ALL[*]} ${OPTIONAL[*]})"
+    [ -x "$LOCAL_DIR/$svc.sh" ] || die "unknown service '$svc' (known: ${ALL[*]} ${OPTIONAL[*]} ${WHILE_RUNNING[*]})"
     "$LOCAL_DIR/$svc.sh" "$action" || rc=1
   done
   return $rc

@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "deploy/helm/check.sh"
 CHART = REPO / "deploy/helm/nexanest"
-SETS = ("small", "production", "production-scram", "inline-secret")
+SETS = ("small", "production", "production-scram", "inline-secret", "external-sasl")
 SERVICES = {"auth": 8001, "portfolio": 8002, "market-data": 8003, "notifications": 8004, "analytics": 8005}
 
 # The stores each component may reach (and so the ports of its egress rules besides DNS).
@@ -293,7 +293,14 @@ def test_scram_gives_each_client_least_privilege(rendered: dict[str, Rendered]) 
         return {(a["resource"]["type"], a["resource"].get("name", ""), op) for a in acls for op in a["operations"]}
 
     producer, consumer = grants("producer"), grants("consumer")
-    assert {(t, n) for t, n, op in producer if op == "Write"} == {("topic", "ticks")}
+    assert {(t, n) for t, n, op in producer if op == "Write"} == {
+        ("topic", "ticks"),
+        ("topic", "ticks.backfill"),
+        ("topic", "system_events"),
+    }
+    assert ("topic", "ticks.dlq", "Write") not in producer
+    assert ("topic", "ticks", "Read") not in producer
+    assert ("topic", "ticks", "Write") not in consumer
     assert {op for _, _, op in producer} == {"Write", "Describe", "IdempotentWrite"}
     group = "nexanest-ticks-to-timescale"
     assert {(t, n) for t, n, op in consumer if op == "Read"} == {
@@ -305,6 +312,43 @@ def test_scram_gives_each_client_least_privilege(rendered: dict[str, Rendered]) 
     assert {n for t, n, op in consumer if op == "Write"} == {"ticks.dlq", "system_events"}
     (scaled,) = r.of_kind("ScaledObject")
     assert scaled["spec"]["triggers"][0]["authenticationRef"] == {"name": "nexanest-consumer"}
+
+
+def test_an_external_cluster_takes_each_clients_credentials_from_a_secret(rendered: dict[str, Rendered]) -> None:
+    r = rendered["external-sasl"]
+    assert r.of_kind("KafkaUser") == []
+    assert r.of_kind("Kafka") == []
+    for component in ("producer", "consumer"):
+        spec = r.named("Deployment", component)["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["NEXANEST_KAFKA__SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["NEXANEST_KAFKA__SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+        for what in ("username", "password"):
+            ref = env[f"NEXANEST_KAFKA__SASL_{what.upper()}"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "nexanest-kafka", "key": f"{component}-{what}"}
+        assert env["NEXANEST_KAFKA__SSL_CAFILE"]["value"] == "/etc/nexanest/kafka-ca/ca.crt"
+        assert {"name": "kafka-ca", "mountPath": "/etc/nexanest/kafka-ca", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert {
+            "name": "kafka-ca",
+            "secret": {"secretName": "nexanest-kafka-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        } in spec["volumes"]
+    # The services never see the Kafka credentials.
+    spec = r.named("Deployment", "auth")["spec"]["template"]["spec"]
+    assert not [e for e in spec["containers"][0].get("env", []) if e["name"].startswith("NEXANEST_KAFKA__")]
+    (scaled,) = r.of_kind("ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["metadata"]["sasl"] == "scram_sha512"
+    assert trigger["metadata"]["tls"] == "enable"
+    assert trigger["authenticationRef"] == {"name": "nexanest-consumer"}
+    (auth,) = r.of_kind("TriggerAuthentication")
+    assert {(t["parameter"], t["key"]) for t in auth["spec"]["secretTargetRef"]} == {
+        ("username", "consumer-username"),
+        ("password", "consumer-password"),
+        ("ca", "ca.crt"),
+    }
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -175,6 +175,32 @@ affinity:
 volumes:
   - name: tmp
     emptyDir: {}
+{{- if include "nexanest.kafkaCa" . }}
+  - name: kafka-ca
+    secret:
+      secretName: {{ .root.Values.kafka.external.caSecret }}
+      items: [{key: ca.crt, path: ca.crt}]
+{{- end }}
+{{- end }}
+
+{{/* "true" when the component (producer, consumer) gets the external cluster's CA mounted. */}}
+{{- define "nexanest.kafkaCa" -}}
+{{- $e := .root.Values.kafka.external }}
+{{- if and (not .root.Values.kafka.strimzi.enabled) $e.caSecret (has .name (list "producer" "consumer")) }}
+{{- if ne $e.securityProtocol "SASL_SSL" }}{{ fail "kafka.external.caSecret: only with securityProtocol SASL_SSL" }}{{ end -}}
+true
+{{- end }}
+{{- end }}
+
+{{/* "true" when the external cluster (not Strimzi) wants SASL. */}}
+{{- define "nexanest.externalSasl" -}}
+{{- $e := .Values.kafka.external }}
+{{- if not (has $e.securityProtocol (list "PLAINTEXT" "SASL_PLAINTEXT" "SASL_SSL")) }}{{ fail "kafka.external.securityProtocol: PLAINTEXT, SASL_PLAINTEXT or SASL_SSL" }}{{ end }}
+{{- if and (not .Values.kafka.strimzi.enabled) (ne $e.securityProtocol "PLAINTEXT") }}
+{{- if not (has $e.saslMechanism (list "SCRAM-SHA-256" "SCRAM-SHA-512")) }}{{ fail "kafka.external.saslMechanism: SCRAM-SHA-256 or SCRAM-SHA-512" }}{{ end }}
+{{- if not $e.credentialsSecret }}{{ fail "kafka.external.credentialsSecret: a SASL protocol needs the Secret with the producer's and the consumer's credentials" }}{{ end -}}
+true
+{{- end }}
 {{- end }}
 
 {{/* Container-level settings shared by every workload: image, security, settings, /tmp. */}}
@@ -189,6 +215,11 @@ envFrom:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- if include "nexanest.kafkaCa" . }}
+  - name: kafka-ca
+    mountPath: /etc/nexanest/kafka-ca
+    readOnly: true
+{{- end }}
 {{- end }}
 
 {{/* Extra env as name: value pairs. */}}
@@ -217,5 +248,25 @@ the password from the Secret the User Operator writes for its KafkaUser.
     secretKeyRef:
       name: {{ include "nexanest.component" . }}
       key: password
+{{- else if include "nexanest.externalSasl" .root }}
+{{- $e := .root.Values.kafka.external }}
+- name: NEXANEST_KAFKA__SECURITY_PROTOCOL
+  value: {{ $e.securityProtocol }}
+- name: NEXANEST_KAFKA__SASL_MECHANISM
+  value: {{ $e.saslMechanism }}
+- name: NEXANEST_KAFKA__SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $e.credentialsSecret }}
+      key: {{ .name }}-username
+- name: NEXANEST_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $e.credentialsSecret }}
+      key: {{ .name }}-password
+{{- if include "nexanest.kafkaCa" . }}
+- name: NEXANEST_KAFKA__SSL_CAFILE
+  value: /etc/nexanest/kafka-ca/ca.crt
+{{- end }}
 {{- end }}
 {{- end }}

@@ -1,34 +1,58 @@
-"""A broker of the three-node Kafka cluster dies under load: nothing lost, nothing doubled.
+"""The three-node SASL/SCRAM Kafka cluster: its ACLs deny what a role must not do,
+and a broker of it dies under load with nothing lost, nothing doubled.
 
 The cluster (``deploy/local/kafka-cluster.sh``: replication factor 3,
-``min.insync.replicas=2``, no unclean leader election) is started for this module
-beside the shared single broker, which is never touched. Ticks are published
+``min.insync.replicas=2``, no unclean leader election, SASL/SCRAM and ACLs) is
+started once for this module beside the shared single broker, which is never touched.
+
+The ACL tests come first and only try what must fail on the cluster's own topics
+(granted when it starts), so they write nothing into it; a client the cluster
+refuses is told why in one sentence.
+
+Then the broker kill (marked ``faults``). Ticks are published
 continuously by the real ``TickPublisher`` and consumed by a real ``nexanest
 consume`` process, while the node that leads the busiest partitions is killed with
 SIGKILL and later started again. The test waits for each fact it depends on (new
 leaders elected, rows written after the failover, the node back in every ISR),
 never for a fixed time.
+
+It runs over SASL/SCRAM as the cluster's least-privileged users: the admin creates
+the test's topics and grants them with the script's own ``grant`` (as it grants the
+real topics), the publisher is ``nexanest-producer``, the consumer process
+``nexanest-consumer``, the test's metadata probes ``nexanest-ops``. So the ACLs are
+proven to suffice for the real pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError, NodeNotReadyError, TopicAuthorizationFailedError
+from pydantic import SecretStr
 
-from nexanest.pipeline.kafka import ensure_topics, make_producer, pipeline_topics
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.kafka import (
+    consumer_options,
+    ensure_topics,
+    make_admin,
+    make_consumer,
+    make_producer,
+    pipeline_topics,
+    start_client,
+)
+from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
-from tests import containers
 from tests.consumers.test_ticks_to_timescale_faults import (
     assert_exactly_once,
     feed_config,
@@ -37,59 +61,134 @@ from tests.consumers.test_ticks_to_timescale_faults import (
     start_consumer,
     until,
 )
+from tests.kafka_cluster import (  # noqa: F401 (kafka_cluster_fixture: a fixture)
+    REPLICATION,
+    REPO,
+    as_role,
+    cluster,
+    grant_environment,
+    kafka_cluster_fixture,
+    role_environment,
+)
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-CLUSTER_SCRIPT = REPO / "deploy/local/kafka-cluster.sh"
-REPLICATION = 3
+DEFAULTS = KafkaSettings()
 
 
-def cluster(*args: str, timeout_s: float = 240) -> str:
-    """Run ``kafka-cluster.sh ARGS``; a failure fails the test with what the script said."""
-    done = subprocess.run([str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, timeout=timeout_s, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"kafka-cluster.sh {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
-    return done.stdout
+def on_defaults(role: str) -> KafkaSettings:
+    """The cluster's own topic names (granted at start), as ``role``."""
+    return as_role(Settings(kafka=DEFAULTS, _env_file=None), role).kafka  # type: ignore[call-arg]
 
 
-@pytest.fixture(scope="module")
-def kafka_cluster() -> Iterator[str]:
-    """The cluster's bootstrap servers, with all three nodes up. ``start`` is
-    idempotent (a running node is left alone, a dead one started); the cluster is
-    stopped at the end of the module when this fixture started it. A cluster that
-    cannot start fails the tests (in CI too), it never skips them."""
-    if containers.wanted():
-        pytest.skip("under testcontainers (Docker): the cluster is run by deploy/local's scripts")
-    was_up = subprocess.run([str(CLUSTER_SCRIPT), "status"], capture_output=True, check=False).returncode == 0
-    cluster("start")
+async def test_the_producer_cannot_read_ticks(kafka_cluster: str) -> None:
+    kafka = on_defaults("producer")
+    consumer = AIOKafkaConsumer(group_id=None, **consumer_options(kafka, "acl-test"))
+    await start_client(consumer, kafka)
     try:
-        yield cluster("bootstrap").strip()
+        tp = TopicPartition(kafka.ticks_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        with pytest.raises(TopicAuthorizationFailedError, match=kafka.ticks_topic):
+            await consumer.getmany(timeout_ms=10_000)
     finally:
-        if not was_up:
-            cluster("stop")
+        await consumer.stop()
+
+
+@pytest.mark.parametrize(("role", "topic"), [("producer", "dead_letter_topic"), ("consumer", "ticks_topic")])
+async def test_a_role_cannot_write_a_topic_of_another(kafka_cluster: str, role: str, topic: str) -> None:
+    kafka = on_defaults(role)
+    producer = make_producer(kafka, client_suffix="acl-test")
+    await start_client(producer, kafka)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError, match=getattr(kafka, topic)):
+            await producer.send_and_wait(getattr(kafka, topic), b"not allowed")
+    finally:
+        await producer.stop()
+
+
+async def test_the_consumer_cannot_join_a_group_outside_its_prefix(kafka_cluster: str) -> None:
+    kafka = on_defaults("consumer")
+    consumer = make_consumer(kafka, kafka.ticks_topic, group_id="not-the-pipelines-group")
+    with pytest.raises(ConfigurationError, match=r"Kafka denies user 'nexanest-consumer'.*not-the-pipelines-group"):
+        await start_client(consumer, kafka)
+
+
+async def test_the_consumer_cannot_create_topics(kafka_cluster: str, test_id: str) -> None:
+    kafka = on_defaults("consumer").model_copy(update={"ticks_topic": f"test.{test_id}.ticks"})
+    with pytest.raises(ConfigurationError, match="who may not create it"):
+        await ensure_topics(kafka)
+
+
+async def test_a_wrong_password_is_refused_in_one_sentence(kafka_cluster: str) -> None:
+    kafka = on_defaults("consumer").model_copy(update={"sasl_password": SecretStr("not-the-password")})
+    admin = make_admin(kafka)
+    with pytest.raises(
+        ConfigurationError, match="SASL authentication failed for user 'nexanest-consumer' \\(SCRAM-SHA-512\\)"
+    ) as refused:
+        await start_client(admin, kafka)
+    assert "not-the-password" not in str(refused.value)
+
+
+async def test_an_unauthenticated_client_is_refused_in_one_sentence(kafka_cluster: str) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_cluster)  # PLAINTEXT, no user
+    with pytest.raises(ConfigurationError, match="unauthenticated \\(PLAINTEXT\\) client: the listener wants SASL"):
+        await start_client(make_admin(kafka), kafka)
+
+
+def test_the_consumer_with_a_wrong_password_exits_with_the_reason(kafka_cluster: str, isolated: Settings) -> None:
+    env = {
+        **namespace_environment(isolated),
+        **role_environment("consumer"),
+        "NEXANEST_KAFKA__SASL_PASSWORD": "not-the-password",
+        "NEXANEST_METRICS__PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "nexanest.cli.main", "consume", "--until-idle", "1"],
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "nexanest: Kafka at 127.0.0.1:1909" in done.stderr
+    assert "SASL authentication failed for user 'nexanest-consumer'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "not-the-password" not in done.stderr
 
 
 @pytest.fixture
 async def on_cluster(isolated: Settings, kafka_cluster: str) -> AsyncIterator[Settings]:
     """``isolated`` (the test's databases, topics and group) with Kafka moved to the
-    cluster. The test's topics are deleted from the cluster afterwards (the session
-    cleans only the shared broker), so a cluster kept running does not collect them."""
-    kafka = isolated.kafka.model_copy(update={"bootstrap_servers": kafka_cluster, "replication_factor": REPLICATION})
-    yield isolated.model_copy(update={"kafka": kafka})
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster)
-    await admin.start()
+    cluster as the producer's user; the topics created by the admin and granted to
+    the users by ``kafka-cluster.sh grant``. Afterwards their ACLs are revoked and the
+    topics deleted (the session cleans only the shared broker), so a cluster kept
+    running does not collect them."""
+    admin_settings = as_role(isolated, "admin")
+    assert await ensure_topics(admin_settings.kafka)  # created here, with replication factor 3
+    names = grant_environment(isolated)
+    await asyncio.to_thread(cluster, "grant", env=names)
     try:
-        mine = [t.name for t in pipeline_topics(kafka)]
-        await admin.delete_topics([t for t in await admin.list_topics() if t in mine])
+        yield as_role(isolated, "producer")
     finally:
-        await admin.close()
+        await asyncio.to_thread(cluster, "revoke", env=names)
+        admin = make_admin(admin_settings.kafka)
+        await admin.start()
+        try:
+            mine = [t.name for t in pipeline_topics(admin_settings.kafka)]
+            await admin.delete_topics([t for t in await admin.list_topics() if t in mine])
+        finally:
+            await admin.close()
 
 
 async def partitions_of(settings: Settings) -> list[dict[str, object]]:
     """The ticks topic's partitions as the cluster describes them (leader, replicas,
-    isr); none while the admin client's request went to the dead node (the callers poll)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    isr), as the tools' user; none while the admin client's request went to the dead
+    node (the callers poll)."""
+    ops = as_role(settings, "ops").kafka
+    admin = make_admin(ops, client_suffix="test-probe")
     try:
         await admin.start()
         (topic,) = await admin.describe_topics([settings.kafka.ticks_topic])
@@ -138,6 +237,7 @@ async def consumer_stall_s(pool: asyncpg.Pool, source: str) -> float:
     return float(gap or 0.0)
 
 
+@pytest.mark.faults
 async def test_killing_the_leader_broker_loses_and_doubles_nothing(
     on_cluster: Settings,
     timescale_pool: asyncpg.Pool,
@@ -147,7 +247,6 @@ async def test_killing_the_leader_broker_loses_and_doubles_nothing(
     record_property: Callable[[str, object], None],
 ) -> None:
     settings = on_cluster
-    assert await ensure_topics(settings.kafka)  # created here, with replication factor 3
     await until(lambda: fully_replicated(settings), "the test's topics have three in-sync replicas", 30)
 
     produced = 60_000
@@ -157,8 +256,7 @@ async def test_killing_the_leader_broker_loses_and_doubles_nothing(
         settings,
         until_idle_s=300.0,  # ended by SIGTERM once every tick is stored, not by idleness during the outage
         log=log,
-        NEXANEST_KAFKA__BOOTSTRAP_SERVERS=kafka_cluster,
-        NEXANEST_KAFKA__REPLICATION_FACTOR=str(REPLICATION),
+        env=role_environment("consumer"),
     )
     producer = make_producer(settings.kafka)
     await producer.start()
@@ -235,7 +333,8 @@ async def test_killing_the_leader_broker_loses_and_doubles_nothing(
         if down is not None:  # the test failed with a node down: later tests get three
             await asyncio.to_thread(cluster, "start-node", str(down))
     await asyncio.to_thread(finish, consumer, 60, log)
-    await assert_exactly_once(timescale_pool, config.source, produced, settings, config.start_ns)
+    # `nexanest verify` reads the topic back: an operator tool, as the tools' user.
+    await assert_exactly_once(timescale_pool, config.source, produced, as_role(settings, "ops"), config.start_ns)
 
     stall = await consumer_stall_s(timescale_pool, config.source)
     record_property("failover_s", round(failover_s, 2))
