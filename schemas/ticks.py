@@ -58,6 +58,17 @@ import msgspec
 
 TICK_SCHEMA_VERSION: Final = 1
 PRICE_SCALE: Final = 1_000_000_000
+
+#: Record headers that say "this tick may have been sent before, out of ``seq``
+#: order on its partition": a publisher's re-send after a failed delivery, and a
+#: dead letter re-published by ``nexanest dlq replay``. The consumer drops a
+#: re-sent tick by its partition's high-water mark of ``seq``
+#: (``pipeline/runner.py``); a tick with one of these headers is instead looked up
+#: in ``stock_prices`` by ``(symbol, time, source, seq)`` and skipped only if it is
+#: there (``pipeline/sinks/timescale.py``).
+HEADER_RESENT: Final = "nexanest.resent"
+HEADER_REPLAYED_FROM: Final = "nexanest.replayed_from"
+LOOKUP_HEADERS: Final = frozenset({HEADER_RESENT, HEADER_REPLAYED_FROM})
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 MAX_SYMBOL_CHARS: Final = 32
