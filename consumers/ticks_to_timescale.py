@@ -288,7 +288,7 @@ async def run_consumer(
 
 def _add_stats(total: IngestStats, more: IngestStats) -> None:
     """Fold the backfill loop's counts into the live loop's."""
-    for name in ("batches", "consumed", "written", "rejected", "retries", "fenced"):
+    for name in ("batches", "consumed", "written", "rejected", "retries", "fenced", "duplicates"):
         setattr(total, name, getattr(total, name) + getattr(more, name))
     for reason, count in more.rejected_by_reason.items():
         total.rejected_by_reason[reason] = total.rejected_by_reason.get(reason, 0) + count

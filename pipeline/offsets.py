@@ -133,6 +133,10 @@ class OffsetStore:
                 if seq > pending.get(source, -1):
                     pending[source] = seq
 
+    def replace_marks(self, marks: Mapping[TopicPartition, Mapping[str, int]]) -> None:
+        """Replace the pending marks (their batch lost rows the database refused)."""
+        self._pending_marks = {tp: dict(by_source) for tp, by_source in marks.items()}
+
     @property
     def pending(self) -> bool:
         return bool(self._pending)

@@ -267,6 +267,7 @@ class IngestLoop:
                 continue
             batch.first_offsets.setdefault(tp, messages[0].offset)
             valid_from = len(fresh)
+            before = dict(seen) if seen is not None else None
             for msg in messages:
                 result = check(msg.value, now_ns)
                 if isinstance(result, Tick):
@@ -283,8 +284,10 @@ class IngestLoop:
                     fresh.append(result)
                 else:
                     rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, *result, msg.headers))
-            if seen:
-                batch.marks[(tp.topic, partition)] = dict(seen)
+            if seen and before is not None:  # the sources this fetch moved: only they are stored with the batch
+                moved = {source: seq for source, seq in seen.items() if before.get(source) != seq}
+                if moved:
+                    batch.marks.setdefault((tp.topic, partition), {}).update(moved)
             if len(fresh) > valid_from:
                 times = [t.ts_ns for t in fresh[valid_from:]]
                 oldest, newest = min(times), max(times)
@@ -422,8 +425,28 @@ class IngestLoop:
                 self._dead_letters.write(letters)
                 await self._retrying("kafka", self._dead_letters.flush)
                 refused += letters
+                if self._offsets is not None and batch.marks:
+                    self._offsets.replace_marks(self._marks_without(batch, refused))
             else:
                 return refused
+
+    def _marks_without(self, batch: _Batch, refused: list[Rejected]) -> dict[tuple[str, int], dict[str, int]]:
+        """The batch's marks recomputed without the rows the database refused (a
+        source it cannot store must not reach ``ingest_seq_marks`` either): the
+        highest seq of each source among the batch's other rows (rare path)."""
+        gone = {(r.partition, r.offset) for r in refused}
+        ranges = [(tp, first, batch.next_offsets[tp]) for tp, first in batch.first_offsets.items()]
+        marks: dict[tuple[str, int], dict[str, int]] = {}
+        for tick, partition, offset in batch.rows:
+            if (partition, offset) in gone:
+                continue
+            key = next(
+                (tp.topic, p) for tp, first, end in ranges if (p := tp.partition) == partition and first <= offset < end
+            )
+            by_source = marks.setdefault(key, {})
+            if tick.seq > by_source.get(tick.source, -1):
+                by_source[tick.source] = tick.seq
+        return marks
 
     async def _assigned_lags(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
         """Lag of every assigned partition that has been fetched from, not only of

@@ -83,6 +83,9 @@ class FakeTimescale:
     def advance(self, offsets: dict[tuple[str, int], int], marks: object = None) -> None:
         self.offsets.update(offsets)
 
+    def replace_marks(self, marks: object) -> None:
+        pass
+
     def discard(self) -> None:
         self.rows, self.offsets = [], {}
 
