@@ -83,13 +83,15 @@ def stock_price_row(tick: Tick, partition: int, offset: int) -> StockPriceRow:
     )
 
 
-# One index probe per looked-up tick on (symbol, time DESC).
-_STORED_ALREADY = """
+# One index probe per looked-up tick on (symbol, time DESC): the LIMIT keeps the
+# lateral subquery a parameterised scan (a semi-join could hash the whole table).
+STORED_ALREADY = """
 SELECT v.i
   FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[])
        WITH ORDINALITY AS v(symbol, time, source, seq, i)
- WHERE EXISTS (SELECT 1 FROM {table} s
-                WHERE s.symbol = v.symbol AND s.time = v.time AND s.source = v.source AND s.source_seq = v.seq)
+ CROSS JOIN LATERAL (SELECT 1 FROM {table} s
+                      WHERE s.symbol = v.symbol AND s.time = v.time AND s.source = v.source AND s.source_seq = v.seq
+                      LIMIT 1) AS found
 """
 
 _INSERT_SKIPPING_DUPLICATES = """
@@ -156,7 +158,7 @@ class TimescaleSink:
         if rollups:
             # The bars must count only the rows this statement really inserted.
             self._insert_skipping_duplicates += f"RETURNING {', '.join(COLUMNS)}\n"
-        self._stored_already = _STORED_ALREADY.format(table=table)
+        self._stored_already = STORED_ALREADY.format(table=table)
         self._encoder = StockPriceCopyEncoder()
         self._rows: list[TickEntry] = []
         self._checked: list[TickEntry] = []
