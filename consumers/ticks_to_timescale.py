@@ -16,8 +16,8 @@ never fence each other), and ``TickValidator(stale=False)``: every rule but
 * a backfill never delays live ticks: they are separate partitions, fetches
   and batches, written concurrently;
 * the backfill's rows go through the same ``TimescaleSink``: exactly once by
-  its offsets, ``(source, seq, time)`` duplicates skipped (a resumed replay
-  re-sends rows), and under the Apache edition the pipeline-maintained bars
+  its offsets, re-sent ticks dropped by the backfill group's own high-water
+  marks of ``seq`` (a resumed replay re-sends rows), and under the Apache edition the pipeline-maintained bars
   merged in the same transaction. Under the Timescale edition the continuous
   aggregates' refresh policies only cover recent windows: the backfilled range
   is refreshed explicitly with ``nexanest bars repair --from A --to B`` (the

@@ -35,8 +35,8 @@ Bounds. Every value the decoder accepts must be storable, or one tick would
 fail its whole batch in the database (a poison pill). The ``Meta`` bounds below
 are those of the columns and indexes: ``seq`` and ``ts_ns`` are ``BIGINT``
 (``ts_ns`` as microseconds in ``TIMESTAMPTZ``), and ``exchange`` and
-``source`` are kept short enough for the unique btree index on ``(source,
-source_seq, time)``. Prices and sizes need no bound: ``NUMERIC(20, 9)`` holds
+``source`` are kept short (``source`` is a key of the consumer's high-water
+marks, ``ingest_seq_marks``). Prices and sizes need no bound: ``NUMERIC(20, 9)`` holds
 magnitudes below 10**20 in e9 units, and a MessagePack integer is below 2**64.
 A value out of bounds fails decoding with a message that names the field
 (``schema_violation``). What a bound cannot say (no NUL character, which
