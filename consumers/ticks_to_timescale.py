@@ -16,8 +16,8 @@ never fence each other), and ``TickValidator(stale=False)``: every rule but
 * a backfill never delays live ticks: they are separate partitions, fetches
   and batches, written concurrently;
 * the backfill's rows go through the same ``TimescaleSink``: exactly once by
-  its offsets, ``(source, seq, time)`` duplicates skipped (a resumed replay
-  re-sends rows), and under the Apache edition the pipeline-maintained bars
+  its offsets, re-sent ticks dropped by the backfill group's own high-water
+  marks of ``seq`` (a resumed replay re-sends rows), and under the Apache edition the pipeline-maintained bars
   merged in the same transaction. Under the Timescale edition the continuous
   aggregates' refresh policies only cover recent windows: the backfilled range
   is refreshed explicitly with ``nexanest bars repair --from A --to B`` (the
@@ -288,7 +288,7 @@ async def run_consumer(
 
 def _add_stats(total: IngestStats, more: IngestStats) -> None:
     """Fold the backfill loop's counts into the live loop's."""
-    for name in ("batches", "consumed", "written", "rejected", "retries", "fenced"):
+    for name in ("batches", "consumed", "written", "rejected", "retries", "fenced", "duplicates"):
         setattr(total, name, getattr(total, name) + getattr(more, name))
     for reason, count in more.rejected_by_reason.items():
         total.rejected_by_reason[reason] = total.rejected_by_reason.get(reason, 0) + count

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
@@ -25,9 +25,7 @@ from nexanest.pipeline.sinks.dead_letter import (
     HEADER_REJECTED_NS,
     HEADER_TOPIC,
 )
-
-HEADER_REPLAYED_FROM: Final = "nexanest.replayed_from"
-
+from nexanest.schemas.ticks import HEADER_REPLAYED_FROM as HEADER_REPLAYED_FROM  # re-exported
 
 _log = get_logger(__name__)
 

@@ -33,9 +33,10 @@ them; resetting the group's offsets brings them back).
 A batch is re-sent when a replay fails between Kafka's acknowledgement and the
 commit (a crash, or a rebalance the commit loses), and an operator can reset
 the group. Both are harmless: a replayed tick carries its original ``source``
-and ``seq``, and ``stock_prices`` is getting a unique rule on
-``(source, source_seq, time)``, so a tick that was in fact already ingested is
-not stored twice.
+and ``seq`` and the ``nexanest.replayed_from`` header, so the consumer looks it
+up in ``stock_prices`` (rather than judging it by its partition's high-water
+mark of ``seq``, which it is below) and a tick that was in fact already
+ingested is not stored twice.
 """
 
 from __future__ import annotations

@@ -214,7 +214,8 @@ def serve_metrics(host: str, port: int) -> None:
 
 DUPLICATES_SKIPPED = Counter(
     "nexanest_sink_duplicates_skipped_total",
-    "Rows not inserted because the same tick (source, seq, time) was already stored",
+    "Ticks not stored because they were already: a seq at or below its partition's high-water mark "
+    "(dropped by the consumer before COPY), or a re-sent tick found in the table by lookup",
     registry=REGISTRY,
 )
 FENCED = Counter(

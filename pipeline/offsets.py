@@ -7,6 +7,16 @@ batch is neither lost nor written twice. Claiming a partition increments its
 ``generation``; every store checks the generation its claim returned, so a
 consumer that lost a partition (rebalance, long pause) cannot commit a batch
 for it afterwards: its transaction fails with ``FencedError`` and rolls back.
+
+The store also keeps, per claimed partition, the **high-water mark** of each
+source: the highest ``seq`` of that source stored from the partition
+(``ingest_seq_marks``), moved in the same transaction and behind the same
+generation check as the offsets. A source's ``seq`` strictly increases and a
+partition keeps publish order, so a later record of the partition with a
+``seq`` at or below the mark was sent before: the loop drops it before COPY
+(``pipeline/runner.py``), and ``stock_prices`` needs no unique index. The marks
+are per partition, not per source: one source's ticks spread over partitions
+(keyed by symbol), each in order only within its own partition.
 """
 
 from __future__ import annotations
@@ -41,6 +51,19 @@ WITH moved AS (
 SELECT topic, partition FROM moved
 """
 
+_MARKS: Final = """
+SELECT partition, source, max_seq FROM ingest_seq_marks
+ WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])
+"""
+
+# Only called after _STORE_FENCED moved every pending offset: the claim holds.
+_STORE_MARKS: Final = """
+INSERT INTO ingest_seq_marks AS m (consumer_group, topic, partition, source, max_seq)
+SELECT $1, t, p, s, q FROM unnest($2::text[], $3::int[], $4::text[], $5::bigint[]) AS v(t, p, s, q)
+ON CONFLICT (consumer_group, topic, partition, source)
+DO UPDATE SET max_seq = greatest(m.max_seq, excluded.max_seq)
+"""
+
 _STORED: Final = """
 SELECT partition, next_offset FROM ingest_offsets
  WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL
@@ -57,6 +80,9 @@ class OffsetStore:
         self._group = consumer_group
         self._generations: dict[TopicPartition, int] = {}
         self._pending: dict[TopicPartition, int] = {}
+        #: Per claimed partition, the committed high-water mark of each source.
+        self._marks: dict[TopicPartition, dict[str, int]] = {}
+        self._pending_marks: dict[TopicPartition, dict[str, int]] = {}
 
     async def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
         """Claim partitions for this consumer; return the stored next offset of each.
@@ -67,12 +93,22 @@ class OffsetStore:
         if not partitions:
             return {}
         try:
-            rows = await self._pool.fetch(_CLAIM, self._group, topic, list(partitions))
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(_CLAIM, self._group, topic, list(partitions))
+                # Read after the claim: no earlier owner can move them any more.
+                marks = await conn.fetch(_MARKS, self._group, topic, list(partitions))
         except RETRYABLE_DB_ERRORS as exc:
             raise RetryableError("timescaledb", exc) from exc
         for r in rows:
             self._generations[(topic, r["partition"])] = r["generation"]
+            self._marks[(topic, r["partition"])] = {}
+        for m in marks:
+            self._marks[(topic, m["partition"])][m["source"]] = m["max_seq"]
         return {r["partition"]: r["next_offset"] for r in rows}
+
+    def marks(self, tp: TopicPartition) -> dict[str, int]:
+        """The committed high-water mark of each source on ``tp`` (empty if not claimed)."""
+        return self._marks.get(tp, {})
 
     def generation(self, tp: TopicPartition) -> int | None:
         """The generation of this consumer's claim on ``tp``, if it holds one."""
@@ -81,10 +117,25 @@ class OffsetStore:
     def release(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self._generations.pop(tp, None)
+            self._marks.pop(tp, None)
 
-    def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        """Record that the batch being written consumes the log up to ``next_offsets``."""
+    def advance(
+        self,
+        next_offsets: Mapping[TopicPartition, int],
+        marks: Mapping[TopicPartition, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Record that the batch being written consumes the log up to ``next_offsets``
+        and stores each source's ticks up to ``marks`` (highest seq) per partition."""
         self._pending.update(next_offsets)
+        for tp, by_source in (marks or {}).items():
+            pending = self._pending_marks.setdefault(tp, {})
+            for source, seq in by_source.items():
+                if seq > pending.get(source, -1):
+                    pending[source] = seq
+
+    def replace_marks(self, marks: Mapping[TopicPartition, Mapping[str, int]]) -> None:
+        """Replace the pending marks (their batch lost rows the database refused)."""
+        self._pending_marks = {tp: dict(by_source) for tp, by_source in marks.items()}
 
     @property
     def pending(self) -> bool:
@@ -93,10 +144,19 @@ class OffsetStore:
     def discard(self) -> None:
         """Forget the pending offsets (their batch was fenced and is read again)."""
         self._pending = {}
+        self._pending_marks = {}
 
     def stored(self) -> None:
         """The transaction that stored the pending offsets committed."""
         self._pending = {}
+        for tp, by_source in self._pending_marks.items():
+            committed = self._marks.get(tp)
+            if committed is None:  # released meanwhile: its next claim reads them back
+                continue
+            for source, seq in by_source.items():
+                if seq > committed.get(source, -1):
+                    committed[source] = seq
+        self._pending_marks = {}
 
     async def store(self, conn: asyncpg.Connection) -> None:
         """Move the pending offsets in the caller's transaction, each only if this
@@ -120,6 +180,16 @@ class OffsetStore:
             done = {(r["topic"], r["partition"]) for r in moved}
             lost = [tp for tp, _ in items if tp not in done]
             raise FencedError(lost, {tp: gens[tp] for tp in lost})
+        marks = [(tp, src, seq) for tp, by_source in self._pending_marks.items() for src, seq in by_source.items()]
+        if marks:
+            await conn.execute(
+                _STORE_MARKS,
+                self._group,
+                [t for (t, _), _, _ in marks],
+                [p for (_, p), _, _ in marks],
+                [source for _, source, _ in marks],
+                [seq for _, _, seq in marks],
+            )
 
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition, as the database last committed it."""
@@ -132,3 +202,5 @@ class OffsetStore:
     def close(self) -> None:
         self._pending = {}
         self._generations = {}
+        self._marks = {}
+        self._pending_marks = {}

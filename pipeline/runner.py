@@ -5,8 +5,8 @@ that neither the quotes nor the fetch wait for the database:
 
 * **Taking** (the loop itself): ``getmany`` up to the room left in the next
   batch; decode and validate each record (bad ones become ``Rejected`` rows,
-  never raise); publish the latest quote of each symbol to Redis at once (one
-  round trip); add the rest to the next batch.
+  never raise); drop re-sent ticks (below); publish the latest quote of each
+  symbol to Redis at once (one round trip); add the rest to the next batch.
 * **Writing** (one task at a time, batch after batch, in order): flush the
   dead-letter sink (rejected records are safe in Kafka before their offsets can
   move); one TimescaleDB transaction: COPY the rows (and merge their OHLCV
@@ -36,6 +36,19 @@ holds and will replay) but never behind it, and re-applying a tick is a no-op
 holds up taking (quotes are retried, the write in flight finishes); a database
 outage holds up writing (the batch is retried with jittered exponential
 backoff, and taking stops at the bound above).
+
+Re-sent ticks are dropped here, not by an index. A source's ``seq`` strictly
+increases and a partition keeps publish order, so per (topic, partition,
+source) the highest ``seq`` taken so far is a high-water mark: a valid tick at
+or below it was sent before and is dropped (``nexanest_sink_duplicates_skipped_total``).
+The marks start from those committed with the partition's offsets
+(``OffsetStore.marks``, read when the partition is claimed), each batch stores
+its own with its offsets, and a fenced batch's are forgotten with it (its
+partitions start again from the committed ones). Records that re-send old seqs
+on purpose carry a header (``LOOKUP_HEADERS``: a publisher's re-send after a
+failed delivery, ``nexanest dlq replay``): they neither meet nor move the mark
+and go to the sink's ``write_checked``, which looks each up in the table. Without
+an offset store (``exactly_once`` off, benchmarks only) nothing is dropped.
 
 A batch fenced out of a partition (another consumer claimed it) is discarded,
 with the batch taken behind it, and every partition in them is re-read from
@@ -68,7 +81,7 @@ from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import Rejected
 from nexanest.pipeline.types import AfterCommitSink, BatchSink, Sink, TickEntry
 from nexanest.pipeline.validation import REJECTED_BY_DATABASE, TickValidator
-from nexanest.schemas.ticks import Tick
+from nexanest.schemas.ticks import LOOKUP_HEADERS, Tick
 
 _log = get_logger(__name__)
 
@@ -81,6 +94,8 @@ class IngestStats:
     rejected: int = 0
     retries: int = 0
     fenced: int = 0
+    #: Re-sent ticks dropped by their partition's high-water mark before COPY.
+    duplicates: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     #: Monotonic times of the first fetch that returned records and of the end of the last batch.
     first_batch_at: float | None = None
@@ -92,6 +107,8 @@ class _Batch:
     """Records taken from Kafka and validated, waiting for (or in) their write."""
 
     rows: list[TickEntry] = field(default_factory=list)
+    #: Valid ticks with a ``LOOKUP_HEADERS`` header: stored unless the table has them.
+    checked: list[TickEntry] = field(default_factory=list)
     ticks: list[Tick] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     #: Per partition: the first offset taken (where a discarded batch is re-read
@@ -103,6 +120,8 @@ class _Batch:
     #: the batch, for the tick-to-row latency and the lag in seconds.
     oldest_ns: dict[TopicPartition, int] = field(default_factory=dict)
     newest_ns: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Per (topic, partition): the high-water mark of each source after the batch.
+    marks: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     count: int = 0
     #: The fetches the batch was taken from, as aiokafka returned them (no copy):
     #: where a row the database refuses finds its record's bytes and headers.
@@ -156,6 +175,8 @@ class IngestLoop:
         self._writing_batch = _Batch()
         #: (topic, partition) label sets this loop reports lag for.
         self._reported: set[tuple[str, str]] = set()
+        #: Per (topic, partition): the claim generation and each source's highest seq taken.
+        self._taken_marks: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
         self.stats = IngestStats()
 
     async def run(self, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
@@ -235,22 +256,38 @@ class IngestLoop:
         now_ns = self._clock_ns()
         check = self._validator.check
         batch.fetches.append(records)
+        dropped = 0
         for tp, messages in records.items():
             partition = tp.partition
-            if self._offsets is not None and self._offsets.generation((tp.topic, partition)) is None:
+            seen = self._seen(tp)
+            if self._offsets is not None and seen is None:
                 # aiokafka may fetch a newly assigned partition before our listener
                 # has claimed it: leave these records for after the claim.
                 self._seek_if_assigned(tp, messages[0].offset)
                 continue
             batch.first_offsets.setdefault(tp, messages[0].offset)
             valid_from = len(fresh)
+            before = dict(seen) if seen is not None else None
             for msg in messages:
                 result = check(msg.value, now_ns)
                 if isinstance(result, Tick):
+                    if seen is not None:
+                        if msg.headers and any(k in LOOKUP_HEADERS for k, _ in msg.headers):
+                            batch.checked.append((result, partition, msg.offset))
+                            fresh.append(result)
+                            continue
+                        if result.seq <= seen.get(result.source, -1):
+                            dropped += 1
+                            continue
+                        seen[result.source] = result.seq
                     rows.append((result, partition, msg.offset))
                     fresh.append(result)
                 else:
                     rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, *result, msg.headers))
+            if seen and before is not None:  # the sources this fetch moved: only they are stored with the batch
+                moved = {source: seq for source, seq in seen.items() if before.get(source) != seq}
+                if moved:
+                    batch.marks.setdefault((tp.topic, partition), {}).update(moved)
             if len(fresh) > valid_from:
                 times = [t.ts_ns for t in fresh[valid_from:]]
                 oldest, newest = min(times), max(times)
@@ -259,10 +296,29 @@ class IngestLoop:
             batch.count += len(messages)
             batch.taken[tp] = batch.taken.get(tp, 0) + len(messages)
             batch.next_offsets[tp] = messages[-1].offset + 1
+        if dropped:
+            self.stats.duplicates += dropped
+            metrics.DUPLICATES_SKIPPED.inc(dropped)
         if fresh:
             ticks.extend(fresh)
             self._quotes.write(fresh)
             await self._retrying("redis", self._quotes.flush)
+
+    def _seen(self, tp: TopicPartition) -> dict[str, int] | None:
+        """The marks ``_take`` checks ``tp``'s ticks against and moves (None: not
+        claimed, or no offset store). Started from the committed ones at each new
+        claim of the partition, and after a fence (``_on_fenced`` forgets them)."""
+        offsets = self._offsets
+        if offsets is None:
+            return None
+        key = (tp.topic, tp.partition)
+        generation = offsets.generation(key)
+        if generation is None:
+            return None
+        taken = self._taken_marks.get(key)
+        if taken is None or taken[0] != generation:
+            taken = self._taken_marks[key] = (generation, dict(offsets.marks(key)))
+        return taken[1]
 
     def _start_write(self) -> None:
         batch, self._next = self._next, _Batch()
@@ -288,8 +344,11 @@ class IngestLoop:
         """Write one batch to every sink in order, then commit it to Kafka."""
         self._dead_letters.write(batch.rejected)
         self._timescale.write(batch.rows)
+        if batch.checked:
+            self._timescale.write_checked(batch.checked)
         if self._offsets is not None:
-            self._offsets.advance({(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()})
+            next_offsets = {(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()}
+            self._offsets.advance(next_offsets, batch.marks)
 
         await self._retrying("kafka", self._dead_letters.flush)
         refused = await self._write_ticks(batch)  # FencedError: see _settle_write
@@ -301,7 +360,8 @@ class IngestLoop:
         ticks = batch.ticks
         if refused:
             gone = {(r.partition, r.offset) for r in refused}
-            ticks = [tick for tick, partition, offset in batch.rows if (partition, offset) not in gone]
+            kept = (*batch.rows, *batch.checked)
+            ticks = [tick for tick, partition, offset in kept if (partition, offset) not in gone]
             batch.rejected.extend(refused)
         for sink in self._after_commit:
             sink.write(ticks)
@@ -311,7 +371,7 @@ class IngestLoop:
         stats = self.stats
         stats.batches += 1
         stats.consumed += batch.count
-        stats.written += len(batch.rows) - len(refused)
+        stats.written += len(batch.rows) + len(batch.checked) - len(refused)
         stats.rejected += len(batch.rejected)
         reasons: dict[str, int] = {}
         for r in batch.rejected:
@@ -365,8 +425,28 @@ class IngestLoop:
                 self._dead_letters.write(letters)
                 await self._retrying("kafka", self._dead_letters.flush)
                 refused += letters
+                if self._offsets is not None and batch.marks:
+                    self._offsets.replace_marks(self._marks_without(batch, refused))
             else:
                 return refused
+
+    def _marks_without(self, batch: _Batch, refused: list[Rejected]) -> dict[tuple[str, int], dict[str, int]]:
+        """The batch's marks recomputed without the rows the database refused (a
+        source it cannot store must not reach ``ingest_seq_marks`` either): the
+        highest seq of each source among the batch's other rows (rare path)."""
+        gone = {(r.partition, r.offset) for r in refused}
+        ranges = [(tp, first, batch.next_offsets[tp]) for tp, first in batch.first_offsets.items()]
+        marks: dict[tuple[str, int], dict[str, int]] = {}
+        for tick, partition, offset in batch.rows:
+            if (partition, offset) in gone:
+                continue
+            key = next(
+                (tp.topic, p) for tp, first, end in ranges if (p := tp.partition) == partition and first <= offset < end
+            )
+            by_source = marks.setdefault(key, {})
+            if tick.seq > by_source.get(tick.source, -1):
+                by_source[tick.source] = tick.seq
+        return marks
 
     async def _assigned_lags(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
         """Lag of every assigned partition that has been fetched from, not only of
@@ -402,6 +482,8 @@ class IngestLoop:
         metrics.FENCED.inc()
         self.stats.fenced += 1
         self._timescale.discard()  # its rows, and the offsets they advanced to
+        for tp in first_offsets:  # re-read from where the batch started: back to the committed marks
+            self._taken_marks.pop((tp.topic, tp.partition), None)
         for sink in self._after_commit:
             sink.discard()
         offsets = self._offsets

@@ -54,6 +54,10 @@ class BatchSink(Protocol):
     def write(self, rows: Sequence[TickEntry]) -> None:
         """Buffer ``(tick, partition, offset)`` entries. No I/O."""
 
+    def write_checked(self, rows: Sequence[TickEntry]) -> None:
+        """Buffer entries that may be stored already (re-sent out of ``seq`` order):
+        ``flush`` stores only those the table does not hold. No I/O."""
+
     async def flush(self) -> int:
         """Commit the buffer; return the rows written. Raises ``RetryableError``
         (buffer kept: call again), ``FencedError`` (another consumer claimed a

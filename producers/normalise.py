@@ -14,7 +14,7 @@ thing whichever feed they came from:
 * timestamps: integers of UTC nanoseconds since the epoch, from milliseconds or
   from RFC 3339 text with up to nanosecond precision;
 * sequence numbers: ``(source, seq)`` names a tick uniquely and lets the
-  consumer drop a repeat (its ``(source, seq, time)`` uniqueness). A live
+  consumer drop a repeat (its partition's high-water mark of ``seq``). A live
   adapter starts at ``time.time_ns()`` (``live_seq_start``), so a restarted
   adapter with the same ``source`` never reuses a number (it would need more
   than 1e9 ticks/s to catch up with the clock); a file replay uses

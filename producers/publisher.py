@@ -35,7 +35,7 @@ from nexanest.pipeline.kafka import ensure_topics, make_producer, start_client
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.settings import KafkaSettings
 from nexanest.producers.feeds.adapter import TickSource
-from nexanest.schemas.ticks import Tick, encode_tick
+from nexanest.schemas.ticks import HEADER_RESENT, Tick, encode_tick
 
 _log = get_logger(__name__)
 
@@ -99,9 +99,17 @@ class TickPublisher:
         """
         await self._acknowledged(await self._enqueue(ticks))
 
-    async def _enqueue(self, ticks: Sequence[Tick]) -> Queued:
+    async def _enqueue(self, ticks: Sequence[Tick], *, resent: bool = False) -> Queued:
         """Encode a batch into one record batch per partition and hand those to
-        the producer's accumulator; return them with their delivery futures."""
+        the producer's accumulator; return them with their delivery futures.
+
+        ``resent``: the ticks were handed over before and their delivery failed.
+        Some may have landed all the same, and later ticks of their partitions
+        may have landed before them, so their ``seq`` can be below what the
+        partition already holds: each record carries ``HEADER_RESENT``, and the
+        consumer looks such a tick up instead of judging it by the partition's
+        high-water mark (which would drop it, although it may be missing)."""
+        headers = [(HEADER_RESENT, b"1")] if resent else []
         producer = self._producer
         partition_of = await self._partitions()
         builders: dict[int, BatchBuilder] = {}
@@ -117,11 +125,11 @@ class TickPublisher:
                 builder = builders[partition] = producer.create_batch()
                 members[partition] = []
             key, value = symbol.encode(), encode_tick(tick)
-            if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: send it
                 queued.batches.append((members[partition], await self._submit(builder, partition)))
                 builder = builders[partition] = producer.create_batch()
                 members[partition] = []
-                if builder.append(key=key, value=value, timestamp=None) is None:
+                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     raise ValueError(f"a tick of {symbol} does not fit in an empty batch (max_batch_bytes)")
             members[partition].append(tick)
         for partition, builder in builders.items():
@@ -170,7 +178,8 @@ class TickPublisher:
         sent again (its ticks re-encoded) until ``queue_timeout_s``. Re-sent
         ticks may follow later ones on their partition: nothing downstream
         depends on arrival order (bars and quotes go by tick time and ``seq``),
-        and a tick that did land the first time is skipped by ``(source, seq, time)``."""
+        and the re-sent records carry ``HEADER_RESENT``: the consumer stores such a
+        tick only if the table does not hold it (see ``_enqueue``)."""
         deadline = time.monotonic() + self._queue_timeout_s
         while True:
             results = await asyncio.gather(*(future for _, future in queued.batches), return_exceptions=True)
@@ -195,7 +204,7 @@ class TickPublisher:
                 self._errors.inc(len(again))
                 raise first if isinstance(first, KafkaError) else KafkaError(repr(first))
             _log.warning("publish_sending_again", topic=self._topic, ticks=len(again), error=repr(first))
-            queued = await self._enqueue(again)
+            queued = await self._enqueue(again, resent=True)
 
     def _can_send_again(self, error: BaseException) -> bool:
         if not isinstance(error, KafkaError):

@@ -35,8 +35,8 @@ Bounds. Every value the decoder accepts must be storable, or one tick would
 fail its whole batch in the database (a poison pill). The ``Meta`` bounds below
 are those of the columns and indexes: ``seq`` and ``ts_ns`` are ``BIGINT``
 (``ts_ns`` as microseconds in ``TIMESTAMPTZ``), and ``exchange`` and
-``source`` are kept short enough for the unique btree index on ``(source,
-source_seq, time)``. Prices and sizes need no bound: ``NUMERIC(20, 9)`` holds
+``source`` are kept short (``source`` is a key of the consumer's high-water
+marks, ``ingest_seq_marks``). Prices and sizes need no bound: ``NUMERIC(20, 9)`` holds
 magnitudes below 10**20 in e9 units, and a MessagePack integer is below 2**64.
 A value out of bounds fails decoding with a message that names the field
 (``schema_violation``). What a bound cannot say (no NUL character, which
@@ -58,6 +58,17 @@ import msgspec
 
 TICK_SCHEMA_VERSION: Final = 1
 PRICE_SCALE: Final = 1_000_000_000
+
+#: Record headers that say "this tick may have been sent before, out of ``seq``
+#: order on its partition": a publisher's re-send after a failed delivery, and a
+#: dead letter re-published by ``nexanest dlq replay``. The consumer drops a
+#: re-sent tick by its partition's high-water mark of ``seq``
+#: (``pipeline/runner.py``); a tick with one of these headers is instead looked up
+#: in ``stock_prices`` by ``(symbol, time, source, seq)`` and skipped only if it is
+#: there (``pipeline/sinks/timescale.py``).
+HEADER_RESENT: Final = "nexanest.resent"
+HEADER_REPLAYED_FROM: Final = "nexanest.replayed_from"
+LOOKUP_HEADERS: Final = frozenset({HEADER_RESENT, HEADER_REPLAYED_FROM})
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 MAX_SYMBOL_CHARS: Final = 32

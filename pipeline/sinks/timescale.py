@@ -12,6 +12,17 @@ be unstorable; if a batch still fails with a data error, the rows at fault are
 found by bisection (each half tried in a savepoint that is always rolled back)
 and handed back in ``RejectedByDatabase``, and the next ``flush`` writes the
 rest.
+
+Re-sent ticks never reach the COPY: the loop drops them by their partition's
+high-water mark of ``seq`` (``pipeline/runner.py``), so ``stock_prices`` needs
+no unique index. The few records that re-send old seqs on purpose (a
+publisher's re-send after a failed delivery, a dead letter replayed) come in
+through ``write_checked``: before the transaction, each is looked up by
+``(symbol, time, source, seq)`` on the (symbol, time DESC) index, and only
+those the table does not hold (once each) join the COPY. The lookup may run
+outside the transaction because nothing else writes these ticks meanwhile:
+a partition has one writer (claims fence any other), and a source belongs to
+one topic.
 """
 
 from __future__ import annotations
@@ -71,6 +82,17 @@ def stock_price_row(tick: Tick, partition: int, offset: int) -> StockPriceRow:
         offset,
     )
 
+
+# One index probe per looked-up tick on (symbol, time DESC): the LIMIT keeps the
+# lateral subquery a parameterised scan (a semi-join could hash the whole table).
+STORED_ALREADY = """
+SELECT v.i
+  FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[])
+       WITH ORDINALITY AS v(symbol, time, source, seq, i)
+ CROSS JOIN LATERAL (SELECT 1 FROM {table} s
+                      WHERE s.symbol = v.symbol AND s.time = v.time AND s.source = v.source AND s.source_seq = v.seq
+                      LIMIT 1) AS found
+"""
 
 _INSERT_SKIPPING_DUPLICATES = """
 INSERT INTO {table} ({columns})
@@ -136,8 +158,10 @@ class TimescaleSink:
         if rollups:
             # The bars must count only the rows this statement really inserted.
             self._insert_skipping_duplicates += f"RETURNING {', '.join(COLUMNS)}\n"
+        self._stored_already = STORED_ALREADY.format(table=table)
         self._encoder = StockPriceCopyEncoder()
         self._rows: list[TickEntry] = []
+        self._checked: list[TickEntry] = []
         self._flushed_bars: list[StoredBar] = []
         #: Set once the buffer's rows were isolated after a data error: the rest
         #: is then written the way the isolation tried it (typed INSERT).
@@ -148,9 +172,15 @@ class TimescaleSink:
         from the ticks' integers, with no Decimal or datetime per value."""
         self._rows.extend(rows)
 
+    def write_checked(self, rows: Sequence[TickEntry]) -> None:
+        """Buffer entries that may be stored already: ``flush`` looks them up and
+        writes only the ones the table (and the buffer) does not hold."""
+        self._checked.extend(rows)
+
     def discard(self) -> None:
         """Drop the buffer (after a fence: another consumer owns those records now)."""
         self._rows = []
+        self._checked = []
         self._isolated = False
         if self._offsets is not None:
             self._offsets.discard()
@@ -163,11 +193,13 @@ class TimescaleSink:
         ``RejectedByDatabase`` (nothing committed; the refused rows have left
         the buffer: dead-letter them and flush again).
         """
-        if not self._rows and not (self._offsets is not None and self._offsets.pending):
+        if not self._rows and not self._checked and not (self._offsets is not None and self._offsets.pending):
             self._flushed_bars = []
             return 0
         started = time.perf_counter()
         try:
+            if self._checked:
+                await self._resolve_checked()
             try:
                 written, stored = await self._write_buffer()
             except DATA_ERRORS:
@@ -195,9 +227,10 @@ class TimescaleSink:
         return written
 
     async def _write_buffer(self) -> tuple[int, list[StoredBar]]:
-        """The COPY path, falling back to the duplicate-skipping INSERT when some
-        tick is stored already (a feed adapter's retry, a DLQ replay) or when the
-        buffer's rows were isolated after a data error."""
+        """The COPY path, falling back to the duplicate-skipping INSERT when the
+        buffer's rows were isolated after a data error, or when a table that
+        still has a unique index on the ticks refuses one (``stock_prices`` has
+        none since migration 0008; copies made with it, as some benchmarks do)."""
         if not self._isolated:
             # Aggregated before taking a connection: no CPU work inside the transaction.
             bars = await self._minute_bars() if self._rollups else None
@@ -208,6 +241,27 @@ class TimescaleSink:
         written, stored = await self._write(skip_duplicates=True, bars=None)
         metrics.DUPLICATES_SKIPPED.inc(len(self._rows) - written)
         return written, stored
+
+    async def _resolve_checked(self) -> None:
+        """Move the checked entries the table does not hold into the buffer, each
+        (source, seq) once; count the rest as duplicates (module docstring)."""
+        checked = self._checked
+        in_buffer = {(e[0].source, e[0].seq) for e in self._rows}
+        rows = [stock_price_row(*e) for e in checked]
+        found = await self._pool.fetch(
+            self._stored_already, [r[1] for r in rows], [r[0] for r in rows], [r[7] for r in rows], [r[8] for r in rows]
+        )
+        stored = {(checked[r["i"] - 1][0].source, checked[r["i"] - 1][0].seq) for r in found}
+        fresh = []
+        for entry in checked:
+            name = (entry[0].source, entry[0].seq)
+            if name in stored or name in in_buffer:
+                continue
+            in_buffer.add(name)
+            fresh.append(entry)
+        metrics.DUPLICATES_SKIPPED.inc(len(checked) - len(fresh))
+        self._rows.extend(fresh)
+        self._checked = []
 
     async def _observe_freshness(self, newest_ns: int) -> None:
         """After a commit: the bars that include the batch's newest tick learn its time

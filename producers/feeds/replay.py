@@ -20,7 +20,8 @@ rename) only from ``acknowledged``, which the feed runner calls after Kafka
 acknowledged a whole batch, in order. A run after Ctrl-C or ``kill -9`` starts
 at that row: nothing before it can be missing, and the rows after it that had
 reached Kafka already are sent again with the same ``(source, seq)``; the
-consumer's ``(source, seq, time)`` uniqueness drops them. No gap, no duplicate.
+consumer drops them: their ``seq`` is at or below the highest one stored from
+their partition (``pipeline/runner.py``). No gap, no duplicate.
 
 History goes to the backfill topic
 ----------------------------------

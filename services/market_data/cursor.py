@@ -1,7 +1,7 @@
 """Opaque cursors for keyset pagination of time-ordered rows.
 
 A listing of ticks runs in the order of ``(time, source, source_seq)``, which
-names a tick uniquely (the unique index ``stock_prices_source_seq_time_key``), so
+names a tick uniquely (``(source, seq)`` names it, and the consumer stores each tick once), so
 "the rows after the last one seen" is one row comparison, however deep the
 page: no OFFSET, no row skipped or repeated when new rows arrive. Index values
 are unique by ``(index_name, time)`` and page on ``time`` alone.

@@ -329,7 +329,9 @@ async def test_kill_9_between_database_commit_and_kafka_commit_repeats_nothing(
 async def test_repeated_kill_9_loses_and_doubles_nothing(
     isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
 ) -> None:
-    produced = 60_000
+    # Enough that each consumer is still writing when it is killed: without the
+    # unique index (issue 15) a 500-row batch commits in a few ms.
+    produced = 150_000
     config = feed_config(test_id, produced)
     assert await publish(isolated, config) == produced
     rng = random.Random(test_id)

@@ -74,8 +74,17 @@ class FakeTimescale:
     def write(self, rows: Sequence[Any]) -> None:
         self.rows.extend(rows)
 
-    def advance(self, offsets: dict[tuple[str, int], int]) -> None:
+    def write_checked(self, rows: Sequence[Any]) -> None:
+        self.rows.extend(rows)
+
+    def marks(self, tp: tuple[str, int]) -> dict[str, int]:
+        return {}
+
+    def advance(self, offsets: dict[tuple[str, int], int], marks: object = None) -> None:
         self.offsets.update(offsets)
+
+    def replace_marks(self, marks: object) -> None:
+        pass
 
     def discard(self) -> None:
         self.rows, self.offsets = [], {}
@@ -98,6 +107,9 @@ class FakeSink:
     name = "fake"
 
     def write(self, rows: Sequence[Any]) -> None:
+        pass
+
+    def write_checked(self, rows: Sequence[Any]) -> None:
         pass
 
     def discard(self) -> None:

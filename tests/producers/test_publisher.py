@@ -14,10 +14,11 @@ from aiokafka.errors import LeaderNotAvailableError, OutOfOrderSequenceNumber, T
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from nexanest.ops.topic_reader import BoundedReader
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.publisher import TickPublisher
-from nexanest.schemas.ticks import Tick
+from nexanest.schemas.ticks import HEADER_RESENT, Tick
 from tests.producers.ticks_topic import read_ticks
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,7 @@ class FailingFirstDeliveries:
         self._producer = producer
         self._failures = failures
         self.failed = 0
+        self.lost_records = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._producer, name)
@@ -86,6 +88,7 @@ class FailingFirstDeliveries:
     async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[object]:
         if self.failed < self._failures:
             self.failed += 1
+            self.lost_records += builder.record_count()
             lost: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             lost.set_exception(LeaderNotAvailableError())
             return lost
@@ -109,6 +112,13 @@ async def test_a_batch_lost_to_a_retriable_error_is_sent_again(isolated: Setting
     assert publisher.published == 600
     got = await read_ticks(isolated, 600)
     assert sorted(t.seq for _, _, t in got) == list(range(600))  # each once, none lost
+    # The ticks sent again say so: the consumer looks them up instead of judging
+    # them by their partition's high-water mark of seq (they may follow later ones).
+    async with BoundedReader(kafka, kafka.ticks_topic) as reader:
+        headers = [r.headers async for batch in reader.batches() for r in batch]
+    assert len(headers) == 600
+    assert sum(1 for h in headers if (HEADER_RESENT, b"1") in h) == failing.lost_records > 0
+    assert all(h in ((), [], ((HEADER_RESENT, b"1"),), [(HEADER_RESENT, b"1")]) for h in headers)
 
 
 async def test_a_batch_lost_to_another_error_fails_the_publish(isolated: Settings) -> None:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 import redis.asyncio as redis
 
@@ -229,6 +230,8 @@ async def test_the_consumer_caches_the_latest_bars_when_it_keeps_the_rollups(
         for i in range(1800)
     ]
     ticks[1700], ticks[10] = ticks[10], ticks[1700]  # a tick three minutes late, one early
+    # ... in tick time: seq still follows the order the feed sends them (the wire contract).
+    ticks = [msgspec.structs.replace(t, seq=i) for i, t in enumerate(ticks)]
     await ensure_topics(settings.kafka)
     producer = make_producer(settings.kafka)
     await producer.start()

@@ -292,7 +292,7 @@ ticks = st.builds(
     ask_e9=st.none() | e9_values,
 )
 batches = st.tuples(
-    # The table's unique rule is (source, source_seq, time), time in microseconds.
+    # One row per tick, (source, seq, time) as the consumer keeps them, time in microseconds.
     st.lists(ticks, max_size=40, unique_by=lambda t: (t.source, t.seq, t.ts_ns // 1000)),
     st.integers(*INT32),
     st.integers(0, INT64[1] - 100),

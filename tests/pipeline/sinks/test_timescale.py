@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from nexanest.pipeline.db import ns_to_datetime
-from nexanest.pipeline.errors import RejectedByDatabase, RetryableError
+from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.timescale import TimescaleSink
@@ -108,21 +108,52 @@ async def test_a_row_that_fails_only_the_copy_encoding_is_isolated(timescale_poo
     assert await offsets.stored_offsets("ticks") == {0: 2}
 
 
-async def test_a_repeated_tick_is_skipped_not_doubled(timescale_pool: asyncpg.Pool, test_id: str) -> None:
+async def test_a_re_sent_tick_written_as_checked_is_skipped_not_doubled(
+    timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
     source = f"dup-{test_id}"
     offsets = OffsetStore(timescale_pool, f"g-{test_id}")
     sink = TimescaleSink(timescale_pool, offsets)
     await offsets.claim("ticks", [0])
     sink.write([(make_tick(source, i), 0, i) for i in range(3)])
-    offsets.advance({("ticks", 0): 3})
+    offsets.advance({("ticks", 0): 3}, {("ticks", 0): {source: 2}})
     assert await sink.flush() == 3
-    # A feed adapter retried ticks 1 and 2 (same source, seq and time), then sent 3 and 4.
-    sink.write([(make_tick(source, i), 0, 2 + i) for i in range(1, 5)])
-    offsets.advance({("ticks", 0): 7})
+    # A publisher re-sent ticks 1 to 4 after a failed delivery (header: looked up, not
+    # judged by the mark): 1 and 2 had landed, 3 and 4 not; 4 came twice.
+    sink.write_checked([(make_tick(source, i), 0, 2 + i) for i in (1, 2, 3, 4, 4)])
+    offsets.advance({("ticks", 0): 8})
     assert await sink.flush() == 2
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
     assert [r["source_seq"] for r in rows] == [0, 1, 2, 3, 4]
-    assert await offsets.stored_offsets("ticks") == {0: 7}
+    assert await offsets.stored_offsets("ticks") == {0: 8}
+
+
+async def test_the_marks_commit_with_the_offsets_and_come_back_with_a_claim(
+    timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    group, source = f"g-{test_id}", f"mark-{test_id}"
+    offsets = OffsetStore(timescale_pool, group)
+    sink = TimescaleSink(timescale_pool, offsets)
+    await offsets.claim("ticks", [0, 1])
+    sink.write([(make_tick(source, 7), 0, 0), (make_tick(source, 5), 1, 0)])
+    offsets.advance({("ticks", 0): 1, ("ticks", 1): 1}, {("ticks", 0): {source: 7}, ("ticks", 1): {source: 5}})
+    assert await sink.flush() == 2
+    assert offsets.marks(("ticks", 0)) == {source: 7}
+    # A lower mark never moves it back (greatest); a fenced batch moves nothing.
+    offsets.advance({("ticks", 0): 2}, {("ticks", 0): {source: 3}})
+    assert await sink.flush() == 0
+    rival = OffsetStore(timescale_pool, group)
+    assert await rival.claim("ticks", [1]) == {1: 1}
+    assert rival.marks(("ticks", 1)) == {source: 5}
+    sink.write([(make_tick(source, 9), 1, 1)])
+    offsets.advance({("ticks", 1): 2}, {("ticks", 1): {source: 9}})
+    with pytest.raises(FencedError):
+        await sink.flush()
+    sink.discard()
+    again = OffsetStore(timescale_pool, group)
+    await again.claim("ticks", [0, 1])
+    assert again.marks(("ticks", 0)) == {source: 7}
+    assert again.marks(("ticks", 1)) == {source: 5}
 
 
 @asynccontextmanager
