@@ -17,10 +17,13 @@ by batch of ``--batch-rows`` as the loop takes them:
   ``zip``, the encoder with its numeric cache (one encoder for the run, as the
   sink keeps one).
 
-Each stage is timed on its own too (``time.process_time``, the best of
-``--repeat`` runs, the two paths alternating within each repetition), so the
-ratios come from the same run on the same bytes. Both paths must produce the
-same COPY stream (checked).
+Each stage is timed on its own (``time.process_time`` summed over the takes,
+the best of ``--repeat`` runs, the two paths alternating within each
+repetition), so the ratios come from the same run on the same bytes; only one
+take's records are alive at a time, as in the loop (the garbage collector's
+walks over live records are part of the cost). Both paths must produce the
+same COPY stream (checked). ``--only PATH`` runs one path once, for
+instruction counts under callgrind (see ``run_once``).
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ import argparse
 import gc
 import json
 import time
-from collections.abc import Callable
-from functools import partial
-from itertools import repeat
+from collections.abc import Iterator
+from itertools import islice, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -76,6 +78,20 @@ def _based(built: bytearray, base: int) -> bytearray:
     return built
 
 
+def _takes(data: bytes, batch_rows: int, *, raw: bool, spent: dict[str, float]) -> Iterator[list[Any]]:
+    """The records of the log in takes of ``batch_rows``, the time to unpack each added to ``spent``."""
+    records = PartitionRecords(TP, MemoryRecords(data), None, 0, None, None, False, _READ_COMMITTED)
+    if raw:
+        deliver_as_read(records)
+    while True:
+        started = time.process_time()
+        take = list(islice(records, batch_rows))
+        spent["records"] += time.process_time() - started
+        if not take:
+            return
+        yield take
+
+
 def fetched(data: bytes, batch_rows: int, *, raw: bool) -> list[list[Any]]:
     """The records of the log in takes of ``batch_rows``, as ``getmany`` gives them."""
     records = PartitionRecords(TP, MemoryRecords(data), None, 0, None, None, False, _READ_COMMITTED)
@@ -110,22 +126,6 @@ def validate_after(validator: TickValidator, take: list[Any], *, now_ns: int) ->
     return rows
 
 
-def _encoded(encoder: StockPriceCopyEncoder, rows: list[tuple[Tick, int, int]]) -> bytes:
-    return bytes(encoder.encode(rows))
-
-
-def _each(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    return [fn(item) for item in items]
-
-
-def best(fn: Callable[[], Any], into: dict[str, float], name: str) -> Any:
-    gc.collect()
-    started = time.process_time()
-    result = fn()
-    into[name] = min(into.get(name, float("inf")), time.process_time() - started)
-    return result
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     start_ns = time.time_ns() - 3600 * 10**9
     config = SyntheticConfig(args.symbols, 100_000, args.ticks, None, args.seed, start_ns, "bench", False)
@@ -138,12 +138,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.repeat):
         outputs = []
         for path, raw in (("consumer_records", False), ("raw_records", True)):
-            s = seconds[path]
             validate = validate_after if raw else validate_before
             encoder = new_encoder if raw else StockPriceCopyEncoder(max_cached_numerics=0)
-            takes = best(partial(fetched, data, args.batch_rows, raw=raw), s, "records")
-            rows = best(partial(_each, partial(validate, validator, now_ns=now_ns), takes), s, "validate")
-            out = best(partial(_each, partial(_encoded, encoder), rows), s, "encode")
+            spent = {"records": 0.0, "validate": 0.0, "encode": 0.0}
+            out = []
+            gc.collect()
+            # Take by take, as the loop does: one take's records alive at a time
+            # (what the garbage collector walks is part of the cost).
+            for take in _takes(data, args.batch_rows, raw=raw, spent=spent):
+                started = time.process_time()
+                rows = validate(validator, take, now_ns=now_ns)
+                validated = time.process_time()
+                out.append(bytes(encoder.encode(rows)))
+                spent["validate"] += validated - started
+                spent["encode"] += time.process_time() - validated
+            for stage, t in spent.items():
+                seconds[path][stage] = min(seconds[path].get(stage, float("inf")), t)
             outputs.append(out)
         if outputs[0] != outputs[1]:
             raise AssertionError("the two paths encoded different COPY streams")
@@ -159,6 +169,27 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_once(args: argparse.Namespace) -> None:
+    """Set up, then take ``args.only``'s path once (``none``: set up only), for
+    instruction counts: repeatable where CPU times on the shared box are not::
+
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+            .venv/bin/python -m benchmarks.micro.take_path --ticks 20000 --only raw_records
+
+    The path's instructions are its run's "Collected" count minus ``--only none``'s."""
+    start_ns = time.time_ns() - 3600 * 10**9
+    config = SyntheticConfig(args.symbols, 100_000, args.ticks, None, args.seed, start_ns, "bench", False)
+    data = record_batches(list(SyntheticFeed(config).generate()))
+    validator, now_ns = TickValidator(ValidationSettings()), time.time_ns()
+    if args.only == "none":
+        return
+    raw = args.only == "raw_records"
+    validate = validate_after if raw else validate_before
+    encoder = StockPriceCopyEncoder(max_cached_numerics=65_536 if raw else 0)
+    for take in fetched(data, args.batch_rows, raw=raw):
+        encoder.encode(validate(validator, take, now_ns=now_ns))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=100_000)
@@ -166,7 +197,12 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=7)
-    result = measure(parser.parse_args())
+    parser.add_argument("--only", choices=("consumer_records", "raw_records", "none"), help="one path once (callgrind)")
+    args = parser.parse_args()
+    if args.only:
+        run_once(args)
+        return
+    result = measure(args)
     for path, stages in result["us_per_tick"].items():
         print(f"{path:18}", "  ".join(f"{k} {v:.3f} us" for k, v in stages.items()))
     print("before / after    ", "  ".join(f"{k} {v:.2f}x" for k, v in result["before_over_after"].items()))
