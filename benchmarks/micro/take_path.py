@@ -24,6 +24,13 @@ take's records are alive at a time, as in the loop (the garbage collector's
 walks over live records are part of the cost). Both paths must produce the
 same COPY stream (checked). ``--only PATH`` runs one path once, for
 instruction counts under callgrind (see ``run_once``).
+
+Measured 2026-12-01 on the 2-core box under load 8-12 from other sessions
+(so read the ratios): callgrind, 20,000 ticks in one take, 43,426 instructions
+per tick before against 27,373 after (1.59x fewer; the numeric cache cold, as
+in a consumer's first batch); CPU times, 100,000 ticks in takes of 20,000,
+best of 5: 5.40 -> 4.07 us per tick (1.33x; records 1.54x, validate 1.05x,
+encode 1.49x), noisy.
 """
 
 from __future__ import annotations
