@@ -35,6 +35,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
 
 from nexanest.pipeline.errors import ConfigurationError
+from nexanest.pipeline.kafka_records import TickConsumer
 from nexanest.pipeline.settings import KafkaSettings
 
 #: What a broker answers a principal that its ACLs do not allow.
@@ -182,9 +183,10 @@ def consumer_options(settings: KafkaSettings, client_suffix: str) -> dict[str, A
     }
 
 
-def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
-    """The ticks consumer: a member of ``group_id`` (default: the consumer group)."""
-    return AIOKafkaConsumer(
+def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None = None) -> TickConsumer:
+    """The ticks consumer: a member of ``group_id`` (default: the consumer group).
+    Its ``getmany`` returns aiokafka's records as unpacked (``pipeline/kafka_records.py``)."""
+    return TickConsumer(
         *topics,
         group_id=group_id or settings.consumer_group,
         group_instance_id=settings.group_instance_id,

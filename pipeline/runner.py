@@ -64,7 +64,9 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -73,6 +75,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.events import BatchMonitor
+from nexanest.pipeline.kafka_records import RawRecord
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.rebalance import ResumeFromDatabase
@@ -84,6 +87,9 @@ from nexanest.pipeline.validation import REJECTED_BY_DATABASE, TickValidator
 from nexanest.schemas.ticks import LOOKUP_HEADERS, Tick
 
 _log = get_logger(__name__)
+_VALUE: Final = attrgetter("value")
+_OFFSET: Final = attrgetter("offset")
+_TS_NS: Final = attrgetter("ts_ns")
 
 
 @dataclass
@@ -248,13 +254,17 @@ class IngestLoop:
                 await self._on_fenced(*fenced)
         return self.stats
 
-    async def _take(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Validate ``records`` into the next batch and publish their quotes."""
+    async def _take(self, records: dict[TopicPartition, list[RawRecord]]) -> None:
+        """Validate ``records`` into the next batch and publish their quotes.
+
+        Per partition, not per record: one ``check_many`` over the values, and
+        the rows, offsets and tick times gathered by C-level ``zip``/``map``
+        (the consumer's CPU per tick is the ceiling of what one process takes)."""
         batch = self._next
         rows, ticks, rejected = batch.rows, batch.ticks, batch.rejected
         fresh: list[Tick] = []
         now_ns = self._clock_ns()
-        check = self._validator.check
+        check_many = self._validator.check_many
         batch.fetches.append(records)
         dropped = 0
         for tp, messages in records.items():
@@ -266,31 +276,38 @@ class IngestLoop:
                 self._seek_if_assigned(tp, messages[0].offset)
                 continue
             batch.first_offsets.setdefault(tp, messages[0].offset)
+            valid, refused = check_many(map(_VALUE, messages), now_ns)
+            kept = messages
+            if refused:
+                for index, reason, detail in refused:
+                    m = messages[index]
+                    rejected.append(Rejected(tp.topic, partition, m.offset, m.key, m.value, reason, detail, m.headers))
+                gone = {index for index, _, _ in refused}
+                kept = [m for index, m in enumerate(messages) if index not in gone]
             valid_from = len(fresh)
-            before = dict(seen) if seen is not None else None
-            for msg in messages:
-                result = check(msg.value, now_ns)
-                if isinstance(result, Tick):
-                    if seen is not None:
-                        if msg.headers and any(k in LOOKUP_HEADERS for k, _ in msg.headers):
-                            batch.checked.append((result, partition, msg.offset))
-                            fresh.append(result)
-                            continue
-                        if result.seq <= seen.get(result.source, -1):
-                            dropped += 1
-                            continue
-                        seen[result.source] = result.seq
-                    rows.append((result, partition, msg.offset))
-                    fresh.append(result)
-                else:
-                    rejected.append(Rejected(tp.topic, partition, msg.offset, msg.key, msg.value, *result, msg.headers))
-            if seen and before is not None:  # the sources this fetch moved: only they are stored with the batch
+            if seen is None:
+                rows.extend(zip(valid, repeat(partition), map(_OFFSET, kept), strict=False))  # repeat() is endless
+                fresh.extend(valid)
+            else:
+                before = dict(seen)
+                for tick, m in zip(valid, kept, strict=True):
+                    if m.headers and any(k in LOOKUP_HEADERS for k, _ in m.headers):
+                        batch.checked.append((tick, partition, m.offset))
+                        fresh.append(tick)
+                        continue
+                    if tick.seq <= seen.get(tick.source, -1):
+                        dropped += 1
+                        continue
+                    seen[tick.source] = tick.seq
+                    rows.append((tick, partition, m.offset))
+                    fresh.append(tick)
+                # the sources this fetch moved: only they are stored with the batch
                 moved = {source: seq for source, seq in seen.items() if before.get(source) != seq}
                 if moved:
                     batch.marks.setdefault((tp.topic, partition), {}).update(moved)
             if len(fresh) > valid_from:
-                times = [t.ts_ns for t in fresh[valid_from:]]
-                oldest, newest = min(times), max(times)
+                taken_ticks = fresh[valid_from:]
+                oldest, newest = min(map(_TS_NS, taken_ticks)), max(map(_TS_NS, taken_ticks))
                 batch.oldest_ns[tp] = min(oldest, batch.oldest_ns.get(tp, oldest))
                 batch.newest_ns[tp] = max(newest, batch.newest_ns.get(tp, newest))
             batch.count += len(messages)

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
 
 from nexanest.pipeline.settings import ValidationSettings
-from nexanest.schemas.ticks import TICK_SCHEMA_VERSION, Tick, decode_tick
+from nexanest.schemas.ticks import INT64_MIN, TICK_DECODER, TICK_SCHEMA_VERSION, Tick, decode_tick
 
 REASONS: Final = (
     "oversized",
@@ -100,6 +101,55 @@ class TickValidator:
             # for nesting deeper than it follows (even in a key the tick ignores).
             return ("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}")
         return self.check_tick(tick, now_ns)
+
+    def check_many(self, values: Iterable[bytes | None], now_ns: int) -> tuple[list[Tick], list[tuple[int, str, str]]]:
+        """Check many raw values at once, all against the same ``now_ns``.
+
+        Returns the ticks that passed, in order, and ``(index, reason, detail)``
+        of each value that did not (its position in ``values``). The verdict on
+        every value is exactly :meth:`check`'s: a value is passed here only when
+        it plainly passes every rule (one loop, no call per tick but the
+        decoder's, the time window computed once); anything else, including a
+        symbol not seen before, is handed to :meth:`check`, which gives the
+        reason (and remembers the symbol). So the rare bad record costs a second
+        decode, and the common good one a third of what ``check`` costs.
+        """
+        decode = TICK_DECODER.decode
+        max_bytes = self._max_bytes
+        good_symbols = self._good_symbols
+        newest = now_ns + self._max_future_ns
+        oldest = now_ns - self._max_past_ns if self._stale else INT64_MIN
+        version = TICK_SCHEMA_VERSION
+        ticks: list[Tick] = []
+        keep = ticks.append
+        refused: list[tuple[int, str, str]] = []
+        for index, raw in enumerate(values):
+            if raw is not None and len(raw) <= max_bytes:
+                try:
+                    tick = decode(raw)
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                    pass  # check() names the reason
+                else:
+                    bid, ask = tick.bid_e9, tick.ask_e9
+                    if (
+                        oldest <= tick.ts_ns <= newest
+                        and tick.price_e9 > 0
+                        and tick.size_e9 >= 0
+                        and tick.symbol in good_symbols
+                        and tick.v == version
+                        and "\x00" not in tick.exchange
+                        and "\x00" not in tick.source
+                        and (bid is None or bid > 0)
+                        and (ask is None or (ask > 0 and (bid is None or bid <= ask)))
+                    ):
+                        keep(tick)
+                        continue
+            result = self.check(raw, now_ns)
+            if isinstance(result, Tick):
+                keep(result)
+            else:
+                refused.append((index, *result))
+        return ticks, refused
 
     def check_tick(self, tick: Tick, now_ns: int | None = None) -> Tick | tuple[str, str]:
         if tick.v != TICK_SCHEMA_VERSION:

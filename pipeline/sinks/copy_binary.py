@@ -178,15 +178,31 @@ class StockPriceCopyEncoder:
 
     Keep one per sink: it caches the encoded symbol, exchange and source text
     fields across batches (up to ``max_cached_texts`` distinct strings, then it
-    starts over). Not thread-safe; ``encode`` does no I/O and never blocks.
+    starts over), and the numeric fields of prices and sizes (up to
+    ``max_cached_numerics`` values, plus at most four per row of the batch being
+    encoded; 0 turns it off). Not thread-safe; ``encode`` does no I/O and never
+    blocks.
     """
 
-    def __init__(self, *, max_cached_texts: int = 100_000) -> None:
+    #: Batches encoded without the numeric cache after one in which it missed
+    #: more often than it hit (prices with no repeats, e.g. random sizes).
+    NUMERIC_CACHE_REST: Final = 16
+
+    def __init__(self, *, max_cached_texts: int = 100_000, max_cached_numerics: int = 65_536) -> None:
         if max_cached_texts < 3:
             raise ValueError("max_cached_texts must be at least 3 (one row's texts)")
+        if max_cached_numerics < 0:
+            raise ValueError("max_cached_numerics must be at least 0 (0: no numeric cache)")
         self._max_cached_texts = max_cached_texts
         # A plain dict: looking up in a subclass (with __missing__) costs twice as much.
         self._texts: dict[str, bytes] = {}
+        # e9 value -> its numeric field. Prices sit on a tick grid and sizes in
+        # lots, so a batch repeats a few thousand values: a dict lookup is a third
+        # of an ``encode_numeric_e9`` call (benchmarks/micro/take_path.py). About
+        # 100 bytes per entry; forgotten all at once when full.
+        self._max_cached_numerics = max_cached_numerics
+        self._numerics: dict[int, bytes] = {}
+        self._numeric_rest = 0 if max_cached_numerics else -1
 
     def _text_fields(self, tick: Tick) -> tuple[bytes, bytes, bytes]:
         """The symbol, exchange and source fields of ``tick``, cached; the cache is
@@ -202,7 +218,7 @@ class StockPriceCopyEncoder:
             fields.append(field)
         return fields[0], fields[1], fields[2]
 
-    def encode(self, rows: Iterable[tuple[Tick, int, int]]) -> bytearray:
+    def encode(self, rows: Sequence[tuple[Tick, int, int]]) -> bytearray:
         """One complete COPY stream (header, rows, trailer) of ``COPY_COLUMNS``.
 
         ``rows`` are ``(tick, kafka_partition, kafka_offset)``, the arguments of
@@ -217,6 +233,75 @@ class StockPriceCopyEncoder:
         int32) and ``UnicodeEncodeError`` for a text with a lone surrogate;
         nothing else is checked here (the server checks the rest).
         """
+        rest = self._numeric_rest
+        if rest:  # resting after a batch of misses (> 0), or no numeric cache at all (-1)
+            if rest > 0:
+                self._numeric_rest = rest - 1
+            return self._encode_plain(rows)
+        numerics = self._numerics
+        if len(numerics) > self._max_cached_numerics:
+            numerics.clear()
+        before = len(numerics)
+        out = self._encode_cached(rows, numerics)
+        if 2 * (len(numerics) - before) > 4 * len(rows):  # more misses than hits
+            numerics.clear()
+            self._numeric_rest = self.NUMERIC_CACHE_REST
+        return out
+
+    def _encode_cached(self, rows: Sequence[tuple[Tick, int, int]], numerics: dict[int, bytes]) -> bytearray:
+        """``_encode_plain`` with the numeric fields looked up in ``numerics`` first
+        (and added to it): the same bytes."""
+        texts = self._texts
+        numeric = encode_numeric_e9
+        cached = numerics.get
+        null = _NULL
+        epoch_us = PG_EPOCH_US
+        tail_and_head = _ROW_TAIL_AND_HEAD
+        field_count = _FIELD_COUNT
+        out = bytearray()
+        seq = partition_ = offset_ = 0  # the first row's "previous row": a placeholder
+        for tick, partition, offset in rows:
+            try:
+                symbol, exchange, source = texts[tick.symbol], texts[tick.exchange], texts[tick.source]
+            except KeyError:
+                symbol, exchange, source = self._text_fields(tick)
+            out += tail_and_head(8, seq, 4, partition_, 8, offset_, field_count, 8, tick.ts_ns // 1000 - epoch_us)
+            out += symbol
+            value = tick.price_e9
+            field = cached(value)
+            if field is None:
+                field = numerics[value] = numeric(value)
+            out += field
+            value = tick.size_e9
+            field = cached(value)
+            if field is None:
+                field = numerics[value] = numeric(value)
+            out += field
+            bid = tick.bid_e9
+            if bid is None:
+                out += null
+            else:
+                field = cached(bid)
+                if field is None:
+                    field = numerics[bid] = numeric(bid)
+                out += field
+            ask = tick.ask_e9
+            if ask is None:
+                out += null
+            else:
+                field = cached(ask)
+                if field is None:
+                    field = numerics[ask] = numeric(ask)
+                out += field
+            out += exchange
+            out += source
+            seq = tick.seq
+            partition_ = partition
+            offset_ = offset
+        return _finish(out, seq, partition_, offset_)
+
+    def _encode_plain(self, rows: Iterable[tuple[Tick, int, int]]) -> bytearray:
+        """The stream with every numeric field encoded afresh."""
         texts = self._texts
         numeric = encode_numeric_e9
         null = _NULL
@@ -243,15 +328,7 @@ class StockPriceCopyEncoder:
             seq = tick.seq
             partition_ = partition
             offset_ = offset
-        if not out:
-            return bytearray(COPY_HEADER + COPY_TRAILER)
-        out += _ROW_TAIL.pack(8, seq, 4, partition_, 8, offset_)
-        out += COPY_TRAILER
-        # The placeholder tail is 32 bytes: its last 19 become the header, the
-        # first 13 go (deleting a bytearray's head only moves its start).
-        out[_PLACEHOLDER - len(COPY_HEADER) : _PLACEHOLDER] = COPY_HEADER
-        del out[: _PLACEHOLDER - len(COPY_HEADER)]
-        return out
+        return _finish(out, seq, partition_, offset_)
 
     def encode_parts(self, rows: Sequence[tuple[Tick, int, int]], rows_per_part: int) -> Iterator[bytes]:
         """The stream ``encode(rows)`` gives, in parts of ``rows_per_part`` rows,
@@ -271,3 +348,17 @@ class StockPriceCopyEncoder:
             part = self.encode(rows[start : start + rows_per_part])
             # Every part is a whole stream: keep the first's header, the last's trailer.
             yield bytes(memoryview(part)[0 if start == 0 else head : len(part) if start >= last else -tail])
+
+
+def _finish(out: bytearray, seq: int, partition: int, offset: int) -> bytearray:
+    """Close a stream of rows written with a placeholder before the first row:
+    the last row's tail, the trailer, and the header in the placeholder's place."""
+    if not out:
+        return bytearray(COPY_HEADER + COPY_TRAILER)
+    out += _ROW_TAIL.pack(8, seq, 4, partition, 8, offset)
+    out += COPY_TRAILER
+    # The placeholder tail is 32 bytes: its last 19 become the header, the
+    # first 13 go (deleting a bytearray's head only moves its start).
+    out[_PLACEHOLDER - len(COPY_HEADER) : _PLACEHOLDER] = COPY_HEADER
+    del out[: _PLACEHOLDER - len(COPY_HEADER)]
+    return out

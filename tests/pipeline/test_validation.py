@@ -39,41 +39,41 @@ def test_good_tick_passes(validator: TickValidator) -> None:
     assert validator.check(encode_tick(GOOD), NOW_NS) == GOOD
 
 
-@pytest.mark.parametrize(
-    ("raw", "reason"),
-    [
-        (None, "undecodable"),
-        (b"\x93garbage", "schema_violation"),
-        (b"\xc1", "undecodable"),
-        (msgspec.msgpack.encode({"symbol": "AAPL", "price_e9": float("nan")}), "schema_violation"),
-        (b"x" * 5000, "oversized"),
-        (encode_tick(msgspec.structs.replace(GOOD, v=2)), "unsupported_version"),
-        (encode_tick(msgspec.structs.replace(GOOD, symbol="aapl")), "bad_symbol"),
-        (encode_tick(msgspec.structs.replace(GOOD, symbol="")), "bad_symbol"),
-        (encode_tick(msgspec.structs.replace(GOOD, symbol="A B")), "bad_symbol"),
-        (encode_tick(msgspec.structs.replace(GOOD, price_e9=0)), "bad_price"),
-        (encode_tick(msgspec.structs.replace(GOOD, price_e9=-5)), "bad_price"),
-        (encode_tick(msgspec.structs.replace(GOOD, size_e9=-1)), "bad_size"),
-        (encode_tick(msgspec.structs.replace(GOOD, bid_e9=ASK_E9 + 1)), "crossed_quote"),
-        (encode_tick(msgspec.structs.replace(GOOD, bid_e9=0)), "crossed_quote"),
-        (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 60 * 10**9)), "future_timestamp"),
-        (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS - 8 * 86400 * 10**9)), "stale_timestamp"),
-        # What the write path cannot store: each one stopped the consumer before.
-        (encode_tick(msgspec.structs.replace(GOOD, seq=2**63)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, seq=2**64 - 1)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, seq=-1)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, ts_ns=2**63)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, exchange="X" * 65)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, exchange="")), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, source="s" * 129)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, symbol="A" * 33)), "schema_violation"),
-        (encode_tick(msgspec.structs.replace(GOOD, exchange="XN\x00S")), "bad_text"),
-        (encode_tick(msgspec.structs.replace(GOOD, source="t\x00")), "bad_text"),
-        (encode_tick(GOOD).replace(b"\xa4XNAS", b"\xa4\xff\xfeAS"), "undecodable"),  # not UTF-8
-        (encode_tick(GOOD).replace(b"\xa4XNAS", b"\xa4\xed\xa0\x80S"), "undecodable"),  # a surrogate
-        (b"\x8b" + encode_tick(GOOD)[1:] + b"\xa1z" + b"\x91" * 3000 + b"\xc0", "undecodable"),  # nested too deep
-    ],
-)
+CASES: list[tuple[bytes | None, str]] = [
+    (None, "undecodable"),
+    (b"\x93garbage", "schema_violation"),
+    (b"\xc1", "undecodable"),
+    (msgspec.msgpack.encode({"symbol": "AAPL", "price_e9": float("nan")}), "schema_violation"),
+    (b"x" * 5000, "oversized"),
+    (encode_tick(msgspec.structs.replace(GOOD, v=2)), "unsupported_version"),
+    (encode_tick(msgspec.structs.replace(GOOD, symbol="aapl")), "bad_symbol"),
+    (encode_tick(msgspec.structs.replace(GOOD, symbol="")), "bad_symbol"),
+    (encode_tick(msgspec.structs.replace(GOOD, symbol="A B")), "bad_symbol"),
+    (encode_tick(msgspec.structs.replace(GOOD, price_e9=0)), "bad_price"),
+    (encode_tick(msgspec.structs.replace(GOOD, price_e9=-5)), "bad_price"),
+    (encode_tick(msgspec.structs.replace(GOOD, size_e9=-1)), "bad_size"),
+    (encode_tick(msgspec.structs.replace(GOOD, bid_e9=ASK_E9 + 1)), "crossed_quote"),
+    (encode_tick(msgspec.structs.replace(GOOD, bid_e9=0)), "crossed_quote"),
+    (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 60 * 10**9)), "future_timestamp"),
+    (encode_tick(msgspec.structs.replace(GOOD, ts_ns=NOW_NS - 8 * 86400 * 10**9)), "stale_timestamp"),
+    # What the write path cannot store: each one stopped the consumer before.
+    (encode_tick(msgspec.structs.replace(GOOD, seq=2**63)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, seq=2**64 - 1)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, seq=-1)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, ts_ns=2**63)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, exchange="X" * 65)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, exchange="")), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, source="s" * 129)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, symbol="A" * 33)), "schema_violation"),
+    (encode_tick(msgspec.structs.replace(GOOD, exchange="XN\x00S")), "bad_text"),
+    (encode_tick(msgspec.structs.replace(GOOD, source="t\x00")), "bad_text"),
+    (encode_tick(GOOD).replace(b"\xa4XNAS", b"\xa4\xff\xfeAS"), "undecodable"),  # not UTF-8
+    (encode_tick(GOOD).replace(b"\xa4XNAS", b"\xa4\xed\xa0\x80S"), "undecodable"),  # a surrogate
+    (b"\x8b" + encode_tick(GOOD)[1:] + b"\xa1z" + b"\x91" * 3000 + b"\xc0", "undecodable"),  # nested too deep
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), CASES)
 def test_each_rule_names_its_reason(validator: TickValidator, raw: bytes | None, reason: str) -> None:
     result = validator.check(raw, NOW_NS)
     assert isinstance(result, tuple)
@@ -159,3 +159,52 @@ def test_the_backfill_validator_drops_only_the_stale_rule() -> None:
     future = msgspec.structs.replace(GOOD, ts_ns=NOW_NS + 3600 * 10**9)
     assert backfill.check(encode_tick(future), NOW_NS)[0] == "future_timestamp"  # type: ignore[index]
     assert backfill.check(encode_tick(msgspec.structs.replace(year_old, price_e9=0)), NOW_NS)[0] == "bad_price"  # type: ignore[index]
+
+
+def test_check_many_gives_check_s_verdict_on_every_value() -> None:
+    """Every rule's example among good ticks (one of a symbol not seen before),
+    in one call: the same ticks in order, and each refusal at its index with
+    ``check``'s reason and detail."""
+    new_symbol = msgspec.structs.replace(GOOD, symbol="MSFT", seq=2)
+    values: list[bytes | None] = [encode_tick(GOOD)]
+    for raw, _ in CASES:
+        values += [raw, encode_tick(GOOD)]
+    values.append(encode_tick(new_symbol))
+    for stale in (True, False):
+        ticks, refused = TickValidator(ValidationSettings(), stale=stale).check_many(values, NOW_NS)
+        one_by_one = [TickValidator(ValidationSettings(), stale=stale).check(v, NOW_NS) for v in values]
+        assert ticks == [r for r in one_by_one if isinstance(r, Tick)]
+        assert refused == [(i, *r) for i, r in enumerate(one_by_one) if isinstance(r, tuple)]
+        assert ticks[-1] == new_symbol
+        assert len(refused) == len(CASES) - (0 if stale else 1)  # the backfill keeps the stale one
+
+
+@given(
+    values=st.lists(
+        st.builds(
+            lambda changes, tail: _changed(changes) + tail,
+            st.dictionaries(st.sampled_from(FIELDS), msgpack_values | st.just(...), max_size=2),
+            st.binary(max_size=2),
+        )
+        | st.binary(max_size=40)
+        | st.none(),
+        max_size=12,
+    )
+)
+@settings(max_examples=300)
+def test_check_many_agrees_with_check_on_any_bytes(values: list[bytes | None]) -> None:
+    ticks, refused = TickValidator(ValidationSettings()).check_many(values, NOW_NS)
+    checker = TickValidator(ValidationSettings())
+    one_by_one = [checker.check(v, NOW_NS) for v in values]
+    assert ticks == [r for r in one_by_one if isinstance(r, Tick)]
+    assert refused == [(i, *r) for i, r in enumerate(one_by_one) if isinstance(r, tuple)]
+
+
+def _changed(changes: dict[str, object]) -> bytes:
+    fields = msgspec.structs.asdict(GOOD)
+    for key, value in changes.items():
+        if value is ...:
+            fields.pop(key, None)
+        else:
+            fields[key] = value
+    return msgspec.msgpack.encode(fields)

@@ -256,6 +256,40 @@ def test_the_cache_holds_at_least_one_row() -> None:
         StockPriceCopyEncoder(max_cached_texts=2)
 
 
+def test_the_numeric_cache_changes_no_byte() -> None:
+    """One encoder over batches that repeat prices and sizes (the cache hits),
+    and the tricky rows: each stream is the uncached encoder's, byte for byte."""
+    cached, plain = StockPriceCopyEncoder(), StockPriceCopyEncoder(max_cached_numerics=0)
+    repeating = [(make_tick(i, price_e9=(100 + i % 3) * 10**9, size_e9=10**11, bid_e9=10**9), 0, i) for i in range(40)]
+    for rows in (repeating, repeating[::-1], [*TRICKY_ROWS, *repeating]):
+        assert cached._numeric_rest == 0  # the cache is in use
+        assert cached.encode(rows) == plain.encode(rows)
+        assert cached._numerics
+        assert not plain._numerics
+        assert decode_stream(cached.encode(rows)) == [stock_price_row(*r) for r in rows]
+
+
+def test_the_numeric_cache_rests_after_a_batch_of_misses_and_stays_bounded() -> None:
+    encoder = StockPriceCopyEncoder(max_cached_numerics=10)
+    distinct = [(make_tick(i, price_e9=10**9 + i, size_e9=i, bid_e9=i + 1, ask_e9=10**12 + i), 0, i) for i in range(8)]
+    assert decode_stream(encoder.encode(distinct)) == [stock_price_row(*r) for r in distinct]
+    assert not encoder._numerics  # more misses than hits: forgotten, and not used for a while
+    repeating = [(make_tick(i, price_e9=10**9, size_e9=1, bid_e9=1, ask_e9=10**9), 0, i) for i in range(30)]
+    for _ in range(StockPriceCopyEncoder.NUMERIC_CACHE_REST):
+        assert decode_stream(encoder.encode(repeating)) == [stock_price_row(*r) for r in repeating]
+        assert not encoder._numerics
+    encoder.encode(repeating)
+    assert encoder._numerics  # back in use
+    bigger = [(make_tick(i, price_e9=10**9 + i % 12), 0, i) for i in range(200)]
+    for _ in range(3):
+        assert decode_stream(encoder.encode(bigger)) == [stock_price_row(*r) for r in bigger]
+        assert len(encoder._numerics) <= 10 + 4 * len(bigger)
+    encoder.encode(repeating)
+    assert len(encoder._numerics) <= 10 + 4 * len(repeating)
+    with pytest.raises(ValueError, match="max_cached_numerics"):
+        StockPriceCopyEncoder(max_cached_numerics=-1)
+
+
 # -- strategies: any tick the table can hold ---------------------------------------------
 
 # Text PostgreSQL can store: no NUL, no lone surrogates (they have no UTF-8).
