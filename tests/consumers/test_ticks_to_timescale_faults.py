@@ -330,14 +330,16 @@ async def test_repeated_kill_9_loses_and_doubles_nothing(
     isolated: Settings, timescale_pool: asyncpg.Pool, test_id: str
 ) -> None:
     # Enough that each consumer is still writing when it is killed: without the
-    # unique index (issue 15) a 500-row batch commits in a few ms.
-    produced = 150_000
+    # unique index and with the cheaper decoding (issue 15) a 500-row batch
+    # commits in a few ms: 150,000 ticks drained in three rounds, and 200,000 in 100-row
+    # batches (more transactions per tick) in six.
+    produced = 400_000
     config = feed_config(test_id, produced)
     assert await publish(isolated, config) == produced
     rng = random.Random(test_id)
     # Static membership: each restarted consumer takes the partitions straight
     # back instead of waiting out the killed one's session.
-    member = {"NEXANEST_KAFKA__GROUP_INSTANCE_ID": f"kill9-{test_id}", "NEXANEST_BATCH__MAX_ROWS": "500"}
+    member = {"NEXANEST_KAFKA__GROUP_INSTANCE_ID": f"kill9-{test_id}", "NEXANEST_BATCH__MAX_ROWS": "100"}
     kills = 0
     for _ in range(6):
         before = await rows_of(timescale_pool, config.source)
