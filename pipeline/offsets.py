@@ -7,6 +7,13 @@ batch is neither lost nor written twice. Claiming a partition increments its
 ``generation``; every store checks the generation its claim returned, so a
 consumer that lost a partition (rebalance, long pause) cannot commit a batch
 for it afterwards: its transaction fails with ``FencedError`` and rolls back.
+
+Every store also checks that the stored offset is still the one this consumer
+last committed there. It is not after a failover of an asynchronously replicated
+database (deploy/local/timescale-ha.sh) that lost the last transactions: their
+rows went, and their offsets with them. The store then fails the same way, and
+the runner claims the partition again and re-reads it from the offset the
+database holds, so the lost ticks are written again, once.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ from typing import Final
 
 import asyncpg
 
+from nexanest.pipeline import metrics
 from nexanest.pipeline.db import RETRYABLE_DB_ERRORS
 from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.log import get_logger
 
 TopicPartition = tuple[str, int]
+_log = get_logger("pipeline.offsets")
 
 _CLAIM: Final = """
 INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset, generation)
@@ -33,12 +43,18 @@ _STORE_FENCED: Final = """
 WITH moved AS (
     UPDATE ingest_offsets AS o
        SET next_offset = v.next_offset, updated_at = now()
-      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS v(topic, partition, next_offset, generation)
+      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[])
+           AS v(topic, partition, next_offset, generation, expected)
      WHERE o.consumer_group = $1 AND o.topic = v.topic AND o.partition = v.partition
-       AND o.generation = v.generation
+       AND o.generation = v.generation AND o.next_offset IS NOT DISTINCT FROM v.expected
  RETURNING o.topic, o.partition
 )
 SELECT topic, partition FROM moved
+"""
+
+_FOUND: Final = """
+SELECT topic, partition, next_offset, generation FROM ingest_offsets
+ WHERE consumer_group = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
 """
 
 _STORED: Final = """
@@ -56,6 +72,9 @@ class OffsetStore:
         self._pool = pool
         self._group = consumer_group
         self._generations: dict[TopicPartition, int] = {}
+        #: The next offset this consumer knows the database holds per claimed
+        #: partition (None: never written), from the claim and each committed store.
+        self._committed: dict[TopicPartition, int | None] = {}
         self._pending: dict[TopicPartition, int] = {}
 
     async def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
@@ -72,6 +91,7 @@ class OffsetStore:
             raise RetryableError("timescaledb", exc) from exc
         for r in rows:
             self._generations[(topic, r["partition"])] = r["generation"]
+            self._committed[(topic, r["partition"])] = r["next_offset"]
         return {r["partition"]: r["next_offset"] for r in rows}
 
     def generation(self, tp: TopicPartition) -> int | None:
@@ -81,6 +101,7 @@ class OffsetStore:
     def release(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self._generations.pop(tp, None)
+            self._committed.pop(tp, None)
 
     def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """Record that the batch being written consumes the log up to ``next_offsets``."""
@@ -96,11 +117,15 @@ class OffsetStore:
 
     def stored(self) -> None:
         """The transaction that stored the pending offsets committed."""
+        self._committed.update(self._pending)
         self._pending = {}
 
     async def store(self, conn: asyncpg.Connection) -> None:
         """Move the pending offsets in the caller's transaction, each only if this
-        consumer's claim on it still holds; raises ``FencedError`` (roll back)."""
+        consumer's claim on it still holds and the stored offset is the one it
+        last committed; raises ``FencedError`` (roll back) otherwise. A stored
+        offset behind the committed one (a failover lost transactions) is logged
+        as ``stored_offsets_regressed`` with how many offsets went back."""
         items = list(self._pending.items())
         if not items:
             return
@@ -115,11 +140,27 @@ class OffsetStore:
             [p for (_, p), _ in items],
             [off for _, off in items],
             [gens[tp] for tp, _ in items],
+            [self._committed.get(tp) for tp, _ in items],
         )
         if len(moved) != len(items):
             done = {(r["topic"], r["partition"]) for r in moved}
             lost = [tp for tp, _ in items if tp not in done]
+            await self._report_regressed(conn, lost)
             raise FencedError(lost, {tp: gens[tp] for tp in lost})
+
+    async def _report_regressed(self, conn: asyncpg.Connection, partitions: list[TopicPartition]) -> None:
+        """Log the partitions (of a failed store) whose claim still holds but whose
+        stored offset is not the committed one: the database lost transactions."""
+        found = await conn.fetch(_FOUND, self._group, [t for t, _ in partitions], [p for _, p in partitions])
+        regressed = {}
+        for r in found:
+            tp = (r["topic"], r["partition"])
+            expected = self._committed.get(tp)
+            if r["generation"] == self._generations.get(tp) and r["next_offset"] != expected:
+                regressed[f"{tp[0]}[{tp[1]}]"] = (expected or 0) - (r["next_offset"] or 0)
+        if regressed:
+            metrics.OFFSETS_REGRESSED.inc(len(regressed))
+            _log.warning("stored_offsets_regressed", offsets_back=regressed)
 
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition, as the database last committed it."""
@@ -132,3 +173,4 @@ class OffsetStore:
     def close(self) -> None:
         self._pending = {}
         self._generations = {}
+        self._committed = {}

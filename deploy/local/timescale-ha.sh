@@ -10,6 +10,10 @@
 #   timescale-ha.sh kill-primary      SIGKILL the primary's postmaster (a crash; Patroni fails over)
 #   timescale-ha.sh wait-healthy [S]  until a primary and a streaming replica (S seconds, default 120)
 #   timescale-ha.sh sync on|off       synchronous replication (Patroni's synchronous_mode)
+#   timescale-ha.sh pause-replication | resume-replication
+#                                     SIGSTOP / SIGCONT the primary's WAL senders: its commits stop
+#                                     reaching the replica, so a failover loses them (asynchronous
+#                                     mode; the failover test uses it)
 #   timescale-ha.sh hosts             the DSN's host list: 127.0.0.1:5441,127.0.0.1:5442
 #   timescale-ha.sh wipe              stop, then delete the cluster's data (the next start bootstraps anew)
 #   timescale-ha.sh logs N [-f]       member N's Patroni and PostgreSQL log (N = 1, 2, or etcd)
@@ -373,6 +377,30 @@ cmd_kill_primary() {
   echo "$name"
 }
 
+# pause-replication: SIGSTOP the primary's WAL senders (every "walsender" process
+# of this cluster, found by the cluster_name in its process title) and note their
+# pids: from then on the primary commits what no replica receives. resume-replication
+# sends SIGCONT to the noted ones, even when their postmaster has died since (an
+# orphaned sender then notices and exits; until it does, no member restarts there).
+PAUSED_FILE="$HA_STATE/paused-walsenders"
+
+cmd_pause_replication() {
+  local pids
+  pids=$(pgrep -f "^postgres: $SCOPE: walsender") || die "no WAL sender found (is a replica streaming?)"
+  printf '%s\n' $pids >>"$PAUSED_FILE"
+  # shellcheck disable=SC2086  # one pid per word
+  kill -STOP $pids
+  log "WAL senders paused: $(echo $pids)"
+}
+
+cmd_resume_replication() {
+  local pid
+  [ -s "$PAUSED_FILE" ] || { log "no paused WAL sender"; return 0; }
+  while read -r pid; do kill -CONT "$pid" 2>/dev/null || true; done <"$PAUSED_FILE"
+  log "WAL senders resumed: $(tr '\n' ' ' <"$PAUSED_FILE")"
+  rm -f "$PAUSED_FILE"
+}
+
 cmd_sync() {
   local value
   case "${1:-}" in on) value=true ;; off) value=false ;; *) die "usage: $0 sync on|off" ;; esac
@@ -424,6 +452,8 @@ case "${1:-}" in
   wait-healthy) cmd_wait_healthy "${2:-120}" ;;
   sync) cmd_sync "${2:-}" ;;
   hosts) hosts; echo ;;
+  pause-replication) cmd_pause_replication ;;
+  resume-replication) cmd_resume_replication ;;
   wipe) cmd_wipe ;;
   logs) shift; cmd_logs "$@" ;;
   *)
