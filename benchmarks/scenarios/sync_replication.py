@@ -85,6 +85,8 @@ async def one_run(base: Settings, run_id: str, mode: str, i: int, ticks: int) ->
         await conn.close()
     if (row["rows"], row["distinct_rows"]) != (published, published):
         raise RuntimeError(f"{mode} run {i}: {row['rows']} rows ({row['distinct_rows']} distinct) of {published}")
+    if not row["span_s"]:
+        raise RuntimeError(f"{mode} run {i}: written in one transaction; publish more ticks (--ticks)")
     rate = published / float(row["span_s"])
     print(f"  {mode:5} round {i}: {published} ticks, {rate:,.0f} ticks/s (db clock), {wall_s:.1f}s wall", flush=True)
     return {"mode": mode, "round": i, "ticks": published, "ticks_per_s": rate, "wall_s": wall_s, "source": source}
