@@ -34,7 +34,7 @@ SERVICE_NAME=timescale-ha
 
 HA_STATE="$STATE_DIR/timescale-ha"
 HA_LOG_DIR="$LOG_DIR/timescale-ha"
-HA_SECRETS="$HA_STATE/secrets" # generated once, cluster-internal (replication, superuser, REST)
+HA_CREDENTIALS_FILE="$HA_STATE/secrets" # generated once, cluster-internal (replication, superuser, REST)
 ETCD_DIR="$HA_STATE/etcd"
 ETCD_PID_FILE="$HA_STATE/etcd.pid"
 ETCD_CLIENT_PORT=2479
@@ -72,25 +72,21 @@ cmd_install() {
   "$LOCAL_DIR/timescaledb.sh" install
 }
 
-installed() {
-  command -v etcd >/dev/null && command -v patroni >/dev/null && command -v patronictl >/dev/null
-}
-
 # One random value per cluster-internal secret, kept beside the data (0600, the
 # service user's: Patroni reads them from its configuration). Never in .env, never logged.
 ensure_secrets() {
   mkdir -p "$HA_STATE"
-  if [ ! -s "$HA_SECRETS" ]; then
+  if [ ! -s "$HA_CREDENTIALS_FILE" ]; then
     (
       umask 077
       printf 'superuser=%s\nreplication=%s\nrestapi=%s\n' \
-        "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" >"$HA_SECRETS"
+        "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" >"$HA_CREDENTIALS_FILE"
     )
   fi
-  chmod 600 "$HA_SECRETS"
+  chmod 600 "$HA_CREDENTIALS_FILE"
 }
 
-secret() { sed -n "s/^$1=//p" "$HA_SECRETS"; }
+secret() { sed -n "s/^$1=//p" "$HA_CREDENTIALS_FILE"; }
 
 # --- etcd -----------------------------------------------------------------------
 
@@ -311,12 +307,11 @@ cmd_wait_healthy() {
 }
 
 cmd_start() {
-  installed || cmd_install
-  "$LOCAL_DIR/timescaledb.sh" install >/dev/null 2>&1 || "$LOCAL_DIR/timescaledb.sh" install
+  cmd_install # each step returns at once when installed
   env_value NEXANEST_TIMESCALE_PASSWORD >/dev/null # a missing .env fails before anything starts
   ensure_dirs
   ensure_secrets
-  if is_root; then chown "$SERVICE_USER" "$HA_STATE" "$HA_SECRETS"; fi
+  if is_root; then chown "$SERVICE_USER" "$HA_STATE" "$HA_CREDENTIALS_FILE"; fi
   start_etcd
   # The first member bootstraps (initdb) when the cluster is new; the second waits
   # for it in etcd and clones it with pg_basebackup.
