@@ -12,8 +12,10 @@ then one real ``nexanest consume`` drains it through the multi-host DSN. ticks/s
 is on the database's clock (rows over the span of their ``ingested_at``, each a
 transaction's start), and every run must have written each tick once. The mode is
 switched with ``timescale-ha.sh sync on|off`` (Patroni's ``synchronous_mode``: a
-commit returns once the standby has flushed its WAL). The cluster is left in
-asynchronous mode; the runs' rows are deleted afterwards (as the owner role).
+commit returns once the standby has flushed its WAL). Then what a commit itself
+costs in each mode: one-row transactions, in alternating blocks (median, p90).
+The cluster is left in asynchronous mode; the runs' rows are deleted afterwards
+(as the owner role).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from nexanest.pipeline.settings import Settings, load_settings, namespace_enviro
 REPO = Path(__file__).resolve().parents[2]
 HA_SCRIPT = REPO / "deploy/local/timescale-ha.sh"
 RESULTS = REPO / "benchmarks/results"
+COMMIT_BLOCKS, COMMITS_PER_BLOCK = 5, 100  # per mode, alternating
 _ROWS = (
     "SELECT count(*) AS rows, count(DISTINCT source_seq) AS distinct_rows,"
     " extract(epoch FROM max(ingested_at) - min(ingested_at)) AS span_s FROM stock_prices WHERE source = $1"
@@ -92,6 +95,28 @@ async def one_run(base: Settings, run_id: str, mode: str, i: int, ticks: int) ->
     return {"mode": mode, "round": i, "ticks": published, "ticks_per_s": rate, "wall_s": wall_s, "source": source}
 
 
+async def commit_latencies(base: Settings, source: str, commits: int) -> list[float]:
+    """Seconds per commit of a one-row transaction (the pipeline's write path without
+    its rows): what synchronous replication adds to each transaction, the standby's
+    round trip and WAL flush, without the noise of a whole ingest."""
+    conn = await asyncpg.connect(base.timescale.dsn.get_secret_value())
+    seconds = []
+    try:
+        insert = await conn.prepare(
+            "INSERT INTO stock_prices (time, symbol, price, size, exchange, source, source_seq, kafka_partition,"
+            " kafka_offset) VALUES (now(), 'BENCH', 1, 1, 'XBEN', $1, $2, 0, 0)"
+        )
+        seq = time.time_ns()
+        for i in range(commits):
+            started = time.perf_counter()
+            async with conn.transaction():
+                await insert.fetch(source, seq + i)
+            seconds.append(time.perf_counter() - started)
+    finally:
+        await conn.close()
+    return seconds
+
+
 async def clean_up(base: Settings, run_id: str) -> None:
     """Delete the runs' rows, as the owner (the ingest role may not delete)."""
     conn = await asyncpg.connect(base.timescale.admin_dsn.get_secret_value())
@@ -116,14 +141,27 @@ async def measure(ticks: int, rounds: int) -> dict[str, Any]:
     await migrate(base, ["timescale"])
     run_id = f"r{uuid.uuid4().hex[:8]}"
     runs: list[dict[str, Any]] = []
+    latency: dict[str, list[float]] = {"async": [], "sync": []}
     try:
         for i in range(rounds):
-            for mode in ("async", "sync"):  # one at a time, alternating: never two consumers at once
+            # One at a time, never two consumers at once; ABBA order, so that what
+            # changes over the run (the machine's load, the table) hits both alike.
+            for mode in ("async", "sync") if i % 2 == 0 else ("sync", "async"):
                 runs.append(await one_run(base, run_id, mode, i, ticks))  # noqa: PERF401
+        for block in range(2 * COMMIT_BLOCKS):
+            mode = ("async", "sync")[block % 2]
+            await asyncio.to_thread(ha, "sync", "on" if mode == "sync" else "off")
+            latency[mode] += await commit_latencies(base, f"bench-{run_id}-commit", COMMITS_PER_BLOCK)
     finally:
         await asyncio.to_thread(ha, "sync", "off")
         await clean_up(base, run_id)
     mean = {m: statistics.fmean(r["ticks_per_s"] for r in runs if r["mode"] == m) for m in ("async", "sync")}
+    commit_ms = {m: {"median": statistics.median(v) * 1e3, "p90": statistics.quantiles(v, n=10)[-1] * 1e3}
+                 for m, v in latency.items()}  # fmt: skip
+    print(
+        f"  one-row commits: async median {commit_ms['async']['median']:.2f} ms, sync median"
+        f" {commit_ms['sync']['median']:.2f} ms (p90 {commit_ms['async']['p90']:.2f} / {commit_ms['sync']['p90']:.2f})"
+    )
     return {
         "scenario": "sync_replication",
         "run_id": run_id,
@@ -133,6 +171,8 @@ async def measure(ticks: int, rounds: int) -> dict[str, Any]:
         "runs": runs,
         "mean_ticks_per_s": mean,
         "sync_over_async": mean["sync"] / mean["async"],
+        "commit_ms": commit_ms,
+        "commit_sync_minus_async_ms": commit_ms["sync"]["median"] - commit_ms["async"]["median"],
     }
 
 
@@ -146,9 +186,11 @@ def main() -> int:
     out = RESULTS / f"sync_replication-{result['run_id']}.json"
     out.write_text(json.dumps(result, indent=2))
     mean = result["mean_ticks_per_s"]
+    commit = result["commit_ms"]
     print(
         f"async {mean['async']:,.0f} ticks/s, sync {mean['sync']:,.0f} ticks/s:"
-        f" sync/async = {result['sync_over_async']:.2f} ({out})"
+        f" sync/async = {result['sync_over_async']:.2f}; a commit: {commit['async']['median']:.2f} ms async,"
+        f" {commit['sync']['median']:.2f} ms sync ({out})"
     )
     return 0
 
