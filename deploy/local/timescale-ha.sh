@@ -412,8 +412,9 @@ cmd_sync() {
     done
   else
     local started=$SECONDS
-    while members | grep -q ' sync_standby '; do
-      [ $((SECONDS - started)) -ge 60 ] && die "a synchronous standby is still listed after 60s"
+    # Patroni applies it on its next cycle (a reload): wait until the primary says so.
+    until replication | grep -q ' streaming async$'; do
+      [ $((SECONDS - started)) -ge 60 ] && die "the standby is still synchronous after 60s"
       sleep 0.2
     done
   fi
