@@ -21,6 +21,11 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # multi-host DSN finds the dead host refused (OSError) and, until the replica is
 # promoted, no host writable (TargetServerAttributeNotMatched, with
 # target_session_attrs=read-write), and a member still starting refuses (CannotConnectNow).
+# A connection lost in the middle of a COPY can leave asyncpg's protocol in a state
+# in which the COMMIT fails with InternalClientError ("cannot switch to state 15;
+# another operation is in progress", seen when the primary was killed): the pool
+# discards that connection, so the retry gets a fresh one. TargetServerAttributeNotMatched
+# is one of these client errors.
 RETRYABLE_DB_ERRORS: Final = (
     OSError,
     TimeoutError,
@@ -32,7 +37,7 @@ RETRYABLE_DB_ERRORS: Final = (
     asyncpg.SerializationError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
-    asyncpg.TargetServerAttributeNotMatched,
+    asyncpg.InternalClientError,
 )
 
 #: Errors that say "these values cannot be stored", from the server or from

@@ -149,15 +149,19 @@ class OffsetStore:
             raise FencedError(lost, {tp: gens[tp] for tp in lost})
 
     async def _report_regressed(self, conn: asyncpg.Connection, partitions: list[TopicPartition]) -> None:
-        """Log the partitions (of a failed store) whose claim still holds but whose
-        stored offset is not the committed one: the database lost transactions."""
+        """Log the partitions (of a failed store) whose stored offset is behind the
+        committed one under this consumer's claim, or whose claim itself is gone
+        back to an older generation: the database lost committed transactions. (An
+        offset ahead is a commit whose acknowledgement was lost: nothing to report.)"""
         found = await conn.fetch(_FOUND, self._group, [t for t, _ in partitions], [p for _, p in partitions])
         regressed = {}
         for r in found:
             tp = (r["topic"], r["partition"])
-            expected = self._committed.get(tp)
-            if r["generation"] == self._generations.get(tp) and r["next_offset"] != expected:
-                regressed[f"{tp[0]}[{tp[1]}]"] = (expected or 0) - (r["next_offset"] or 0)
+            ours, expected, now = self._generations.get(tp), self._committed.get(tp), r["next_offset"]
+            if ours is None or r["generation"] > ours:
+                continue  # another consumer's claim: a fence, not a loss
+            if r["generation"] < ours or (expected is not None and (now is None or now < expected)):
+                regressed[f"{tp[0]}[{tp[1]}]"] = (expected or 0) - (now or 0)
         if regressed:
             metrics.OFFSETS_REGRESSED.inc(len(regressed))
             _log.warning("stored_offsets_regressed", offsets_back=regressed)
