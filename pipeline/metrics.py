@@ -223,6 +223,13 @@ FENCED = Counter(
     "Batches discarded because another consumer had claimed their partition",
     registry=REGISTRY,
 )
+#: Partitions found with a stored offset behind the one this consumer committed:
+#: the database lost committed transactions (an asynchronous failover); re-read.
+OFFSETS_REGRESSED = Counter(
+    "nexanest_consumer_offsets_regressed_total",
+    "Partitions whose offset in ingest_offsets went back (transactions lost by the database), re-read from there",
+    registry=REGISTRY,
+)
 
 # The HTTP services (services/app.py counts every request). ``route`` is the
 # route's template (``/portfolios/{portfolio_id}``), never the path a client
