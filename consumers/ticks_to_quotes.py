@@ -34,7 +34,7 @@ import gc
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis
 from nexanest.pipeline import metrics
@@ -74,7 +74,6 @@ def make_quotes_consumer(settings: Settings) -> AIOKafkaConsumer:
         "fetch_max_wait_ms": settings.quotes.fetch_max_wait_ms,
     }
     return AIOKafkaConsumer(
-        kafka.ticks_topic,
         group_id=quotes_group(settings),
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
@@ -82,12 +81,39 @@ def make_quotes_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def run_quotes(settings: Settings, stop: asyncio.Event, *, until_idle_s: float | None = None) -> QuoteStats:
+class _Positioned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Resolves the position of each partition as it is assigned (a new group's
+    "latest" is then fixed before anything else happens), then sets ``ready``:
+    every tick published after that is quoted."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, ready: asyncio.Event | None) -> None:
+        self._consumer = consumer
+        self._ready = ready
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            await self._consumer.position(tp)
+        if self._ready is not None and assigned:
+            self._ready.set()
+
+
+async def run_quotes(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    until_idle_s: float | None = None,
+    ready: asyncio.Event | None = None,
+) -> QuoteStats:
     """Quote every tick of the ticks topic until ``stop`` is set (or nothing
-    arrives for ``until_idle_s``)."""
+    arrives for ``until_idle_s``). ``ready`` is set once partitions are assigned
+    and positioned: ticks published from then on are quoted."""
     await ensure_topics(settings.kafka)
     client = open_quotes_redis(settings)
     consumer = make_quotes_consumer(settings)
+    consumer.subscribe([settings.kafka.ticks_topic], listener=_Positioned(consumer, ready))
     quotes = RedisQuoteSink(client, settings.redis.quote_key_prefix)
     check = TickValidator(settings.validation).check
     skipped = metrics.QUOTES_SKIPPED
