@@ -36,10 +36,11 @@ _EXCHANGES = ("XNAS", "XNYS", "ARCX", "BATS")
 _SECONDS_PER_YEAR = 252 * 6.5 * 3600  # trading seconds
 _VOLATILITY = 0.30
 #: Ticks per yielded batch when running flat out (and at most when paced), and the
-#: pacing step: a paced tick waits at most this long for its batch (2 ms: 40 ticks a
-#: batch at 20k/s; 10 ms added 5 ms to every tick's latency on average).
+#: pacing step: a paced tick waits at most this long for its batch. 10 ms added 5 ms
+#: to the mean tick-to-quote latency; 2 ms cost the feed process 0.15-0.2 of a core
+#: more than 10 ms at 20k ticks/s (many small record batches), 5 ms about 0.08.
 _BATCH = 1_000
-_PACE_S = 0.002
+_PACE_S = 0.005
 
 
 def symbol_names(count: int) -> list[str]:
