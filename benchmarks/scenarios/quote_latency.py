@@ -87,6 +87,12 @@ def _summary(values: list[float]) -> dict[str, float | int]:
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 async def _wait_port(port: int, proc: asyncio.subprocess.Process, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not _histogram(port):
@@ -102,6 +108,7 @@ async def one(variant: str, rate: int, seconds: float, warmup: float, symbols: i
     settings = separate_databases(namespaced(load_settings(), ns))
     env = {**os.environ, **namespace_environment(settings)}
     procs: list[asyncio.subprocess.Process] = []
+    names: list[str] = []
     await ensure_topics(settings.kafka)
 
     async def start(*argv: str, port: int) -> asyncio.subprocess.Process:
@@ -115,6 +122,7 @@ async def one(variant: str, rate: int, seconds: float, warmup: float, symbols: i
             stderr=asyncio.subprocess.DEVNULL,
         )
         procs.append(p)
+        names.append(argv[0])
         return p
 
     ports = []
@@ -174,6 +182,7 @@ async def one(variant: str, rate: int, seconds: float, warmup: float, symbols: i
     await probe.stop()
     await pubsub.aclose()  # type: ignore[no-untyped-call]
     await r.aclose()
+    cpu = {name: _cpu_s(p.pid) for name, p in zip(names, procs, strict=True) if p.returncode is None}
     for p in procs:
         if p.returncode is None:
             p.send_signal(signal.SIGINT)
@@ -186,6 +195,7 @@ async def one(variant: str, rate: int, seconds: float, warmup: float, symbols: i
     out["flush_started"] = _summary([f for t, _, f in visible if t >= since])
     out["visible"] = _summary([v for t, v, _ in visible if t >= since])
     out["histogram_p99_le_ms"] = {p: _p99_bucket(before[p], after[p]) for p in ports}
+    out["cpu_s"] = cpu  # each process's CPU seconds from its start to the end of the feed
     return out
 
 
