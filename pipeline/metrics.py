@@ -137,6 +137,11 @@ def count_rejected(reason: str, n: int = 1) -> None:
     TICKS_REJECTED.labels(reason if reason in REJECTION_REASONS else "other").inc(n)
 
 
+QUOTES_SKIPPED = Counter(
+    "nexanest_quotes_skipped_total",
+    "Invalid ticks the quote fast path skipped (the consumer dead-letters them)",
+    registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "nexanest_consumer_batch_rows",
     "Messages per consumed batch",
