@@ -100,6 +100,8 @@ class OffsetStore:
         #: partition (None: never written), from the claim and each committed store.
         self._committed: dict[TopicPartition, int | None] = {}
         self._pending: dict[TopicPartition, int] = {}
+        #: The claim generation each pending partition's records were taken under.
+        self._pending_generations: dict[TopicPartition, int] = {}
         #: Per claimed partition, the committed high-water mark of each source.
         self._marks: dict[TopicPartition, dict[str, int]] = {}
         self._pending_marks: dict[TopicPartition, dict[str, int]] = {}
@@ -145,10 +147,20 @@ class OffsetStore:
         self,
         next_offsets: Mapping[TopicPartition, int],
         marks: Mapping[TopicPartition, Mapping[str, int]] | None = None,
+        generations: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         """Record that the batch being written consumes the log up to ``next_offsets``
-        and stores each source's ticks up to ``marks`` (highest seq) per partition."""
+        and stores each source's ticks up to ``marks`` (highest seq) per partition.
+
+        ``generations``: the claim each partition's records were taken under. A
+        partition can be revoked and claimed again by this same consumer while
+        records taken under the old claim still wait in a batch; meanwhile
+        another consumer may have written them. Stored under the claim they were
+        taken under, they are fenced (the generation moved on) instead of being
+        written a second time."""
         self._pending.update(next_offsets)
+        if generations:
+            self._pending_generations.update(generations)
         for tp, by_source in (marks or {}).items():
             pending = self._pending_marks.setdefault(tp, {})
             for source, seq in by_source.items():
@@ -166,12 +178,14 @@ class OffsetStore:
     def discard(self) -> None:
         """Forget the pending offsets (their batch was fenced and is read again)."""
         self._pending = {}
+        self._pending_generations = {}
         self._pending_marks = {}
 
     def stored(self) -> None:
         """The transaction that stored the pending offsets committed."""
         self._committed.update(self._pending)
         self._pending = {}
+        self._pending_generations = {}
         for tp, by_source in self._pending_marks.items():
             committed = self._marks.get(tp)
             if committed is None:  # released meanwhile: its next claim reads them back
@@ -190,8 +204,8 @@ class OffsetStore:
         items = list(self._pending.items())
         if not items:
             return
-        gens = self._generations
-        unclaimed = [tp for tp, _ in items if tp not in gens]
+        unclaimed = [tp for tp, _ in items if tp not in self._generations]
+        gens = {**self._generations, **self._pending_generations}
         if unclaimed:
             raise FencedError(unclaimed)
         moved = await conn.fetch(
@@ -247,6 +261,7 @@ class OffsetStore:
 
     def close(self) -> None:
         self._pending = {}
+        self._pending_generations = {}
         self._generations = {}
         self._marks = {}
         self._pending_marks = {}

@@ -125,6 +125,10 @@ class BatchSettings(BaseModel):
     #: (the former benchmarks/e2e_throughput.py, now `make bench-throughput`; two runs each, side by side). At most two
     #: batches are in memory (a few MB each).
     max_rows: int = Field(default=20_000, ge=1)
+    #: Most records of the first batch after start: with a backlog waiting, the
+    #: first rows are stored within moments instead of after a full batch's COPY,
+    #: and the batches after it grow to ``max_rows`` as usual.
+    first_rows: int = Field(default=1_000, ge=1)
     #: Longest a fetch waits for records before writing what it has.
     max_wait_ms: int = Field(default=100, ge=1)
 

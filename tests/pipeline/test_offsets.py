@@ -91,3 +91,37 @@ async def test_a_stored_offset_that_went_back_is_refused_and_re_read(
     assert await sink.flush() == 2
     rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
     assert [r["source_seq"] for r in rows] == [0, 1, 2]
+
+
+async def test_records_taken_under_an_old_claim_are_fenced_after_our_own_reclaim(
+    timescale_pool: asyncpg.Pool, test_id: str
+) -> None:
+    """A consumer loses a partition, another writes it, and the first claims it back
+    while a batch taken under its first claim still waits: that batch is fenced (it
+    would write the other's rows again and move the offset backwards), and the
+    re-claim resumes where the other stopped."""
+    source = f"reclaim-{test_id}"
+    group = f"g-{test_id}"
+    first_offsets = OffsetStore(timescale_pool, group)
+    first = TimescaleSink(timescale_pool, first_offsets)
+    taken_under = (await first_offsets.claim("ticks", [0]), first_offsets.generation(("ticks", 0)))[1]
+    assert taken_under is not None
+
+    other_offsets = OffsetStore(timescale_pool, group)
+    other = TimescaleSink(timescale_pool, other_offsets)
+    await other_offsets.claim("ticks", [0])
+    other.write([(make_tick(source, 0), 0, 0), (make_tick(source, 1), 0, 1)])
+    other_offsets.advance({("ticks", 0): 2})
+    assert await other.flush() == 2
+
+    first_offsets.release([("ticks", 0)])
+    assert await first_offsets.claim("ticks", [0]) == {0: 2}  # claimed back: resume after the other's rows
+    first.write([(make_tick(source, 0), 0, 0)])  # taken before it lost the partition
+    first_offsets.advance({("ticks", 0): 1}, generations={("ticks", 0): taken_under})
+    with pytest.raises(FencedError) as fenced:
+        await first.flush()
+    assert fenced.value.generations == {("ticks", 0): taken_under}
+    first.discard()
+    rows = await timescale_pool.fetch("SELECT source_seq FROM stock_prices WHERE source = $1 ORDER BY 1", source)
+    assert [r["source_seq"] for r in rows] == [0, 1]
+    assert await first_offsets.stored_offsets("ticks") == {0: 2}
