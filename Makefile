@@ -109,6 +109,19 @@ kafka-cluster-down: ## stop the three-node Kafka cluster (the single broker on 9
 kafka-cluster-status: ## one line per node of the Kafka cluster
 	@deploy/local/kafka-cluster.sh status
 
+# A TimescaleDB that fails over (issue 16): a primary and a streaming replica under
+# Patroni and etcd, PostgreSQL on 127.0.0.1:5441/5442 (Patroni REST 8441/8442, etcd
+# 2479). Point the pipeline at it with a multi-host DSN (README: "TimescaleDB high availability").
+.PHONY: timescale-ha-up timescale-ha-down timescale-ha-status
+timescale-ha-up: env ## start the Patroni-managed TimescaleDB primary + replica (5441/5442), installing etcd and Patroni if needed
+	@deploy/local/timescale-ha.sh start && deploy/local/timescale-ha.sh status
+
+timescale-ha-down: ## stop the TimescaleDB HA cluster (the single TimescaleDB on 5433 is not touched)
+	@deploy/local/timescale-ha.sh stop
+
+timescale-ha-status: ## one line per member of the TimescaleDB HA cluster, and etcd
+	@deploy/local/timescale-ha.sh status
+
 db-start: env ## start the databases (PostgreSQL, TimescaleDB, Redis)
 	@$(STACK) up postgres timescaledb redis
 

@@ -58,6 +58,21 @@ def register(commands: Commands) -> None:
     )
     p.set_defaults(handler=cmd_consume, metrics_component="consumer")
 
+    q = commands.add_parser(
+        "quotes",
+        help="the quote fast path: ticks topic -> Redis quotes only, beside `consume`",
+        description="Keep the latest quote of each symbol in Redis from the ticks topic, in a process and consumer "
+        "group of its own, so that quotes never wait behind the consumer's database work. Invalid ticks are "
+        "skipped here (`consume` dead-letters them). Run it beside `nexanest consume`. " + _metrics_note("quotes"),
+    )
+    q.add_argument(
+        "--until-idle",
+        type=non_negative_float,
+        metavar="S",
+        help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
+    )
+    q.set_defaults(handler=cmd_quotes, metrics_component="quotes")
+
     p = commands.add_parser(
         "run",
         help="run a synthetic producer and the consumer together, with a live view",
@@ -202,6 +217,14 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace, stop: asynci
         f"consumed {stats.consumed:,} messages in {stats.batches:,} batches: "
         f"{stats.written:,} rows written, {stats.rejected:,} dead-lettered ({reasons}), {stats.retries} retries"
     )
+    return EXIT_OK
+
+
+async def cmd_quotes(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from nexanest.consumers.ticks_to_quotes import run_quotes
+
+    stats = await run_quotes(settings, stop, until_idle_s=args.until_idle)
+    print(f"consumed {stats.consumed:,} messages: {stats.quoted:,} quoted, {stats.skipped:,} invalid skipped")
     return EXIT_OK
 
 

@@ -98,7 +98,8 @@ def open_analytics_redis(settings: Settings) -> redis.Redis:
 
 
 class _NoQuotes:
-    """The backfill loop's quote sink: history must not overwrite live quotes."""
+    """The backfill loop's quote sink (history must not overwrite live quotes),
+    and the live loop's when the quote fast path alone writes them."""
 
     name = "backfill_quotes"
 
@@ -210,7 +211,8 @@ async def run_consumer(
         validator=validator or TickValidator(settings.validation),
         timescale=timescale,
         offsets=offsets,
-        quotes=quotes,
+        # Off only when the quote fast path alone keeps quotes (settings: consumer.inline_quotes).
+        quotes=quotes if settings.consumer.inline_quotes else _NoQuotes(),
         dead_letters=DeadLetterSink(producer, kafka.dead_letter_topic),
         batch=settings.batch,
         retry=settings.retry,

@@ -16,6 +16,16 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Errors after which the same transaction may succeed later (DATA_ERRORS below
 # are the values' fault; anything else is a bug or a misconfiguration and propagates).
+# A failover of a replicated TimescaleDB (deploy/local/timescale-ha.sh) shows up as
+# these too: the killed primary's connections drop (InterfaceError, OSError), a
+# multi-host DSN finds the dead host refused (OSError) and, until the replica is
+# promoted, no host writable (TargetServerAttributeNotMatched, with
+# target_session_attrs=read-write), and a member still starting refuses (CannotConnectNow).
+# A connection lost in the middle of a COPY can leave asyncpg's protocol in a state
+# in which the COMMIT fails with InternalClientError ("cannot switch to state 15;
+# another operation is in progress", seen when the primary was killed): the pool
+# discards that connection, so the retry gets a fresh one. TargetServerAttributeNotMatched
+# is one of these client errors.
 RETRYABLE_DB_ERRORS: Final = (
     OSError,
     TimeoutError,
@@ -27,6 +37,7 @@ RETRYABLE_DB_ERRORS: Final = (
     asyncpg.SerializationError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.InternalClientError,
 )
 
 #: Errors that say "these values cannot be stored", from the server or from

@@ -137,6 +137,11 @@ def count_rejected(reason: str, n: int = 1) -> None:
     TICKS_REJECTED.labels(reason if reason in REJECTION_REASONS else "other").inc(n)
 
 
+QUOTES_SKIPPED = Counter(
+    "nexanest_quotes_skipped_total",
+    "Invalid ticks the quote fast path skipped (the consumer dead-letters them)",
+    registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "nexanest_consumer_batch_rows",
     "Messages per consumed batch",
@@ -221,6 +226,13 @@ DUPLICATES_SKIPPED = Counter(
 FENCED = Counter(
     "nexanest_consumer_fenced_total",
     "Batches discarded because another consumer had claimed their partition",
+    registry=REGISTRY,
+)
+#: Partitions found with a stored offset behind the one this consumer committed:
+#: the database lost committed transactions (an asynchronous failover); re-read.
+OFFSETS_REGRESSED = Counter(
+    "nexanest_consumer_offsets_regressed_total",
+    "Partitions whose offset in ingest_offsets went back (transactions lost by the database), re-read from there",
     registry=REGISTRY,
 )
 

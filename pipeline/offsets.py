@@ -17,6 +17,14 @@ partition keeps publish order, so a later record of the partition with a
 (``pipeline/runner.py``), and ``stock_prices`` needs no unique index. The marks
 are per partition, not per source: one source's ticks spread over partitions
 (keyed by symbol), each in order only within its own partition.
+
+Every store also checks that the stored offset is still the one this consumer
+last committed there. It is not after a failover of an asynchronously replicated
+database (deploy/local/timescale-ha.sh) that lost the last transactions: their
+rows went, and their offsets with them. The store then fails the same way, and
+the runner claims the partition again and re-reads it from the offset the
+database holds, so the lost ticks are written again, once (the marks, lost
+in the same transactions, are read back with the claim).
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ from typing import Final
 
 import asyncpg
 
+from nexanest.pipeline import metrics
 from nexanest.pipeline.db import RETRYABLE_DB_ERRORS
 from nexanest.pipeline.errors import FencedError, RetryableError
+from nexanest.pipeline.log import get_logger
 
 TopicPartition = tuple[str, int]
+_log = get_logger("pipeline.offsets")
 
 _CLAIM: Final = """
 INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset, generation)
@@ -43,9 +54,10 @@ _STORE_FENCED: Final = """
 WITH moved AS (
     UPDATE ingest_offsets AS o
        SET next_offset = v.next_offset, updated_at = now()
-      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) AS v(topic, partition, next_offset, generation)
+      FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[])
+           AS v(topic, partition, next_offset, generation, expected)
      WHERE o.consumer_group = $1 AND o.topic = v.topic AND o.partition = v.partition
-       AND o.generation = v.generation
+       AND o.generation = v.generation AND o.next_offset IS NOT DISTINCT FROM v.expected
  RETURNING o.topic, o.partition
 )
 SELECT topic, partition FROM moved
@@ -64,6 +76,11 @@ ON CONFLICT (consumer_group, topic, partition, source)
 DO UPDATE SET max_seq = greatest(m.max_seq, excluded.max_seq)
 """
 
+_FOUND: Final = """
+SELECT topic, partition, next_offset, generation FROM ingest_offsets
+ WHERE consumer_group = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
+"""
+
 _STORED: Final = """
 SELECT partition, next_offset FROM ingest_offsets
  WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL
@@ -79,7 +96,12 @@ class OffsetStore:
         self._pool = pool
         self._group = consumer_group
         self._generations: dict[TopicPartition, int] = {}
+        #: The next offset this consumer knows the database holds per claimed
+        #: partition (None: never written), from the claim and each committed store.
+        self._committed: dict[TopicPartition, int | None] = {}
         self._pending: dict[TopicPartition, int] = {}
+        #: The claim generation each pending partition's records were taken under.
+        self._pending_generations: dict[TopicPartition, int] = {}
         #: Per claimed partition, the committed high-water mark of each source.
         self._marks: dict[TopicPartition, dict[str, int]] = {}
         self._pending_marks: dict[TopicPartition, dict[str, int]] = {}
@@ -102,6 +124,7 @@ class OffsetStore:
         for r in rows:
             self._generations[(topic, r["partition"])] = r["generation"]
             self._marks[(topic, r["partition"])] = {}
+            self._committed[(topic, r["partition"])] = r["next_offset"]
         for m in marks:
             self._marks[(topic, m["partition"])][m["source"]] = m["max_seq"]
         return {r["partition"]: r["next_offset"] for r in rows}
@@ -118,15 +141,26 @@ class OffsetStore:
         for tp in partitions:
             self._generations.pop(tp, None)
             self._marks.pop(tp, None)
+            self._committed.pop(tp, None)
 
     def advance(
         self,
         next_offsets: Mapping[TopicPartition, int],
         marks: Mapping[TopicPartition, Mapping[str, int]] | None = None,
+        generations: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         """Record that the batch being written consumes the log up to ``next_offsets``
-        and stores each source's ticks up to ``marks`` (highest seq) per partition."""
+        and stores each source's ticks up to ``marks`` (highest seq) per partition.
+
+        ``generations``: the claim each partition's records were taken under. A
+        partition can be revoked and claimed again by this same consumer while
+        records taken under the old claim still wait in a batch; meanwhile
+        another consumer may have written them. Stored under the claim they were
+        taken under, they are fenced (the generation moved on) instead of being
+        written a second time."""
         self._pending.update(next_offsets)
+        if generations:
+            self._pending_generations.update(generations)
         for tp, by_source in (marks or {}).items():
             pending = self._pending_marks.setdefault(tp, {})
             for source, seq in by_source.items():
@@ -144,11 +178,14 @@ class OffsetStore:
     def discard(self) -> None:
         """Forget the pending offsets (their batch was fenced and is read again)."""
         self._pending = {}
+        self._pending_generations = {}
         self._pending_marks = {}
 
     def stored(self) -> None:
         """The transaction that stored the pending offsets committed."""
+        self._committed.update(self._pending)
         self._pending = {}
+        self._pending_generations = {}
         for tp, by_source in self._pending_marks.items():
             committed = self._marks.get(tp)
             if committed is None:  # released meanwhile: its next claim reads them back
@@ -160,12 +197,15 @@ class OffsetStore:
 
     async def store(self, conn: asyncpg.Connection) -> None:
         """Move the pending offsets in the caller's transaction, each only if this
-        consumer's claim on it still holds; raises ``FencedError`` (roll back)."""
+        consumer's claim on it still holds and the stored offset is the one it
+        last committed; raises ``FencedError`` (roll back) otherwise. A stored
+        offset behind the committed one (a failover lost transactions) is logged
+        as ``stored_offsets_regressed`` with how many offsets went back."""
         items = list(self._pending.items())
         if not items:
             return
-        gens = self._generations
-        unclaimed = [tp for tp, _ in items if tp not in gens]
+        unclaimed = [tp for tp, _ in items if tp not in self._generations]
+        gens = {**self._generations, **self._pending_generations}
         if unclaimed:
             raise FencedError(unclaimed)
         moved = await conn.fetch(
@@ -175,10 +215,12 @@ class OffsetStore:
             [p for (_, p), _ in items],
             [off for _, off in items],
             [gens[tp] for tp, _ in items],
+            [self._committed.get(tp) for tp, _ in items],
         )
         if len(moved) != len(items):
             done = {(r["topic"], r["partition"]) for r in moved}
             lost = [tp for tp, _ in items if tp not in done]
+            await self._report_regressed(conn, lost)
             raise FencedError(lost, {tp: gens[tp] for tp in lost})
         marks = [(tp, src, seq) for tp, by_source in self._pending_marks.items() for src, seq in by_source.items()]
         if marks:
@@ -191,6 +233,24 @@ class OffsetStore:
                 [seq for _, _, seq in marks],
             )
 
+    async def _report_regressed(self, conn: asyncpg.Connection, partitions: list[TopicPartition]) -> None:
+        """Log the partitions (of a failed store) whose stored offset is behind the
+        committed one under this consumer's claim, or whose claim itself is gone
+        back to an older generation: the database lost committed transactions. (An
+        offset ahead is a commit whose acknowledgement was lost: nothing to report.)"""
+        found = await conn.fetch(_FOUND, self._group, [t for t, _ in partitions], [p for _, p in partitions])
+        regressed = {}
+        for r in found:
+            tp = (r["topic"], r["partition"])
+            ours, expected, now = self._generations.get(tp), self._committed.get(tp), r["next_offset"]
+            if ours is None or r["generation"] > ours:
+                continue  # another consumer's claim: a fence, not a loss
+            if r["generation"] < ours or (expected is not None and (now is None or now < expected)):
+                regressed[f"{tp[0]}[{tp[1]}]"] = (expected or 0) - (now or 0)
+        if regressed:
+            metrics.OFFSETS_REGRESSED.inc(len(regressed))
+            _log.warning("stored_offsets_regressed", offsets_back=regressed)
+
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition, as the database last committed it."""
         try:
@@ -201,6 +261,8 @@ class OffsetStore:
 
     def close(self) -> None:
         self._pending = {}
+        self._pending_generations = {}
         self._generations = {}
         self._marks = {}
         self._pending_marks = {}
+        self._committed = {}

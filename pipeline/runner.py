@@ -21,7 +21,9 @@ that neither the quotes nor the fetch wait for the database:
   optional ``BatchMonitor`` (``dlq_burst`` and ``lag_high`` system events).
 
 A write starts as soon as the one before it has finished, with everything taken
-meanwhile: batches grow with the load (up to ``batch.max_rows``) and shrink when
+meanwhile: batches grow with the load (up to ``batch.max_rows``; the first
+fetch takes at most ``batch.first_rows``, so that with a backlog the first rows
+are stored moments after the start) and shrink when
 it is light, so the table is as fresh as the database allows, and the decoding
 of one batch overlaps the database's work on the one before. Memory stays
 bounded by two batches: when the next batch is full and the write before it is
@@ -122,6 +124,9 @@ class _Batch:
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     taken: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Per partition: the generation of the claim its first record here was taken
+    #: under (a later re-claim by this consumer must not cover older records).
+    generations: dict[tuple[str, int], int] = field(default_factory=dict)
     #: Per partition: the tick times (ns) of its oldest and newest valid tick in
     #: the batch, for the tick-to-row latency and the lag in seconds.
     oldest_ns: dict[TopicPartition, int] = field(default_factory=dict)
@@ -203,6 +208,8 @@ class IngestLoop:
                         await self._on_fenced(*fenced)
                     continue
                 if fetch is None:
+                    if self.stats.first_batch_at is None:  # nothing taken yet: a small first batch
+                        room = min(room, self._batch.first_rows)
                     fetch = asyncio.ensure_future(
                         self._consumer.getmany(timeout_ms=self._batch.max_wait_ms, max_records=room)
                     )
@@ -275,6 +282,10 @@ class IngestLoop:
                 # has claimed it: leave these records for after the claim.
                 self._seek_if_assigned(tp, messages[0].offset)
                 continue
+            if self._offsets is not None:
+                generation = self._offsets.generation((tp.topic, partition))
+                if generation is not None:
+                    batch.generations.setdefault((tp.topic, partition), generation)
             batch.first_offsets.setdefault(tp, messages[0].offset)
             valid, refused = check_many(map(_VALUE, messages), now_ns)
             kept = messages
@@ -365,7 +376,7 @@ class IngestLoop:
             self._timescale.write_checked(batch.checked)
         if self._offsets is not None:
             next_offsets = {(tp.topic, tp.partition): off for tp, off in batch.next_offsets.items()}
-            self._offsets.advance(next_offsets, batch.marks)
+            self._offsets.advance(next_offsets, batch.marks, batch.generations)
 
         await self._retrying("kafka", self._dead_letters.flush)
         refused = await self._write_ticks(batch)  # FencedError: see _settle_write
@@ -508,9 +519,16 @@ class IngestLoop:
             return
         taken = {tp for tp in exc.partitions if offsets.generation(tp) == exc.generations.get(tp)}
         _log.warning("fenced", partitions=exc.partitions, taken_by_another=sorted(taken))
+        # Claimed again by our own listener since the batch was taken: another
+        # consumer may have written (part of) it in between, so the database,
+        # not the batch, says where to go on.
+        renewed = {tp for tp in exc.partitions if tp not in taken}
+        stored: dict[str, dict[int, int]] = {}
+        for topic in sorted({t for t, _ in renewed}):
+            stored[topic] = await self._stored_offsets(offsets, topic)
         for tp, first in first_offsets.items():
             if (tp.topic, tp.partition) not in taken:
-                self._seek_if_assigned(tp, first)
+                self._seek_if_assigned(tp, stored.get(tp.topic, {}).get(tp.partition, first))
         if not taken or self._listener is None:
             return
         assigned = self._consumer.assignment()
@@ -519,6 +537,17 @@ class IngestLoop:
         if still_ours:
             fallback = {tp.partition: off for tp, off in first_offsets.items() if tp.partition in still_ours}
             await self._listener.claim_and_seek(still_ours, fallback_offsets=fallback)
+
+    async def _stored_offsets(self, offsets: OffsetStore, topic: str) -> dict[int, int]:
+        """The offsets the database holds for ``topic``, retried while it is away."""
+        backoff = Backoff(self._retry)
+        while True:
+            try:
+                return await offsets.stored_offsets(topic)
+            except RetryableError as exc:
+                delay = backoff.next_delay()
+                _log.warning("stored_offsets_retry", service=exc.service, error=str(exc), retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
 
     def _seek_if_assigned(self, tp: TopicPartition, offset: int) -> None:
         try:

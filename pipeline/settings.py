@@ -125,6 +125,10 @@ class BatchSettings(BaseModel):
     #: (the former benchmarks/e2e_throughput.py, now `make bench-throughput`; two runs each, side by side). At most two
     #: batches are in memory (a few MB each).
     max_rows: int = Field(default=20_000, ge=1)
+    #: Most records of the first batch after start: with a backlog waiting, the
+    #: first rows are stored within moments instead of after a full batch's COPY,
+    #: and the batches after it grow to ``max_rows`` as usual.
+    first_rows: int = Field(default=1_000, ge=1)
     #: Longest a fetch waits for records before writing what it has.
     max_wait_ms: int = Field(default=100, ge=1)
 
@@ -163,6 +167,27 @@ class ConsumerSettings(BaseModel):
     #: index is computed: with several consumers in the group, each sees only
     #: the ticks of its own partitions. 0: never (one consumer per group).
     index_refresh_s: float = Field(default=5.0, ge=0)
+    #: Whether this consumer also writes the quotes of the ticks it takes (before
+    #: their batch is written: a quote is then never behind the table). Leave it on
+    #: beside the quote fast path (``nexanest quotes``): both writers are harmless
+    #: together, the quote script only moves forward in tick time. Off, the fast path
+    #: alone keeps quotes, and a stopped one leaves them stale.
+    inline_quotes: bool = True
+
+
+class QuotesSettings(BaseModel):
+    """The quote fast path, ``nexanest quotes`` (``consumers/ticks_to_quotes.py``):
+    a process and consumer group of its own that only decodes, validates and
+    writes quotes, so that they never wait behind the consumer's COPY work."""
+
+    #: Its consumer group is ``<kafka.consumer_group><group_suffix>``.
+    group_suffix: str = ".quotes"
+    #: Most records taken per Redis round trip: small fetches keep a tick's wait for
+    #: the ones before it short; under a backlog each round trip carries this many.
+    max_records: int = Field(default=2_000, ge=1)
+    #: The broker's longest wait for a fetch with no data (a fetch returns as soon
+    #: as any record is there); short so that an idle fast path answers at once.
+    fetch_max_wait_ms: int = Field(default=20, ge=0)
 
 
 class IndexDefinition(BaseModel):
@@ -252,7 +277,7 @@ class RetentionSettings(BaseModel):
 
 
 #: The commands that serve Prometheus metrics, each on a port of its own.
-MetricsComponent = Literal["consumer", "producer", "run"]
+MetricsComponent = Literal["consumer", "producer", "run", "quotes"]
 
 
 class MetricsSettings(BaseModel):
@@ -271,21 +296,23 @@ class MetricsSettings(BaseModel):
     consumer_port: int = Field(default=9108, ge=0, le=65535)  # nexanest consume
     producer_port: int = Field(default=9109, ge=0, le=65535)  # nexanest produce
     run_port: int = Field(default=9110, ge=0, le=65535)  # nexanest run: producer and consumer in one process
+    quotes_port: int = Field(default=9107, ge=0, le=65535)  # nexanest quotes: the quote fast path
     #: Overrides the component's port for whichever command runs; 0 disables the HTTP server.
     port: int | None = Field(default=None, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MetricsSettings:
-        ports = [p for p in (self.consumer_port, self.producer_port, self.run_port) if p]
+        ports = [p for p in (self.consumer_port, self.producer_port, self.run_port, self.quotes_port) if p]
         if len(set(ports)) != len(ports):
-            raise ValueError("the consumer, producer and run metrics ports must differ (or be 0)")
+            raise ValueError("the consumer, producer, run and quotes metrics ports must differ (or be 0)")
         return self
 
     def port_for(self, component: MetricsComponent) -> int:
         """The port ``component`` serves on (0: none)."""
         if self.port is not None:
             return self.port
-        return {"consumer": self.consumer_port, "producer": self.producer_port, "run": self.run_port}[component]
+        ports = {"consumer": self.consumer_port, "producer": self.producer_port, "run": self.run_port}
+        return (ports | {"quotes": self.quotes_port})[component]
 
     def setting_for(self, component: MetricsComponent) -> str:
         """The environment variable that sets ``component``'s port (for messages)."""
@@ -488,6 +515,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     validation: ValidationSettings = ValidationSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    quotes: QuotesSettings = QuotesSettings()
     retry: RetrySettings = RetrySettings()
     venues: VenueSettings = VenueSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -644,6 +672,7 @@ def _metrics_ports(m: MetricsSettings) -> dict[str, str]:
         "NEXANEST_METRICS__CONSUMER_PORT": str(m.consumer_port),
         "NEXANEST_METRICS__PRODUCER_PORT": str(m.producer_port),
         "NEXANEST_METRICS__RUN_PORT": str(m.run_port),
+        "NEXANEST_METRICS__QUOTES_PORT": str(m.quotes_port),
     }
     if m.port is not None:
         ports["NEXANEST_METRICS__PORT"] = str(m.port)

@@ -240,3 +240,32 @@ pg_status_line() {
     return 1
   fi
 }
+
+# ts_provision PORT: the roles, databases, grants and extension of a TimescaleDB
+# cluster (timescaledb.sh's on 5433, timescale-ha.sh's primary), so every cluster
+# the pipeline may write to has the same least-privilege roles. Run as the
+# superuser over the unix socket; idempotent.
+ts_provision() {
+  local port=$1 db
+  pg_ensure_role "$port" timescale "$(env_value NEXANEST_TIMESCALE_PASSWORD)"
+  pg_ensure_role "$port" nexanest_ingest "$(env_value NEXANEST_INGEST_PASSWORD)"
+  # The services' roles here: portfolio writes its snapshots, market data only reads,
+  # analytics reads the bars and snapshots and writes its metrics.
+  pg_ensure_role "$port" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
+  pg_ensure_role "$port" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
+  pg_ensure_role "$port" nexanest_analytics "$(env_value NEXANEST_ANALYTICS_SERVICE_PASSWORD)"
+  pg_ensure_monitor_role "$port" # the Prometheus exporter's (prometheus.sh)
+  # timescale_test is the test suite's (tests/conftest.py): the same owner, grants
+  # and extension as the user's database, so the tests see what the pipeline sees
+  # and leave the user's data alone. Creating a database and the extension takes
+  # the superuser, which only these scripts have.
+  for db in timescale timescale_test; do
+    pg_ensure_database "$port" "$db" timescale
+    pg_sql "$port" "$db" -v db="$db" <<'SQL'
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', role)
+  FROM unnest(ARRAY['nexanest_ingest', 'nexanest_portfolio', 'nexanest_market_data', 'nexanest_analytics']) AS role \gexec
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+SQL
+  done
+}

@@ -28,7 +28,7 @@
 # Scrape targets: Prometheus itself, Alertmanager (job alertmanager), the exporters
 # (job postgres with a `cluster` label, job redis, job timescaledb-community) and the pipeline's processes (job nexanest, label
 # `component`) on the metrics port map of pipeline/settings.py MetricsSettings:
-# consumer 9108, producer 9109, run 9110 (NEXANEST_METRICS__*_PORT in the
+# consumer 9108, producer 9109, run 9110, quotes 9107 (NEXANEST_METRICS__*_PORT in the
 # environment or .env move them). Those come from file_sd files in
 # $STATE_DIR/prometheus/targets/: a process that is not running is a target that
 # is down, which is fine for a producer. Drop more *.json files there to add
@@ -139,18 +139,19 @@ mask_debian_units() {
 # The pipeline's metrics ports, as MetricsSettings has them (NEXANEST_METRICS__PORT
 # moves every command onto one port; it is then the one target).
 pipeline_targets() {
-  local single consumer producer run
+  local single consumer producer run quotes
   single=$(env_setting NEXANEST_METRICS__PORT "")
   consumer=$(env_setting NEXANEST_METRICS__CONSUMER_PORT 9108)
   producer=$(env_setting NEXANEST_METRICS__PRODUCER_PORT 9109)
   run=$(env_setting NEXANEST_METRICS__RUN_PORT 9110)
+  quotes=$(env_setting NEXANEST_METRICS__QUOTES_PORT 9107)
   if [ -n "$single" ]; then
     [ "$single" = 0 ] && { echo '[]'; return; }
     printf '[\n  {"targets": ["127.0.0.1:%s"], "labels": {"component": "consumer"}}\n]\n' "$single"
     return
   fi
   local entries=() port component
-  for component in consumer producer run; do
+  for component in consumer producer run quotes; do
     port=${!component}
     [ "$port" = 0 ] && continue
     entries+=("$(printf '  {"targets": ["127.0.0.1:%s"], "labels": {"component": "%s"}}' "$port" "$component")")

@@ -245,9 +245,7 @@ cmd_start() {
   [ -x "$PG_BIN/postgres" ] || die "PostgreSQL $PG_VERSION is not installed: run $0 install"
   extension_installed ||
     die "the TimescaleDB extension is not installed for PostgreSQL $PG_VERSION: run $0 install first"
-  local ts_pw ingest_pw
-  ts_pw=$(env_value NEXANEST_TIMESCALE_PASSWORD)
-  ingest_pw=$(env_value NEXANEST_INGEST_PASSWORD)
+  env_value NEXANEST_TIMESCALE_PASSWORD >/dev/null # a missing .env fails before initdb
   ensure_dirs
   # Workers: 8 TimescaleDB (launcher + one scheduler per database + jobs come
   # out of these), 8 parallel query workers, and a few for PostgreSQL's own.
@@ -258,28 +256,7 @@ cmd_start() {
     "max_worker_processes = 20" \
     "max_parallel_workers = 8"
   pg_cluster_start "$DATA_DIR" "$PORT" timescaledb
-  pg_ensure_role "$PORT" timescale "$ts_pw"
-  pg_ensure_role "$PORT" nexanest_ingest "$ingest_pw"
-  # The services' roles here: portfolio writes its snapshots, market data only reads,
-  # analytics reads the bars and snapshots and writes its metrics.
-  pg_ensure_role "$PORT" nexanest_portfolio "$(env_value NEXANEST_PORTFOLIO_SERVICE_PASSWORD)"
-  pg_ensure_role "$PORT" nexanest_market_data "$(env_value NEXANEST_MARKET_DATA_SERVICE_PASSWORD)"
-  pg_ensure_role "$PORT" nexanest_analytics "$(env_value NEXANEST_ANALYTICS_SERVICE_PASSWORD)"
-  pg_ensure_monitor_role "$PORT" # the Prometheus exporter's (prometheus.sh)
-  # timescale_test is the test suite's (tests/conftest.py): the same owner, grants
-  # and extension as the user's database, so the tests see what the pipeline sees
-  # and leave the user's data alone. Creating a database and the extension takes
-  # the superuser, which only this script has.
-  local db
-  for db in timescale timescale_test; do
-    pg_ensure_database "$PORT" "$db" timescale
-    pg_sql "$PORT" "$db" -v db="$db" <<'SQL'
-SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', role)
-  FROM unnest(ARRAY['nexanest_ingest', 'nexanest_portfolio', 'nexanest_market_data', 'nexanest_analytics']) AS role \gexec
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS timescaledb;
-SQL
-  done
+  ts_provision "$PORT"
   log "ready on 127.0.0.1:$PORT, database timescale, timescaledb $(ext_version)"
 }
 

@@ -46,12 +46,13 @@ def test_every_metric_follows_the_naming_rule() -> None:
 
 
 def test_each_command_has_its_own_default_metrics_port() -> None:
-    """consume, produce and run can run side by side: the documented port map."""
+    """consume, produce, run and quotes can run side by side: the documented port map."""
     m = MetricsSettings()
-    assert {c: m.port_for(c) for c in ("consumer", "producer", "run")} == {
+    assert {c: m.port_for(c) for c in ("consumer", "producer", "run", "quotes")} == {
         "consumer": 9108,
         "producer": 9109,
         "run": 9110,
+        "quotes": 9107,
     }
     assert m.setting_for("producer") == "NEXANEST_METRICS__PRODUCER_PORT"
     # One port for whichever command runs, 0 for none (tests, benchmarks).
@@ -61,6 +62,8 @@ def test_each_command_has_its_own_default_metrics_port() -> None:
     assert MetricsSettings(port=0).port_for("run") == 0
     with pytest.raises(ValueError, match="must differ"):
         MetricsSettings(consumer_port=9300, producer_port=9300)
+    with pytest.raises(ValueError, match="must differ"):
+        MetricsSettings(quotes_port=9108)
     assert MetricsSettings(consumer_port=0, producer_port=0).port_for("producer") == 0
 
 

@@ -67,6 +67,8 @@ class FakeTimescale:
         self.rows: list[Any] = []
         self.committed_rows: list[Any] = []
         self.offsets: dict[tuple[str, int], int] = {}
+        self.generations: dict[tuple[str, int], int] = {}
+        self.stored: dict[tuple[str, int], int] = {}
 
     def generation(self, tp: tuple[str, int]) -> int | None:
         return self.claimed.get(tp)
@@ -80,14 +82,23 @@ class FakeTimescale:
     def marks(self, tp: tuple[str, int]) -> dict[str, int]:
         return {}
 
-    def advance(self, offsets: dict[tuple[str, int], int], marks: object = None) -> None:
+    def advance(
+        self,
+        offsets: dict[tuple[str, int], int],
+        marks: object = None,
+        generations: dict[tuple[str, int], int] | None = None,
+    ) -> None:
         self.offsets.update(offsets)
+        self.generations.update(generations or {})
 
     def replace_marks(self, marks: object) -> None:
         pass
 
     def discard(self) -> None:
-        self.rows, self.offsets = [], {}
+        self.rows, self.offsets, self.generations = [], {}, {}
+
+    async def stored_offsets(self, topic: str) -> dict[int, int]:
+        return {p: off for (t, p), off in self.stored.items() if t == topic}
 
     def release(self, tps: Sequence[tuple[str, int]]) -> None:
         for tp in tps:
@@ -98,6 +109,7 @@ class FakeTimescale:
             fenced, self._fence_once = self._fence_once, None
             raise FencedError(fenced, {tp: self.claimed[tp] + 1 for tp in fenced})  # renewed by our listener
         self.committed_rows.extend(self.rows)
+        self.stored.update(self.offsets)
         written = len(self.rows)
         self.discard()
         return written

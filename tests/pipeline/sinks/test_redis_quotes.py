@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 
+from nexanest.pipeline import metrics
 from nexanest.pipeline.sinks.redis_quotes import (
     QuoteUpdate,
     RedisQuoteSink,
@@ -154,6 +155,28 @@ async def test_publishing_off_writes_quotes_without_publishing(quotes_redis: red
         assert parse_quote_update(data).price == "11"
     finally:
         await subscription.aclose()  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
+
+
+async def test_two_writers_of_the_same_ticks_observe_each_latency_once(quotes_redis: redis.Redis, test_id: str) -> None:
+    """The consumer and the quote fast path both apply every tick: only the
+    round trip that moved a quote observes its latency, so the histogram counts
+    each visible quote once, whichever writer was first."""
+    prefix = f"test:{test_id}:quote:"
+    first, second = RedisQuoteSink(quotes_redis, prefix), RedisQuoteSink(quotes_redis, prefix)
+    ticks = [tick(10, T0 + 5, seq=5, symbol="ONE"), tick(20, T0 + 6, seq=6, symbol="TWO")]
+
+    def observed() -> float:
+        return metrics.REGISTRY.get_sample_value("nexanest_quote_latency_seconds_count") or 0.0
+
+    before = observed()
+    first.write(ticks)
+    assert await first.flush() == 2
+    assert observed() - before == 2
+    second.write([*ticks, tick(11, T0 + 7, seq=7, symbol="ONE")])  # the same two, and one newer
+    await second.flush()
+    assert observed() - before == 3  # only the newer tick of ONE moved a quote
+    assert (await read_quote(quotes_redis, "ONE", prefix))["seq"] == "7"
+    assert (await read_quote(quotes_redis, "TWO", prefix))["seq"] == "6"
 
 
 def test_a_quote_update_reads_from_its_frozen_form() -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from typing import Any
 
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
@@ -48,3 +50,19 @@ async def test_paced_feed_yields_batches_that_add_up() -> None:
     batches = [b async for b in feed.ticks()]
     assert sum(len(b) for b in batches) == 300
     assert len(batches) > 1
+
+
+async def test_a_paced_tick_is_never_yielded_before_its_time_nor_long_after() -> None:
+    """Tick time is the feed's own clock, counted from when pacing starts (not from
+    when the feed was made: the publisher's start-up is not the ticks' latency),
+    and a tick leaves in the batch of the first pacing step at or after its time."""
+    feed = SyntheticFeed(SyntheticConfig(count=400, rate=2_000))
+    made_ns = time.time_ns()
+    await asyncio.sleep(0.2)  # a slow start-up, as the publisher's
+    yielded = 0
+    async for batch in feed.ticks():
+        now = time.time_ns()
+        assert all(t.ts_ns <= now for t in batch), "a tick yielded ahead of its own time"
+        yielded += len(batch)
+    assert yielded == 400
+    assert feed.start_ns - made_ns >= 200_000_000
