@@ -50,8 +50,9 @@ CLUSTER_CONTROLLER_BASE=19191 # its controller on 19191 + N
 KAFKA_HEAP=${NEXANEST_KAFKA_CLUSTER_HEAP:--Xms256m -Xmx384m}
 # The admin's client login for the tools (TopicCommand, AclCommand), mode 600.
 KAFKA_CLIENT_CONFIG="$CLUSTER_STATE/admin.properties"
-# Present once the storage was formatted with the SCRAM users (a cluster formatted by
-# an older script, without them, is formatted again: reformat_plaintext_cluster).
+# Holds the fingerprint of the SCRAM users the storage was formatted with; a cluster
+# formatted without them (an older script) or with other passwords (a new .env) is
+# formatted again: reformat_stale_cluster.
 SASL_MARKER="$CLUSTER_STATE/sasl-formatted"
 ROLES=(admin producer consumer ops)
 
@@ -225,22 +226,34 @@ format_storage() {
     die "kafka-storage format failed for node $NODE_ID"
   fi
   rm -f "$scram_args"
-  : >"$SASL_MARKER"
+  (umask 077 && credentials_fingerprint >"$SASL_MARKER")
 }
 
-# A cluster formatted by the PLAINTEXT version of this script has no SCRAM users and
-# cannot be given them offline: a local test cluster of a day's retention, so all of
-# it is formatted anew (once, before any node starts).
-reformat_plaintext_cluster() {
+# A sha256 of every role's user:password: tells whether the storage holds the SCRAM
+# users of the passwords in .env now (the marker keeps it, never a password).
+credentials_fingerprint() {
+  local role
+  for role in "${ROLES[@]}"; do
+    printf '%s:%s\n' "$(user "$role")" "$(password "$role")"
+  done | sha256sum | cut -d' ' -f1
+}
+
+# A cluster formatted by the PLAINTEXT version of this script has no SCRAM users, and
+# one formatted before .env's passwords were made anew (a new clone, a deleted .env)
+# has other ones: neither can be fixed offline. It is a local test cluster of a day's
+# retention, so all of it is formatted anew (once, before any node starts).
+reformat_stale_cluster() {
   local n formatted=no
-  [ -f "$SASL_MARKER" ] && return 0
+  [ -f "$SASL_MARKER" ] && [ "$(cat "$SASL_MARKER")" = "$(credentials_fingerprint)" ] && return 0
   for n in "${CLUSTER_NODES[@]}"; do
     select_node "$n"
-    if running_pid >/dev/null; then die "node $n runs without SASL (an older cluster): kafka-cluster.sh stop, then start"; fi
+    if running_pid >/dev/null; then
+      die "node $n runs without the SCRAM users of .env's passwords (an older cluster): kafka-cluster.sh stop, then start"
+    fi
     [ -f "$KAFKA_DATA/meta.properties" ] && formatted=yes
   done
   [ "$formatted" = yes ] || return 0
-  log "the cluster was formatted without SCRAM users: removing its data to format it again"
+  log "the cluster was formatted without the SCRAM users of .env's passwords: removing its data to format it again"
   for n in "${CLUSTER_NODES[@]}"; do
     select_node "$n"
     rm -rf "$KAFKA_DATA"
@@ -271,7 +284,7 @@ cmd_cluster_start() {
   installed || cmd_install
   ensure_java
   write_client_config
-  reformat_plaintext_cluster
+  reformat_stale_cluster
   local n launched=()
   # All three first: a node answers only once a majority of the controllers is up.
   for n in "${CLUSTER_NODES[@]}"; do
@@ -392,7 +405,7 @@ cmd_start_node() {
   require_installed
   ensure_java
   write_client_config
-  reformat_plaintext_cluster
+  reformat_stale_cluster
   if launch_node "$1"; then wait_broker; fi
 }
 
