@@ -226,6 +226,7 @@ format_storage() {
     die "kafka-storage format failed for node $NODE_ID"
   fi
   rm -f "$scram_args"
+  rm -f "$SASL_MARKER"
   (umask 077 && credentials_fingerprint >"$SASL_MARKER")
 }
 
