@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import certifi
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -15,7 +16,8 @@ from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.kafka import connection_options, consumer_options, security_options
 from nexanest.pipeline.settings import KafkaSettings, Settings
 
-SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
+#: A CA bundle that is always there: certifi's (httpx depends on it).
+CA_BUNDLE = Path(certifi.where())
 PASSWORD = "s3cret-kafka-password"
 
 
@@ -44,9 +46,8 @@ def test_sasl_plaintext_logs_in_with_scram() -> None:
     assert consumer_options(sasl(), "test")["sasl_plain_username"] == "nexanest-consumer"
 
 
-@pytest.mark.skipif(not SYSTEM_CAS.exists(), reason="no system CA bundle to load")
 def test_sasl_ssl_verifies_the_brokers_against_the_ca_file() -> None:
-    options = security_options(sasl(security_protocol="SASL_SSL", ssl_cafile=SYSTEM_CAS))
+    options = security_options(sasl(security_protocol="SASL_SSL", ssl_cafile=CA_BUNDLE))
     context = options["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED
@@ -61,7 +62,7 @@ def test_a_sasl_protocol_without_its_login_is_refused_by_name(missing: str) -> N
 
 def test_a_ca_file_without_tls_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="only with security_protocol SASL_SSL"):
-        security_options(sasl(ssl_cafile=SYSTEM_CAS))
+        security_options(sasl(ssl_cafile=CA_BUNDLE))
 
 
 def test_the_password_is_read_as_a_secret_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
