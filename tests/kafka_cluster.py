@@ -5,14 +5,18 @@ of its users (``admin``, ``producer``, ``consumer``, ``ops``)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaError
 
+from nexanest.pipeline.kafka import make_admin
 from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_environment
 from tests import containers
 
@@ -71,7 +75,32 @@ def kafka_cluster_fixture() -> Iterator[str]:
     was_up = subprocess.run([str(CLUSTER_SCRIPT), "status"], capture_output=True, check=False).returncode == 0
     cluster("start")
     try:
+        asyncio.run(serving(as_role(Settings(kafka=KafkaSettings(), _env_file=None), "admin").kafka))  # type: ignore[call-arg]
         yield cluster("bootstrap").strip()
     finally:
         if not was_up:
             cluster("stop")
+
+
+async def serving(kafka: KafkaSettings, timeout_s: float = 120) -> None:
+    """Wait until the cluster serves what the first tests use: a leader for every
+    partition of the ticks topic, and a group coordinator (the first FindCoordinator
+    creates ``__consumer_offsets``, three replicas of each partition: slow on a
+    loaded machine, and a test must not mistake it for an ACL's answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = make_admin(kafka)
+        try:
+            await admin.start()
+            (topic,) = await admin.describe_topics([kafka.ticks_topic])
+            led = topic["partitions"] and all(p["leader"] >= 0 for p in topic["partitions"])
+            if led and await admin.find_coordinator("nexanest-cluster-readiness") >= 0:
+                return
+            failure = f"partitions of {kafka.ticks_topic} without a leader"
+        except (KafkaError, OSError) as exc:
+            failure = repr(exc)
+        finally:
+            await admin.close()
+        if time.monotonic() > deadline:
+            pytest.fail(f"the Kafka cluster did not serve within {timeout_s:.0f}s: {failure}")
+        await asyncio.sleep(1)
