@@ -261,7 +261,8 @@ async def check_example(run: Run, batch: list[Message]) -> None:
     await wait_until_consumed(run, placed)
     assert not run.task.done()
     rows = await run.pool.fetch(
-        "SELECT kafka_partition, kafka_offset, source, source_seq, price FROM stock_prices WHERE source = $1"
+        "SELECT kafka_partition, kafka_offset, source, source_seq, price FROM stock_prices"
+        " WHERE time >= now() - interval '2 hours' AND source = $1"
         " AND (kafka_partition, kafka_offset) IN (SELECT * FROM unnest($2::int[], $3::bigint[]))",
         run.source,
         [p for p, _ in placed],
@@ -290,7 +291,8 @@ async def check_example(run: Run, batch: list[Message]) -> None:
     # Each good tick once: no second row under its (source, seq).
     seqs = [m.fields["seq"] for m, _ in placed.values() if m.kind == "good"]
     counts = await run.pool.fetch(
-        "SELECT source_seq, count(*) AS n FROM stock_prices WHERE source = $1 AND source_seq = ANY($2::bigint[])"
+        "SELECT source_seq, count(*) AS n FROM stock_prices"
+        " WHERE time >= now() - interval '2 hours' AND source = $1 AND source_seq = ANY($2::bigint[])"
         " GROUP BY source_seq",
         run.source,
         seqs,
