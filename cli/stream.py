@@ -50,12 +50,7 @@ def register(commands: Commands) -> None:
         description="Ingest the ticks topic: rows to TimescaleDB (exactly once), latest quotes to Redis, bad "
         "messages to the dead-letter topic. " + _metrics_note("consumer"),
     )
-    p.add_argument(
-        "--until-idle",
-        type=non_negative_float,
-        metavar="S",
-        help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
-    )
+    _add_until_idle(p)
     p.set_defaults(handler=cmd_consume, metrics_component="consumer")
 
     q = commands.add_parser(
@@ -65,12 +60,7 @@ def register(commands: Commands) -> None:
         "group of its own, so that quotes never wait behind the consumer's database work. Invalid ticks are "
         "skipped here (`consume` dead-letters them). Run it beside `nexanest consume`. " + _metrics_note("quotes"),
     )
-    q.add_argument(
-        "--until-idle",
-        type=non_negative_float,
-        metavar="S",
-        help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
-    )
+    _add_until_idle(q)
     q.set_defaults(handler=cmd_quotes, metrics_component="quotes")
 
     p = commands.add_parser(
@@ -278,3 +268,13 @@ async def _progress(stop: asyncio.Event, what: str, metric: str, **labels: str) 
         now, now_at = total(metric, **labels), time.monotonic()
         print(f"... {what} {now:,.0f} ({(now - last) / (now_at - last_at):,.0f}/s)", file=sys.stderr, flush=True)
         last, last_at = now, now_at
+
+
+def _add_until_idle(parser: argparse.ArgumentParser) -> None:
+    """The stop condition `consume` and `quotes` share (tests and benchmarks drain a backlog with it)."""
+    parser.add_argument(
+        "--until-idle",
+        type=non_negative_float,
+        metavar="S",
+        help="exit once no message has arrived for S seconds (default: run until Ctrl-C)",
+    )
