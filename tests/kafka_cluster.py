@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from nexanest.pipeline.kafka import make_admin
 from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_environment
@@ -23,6 +23,7 @@ from tests import containers
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "deploy/local/kafka-cluster.sh"
 REPLICATION = 3
+UNKNOWN_TOPIC_OR_PARTITION = UnknownTopicOrPartitionError.errno
 
 
 def cluster(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 300) -> str:
@@ -82,25 +83,54 @@ def kafka_cluster_fixture() -> Iterator[str]:
             cluster("stop")
 
 
-async def serving(kafka: KafkaSettings, timeout_s: float = 120) -> None:
+async def serving(kafka: KafkaSettings, timeout_s: float = 180) -> None:
     """Wait until the cluster serves what the first tests use: a leader for every
     partition of the ticks topic, and a group coordinator (the first FindCoordinator
     creates ``__consumer_offsets``, three replicas of each partition: slow on a
-    loaded machine, and a test must not mistake it for an ACL's answer)."""
+    loaded machine, and a test must not mistake it for an ACL's answer).
+
+    ``start`` creates the topics and grants only when it launched a node; a cluster
+    found running without them (its topics deleted, or started for other names) gets
+    them here, once. A cluster that never serves fails with what it last answered,
+    its nodes' status and the last warnings of their logs."""
     deadline = time.monotonic() + timeout_s
+    healed = False
     while True:
         admin = make_admin(kafka)
         try:
             await admin.start()
             (topic,) = await admin.describe_topics([kafka.ticks_topic])
-            led = topic["partitions"] and all(p["leader"] >= 0 for p in topic["partitions"])
-            if led and await admin.find_coordinator("nexanest-cluster-readiness") >= 0:
+            if topic["error_code"] == UNKNOWN_TOPIC_OR_PARTITION and not healed:
+                healed = True
+                await asyncio.to_thread(cluster, "topics")
+                await asyncio.to_thread(cluster, "grant")
+                continue
+            leaderless = [p["partition"] for p in topic["partitions"] if p["leader"] < 0]
+            if topic["error_code"] or not topic["partitions"] or leaderless:
+                failure = (
+                    f"{kafka.ticks_topic}: error code {topic['error_code']},"
+                    f" {len(topic['partitions'])} partitions, without a leader: {leaderless}"
+                )
+            else:
+                await admin.find_coordinator("nexanest-cluster-readiness")
                 return
-            failure = f"partitions of {kafka.ticks_topic} without a leader"
         except (KafkaError, OSError) as exc:
             failure = repr(exc)
         finally:
             await admin.close()
         if time.monotonic() > deadline:
-            pytest.fail(f"the Kafka cluster did not serve within {timeout_s:.0f}s: {failure}")
+            pytest.fail(f"the Kafka cluster did not serve within {timeout_s:.0f}s: {failure}\n{cluster_report()}")
         await asyncio.sleep(1)
+
+
+def cluster_report() -> str:
+    """Each node's status and the warnings and errors among the last lines of its
+    logs: what a failing run needs to tell a dead node from a slow one."""
+    report = []
+    for args in (("status",), *(("logs", str(node)) for node in (1, 2, 3))):
+        done = subprocess.run([str(CLUSTER_SCRIPT), *args], capture_output=True, text=True, check=False)
+        lines = (done.stdout + done.stderr).splitlines()
+        if args[0] == "logs":
+            lines = [line[:300] for line in lines if " WARN " in line or " ERROR " in line] or lines[-10:]
+        report.append(f"kafka-cluster.sh {' '.join(args)}:\n" + "\n".join(lines))
+    return "\n".join(report)
