@@ -34,7 +34,8 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 
 from nexanest.pipeline.log import get_logger
-from nexanest.pipeline.settings import RedisSettings
+from nexanest.pipeline.retry import Backoff
+from nexanest.pipeline.settings import RedisSettings, RetrySettings
 from nexanest.pipeline.sinks.redis_quotes import RETRYABLE_REDIS_ERRORS, parse_quote_update, quote_channel
 from nexanest.services.app import Resource
 from nexanest.services.market_data.models import Quote
@@ -44,7 +45,9 @@ _log = get_logger("nexanest.services.market_data.hub")
 #: How long the reader waits for a message before it looks again (and redis-py
 #: sends its health-check PING when one is due).
 _POLL_S: Final = 1.0
-_RECONNECT_BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: The reader's waits between reconnection attempts: from 0.1 s up to 5 s, jittered
+#: so that the processes that lost Redis together do not all come back at once.
+_RECONNECT: Final = RetrySettings(initial_backoff_s=0.1, max_backoff_s=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,7 @@ class QuoteHub:
         self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE with the bookkeeping
         self._reader: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
-        self._failures = 0
+        self._backoff = Backoff(_RECONNECT)
         #: Streams following now, streams dropped so far, and the most updates one
         #: stream that has ended ever held waiting (never above the queue bound).
         self.streams = 0
@@ -146,7 +149,7 @@ class QuoteHub:
         if self._reader is None or self._reader.done():
             raise RuntimeError("the quote hub is not reading")
         connection: Any = self._pubsub.connection  # typed as always None by redis-py
-        if connection is None or not connection.is_connected or self._failures:
+        if connection is None or not connection.is_connected or self._backoff.attempts:
             raise ConnectionError("the quote hub's pub/sub connection is down")
 
     async def subscribe(self, symbols: Sequence[str], *, timeout_s: float = 5.0) -> Subscription:
@@ -218,13 +221,12 @@ class QuoteHub:
             try:
                 message = await self._pubsub.get_message(timeout=_POLL_S)
             except RETRYABLE_REDIS_ERRORS as exc:
-                backoff = _RECONNECT_BACKOFF_S[min(self._failures, len(_RECONNECT_BACKOFF_S) - 1)]
-                self._failures += 1
-                _log.warning("quote_hub_disconnected", error=type(exc).__name__, retry_in_s=backoff)
-                await asyncio.sleep(backoff)
+                delay = self._backoff.next_delay()
+                _log.warning("quote_hub_disconnected", error=type(exc).__name__, retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
                 continue
-            if self._failures:
-                self._failures = 0
+            if self._backoff.attempts:
+                self._backoff.reset()
                 _log.info("quote_hub_reconnected")
             if message is None:
                 continue

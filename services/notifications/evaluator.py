@@ -42,7 +42,8 @@ import redis.asyncio as redis
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.log import get_logger
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.retry import Backoff
+from nexanest.pipeline.settings import RetrySettings, Settings
 from nexanest.pipeline.sinks.redis_quotes import RETRYABLE_REDIS_ERRORS, quote_channel
 from nexanest.services.app import Resource
 from nexanest.services.background import logging_failure
@@ -55,7 +56,9 @@ from nexanest.services.rls import acting_as
 
 _log = get_logger("nexanest.services.notifications.evaluator")
 _POLL_S: Final = 1.0
-_RECONNECT_BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: The waits between reconnection attempts: from 0.1 s up to 5 s, jittered so that
+#: evaluators that lost Redis together do not all come back at once.
+_RECONNECT: Final = RetrySettings(initial_backoff_s=0.1, max_backoff_s=5.0)
 
 
 def changes_channel(key_prefix: str) -> str:
@@ -247,7 +250,7 @@ class Evaluator:
         updates = quote_channel(quote_prefix, "").encode()
         changes = changes_channel(key_prefix).encode()
         pubsub = client.pubsub()
-        failures = 0
+        backoff = Backoff(_RECONNECT)
         next_refresh = float("inf")
         try:
             await pubsub.psubscribe(updates + b"*")
@@ -256,12 +259,11 @@ class Evaluator:
                 try:
                     message: dict[str, Any] | None = await pubsub.get_message(timeout=_POLL_S)
                 except RETRYABLE_REDIS_ERRORS as exc:
-                    backoff = _RECONNECT_BACKOFF_S[min(failures, len(_RECONNECT_BACKOFF_S) - 1)]
-                    failures += 1
-                    _log.warning("evaluator_disconnected", error=type(exc).__name__, retry_in_s=backoff)
-                    await asyncio.sleep(backoff)
+                    delay = backoff.next_delay()
+                    _log.warning("evaluator_disconnected", error=type(exc).__name__, retry_in_s=round(delay, 3))
+                    await asyncio.sleep(delay)
                     continue
-                failures = 0
+                backoff.reset()
                 if time.monotonic() >= next_refresh:
                     next_refresh = await self._reload(refresh_s)
                 if message is None:
