@@ -76,15 +76,20 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from nexanest.pipeline import metrics
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
-from nexanest.pipeline.events import BatchMonitor
 from nexanest.pipeline.kafka_records import RawRecord
 from nexanest.pipeline.log import get_logger
-from nexanest.pipeline.offsets import OffsetStore
-from nexanest.pipeline.rebalance import ResumeFromDatabase
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import Rejected
-from nexanest.pipeline.types import AfterCommitSink, BatchSink, Sink, TickEntry
+from nexanest.pipeline.types import (
+    AfterCommitSink,
+    BatchObserver,
+    BatchSink,
+    ClaimedOffsets,
+    PartitionClaimer,
+    Sink,
+    TickEntry,
+)
 from nexanest.pipeline.validation import REJECTED_BY_DATABASE, TickValidator
 from nexanest.schemas.ticks import LOOKUP_HEADERS, Tick
 
@@ -159,14 +164,14 @@ class IngestLoop:
         *,
         validator: TickValidator,
         timescale: BatchSink,
-        offsets: OffsetStore | None,
+        offsets: ClaimedOffsets | None,
         quotes: Sink[Tick],
         dead_letters: Sink[Rejected],
         batch: BatchSettings,
         retry: RetrySettings,
-        listener: ResumeFromDatabase | None = None,
+        listener: PartitionClaimer | None = None,
         after_commit: Sequence[AfterCommitSink[Tick]] = (),
-        monitor: BatchMonitor | None = None,
+        monitor: BatchObserver | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
@@ -538,7 +543,7 @@ class IngestLoop:
             fallback = {tp.partition: off for tp, off in first_offsets.items() if tp.partition in still_ours}
             await self._listener.claim_and_seek(still_ours, fallback_offsets=fallback)
 
-    async def _stored_offsets(self, offsets: OffsetStore, topic: str) -> dict[int, int]:
+    async def _stored_offsets(self, offsets: ClaimedOffsets, topic: str) -> dict[int, int]:
         """The offsets the database holds for ``topic``, retried while it is away."""
         backoff = Backoff(self._retry)
         while True:

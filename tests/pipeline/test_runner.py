@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -84,14 +84,14 @@ class FakeTimescale:
 
     def advance(
         self,
-        offsets: dict[tuple[str, int], int],
-        marks: object = None,
-        generations: dict[tuple[str, int], int] | None = None,
+        next_offsets: Mapping[tuple[str, int], int],
+        marks: Mapping[tuple[str, int], Mapping[str, int]] | None = None,
+        generations: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
-        self.offsets.update(offsets)
+        self.offsets.update(next_offsets)
         self.generations.update(generations or {})
 
-    def replace_marks(self, marks: object) -> None:
+    def replace_marks(self, marks: Mapping[tuple[str, int], Mapping[str, int]]) -> None:
         pass
 
     def discard(self) -> None:
@@ -129,6 +129,9 @@ class FakeSink:
 
     async def flush(self) -> int:
         return 0
+
+    async def close(self) -> None:
+        pass
 
 
 class AfterCommitRecorder:
@@ -175,9 +178,9 @@ def make_loop(
         consumer,
         validator=TickValidator(ValidationSettings()),
         timescale=timescale,
-        offsets=timescale,  # type: ignore[arg-type]
-        quotes=quotes or FakeSink(),  # type: ignore[arg-type]
-        dead_letters=dead_letters or FakeSink(),  # type: ignore[arg-type]
+        offsets=timescale,
+        quotes=quotes or FakeSink(),
+        dead_letters=dead_letters or FakeSink(),
         batch=batch or BatchSettings(),
         retry=RetrySettings(initial_backoff_s=0.001),
         after_commit=after_commit,
@@ -418,9 +421,9 @@ async def test_lag_in_seconds_and_tick_to_row_latency_follow_the_stored_ticks() 
         consumer,
         validator=TickValidator(ValidationSettings()),
         timescale=timescale,
-        offsets=timescale,  # type: ignore[arg-type]
-        quotes=FakeSink(),  # type: ignore[arg-type]
-        dead_letters=FakeSink(),  # type: ignore[arg-type]
+        offsets=timescale,
+        quotes=FakeSink(),
+        dead_letters=FakeSink(),
         batch=BatchSettings(),
         retry=RetrySettings(initial_backoff_s=0.001),
         clock_ns=lambda: now_ns,  # every batch commits at now_ns
