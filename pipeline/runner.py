@@ -39,18 +39,8 @@ holds up taking (quotes are retried, the write in flight finishes); a database
 outage holds up writing (the batch is retried with jittered exponential
 backoff, and taking stops at the bound above).
 
-Re-sent ticks are dropped here, not by an index. A source's ``seq`` strictly
-increases and a partition keeps publish order, so per (topic, partition,
-source) the highest ``seq`` taken so far is a high-water mark: a valid tick at
-or below it was sent before and is dropped (``nexanest_sink_duplicates_skipped_total``).
-The marks start from those committed with the partition's offsets
-(``OffsetStore.marks``, read when the partition is claimed), each batch stores
-its own with its offsets, and a fenced batch's are forgotten with it (its
-partitions start again from the committed ones). Records that re-send old seqs
-on purpose carry a header (``LOOKUP_HEADERS``: a publisher's re-send after a
-failed delivery, ``nexanest dlq replay``): they neither meet nor move the mark
-and go to the sink's ``write_checked``, which looks each up in the table. Without
-an offset store (``exactly_once`` off, benchmarks only) nothing is dropped.
+Re-sent ticks are dropped while taking, by each source's high-water mark of
+``seq`` per partition (``pipeline/take.py``), not by an index.
 
 A batch fenced out of a partition (another consumer claimed it) is discarded,
 with the batch taken behind it, and every partition in them is re-read from
@@ -62,41 +52,29 @@ be read again after the claim.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import attrgetter
-from typing import Any, Final
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord
 
 from nexanest.pipeline import metrics
+from nexanest.pipeline.batch import Batch
+from nexanest.pipeline.consumer_position import ConsumerPosition
 from nexanest.pipeline.errors import FencedError, RejectedByDatabase, RetryableError
 from nexanest.pipeline.kafka_records import RawRecord
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import BatchSettings, RetrySettings
 from nexanest.pipeline.sinks.dead_letter import Rejected
-from nexanest.pipeline.types import (
-    AfterCommitSink,
-    BatchObserver,
-    BatchSink,
-    ClaimedOffsets,
-    PartitionClaimer,
-    Sink,
-    TickEntry,
-)
-from nexanest.pipeline.validation import REJECTED_BY_DATABASE, TickValidator
-from nexanest.schemas.ticks import LOOKUP_HEADERS, Tick
+from nexanest.pipeline.take import Taker
+from nexanest.pipeline.types import AfterCommitSink, BatchObserver, BatchSink, ClaimedOffsets, PartitionClaimer, Sink
+from nexanest.pipeline.validation import TickValidator
+from nexanest.schemas.ticks import Tick
 
 _log = get_logger(__name__)
-_VALUE: Final = attrgetter("value")
-_OFFSET: Final = attrgetter("offset")
-_TS_NS: Final = attrgetter("ts_ns")
 
 
 @dataclass
@@ -113,48 +91,6 @@ class IngestStats:
     #: Monotonic times of the first fetch that returned records and of the end of the last batch.
     first_batch_at: float | None = None
     last_batch_at: float | None = None
-
-
-@dataclass
-class _Batch:
-    """Records taken from Kafka and validated, waiting for (or in) their write."""
-
-    rows: list[TickEntry] = field(default_factory=list)
-    #: Valid ticks with a ``LOOKUP_HEADERS`` header: stored unless the table has them.
-    checked: list[TickEntry] = field(default_factory=list)
-    ticks: list[Tick] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    #: Per partition: the first offset taken (where a discarded batch is re-read
-    #: from), the offset after the last one, and how many records were taken.
-    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    taken: dict[TopicPartition, int] = field(default_factory=dict)
-    #: Per partition: the generation of the claim its first record here was taken
-    #: under (a later re-claim by this consumer must not cover older records).
-    generations: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: Per partition: the tick times (ns) of its oldest and newest valid tick in
-    #: the batch, for the tick-to-row latency and the lag in seconds.
-    oldest_ns: dict[TopicPartition, int] = field(default_factory=dict)
-    newest_ns: dict[TopicPartition, int] = field(default_factory=dict)
-    #: Per (topic, partition): the high-water mark of each source after the batch.
-    marks: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
-    count: int = 0
-    #: The fetches the batch was taken from, as aiokafka returned them (no copy):
-    #: where a row the database refuses finds its record's bytes and headers.
-    fetches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = field(default_factory=list)
-
-    def records(self, refused: list[tuple[int, int, str]]) -> list[Rejected]:
-        """Dead letters of the rows the database refused, from their original records."""
-        wanted = {(partition, offset): detail for partition, offset, detail in refused}
-        letters = []
-        for fetched in self.fetches:
-            for tp, messages in fetched.items():
-                for m in messages:
-                    detail = wanted.pop((tp.partition, m.offset), None)
-                    if detail is not None:
-                        letter = (tp.topic, tp.partition, m.offset, m.key, m.value, REJECTED_BY_DATABASE, detail)
-                        letters.append(Rejected(*letter, m.headers))
-        return letters
 
 
 class IngestLoop:
@@ -175,8 +111,9 @@ class IngestLoop:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._consumer = consumer
+        self._position = ConsumerPosition(consumer, retry)
+        self._taker = Taker(validator, offsets)
         self._listener = listener
-        self._validator = validator
         self._timescale = timescale
         self._offsets = offsets
         self._quotes = quotes
@@ -186,13 +123,9 @@ class IngestLoop:
         self._batch = batch
         self._retry = retry
         self._clock_ns = clock_ns
-        self._next = _Batch()
+        self._next = Batch()
         self._writing: asyncio.Task[None] | None = None
-        self._writing_batch = _Batch()
-        #: (topic, partition) label sets this loop reports lag for.
-        self._reported: set[tuple[str, str]] = set()
-        #: Per (topic, partition): the claim generation and each source's highest seq taken.
-        self._taken_marks: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+        self._writing_batch = Batch()
         self.stats = IngestStats()
 
     async def run(self, stop: asyncio.Event, *, until_idle_s: float | None = None) -> IngestStats:
@@ -267,94 +200,19 @@ class IngestLoop:
         return self.stats
 
     async def _take(self, records: dict[TopicPartition, list[RawRecord]]) -> None:
-        """Validate ``records`` into the next batch and publish their quotes.
-
-        Per partition, not per record: one ``check_many`` over the values, and
-        the rows, offsets and tick times gathered by C-level ``zip``/``map``
-        (the consumer's CPU per tick is the ceiling of what one process takes)."""
-        batch = self._next
-        rows, ticks, rejected = batch.rows, batch.ticks, batch.rejected
-        fresh: list[Tick] = []
-        now_ns = self._clock_ns()
-        check_many = self._validator.check_many
-        batch.fetches.append(records)
-        dropped = 0
-        for tp, messages in records.items():
-            partition = tp.partition
-            seen = self._seen(tp)
-            if self._offsets is not None and seen is None:
-                # aiokafka may fetch a newly assigned partition before our listener
-                # has claimed it: leave these records for after the claim.
-                self._seek_if_assigned(tp, messages[0].offset)
-                continue
-            if self._offsets is not None:
-                generation = self._offsets.generation((tp.topic, partition))
-                if generation is not None:
-                    batch.generations.setdefault((tp.topic, partition), generation)
-            batch.first_offsets.setdefault(tp, messages[0].offset)
-            valid, refused = check_many(map(_VALUE, messages), now_ns)
-            kept = messages
-            if refused:
-                for index, reason, detail in refused:
-                    m = messages[index]
-                    rejected.append(Rejected(tp.topic, partition, m.offset, m.key, m.value, reason, detail, m.headers))
-                gone = {index for index, _, _ in refused}
-                kept = [m for index, m in enumerate(messages) if index not in gone]
-            valid_from = len(fresh)
-            if seen is None:
-                rows.extend(zip(valid, repeat(partition), map(_OFFSET, kept), strict=False))  # repeat() is endless
-                fresh.extend(valid)
-            else:
-                before = dict(seen)
-                for tick, m in zip(valid, kept, strict=True):
-                    if m.headers and any(k in LOOKUP_HEADERS for k, _ in m.headers):
-                        batch.checked.append((tick, partition, m.offset))
-                        fresh.append(tick)
-                        continue
-                    if tick.seq <= seen.get(tick.source, -1):
-                        dropped += 1
-                        continue
-                    seen[tick.source] = tick.seq
-                    rows.append((tick, partition, m.offset))
-                    fresh.append(tick)
-                # the sources this fetch moved: only they are stored with the batch
-                moved = {source: seq for source, seq in seen.items() if before.get(source) != seq}
-                if moved:
-                    batch.marks.setdefault((tp.topic, partition), {}).update(moved)
-            if len(fresh) > valid_from:
-                taken_ticks = fresh[valid_from:]
-                oldest, newest = min(map(_TS_NS, taken_ticks)), max(map(_TS_NS, taken_ticks))
-                batch.oldest_ns[tp] = min(oldest, batch.oldest_ns.get(tp, oldest))
-                batch.newest_ns[tp] = max(newest, batch.newest_ns.get(tp, newest))
-            batch.count += len(messages)
-            batch.taken[tp] = batch.taken.get(tp, 0) + len(messages)
-            batch.next_offsets[tp] = messages[-1].offset + 1
-        if dropped:
-            self.stats.duplicates += dropped
-            metrics.DUPLICATES_SKIPPED.inc(dropped)
-        if fresh:
-            ticks.extend(fresh)
-            self._quotes.write(fresh)
+        """Validate ``records`` into the next batch and publish their quotes."""
+        taken = self._taker.take(self._next, records, self._clock_ns())
+        for tp, offset in taken.unclaimed:  # read again after the claim
+            self._position.seek_if_assigned(tp, offset)
+        if taken.dropped:
+            self.stats.duplicates += taken.dropped
+            metrics.DUPLICATES_SKIPPED.inc(taken.dropped)
+        if taken.fresh:
+            self._quotes.write(taken.fresh)
             await self._retrying("redis", self._quotes.flush)
 
-    def _seen(self, tp: TopicPartition) -> dict[str, int] | None:
-        """The marks ``_take`` checks ``tp``'s ticks against and moves (None: not
-        claimed, or no offset store). Started from the committed ones at each new
-        claim of the partition, and after a fence (``_on_fenced`` forgets them)."""
-        offsets = self._offsets
-        if offsets is None:
-            return None
-        key = (tp.topic, tp.partition)
-        generation = offsets.generation(key)
-        if generation is None:
-            return None
-        taken = self._taken_marks.get(key)
-        if taken is None or taken[0] != generation:
-            taken = self._taken_marks[key] = (generation, dict(offsets.marks(key)))
-        return taken[1]
-
     def _start_write(self) -> None:
-        batch, self._next = self._next, _Batch()
+        batch, self._next = self._next, Batch()
         self._writing_batch = batch
         self._writing = asyncio.create_task(self._write(batch), name="ingest-write")
 
@@ -368,12 +226,12 @@ class IngestLoop:
         try:
             await task
         except FencedError as exc:
-            behind, self._next = self._next, _Batch()
+            behind, self._next = self._next, Batch()
             first = {**behind.first_offsets, **self._writing_batch.first_offsets}
             return exc, first
         return None
 
-    async def _write(self, batch: _Batch) -> None:
+    async def _write(self, batch: Batch) -> None:
         """Write one batch to every sink in order, then commit it to Kafka."""
         self._dead_letters.write(batch.rejected)
         self._timescale.write(batch.rows)
@@ -385,11 +243,7 @@ class IngestLoop:
 
         await self._retrying("kafka", self._dead_letters.flush)
         refused = await self._write_ticks(batch)  # FencedError: see _settle_write
-        committed_ns = self._clock_ns()
-        for tp, oldest in batch.oldest_ns.items():
-            metrics.TICK_TO_ROW_SECONDS.observe(max(0, committed_ns - oldest) / 1e9)
-            metrics.CONSUMER_LAG_SECONDS.observe((tp.topic, str(tp.partition)), batch.newest_ns[tp] / 1e9)
-            self._reported.add((tp.topic, str(tp.partition)))
+        self._position.observe_stored(batch, self._clock_ns())
         ticks = batch.ticks
         if refused:
             gone = {(r.partition, r.offset) for r in refused}
@@ -399,7 +253,7 @@ class IngestLoop:
         for sink in self._after_commit:
             sink.write(ticks)
             await self._retrying(sink.name, sink.flush)
-        await self._commit(batch.next_offsets)
+        await self._position.commit(batch.next_offsets)
 
         stats = self.stats
         stats.batches += 1
@@ -413,14 +267,7 @@ class IngestLoop:
         metrics.BATCH_SIZE.observe(batch.count)
         for tp, taken in batch.taken.items():
             metrics.TICKS_CONSUMED.labels(tp.topic).inc(taken)
-        # The group may have rebalanced while the batch was written: lag is
-        # taken once, over what is assigned now, for the gauge and the monitor.
-        assigned = self._consumer.assignment()
-        lags = await self._assigned_lags(assigned)
-        for (topic, partition), lag in lags.items():
-            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
-            self._reported.add((topic, str(partition)))
-        self._forget_revoked(assigned)
+        assigned, lags = await self._position.report_lags()
         if self._monitor is not None:  # dlq_burst / lag_high events
             await self._monitor.after_batch(
                 rejected_by_reason=reasons,
@@ -430,20 +277,7 @@ class IngestLoop:
         stats.last_batch_at = time.monotonic()
         _log.debug("batch_ingested", rows=len(batch.rows), rejected=len(batch.rejected), partitions=len(batch.taken))
 
-    def _forget_revoked(self, assigned: set[TopicPartition]) -> None:
-        """Stop reporting lag for partitions a rebalance gave to another consumer:
-        it reports them now, and a frozen value here would add to its."""
-        owned = {(tp.topic, str(tp.partition)) for tp in assigned}
-        gone = self._reported - owned
-        if not gone:
-            return
-        metrics.CONSUMER_LAG_SECONDS.forget(gone)
-        for labels in gone:
-            with contextlib.suppress(KeyError):  # never set for this partition
-                metrics.CONSUMER_LAG.remove(*labels)
-        self._reported &= owned
-
-    async def _write_ticks(self, batch: _Batch) -> list[Rejected]:
+    async def _write_ticks(self, batch: Batch) -> list[Rejected]:
         """The TimescaleDB transaction, retried while the database is away. Rows it
         refuses (values validation did not foresee) are dead-lettered, before the
         offsets move past them, and the rest is written: a bad record never stops
@@ -459,46 +293,9 @@ class IngestLoop:
                 await self._retrying("kafka", self._dead_letters.flush)
                 refused += letters
                 if self._offsets is not None and batch.marks:
-                    self._offsets.replace_marks(self._marks_without(batch, refused))
+                    self._offsets.replace_marks(batch.marks_without(refused))
             else:
                 return refused
-
-    def _marks_without(self, batch: _Batch, refused: list[Rejected]) -> dict[tuple[str, int], dict[str, int]]:
-        """The batch's marks recomputed without the rows the database refused (a
-        source it cannot store must not reach ``ingest_seq_marks`` either): the
-        highest seq of each source among the batch's other rows (rare path)."""
-        gone = {(r.partition, r.offset) for r in refused}
-        ranges = [(tp, first, batch.next_offsets[tp]) for tp, first in batch.first_offsets.items()]
-        marks: dict[tuple[str, int], dict[str, int]] = {}
-        for tick, partition, offset in batch.rows:
-            if (partition, offset) in gone:
-                continue
-            key = next(
-                (tp.topic, p) for tp, first, end in ranges if (p := tp.partition) == partition and first <= offset < end
-            )
-            by_source = marks.setdefault(key, {})
-            if tick.seq > by_source.get(tick.source, -1):
-                by_source[tick.source] = tick.seq
-        return marks
-
-    async def _assigned_lags(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
-        """Lag of every assigned partition that has been fetched from, not only of
-        those in this batch (a partition drained early must not hide one not yet
-        read). A fetched partition has a valid position, so ``position`` does not
-        wait; the timeout only guards the rare reset of an out-of-range offset.
-        A rebalance can run during those awaits: a partition it took away is
-        skipped (aiokafka asserts on it), not an error."""
-        lags: dict[tuple[str, int], int] = {}
-        for tp in assigned:
-            try:
-                highwater = self._consumer.highwater(tp)
-                if highwater is None:
-                    continue
-                position = await asyncio.wait_for(self._consumer.position(tp), 0.05)
-            except (AssertionError, TimeoutError, IllegalStateError, KafkaError):
-                continue
-            lags[(tp.topic, tp.partition)] = max(0, highwater - position)
-        return lags
 
     async def _on_fenced(self, exc: FencedError, first_offsets: dict[TopicPartition, int]) -> None:
         """A batch lost a claim and was rolled back whole: drop it (and the batch
@@ -516,7 +313,7 @@ class IngestLoop:
         self.stats.fenced += 1
         self._timescale.discard()  # its rows, and the offsets they advanced to
         for tp in first_offsets:  # re-read from where the batch started: back to the committed marks
-            self._taken_marks.pop((tp.topic, tp.partition), None)
+            self._taker.forget(tp)
         for sink in self._after_commit:
             sink.discard()
         offsets = self._offsets
@@ -533,7 +330,7 @@ class IngestLoop:
             stored[topic] = await self._stored_offsets(offsets, topic)
         for tp, first in first_offsets.items():
             if (tp.topic, tp.partition) not in taken:
-                self._seek_if_assigned(tp, stored.get(tp.topic, {}).get(tp.partition, first))
+                self._position.seek_if_assigned(tp, stored.get(tp.topic, {}).get(tp.partition, first))
         if not taken or self._listener is None:
             return
         assigned = self._consumer.assignment()
@@ -553,13 +350,6 @@ class IngestLoop:
                 delay = backoff.next_delay()
                 _log.warning("stored_offsets_retry", service=exc.service, error=str(exc), retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
-
-    def _seek_if_assigned(self, tp: TopicPartition, offset: int) -> None:
-        try:
-            if tp in self._consumer.assignment():
-                self._consumer.seek(tp, offset)
-        except (AssertionError, IllegalStateError) as exc:  # assignment changed under the seek
-            _log.warning("seek_skipped", partition=tp.partition, error=repr(exc))
 
     async def _retrying(self, step: str, write: Callable[[], Awaitable[object]]) -> None:
         """Retry a retryable failure until it succeeds. A first stop request does
@@ -587,25 +377,4 @@ class IngestLoop:
             else:
                 if backoff.attempts and self._monitor is not None:
                     await self._monitor.batch_recovered(step, backoff.attempts, time.monotonic() - failed_at)
-                return
-
-    async def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
-        """Commit to Kafka; failure here is harmless for correctness (the database
-        holds the offsets), so a transient error is retried a few times and then
-        left to the next batch, and a partition the group moved meanwhile is skipped."""
-        assigned = self._consumer.assignment()
-        offsets = {tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items() if tp in assigned}
-        backoff = Backoff(self._retry)
-        for attempt in range(3):
-            if not offsets:
-                return
-            try:
-                await self._consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                _log.info("kafka_commit_skipped", reason=repr(exc))  # rebalanced; the new owner commits
-                return
-            except KafkaError as exc:
-                _log.warning("kafka_commit_failed", error=repr(exc), attempt=attempt + 1)
-                await backoff.wait()
-            else:
                 return

@@ -26,7 +26,7 @@ AREAS = {
     "pipeline/sinks/copy_binary.py": "COPY encoding",
     "pipeline/sinks/timescale.py": "COPY sink",
     "pipeline/sinks/redis_quotes.py": "Redis quotes",
-    "pipeline/runner.py": "consumer loop",
+    **{f"pipeline/{m}.py": "consumer loop" for m in ("runner", "take", "batch", "consumer_position")},
     **{f"{lib}/": lib for lib in ("asyncpg", "aiokafka", "redis", "prometheus_client", "structlog", "asyncio")},
 }
 

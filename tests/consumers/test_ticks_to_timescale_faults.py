@@ -31,8 +31,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.ops.verify import verify
+from nexanest.pipeline.consumer_position import ConsumerPosition
 from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.runner import IngestLoop
 from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
@@ -199,19 +199,19 @@ async def test_crash_between_database_commit_and_kafka_commit_repeats_nothing(
     settings = isolated.model_copy(update={"batch": isolated.batch.model_copy(update={"max_rows": 1_000})})
 
     batches = 0
-    real_commit = IngestLoop._commit
+    real_commit = ConsumerPosition.commit
 
-    async def commit_then_crash(self: IngestLoop, next_offsets: dict[TopicPartition, int]) -> None:
+    async def commit_then_crash(self: ConsumerPosition, next_offsets: dict[TopicPartition, int]) -> None:
         nonlocal batches
         batches += 1
         if batches == 3:
             raise CrashBeforeKafkaCommit
         await real_commit(self, next_offsets)
 
-    monkeypatch.setattr(IngestLoop, "_commit", commit_then_crash)
+    monkeypatch.setattr(ConsumerPosition, "commit", commit_then_crash)
     with pytest.raises(CrashBeforeKafkaCommit):
         await run_consumer(settings, asyncio.Event(), until_idle_s=3.0)
-    monkeypatch.setattr(IngestLoop, "_commit", real_commit)
+    monkeypatch.setattr(ConsumerPosition, "commit", real_commit)
     stored = await rows_of(timescale_pool, config.source)
     assert sum((await kafka_committed(settings)).values()) < stored  # Kafka is behind the table
     # The table's offsets win: the next consumer reads only what is not stored (the
