@@ -55,7 +55,8 @@ def register(commands: Commands) -> None:
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace, _stop: asyncio.Event) -> int:
-    from nexanest.ops.status import collect, format_status
+    from nexanest.ops.status import collect
+    from nexanest.ops.status_report import format_status
 
     report = await collect(settings, timeout_s=args.timeout, require_services=args.require_services)
     print(json.dumps(report.to_json(), indent=2) if args.json else format_status(report))

@@ -88,12 +88,12 @@ QUERIES = {
     ),
     "status_rate_60s": (
         "SELECT count(*) FROM {t} WHERE time > now() - interval '60 seconds' AND time <= now()",
-        "ops/status.py",
+        "ops/status_pipeline.py",
     ),
     "status_newest_by_partition": (
         "SELECT kafka_partition, max(time) FROM {t} WHERE time > now() - interval '300 seconds' AND time <= now()"
         " GROUP BY kafka_partition",
-        "ops/status.py",
+        "ops/status_pipeline.py",
     ),
     "window_5m": ("SELECT * FROM {t} WHERE time >= $1 AND time < $1 + INTERVAL '5 minutes'", "dashboards, windows"),
     "verify_5m": (

@@ -1,4 +1,5 @@
-"""``ops/status.py``: formatting and the backup folder (unit); lag, ticks/s, DLQ
+"""``ops/status.py`` and its parts (``status_services``, ``status_pipeline``,
+``status_report``): formatting and the backup folder (unit); lag, ticks/s, DLQ
 size and down services against the real stack (integration)."""
 
 from __future__ import annotations
@@ -15,15 +16,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from nexanest.consumers.ticks_to_timescale import run_consumer
-from nexanest.ops.status import (
-    PartitionLag,
-    ServiceStatus,
-    StatusReport,
-    collect,
-    format_duration,
-    format_status,
-    last_backup,
-)
+from nexanest.ops.status import collect, last_backup
+from nexanest.ops.status_pipeline import PartitionLag
+from nexanest.ops.status_report import StatusReport, format_duration, format_status
+from nexanest.ops.status_services import ServiceStatus
 from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
