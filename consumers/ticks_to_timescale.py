@@ -48,7 +48,7 @@ from nexanest.pipeline.settings import Settings
 from nexanest.pipeline.sinks.bar_cache import BarCacheSink
 from nexanest.pipeline.sinks.dead_letter import DeadLetterSink
 from nexanest.pipeline.sinks.indices import IndexSink
-from nexanest.pipeline.sinks.ohlcv import CaggWatermarks, resolutions_current_at_commit, resolve_rollups
+from nexanest.pipeline.sinks.ohlcv_mode import CaggWatermarks, resolutions_current_at_commit, resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import RedisQuoteSink
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.pipeline.validation import TickValidator

@@ -92,7 +92,7 @@ async def read_bars(settings: Settings, symbol: str, resolution: Resolution, fro
 
 
 async def repair_bars(settings: Settings, from_ns: int, to_ns: int, symbol: str | None) -> RepairReport:
-    """Recompute the bars of the range from the raw ticks (see ``sinks.ohlcv.repair``)
+    """Recompute the bars of the range from the raw ticks (see ``ops.bars_repair.repair``)
     and record it as an ``aggregate_repaired`` system event."""
     conn = await _connect(settings.timescale.admin_dsn.get_secret_value(), "owner")
     try:

@@ -31,7 +31,7 @@ from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consume
 from nexanest.ops.bars import fetch_bars
 from nexanest.pipeline import metrics
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.sinks.ohlcv import resolve_rollups
+from nexanest.pipeline.sinks.ohlcv_mode import resolve_rollups
 from nexanest.pipeline.sinks.redis_quotes import read_quote
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.producers.feeds.synthetic import SyntheticFeed

@@ -4,7 +4,7 @@ Writing the consumed offsets (``pipeline/offsets.py``) next to the rows means th
 how far it has ingested: after a crash the consumer resumes from there, so a
 batch is neither lost nor written twice, and the hot path stays a plain COPY.
 With rollups on (the Apache edition), the batch's OHLCV bars are merged into
-the rollup tables in that same transaction (``pipeline/sinks/ohlcv.py``).
+the rollup tables in that same transaction (``pipeline/sinks/ohlcv.py``, ``ohlcv_upsert.py``).
 
 A value the database refuses must not stop the consumer: replayed, the same
 batch would fail the same way for ever. Validation rejects everything known to
@@ -41,16 +41,9 @@ from nexanest.pipeline.db import DATA_ERRORS, RETRYABLE_DB_ERRORS, e9_to_decimal
 from nexanest.pipeline.errors import RejectedByDatabase, RetryableError
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
-from nexanest.pipeline.sinks.ohlcv import (
-    RESOLUTIONS,
-    Bars,
-    CaggWatermarks,
-    Resolution,
-    StoredBar,
-    minute_bars,
-    minute_bars_of_ticks,
-    upsert_bars,
-)
+from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, Bars, Resolution, StoredBar, minute_bars, minute_bars_of_ticks
+from nexanest.pipeline.sinks.ohlcv_mode import CaggWatermarks
+from nexanest.pipeline.sinks.ohlcv_upsert import upsert_bars
 from nexanest.pipeline.types import TickEntry
 from nexanest.schemas.ticks import Tick
 

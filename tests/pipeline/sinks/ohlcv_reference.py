@@ -21,7 +21,6 @@ import asyncpg
 
 from nexanest.pipeline.sinks.ohlcv import (
     _EXACT,
-    _MERGE,
     RESOLUTIONS,
     ROLLUP_COLUMNS,
     ROLLUP_TABLES,
@@ -30,6 +29,7 @@ from nexanest.pipeline.sinks.ohlcv import (
     Resolution,
     StoredBar,
 )
+from nexanest.pipeline.sinks.ohlcv_upsert import _MERGE
 
 
 def merge(into: Bar, other: Bar) -> None:

@@ -22,15 +22,8 @@ from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.errors import ConfigurationError, RetryableError
 from nexanest.pipeline.offsets import OffsetStore
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.sinks.ohlcv import (
-    CAGGS,
-    RESOLUTIONS,
-    VIEWS,
-    Bar,
-    Resolution,
-    minute_bars,
-    resolve_rollups,
-)
+from nexanest.pipeline.sinks.ohlcv import CAGGS, RESOLUTIONS, VIEWS, Bar, Resolution, minute_bars
+from nexanest.pipeline.sinks.ohlcv_mode import resolve_rollups
 from nexanest.pipeline.sinks.timescale import COLUMNS, TimescaleSink, stock_price_row
 from nexanest.schemas.ticks import Tick
 from tests.pipeline.sinks.ohlcv_reference import all_resolutions, merge

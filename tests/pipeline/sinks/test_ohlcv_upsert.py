@@ -17,14 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexanest.pipeline.edition import detect_edition
-from nexanest.pipeline.sinks.ohlcv import (
-    RESOLUTIONS,
-    ROLLUP_TABLES,
-    StoredBar,
-    minute_bars,
-    minute_bars_of_ticks,
-    upsert_bars,
-)
+from nexanest.pipeline.sinks.ohlcv import RESOLUTIONS, ROLLUP_TABLES, StoredBar, minute_bars, minute_bars_of_ticks
+from nexanest.pipeline.sinks.ohlcv_upsert import upsert_bars
 from nexanest.pipeline.sinks.timescale import stock_price_row
 from nexanest.schemas.ticks import Tick
 from tests.pipeline.sinks.ohlcv_reference import upsert_bars_per_resolution

@@ -24,15 +24,8 @@ from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
 from nexanest.pipeline.edition import detect_edition
 from nexanest.pipeline.settings import Settings
-from nexanest.pipeline.sinks.ohlcv import (
-    CAGGS,
-    RESOLUTIONS,
-    VIEWS,
-    CaggWatermarks,
-    Resolution,
-    resolutions_current_at_commit,
-    resolve_rollups,
-)
+from nexanest.pipeline.sinks.ohlcv import CAGGS, RESOLUTIONS, VIEWS, Resolution
+from nexanest.pipeline.sinks.ohlcv_mode import CaggWatermarks, resolutions_current_at_commit, resolve_rollups
 from nexanest.pipeline.sinks.timescale import TimescaleSink
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
