@@ -1,9 +1,8 @@
-"""The assembled ``nexanest`` parser and entry point (unit), and the import rule
-of the layout: the CLI imports everything, nothing imports the CLI."""
+"""The assembled ``nexanest`` parser and entry point (unit). The layout's rules
+(nothing imports the CLI, module sizes) are in ``tests/test_layout.py``."""
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
@@ -14,8 +13,6 @@ import pytest
 from nexanest.cli import bars, dlq, events, maintain, provision, quote, stream, verify
 from nexanest.cli.main import build_parser, main, parse_args
 from nexanest.cli.runtime import EXIT_USAGE
-
-REPO = Path(__file__).resolve().parents[2]
 
 COMMANDS = {
     "migrate": provision.cmd_migrate,
@@ -89,33 +86,3 @@ def test_the_module_runs_as_a_program() -> None:
     assert done.returncode == 0, done.stderr
     assert re.search(r"^ +show +the bars of a symbol", done.stdout, re.MULTILINE)
     assert re.search(r"^ +repair +recompute the bars", done.stdout, re.MULTILINE)
-
-
-def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-def test_nothing_outside_the_cli_imports_it() -> None:
-    product = [REPO / name for name in ("schemas", "pipeline", "ops", "consumers", "producers", "services")]
-    offenders = {
-        str(path.relative_to(REPO)): sorted(m for m in _imported_modules(path) if m.startswith("nexanest.cli"))
-        for folder in product
-        if folder.is_dir()
-        for path in folder.rglob("*.py")
-    }
-    assert {path: found for path, found in offenders.items() if found} == {}
-    assert len(offenders) > 20  # the folders were found and read
-
-
-def test_cli_modules_stay_small() -> None:
-    sizes = {path.name: len(path.read_text().splitlines()) for path in (REPO / "cli").glob("*.py")}
-    assert sizes.keys() >= {"main.py", "stream.py", "live_view.py", "bars.py"}
-    assert {name: n for name, n in sizes.items() if n > 400} == {}
