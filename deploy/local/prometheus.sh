@@ -27,7 +27,7 @@
 #
 # Scrape targets: Prometheus itself, Alertmanager (job alertmanager), the exporters
 # (job postgres with a `cluster` label, job redis, job timescaledb-community) and the pipeline's processes (job nexanest, label
-# `component`) on the metrics port map of pipeline/settings.py MetricsSettings:
+# `component`) on the metrics port map of pipeline/settings_pipeline.py MetricsSettings:
 # consumer 9108, producer 9109, run 9110, quotes 9107 (NEXANEST_METRICS__*_PORT in the
 # environment or .env move them). Those come from file_sd files in
 # $STATE_DIR/prometheus/targets/: a process that is not running is a target that
@@ -237,7 +237,7 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$PROM_PORT"]
 
-  # The pipeline's processes (pipeline/settings.py MetricsSettings); add files to add targets.
+  # The pipeline's processes (pipeline/settings_pipeline.py MetricsSettings); add files to add targets.
   - job_name: nexanest
     file_sd_configs:
       - files: ["$PROM_DIR/targets/*.json"]

@@ -93,7 +93,7 @@ autoscaling.maxReplicas when set (never above the partitions), else the partitio
 {{/*
 What each component needs: the stores its NetworkPolicy lets it reach, and the
 Secret keys (NEXANEST_* variables) handed to it; no component sees another's
-credentials. Read from pipeline/settings.py: the services' roles
+credentials. Read from pipeline/settings_services.py and settings_connections.py: the services' roles
 (ServicesSettings.dsns), the consumer's ingest role, the owner roles for migrate.
 */}}
 {{- define "nexanest.needs" -}}
