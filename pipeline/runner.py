@@ -3,8 +3,8 @@
 The loop owns the offsets; the sinks own the data. Two things run at once, so
 that neither the quotes nor the fetch wait for the database:
 
-* **Taking** (the loop itself): ``getmany`` up to the room left in the next
-  batch; decode and validate each record (bad ones become ``Rejected`` rows,
+* **Taking** (the loop itself, with ``take.Taker``): ``getmany`` up to the room
+  left in the next batch; decode and validate each record (bad ones become ``Rejected`` rows,
   never raise); drop re-sent ticks (below); publish the latest quote of each
   symbol to Redis at once (one round trip); add the rest to the next batch.
 * **Writing** (one task at a time, batch after batch, in order): flush the
@@ -16,8 +16,8 @@ that neither the quotes nor the fetch wait for the database:
   and the server's message, and the rest is written: no record can stop the
   loop); flush the ``after_commit`` sinks (derived data such as market
   indices, only once the ticks are durable, never rolling them back); commit the
-  offsets to Kafka too (for lag tooling; the consumer resumes from
-  TimescaleDB's copy); hand the batch's dead-letter count and lag to the
+  offsets to Kafka too (``consumer_position``: for lag tooling; the consumer
+  resumes from TimescaleDB's copy); hand the batch's dead-letter count and lag to the
   optional ``BatchMonitor`` (``dlq_burst`` and ``lag_high`` system events).
 
 A write starts as soon as the one before it has finished, with everything taken
