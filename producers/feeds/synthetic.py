@@ -183,6 +183,12 @@ class SyntheticFeed:
     def health(self) -> FeedHealth:
         return self._health
 
+    @property
+    def ts_range(self) -> tuple[int, int] | None:
+        """The tick-time range (ns) of the ticks yielded, for ``feed run``'s bars-refresh hint."""
+        last = self._health.last_tick_ns
+        return None if last is None else (self.start_ns, last)
+
     def _yielded(self, batch: list[Tick]) -> None:
         self._health.ticks += len(batch)
         self._health.last_tick_ns = batch[-1].ts_ns
