@@ -38,7 +38,7 @@ def register(commands: Commands) -> None:
         "run",
         help="run one feed adapter until it ends or Ctrl-C",
         description="Run feed NAME; its options follow the name (`nexanest feed run NAME --help`). "
-        "Live feeds publish to kafka.ticks_topic, backfills (replay) to kafka.backfill_topic.",
+        "Live feeds publish to kafka.ticks_topic, backfills (replay, synthetic history) to kafka.backfill_topic.",
     )
     run.add_argument("name", metavar="NAME", help="the feed (see `nexanest feed list`)")
     run.add_argument("options", nargs=argparse.REMAINDER, help="the feed's own options")
