@@ -6,14 +6,18 @@ import re
 import time
 from typing import Any
 
+import asyncpg
 import pytest
 
 from nexanest.cli.feed import feed_parser
+from nexanest.consumers.ticks_to_timescale import run_consumer
+from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feed_runner import topic_of
 from nexanest.producers.feeds import registry
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed, check_tick_times, run_identity
 from nexanest.schemas.ticks import Tick
+from tests.nexanest_cli import run_nexanest
 
 START = 1_764_000_000_000_000_000
 S = 1_000_000_000
@@ -155,3 +159,26 @@ def test_a_reused_source_never_reuses_a_seq() -> None:
     assert [t.seq for t in first] == list(range(first[0].seq, first[0].seq + 1000))
     assert second[0].seq > first[-1].seq  # past everything the first run sent
     assert run_identity("mine")[1] >= time.time_ns() - 10 * S
+
+
+@pytest.mark.integration
+async def test_a_second_run_under_the_same_source_is_stored_too(
+    isolated: Settings, test_id: str, timescale_pool: asyncpg.Pool
+) -> None:
+    """The consumer drops a tick whose seq is at or below the highest it stored for
+    its source and partition; two runs of ``feed run synthetic --source X`` both land."""
+    source, before = f"again-{test_id}", time.time_ns()
+    for _ in range(2):
+        code, out, err = await run_nexanest(
+            isolated, "feed", "run", "synthetic", "--rate", "0", "--count", "300", "--symbols", "3", "--source", source
+        )
+        assert code == 0, (out + err)[-3000:]
+    stats = await run_consumer(isolated, asyncio.Event(), until_idle_s=2.0)
+    assert (stats.written, stats.duplicates, stats.rejected) == (600, 0, 0)
+    stored = await timescale_pool.fetchval(
+        "SELECT count(DISTINCT source_seq) FROM stock_prices WHERE time BETWEEN $2 AND $3 AND source = $1",
+        source,
+        ns_to_datetime(before),
+        ns_to_datetime(time.time_ns()),
+    )
+    assert stored == 600
