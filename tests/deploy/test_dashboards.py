@@ -47,7 +47,7 @@ import pytest
 
 from nexanest.ops import dashboards
 from nexanest.pipeline import metrics
-from nexanest.pipeline.kafka import make_producer
+from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
@@ -321,6 +321,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def publish_garbage(kafka: KafkaSettings, count: int) -> None:
+    await ensure_topics(kafka)  # the consumer may not have made them yet
     producer = make_producer(kafka)
     await producer.start()
     try:
