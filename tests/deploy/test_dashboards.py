@@ -210,8 +210,9 @@ QUIET = frozenset(
         "nexanest_consumer_fenced_total",
     }
 )
-#: Messages of the test that are no tick: the consumer dead-letters them as
-#: ``undecodable``, so the dead-letter panel and rule have a real rejection to show.
+#: Messages of the test that are no tick: the consumer dead-letters them (as
+#: ``schema_violation``: bytes that are no MessagePack map of a tick), so the
+#: dead-letter panel and rule have a real rejection to show.
 GARBAGE = 20
 #: Label matchers that only match a failure, which a healthy run has none of: a
 #: rule's selector is checked with the label present instead (the 5xx ratio reads
@@ -362,8 +363,6 @@ def pipeline_scraped(
                         stderr=subprocess.STDOUT,
                     )
                 )
-        with ThreadPoolExecutor(max_workers=1) as apart:  # a loop of its own, not pytest-asyncio's
-            apart.submit(asyncio.run, publish_garbage(isolated.kafka, GARBAGE)).result()
         with served("market-data", isolated, tmp_path / "market-data.log") as service:
             instances = {
                 "consumer": f"127.0.0.1:{consumer_port}",
@@ -389,7 +388,12 @@ def pipeline_scraped(
                     return None
                 return {p: {"job": up[i]["job"], "instance": i} for p, i in instances.items()}
 
-            yield wait_until("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
+            labels = wait_until("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
+            # Only now: Prometheus has seen the consumer's dead-letter counter at 0, so
+            # increase() sees it rise (a series first scraped at 20 has risen by nothing).
+            with ThreadPoolExecutor(max_workers=1) as apart:  # a loop of its own, not pytest-asyncio's
+                apart.submit(asyncio.run, publish_garbage(isolated.kafka, GARBAGE)).result()
+            yield labels
     finally:
         targets_file.unlink(missing_ok=True)
         for proc in procs:
@@ -494,7 +498,7 @@ def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
     )
     # The dead letters of the test's garbage, by their reason.
     rejected = query(scope("sum by (reason) (increase(nexanest_consumer_rejected_total[5m])) > 0", pipeline_scraped))
-    assert {r["metric"]["reason"] for r in rejected} == {"undecodable"}
+    assert {r["metric"]["reason"] for r in rejected} == {"schema_violation"}
     # The retries panel has a series per service from 0, before any retry happens.
     retries = query(scope("sum by (service) (nexanest_consumer_retries_total)", pipeline_scraped))
     assert {r["metric"]["service"] for r in retries} == set(metrics.RETRY_SERVICES)
