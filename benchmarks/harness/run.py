@@ -310,9 +310,14 @@ def _shown(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else f"{value:,}" if type(value) is int else f"{value}"
 
 
-def _options(scenario: ModuleType, parser: argparse.ArgumentParser) -> dict[str, tuple[Any, Any, str]]:
-    """Add ``scenario.OPTIONS`` (name: (default, default of ``--quick`` or None, help); the type is the
-    default's, a list one of comma-separated ints) to ``parser``."""
+def parse_args(scenario: ModuleType, argv: Sequence[str]) -> argparse.Namespace:
+    """The frame's options and ``scenario.OPTIONS`` (name: (default, default under ``--quick`` or None,
+    help); the type is the default's, a list one of comma-separated ints), each unset one at its default
+    (``--quick``'s where it has one); ``parameters``: all of them, as the result records them."""
+    parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=getattr(scenario, "SYMBOLS", 300), help="symbols in the feed")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
+    parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
     options: dict[str, tuple[Any, Any, str]] = getattr(scenario, "OPTIONS", {})
     for key, (full, quick, what) in options.items():
         flag, kind = "--" + key.replace("_", "-"), type(full)
@@ -322,7 +327,14 @@ def _options(scenario: ModuleType, parser: argparse.ArgumentParser) -> dict[str,
         shown = _shown(full) + ("" if quick is None else f"; quick {_shown(quick)}")
         parse = (lambda s: [int(x) for x in s.split(",") if x]) if kind is list else kind
         parser.add_argument(flag, type=parse, help=f"{what} ({shown})")
-    return options
+    quick = ", ".join(f"{k} {_shown(q)}" for k, (_, q, _) in options.items() if q is not None)
+    parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", quick or "(no effect)"))
+    args = parser.parse_args(argv)
+    for key, (full, quick_value, _) in options.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick_value if args.quick and quick_value is not None else full)
+    args.parameters = {k: getattr(args, k) for k in ("symbols", "seed", *options)}
+    return args
 
 
 def main(module: str) -> int:
@@ -333,19 +345,7 @@ def main(module: str) -> int:
     nothing failed."""
     scenario = sys.modules[module]
     path = scenario.__spec__.name if scenario.__spec__ else module
-    name = path.rsplit(".", 1)[-1]
-    parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--symbols", type=int, default=getattr(scenario, "SYMBOLS", 300), help="symbols in the feed")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
-    parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
-    options = _options(scenario, parser)
-    quick = ", ".join(f"{k} {_shown(q)}" for k, (_, q, _) in options.items() if q is not None)
-    parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", quick or "(no effect)"))
-    args = parser.parse_args()
-    for key, (full, quick_value, _) in options.items():
-        if getattr(args, key) is None:
-            setattr(args, key, quick_value if args.quick and quick_value is not None else full)
-    args.parameters = {k: getattr(args, k) for k in ("symbols", "seed", *options)}
+    name, args = path.rsplit(".", 1)[-1], parse_args(scenario, sys.argv[1:])
     configure_logging(LogSettings(level="warning"))
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
     args.command_line = shlex.join([python, "-m", path, *sys.argv[1:]])  # how this run was started
