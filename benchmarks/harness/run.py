@@ -315,8 +315,12 @@ def parse_args(scenario: ModuleType, argv: Sequence[str]) -> argparse.Namespace:
     help); the type is the default's, a list one of comma-separated ints), each unset one at its default
     (``--quick``'s where it has one); ``parameters``: all of them, as the result records them."""
     parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--symbols", type=int, default=getattr(scenario, "SYMBOLS", 300), help="symbols in the feed")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
+    parser.add_argument(
+        "--symbols", type=int, default=getattr(scenario, "SYMBOLS", 300), help="symbols in the feed (%(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=getattr(scenario, "SEED", 1), help="seed of the synthetic feed (%(default)s)"
+    )
     parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
     options: dict[str, tuple[Any, Any, str]] = getattr(scenario, "OPTIONS", {})
     for key, (full, quick, what) in options.items():
