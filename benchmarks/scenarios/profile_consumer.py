@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.harness.report import RESULTS_DIR, table
-from benchmarks.harness.run import Run, main
+from benchmarks.harness.run import BenchError, Run, main
 from benchmarks.harness.sampling import ROOT, consume_argv, run_sampled
 
 PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"
@@ -51,6 +51,8 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    if not PY_SPY.exists():
+        raise BenchError(f"no {PY_SPY.relative_to(ROOT)}: make bench-venv")
     settings, source = await run.backlog("profile", args.ticks, time.time_ns() - 3600 * 10**9)
     raw = RESULTS_DIR / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import statistics
 import subprocess
 import time
@@ -63,7 +64,9 @@ async def cluster(base: Settings) -> tuple[Settings, int]:
     try:
         hosts, primary = (await asyncio.to_thread(ha, "hosts")).strip(), await asyncio.to_thread(ha, "primary")
     except subprocess.CalledProcessError as exc:
-        raise BenchError(f"no primary ({exc.stderr.strip()}): start the cluster, make timescale-ha-up") from exc
+        raise BenchError(
+            f"`{shlex.join(exc.cmd)}` exited {exc.returncode}: is the cluster up (make timescale-ha-up)?"
+        ) from exc
     ts = base.timescale
     timescale = ts.model_copy(update={"dsn": on_hosts(ts.dsn, hosts), "admin_dsn": on_hosts(ts.admin_dsn, hosts)})
     return base.model_copy(update={"timescale": timescale}), int(primary.split()[1])
