@@ -284,8 +284,9 @@ async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) ->
     out = {"benchmark": name, "run_id": run.run_id, "command": args.command_line}
     out |= {"mode": "quick" if args.quick else "full", "started_at": started_at.isoformat(timespec="seconds")}
     if not services:
-        measured = await scenario.measure(run, args)
-        out |= {"duration_s": round(time.monotonic() - started, 1), "machine": host()}
+        facts, measured = host(), await scenario.measure(run, args)
+        out |= {"duration_s": round(time.monotonic() - started, 1)}
+        out |= {"machine": facts | {"load_avg_at_end": os.getloadavg()}}
         return {**out, **measured, "checks": run.checks, "cleanup": {}}
     log(f"run {run.run_id}; if interrupted: python -m benchmarks.harness.cleanup {run.run_id}")
     host_, before = await machine(base), await service_identities(base)
