@@ -28,14 +28,18 @@ UNKNOWN_TOPIC_OR_PARTITION = UnknownTopicOrPartitionError.errno
 
 def cluster(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 300) -> str:
     """Run ``kafka-cluster.sh ARGS``; a failure fails the test with what the script said.
-    ``env`` adds ``NEXANEST_*`` variables (a test's topic and group names for ``grant``)."""
+    The script names topics and groups after the ``NEXANEST_KAFKA__*`` variables, and the
+    session's ``stack`` fixture puts its own namespace in this process's environment:
+    those are left out, so ``start`` and ``topics`` make the cluster's own (default)
+    names. ``env`` adds the names a call is for (a test's topics and group, for ``grant``)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_KAFKA__")}
     done = subprocess.run(
         [str(CLUSTER_SCRIPT), *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
     )
     if done.returncode != 0:
         # Never the stdout of `env`: it holds a password.

@@ -43,13 +43,12 @@ from nexanest.producers.feeds.websocket import (
     TradeIds,
     WebSocketFeed,
     add_venue_arguments,
-    check_symbols,
     connection_options,
     sample,
     trade_amounts,
     venue_normaliser,
 )
-from nexanest.producers.normalise import NormaliseError, Normaliser, ts_ns_from_ms
+from nexanest.producers.normalise import NormaliseError, Normaliser, check_symbols, ts_ns_from_ms
 
 VENUE: Final = "BINANCE"
 #: Binance refuses a connection that asks for more streams.

@@ -52,13 +52,12 @@ from nexanest.producers.feeds.websocket import (
     TradeIds,
     WebSocketFeed,
     add_venue_arguments,
-    check_symbols,
     connection_options,
     sample,
     trade_amounts,
     venue_normaliser,
 )
-from nexanest.producers.normalise import NormaliseError, Normaliser, ts_ns_from_iso
+from nexanest.producers.normalise import NormaliseError, Normaliser, check_symbols, ts_ns_from_iso
 
 VENUE: Final = "COINBASE"
 CHANNELS: Final = ("matches", "heartbeat")

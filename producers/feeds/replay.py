@@ -35,6 +35,16 @@ behind it, and a broken live feed sending old data is still refused.
 Pace: ``--speed max`` (default) publishes as fast as Kafka acknowledges;
 ``--speed 1`` at the file's original pace, ``--speed N`` N times faster, by
 tick time from the first row replayed.
+
+Progress: Parquet files state their row count; a CSV file does not, and
+counting its lines first would read it twice. So while a CSV is involved the
+total is estimated (``estimate_total_rows``) from the rows read so far and the
+share of the files' bytes they took: the CSV reader cuts a file into blocks of
+``CSV_BLOCK_BYTES`` at line ends and makes one record batch of each, so a batch
+covers one block (the last one the rest of the file).
+
+Symbols: ``--symbol-map VENUE=CANONICAL,...`` renames a file's symbols (looked
+up by their upper-case form); the others keep their upper-case form.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -63,6 +73,8 @@ from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver
 from nexanest.producers.normalise import (
     NormaliseError,
     Normaliser,
+    add_symbol_map_argument,
+    check_symbols,
     decimal_e9,
     ts_ns_from_iso,
     ts_ns_from_ms,
@@ -83,6 +95,8 @@ BATCH_ROWS: Final = 10_000
 #: Rows per batch when paced, so that pacing is smooth.
 PACED_BATCH_ROWS: Final = 200
 _IDENTITY_BYTES: Final = 1 << 20
+#: The CSV reader's block: one record batch each (see "Progress" above).
+CSV_BLOCK_BYTES: Final = 4 << 20
 _CHECKPOINT_EVERY_S: Final = 0.25
 #: When paced, ticks due within this much wall time of each other go out together.
 _PACE_STEP_S: Final = 0.01
@@ -145,6 +159,8 @@ class ReplayConfig:
     #: Integer price/size/bid/ask columns hold whole "units" or are already x 1e9 ("e9").
     int_scale: str = "units"
     batch_rows: int = BATCH_ROWS
+    #: A file's symbol (upper case) -> canonical symbol; unmapped symbols keep their upper-case form.
+    symbol_map: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -190,6 +206,17 @@ def write_checkpoint(state_dir: Path, checkpoint: Checkpoint) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(final)
+
+
+def estimate_total_rows(rows_done: int, bytes_done: float, bytes_total: int) -> int | None:
+    """The rows of files of ``bytes_total`` bytes, extrapolated from the ``rows_done``
+    that took their first ``bytes_done`` bytes; None before any row is read. Never
+    below ``rows_done``; exact once every byte is read."""
+    if rows_done <= 0 or bytes_done <= 0:
+        return None
+    if bytes_done >= bytes_total:
+        return rows_done
+    return max(rows_done, round(rows_done * bytes_total / bytes_done))
 
 
 def _by_magnitude(value: int) -> int:
@@ -253,8 +280,12 @@ class ReplayFeed:
         self._unacknowledged: deque[tuple[Checkpoint, int]] = deque()
         self._checkpointed_at = 0.0
         self.current: Checkpoint | None = None
-        #: Rows of the files still to replay (known for Parquet; None while a CSV is involved).
-        self.total_rows: int | None = None
+        #: Rows of all the files when every one states its count (Parquet), else None.
+        self._known_rows: int | None = None
+        self._bytes_total = 0
+        self._sizes: dict[Path, int] = {}
+        #: The share of ``_bytes_total`` that ``rows_done`` took (see "Progress" above).
+        self._bytes_done = 0.0
         self.rows_done = 0  # rows read (including skipped by a checkpoint, and malformed)
         #: The tick-time range (ns) of the ticks yielded: what a bars refresh must cover.
         self.ts_range: tuple[int, int] | None = None
@@ -262,7 +293,9 @@ class ReplayFeed:
     async def start(self, observer: FeedObserver) -> None:
         self._observer = observer
         totals = [self._row_count(path) for path in self.config.files]
-        self.total_rows = None if None in totals else sum(t for t in totals if t is not None)
+        self._known_rows = None if None in totals else sum(t for t in totals if t is not None)
+        self._sizes = {path: path.stat().st_size for path in self.config.files}
+        self._bytes_total = sum(self._sizes.values())
         self._health.connected = True
         await observer.connected(f"{len(self.config.files)} file(s): {', '.join(str(f) for f in self.config.files)}")
 
@@ -274,6 +307,18 @@ class ReplayFeed:
 
     def health(self) -> FeedHealth:
         return self._health
+
+    @property
+    def total_rows(self) -> int | None:
+        """Rows of all the files: exact from Parquet metadata, else (a CSV among
+        them) estimated from the bytes read so far (``total_estimated``)."""
+        if self._known_rows is not None:
+            return self._known_rows
+        return estimate_total_rows(self.rows_done, self._bytes_done, self._bytes_total)
+
+    @property
+    def total_estimated(self) -> bool:
+        return self._known_rows is None
 
     @staticmethod
     def _row_count(path: Path) -> int | None:
@@ -298,12 +343,13 @@ class ReplayFeed:
         self.rows_done += start_row
         self._health.detail = f"{path.name}: from row {start_row:,}"
         if checkpoint.done:
+            self._bytes_done += self._sizes.get(path, 0)
             return
-        norm = Normaliser(c.exchange, f"replay:{identity}", None, seq_start=start_row)
+        norm = Normaliser(c.exchange, f"replay:{identity}", seq_start=start_row, renames=c.symbol_map)
         pace = _Pace(c.speed)
         row = start_row
         step = PACED_BATCH_ROWS if c.speed is not None else c.batch_rows
-        for record_batch in self._record_batches(path, start_row):
+        for record_batch, batch_bytes in self._record_batches(path, start_row):
             if self._stopping:
                 return
             for offset in range(0, record_batch.num_rows, step):
@@ -311,6 +357,7 @@ class ReplayFeed:
                 ticks = await self._convert(chunk, norm, row)
                 row += chunk.num_rows
                 self.rows_done += chunk.num_rows
+                self._bytes_done += batch_bytes * chunk.num_rows / record_batch.num_rows
                 for due in pace.groups(ticks):  # one group flat out; groups due together when paced
                     await pace.wait(due[0].ts_ns)
                     self._unacknowledged.append((checkpoint, row if due[-1] is ticks[-1] else due[-1].seq + 1))
@@ -335,9 +382,12 @@ class ReplayFeed:
             low, high = min(low, self.ts_range[0]), max(high, self.ts_range[1])
         self.ts_range = (low, high)
 
-    def _record_batches(self, path: Path, start_row: int) -> Iterator[pa.RecordBatch]:
-        """The file's record batches from ``start_row`` on, reading only the mapped columns."""
+    def _record_batches(self, path: Path, start_row: int) -> Iterator[tuple[pa.RecordBatch, float]]:
+        """The file's record batches from ``start_row`` on, reading only the mapped
+        columns, each with the bytes of the file it stands for (the rows skipped to
+        reach ``start_row`` are counted in ``_bytes_done`` here)."""
         c = self.config
+        size = path.stat().st_size
         wanted = list(dict.fromkeys(column for column in c.columns.values() if column))
         if path.suffix.lower() in (".parquet", ".pq"):
             pf = pq.ParquetFile(path)
@@ -352,11 +402,15 @@ class ReplayFeed:
                 else:
                     first += n
             skip = start_row - first
+            row_bytes = size / max(1, pf.metadata.num_rows)
+            self._bytes_done += first * row_bytes
             for batch in pf.iter_batches(batch_size=c.batch_rows, row_groups=groups, columns=columns):
+                self._bytes_done += min(skip, batch.num_rows) * row_bytes
                 if skip >= batch.num_rows:
                     skip -= batch.num_rows
                     continue
-                yield batch.slice(skip) if skip else batch
+                kept = batch.slice(skip) if skip else batch
+                yield kept, kept.num_rows * row_bytes
                 skip = 0
             return
         header = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 16))
@@ -367,20 +421,25 @@ class ReplayFeed:
         text_columns = {col: pa.string() for col in wanted if col in names}
         reader = pa_csv.open_csv(
             path,
-            read_options=pa_csv.ReadOptions(block_size=4 << 20),
+            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             convert_options=pa_csv.ConvertOptions(
                 column_types=text_columns,
                 include_columns=[col for col in wanted if col in names],
                 strings_can_be_null=True,
             ),
         )
-        skip = start_row
+        skip, read = start_row, 0.0
         try:
             for batch in reader:
+                block = min(CSV_BLOCK_BYTES, size - read)  # one block per record batch, the last one shorter
+                read += block
                 if skip >= batch.num_rows:
                     skip -= batch.num_rows
+                    self._bytes_done += block
                     continue
-                yield batch.slice(skip) if skip else batch
+                self._bytes_done += block * skip / batch.num_rows
+                kept = batch.slice(skip) if skip else batch
+                yield kept, block * kept.num_rows / batch.num_rows
                 skip = 0
         finally:
             reader.close()
@@ -543,6 +602,9 @@ class ReplayPlugin:
             help="integer price/size/bid/ask columns: whole units, or already x 1e9 (default units)",
         )
         parser.add_argument("--exchange", default="replay", help="exchange of rows without one (default replay)")
+        add_symbol_map_argument(
+            parser, "rename the file's symbols: BTCUSDT=BTC-USDT,... (default: each symbol's upper-case form)"
+        )
         parser.add_argument(
             "--state-dir",
             type=Path,
@@ -555,6 +617,7 @@ class ReplayPlugin:
         for path in args.files:
             if not path.is_file():
                 raise ValueError(f"no such file: {path}")
+        check_symbols(args.symbol_map.values(), settings.validation.symbol_pattern)
         return ReplayFeed(
             ReplayConfig(
                 files=tuple(args.files),
@@ -565,5 +628,6 @@ class ReplayPlugin:
                 exchange=args.exchange,
                 restart=args.restart,
                 int_scale=args.int_scale,
+                symbol_map=args.symbol_map,
             )
         )

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +56,13 @@ from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.retry import Backoff
 from nexanest.pipeline.settings import RetrySettings, Settings
 from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver, NullObserver
-from nexanest.producers.normalise import NormaliseError, Normaliser, decimal_e9, live_seq_start
+from nexanest.producers.normalise import (
+    NormaliseError,
+    Normaliser,
+    add_symbol_map_argument,
+    decimal_e9,
+    live_seq_start,
+)
 from nexanest.schemas.ticks import Tick
 
 _log = get_logger(__name__)
@@ -441,7 +446,7 @@ def add_venue_arguments(
     """The command line every venue feed plugin shares: ``--symbols``, ``--symbol-map``,
     ``--source`` (default: the plugin's name) and ``--url``."""
     parser.add_argument("--symbols", type=parse_symbols, required=True, help=symbols_help)
-    parser.add_argument("--symbol-map", type=parse_symbol_map, default={}, help=map_help)
+    add_symbol_map_argument(parser, map_help)
     parser.add_argument(
         "--source",
         default=name,
@@ -457,26 +462,6 @@ def parse_symbols(text: str) -> list[str]:
     if not symbols:
         raise argparse.ArgumentTypeError("give at least one symbol")
     return symbols
-
-
-def check_symbols(symbols: Iterable[str], pattern: str) -> None:
-    """Refuse canonical symbols the consumer would dead-letter (``validation.symbol_pattern``):
-    a typo in ``--symbol-map`` fails at start, not as every tick in the DLQ."""
-    matches = re.compile(pattern).fullmatch
-    refused = sorted(symbol for symbol in set(symbols) if matches(symbol) is None)
-    if refused:
-        raise ValueError(f"symbols the consumer would refuse (pattern {pattern}): {', '.join(refused)}")
-
-
-def parse_symbol_map(text: str) -> dict[str, str]:
-    """``"BTCUSDT=BTC-USDT,ETHUSDT=ETH-USDT"`` -> a dict (venue spelling upper-cased)."""
-    mapping: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        venue_symbol, sep, canonical = item.partition("=")
-        if not sep or not venue_symbol.strip() or not canonical.strip():
-            raise argparse.ArgumentTypeError(f"expected VENUE=CANONICAL, got {item!r}")
-        mapping[venue_symbol.strip().upper()] = canonical.strip()
-    return mapping
 
 
 def trade_amounts(price_text: str, size_text: str) -> tuple[int, int]:

@@ -16,11 +16,10 @@ from nexanest.producers.feeds.websocket import (
     ConnectionOptions,
     FrameResult,
     WebSocketFeed,
-    parse_symbol_map,
     parse_symbols,
     trade_amounts,
 )
-from nexanest.producers.normalise import NormaliseError
+from nexanest.producers.normalise import NormaliseError, parse_symbol_map
 from tests.producers.feeds.venue_server import FeedRun, Send, VenueServer, frames, until
 
 
