@@ -148,6 +148,46 @@ async def users(migrated: Settings, settings: Settings) -> AsyncIterator[list[uu
 
 
 @dataclass
+class AuthAccounts:
+    """Accounts of this test in the auth test database, written as its owner (the
+    role is the operator's to set there): what the notifications service asks when
+    it checks that a subscriber to operational alerts is still an admin."""
+
+    owner: asyncpg.Connection
+    made: list[uuid.UUID] = field(default_factory=list)
+
+    async def as_user(self, user: uuid.UUID, statement: str, *args: object) -> None:
+        async with self.owner.transaction():  # FORCEd row-level security binds the owner too
+            await self.owner.execute("SELECT set_config('app.user_id', $1, true)", str(user))
+            await self.owner.execute(statement, user, *args)
+
+    async def add(self, user: uuid.UUID, role: str, *, active: bool = True) -> None:
+        self.made.append(user)
+        await self.as_user(
+            user,
+            "INSERT INTO users (user_id, email, password_hash, role, is_active) VALUES ($1, $2, 'x', $3, $4)",
+            f"{user.hex}@notifications.test",
+            role,
+            active,
+        )
+
+    async def set_role(self, user: uuid.UUID, role: str) -> None:
+        await self.as_user(user, "UPDATE users SET role = $2 WHERE user_id = $1", role)
+
+
+@pytest.fixture
+async def auth_accounts(migrated: Settings) -> AsyncIterator[AuthAccounts]:
+    owner = await asyncpg.connect(migrated.postgres.auth_dsn.get_secret_value())
+    accounts = AuthAccounts(owner)
+    try:
+        yield accounts
+    finally:
+        for user in accounts.made:
+            await accounts.as_user(user, "DELETE FROM users WHERE user_id = $1")
+        await owner.close()
+
+
+@dataclass
 class Received:
     headers: dict[str, str]
     body: bytes
