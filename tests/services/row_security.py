@@ -25,7 +25,8 @@ async def unguarded_tables(conn: asyncpg.Connection, role: str) -> tuple[set[str
         "               AND NOT a.attisdropped) AS has_user_id "
         "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "   AND n.nspname NOT LIKE 'pg\\_toast%' AND NOT c.relispartition AND c.relname <> ALL($1::text[])",
+        "   AND n.nspname NOT LIKE 'pg\\_toast%' AND c.relpersistence <> 't' AND NOT c.relispartition "
+        "   AND c.relname <> ALL($1::text[])",
         sorted(NO_USER_DATA),
     )
     policies = await conn.fetch(

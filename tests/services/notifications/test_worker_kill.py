@@ -177,6 +177,6 @@ async def test_nothing_is_lost_when_the_worker_is_killed_mid_queue(
     }
     assert (depth.ready, depth.processing, depth.delayed) == (0, 0, 0)
     events = [json.loads(line) for line in (tmp_path / "worker-2.log").read_text().splitlines() if line.startswith("{")]
-    reclaimed = sum(e["reclaimed"] for e in events if e["event"] == "notification_worker_started")
-    reclaimed += sum(e["jobs"] for e in events if e["event"] == "notification_jobs_reclaimed")
+    reclaimed = sum(e["reclaimed"] for e in events if e.get("event") == "notification_worker_started")
+    reclaimed += sum(e["jobs"] for e in events if e.get("event") == "notification_jobs_reclaimed")
     assert reclaimed == in_hand, "the dead worker's jobs in hand were not all taken back"
