@@ -472,6 +472,16 @@ class ServicesSettings(BaseModel):
             "notifications_dsn": self.notifications_dsn,
         }
 
+    def notifications_auth_dsn(self) -> SecretStr:
+        """The notifications service's role on the auth database, where it asks which
+        subscribers to operational alerts are admins now (auth/0003): the user,
+        password, host and options of ``notifications_dsn`` with the database of
+        ``auth_dsn``. Derived, not set: both databases are on one PostgreSQL server
+        (the seed's layout), so a deployment needs no further secret."""
+        notifications = urlsplit(self.notifications_dsn.get_secret_value())
+        database = urlsplit(self.auth_dsn.get_secret_value()).path
+        return SecretStr(urlunsplit(notifications._replace(path=database)))
+
     def ports(self) -> dict[str, int]:
         """The port of each service, by its name in ``nexanest serve``."""
         return {
