@@ -24,7 +24,8 @@ from nexanest.pipeline.settings import RetrySettings
 from nexanest.producers.feeds.adapter import NullObserver
 from nexanest.producers.feeds.binance import BinanceConfig, BinanceFeed, BinanceParser
 from nexanest.producers.feeds.coinbase import CoinbaseConfig, CoinbaseFeed, CoinbaseParser
-from nexanest.producers.feeds.websocket import ConnectionOptions, FrameResult, VenueParser, WebSocketFeed
+from nexanest.producers.feeds.venue_parser import FrameResult, VenueParser
+from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
 from nexanest.producers.normalise import Normaliser
 
 T0_MS = 1_764_547_200_000

@@ -33,7 +33,8 @@ from nexanest.pipeline.db import ns_to_datetime
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.feed_runner import run_feed
 from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver
-from nexanest.producers.feeds.replay import file_identity, read_checkpoint
+from nexanest.producers.feeds.replay_checkpoints import read_checkpoint
+from nexanest.producers.feeds.replay_files import file_identity
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed, symbol_names
 from nexanest.schemas.ticks import Tick
 from tests.nexanest_cli import run_nexanest, spawn_nexanest

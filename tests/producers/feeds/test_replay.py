@@ -14,18 +14,14 @@ import pytest
 
 from nexanest.cli.feed import feed_parser
 from nexanest.pipeline.settings import Settings
-from nexanest.producers.feeds import registry
-from nexanest.producers.feeds import replay as replay_module
+from nexanest.producers.feeds import registry, replay_files
 from nexanest.producers.feeds.adapter import FeedAdapter
-from nexanest.producers.feeds.replay import (
-    ReplayConfig,
-    ReplayFeed,
-    estimate_total_rows,
-    file_identity,
-    parse_columns,
-    parse_speed,
-    read_checkpoint,
-)
+from nexanest.producers.feeds.replay import ReplayConfig, ReplayFeed
+from nexanest.producers.feeds.replay_checkpoints import Checkpoint, read_checkpoint, write_checkpoint
+from nexanest.producers.feeds.replay_columns import parse_columns
+from nexanest.producers.feeds.replay_files import file_identity
+from nexanest.producers.feeds.replay_pace import parse_speed
+from nexanest.producers.feeds.replay_progress import estimate_total_rows
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed, interval_ns
 from nexanest.schemas.ticks import Tick
 
@@ -244,7 +240,7 @@ async def test_csv_progress_estimates_the_total_from_the_bytes_read(
 ) -> None:
     """A CSV has no row count: the total (for the progress bar's ETA) is extrapolated
     from the bytes the rows read so far took, close from the first block on, exact at the end."""
-    monkeypatch.setattr(replay_module, "CSV_BLOCK_BYTES", 32 << 10)  # many blocks from a small file
+    monkeypatch.setattr(replay_files, "CSV_BLOCK_BYTES", 32 << 10)  # many blocks from a small file
     count = 20_000
     path = tmp_path / "t.csv"
     lines = (f"{1_700_000_000 + i},S{i % 7},{100 + i % 977}.{i % 100:02d},{1 + i % 13}" for i in range(count))
@@ -266,7 +262,7 @@ async def test_csv_progress_estimates_the_total_from_the_bytes_read(
     saved = read_checkpoint(tmp_path / "state", file_identity(path))
     assert saved is not None
     resumed = ReplayFeed(ReplayConfig(files=(path,), state_dir=tmp_path / "resume", columns=parse_columns("")))
-    replay_module.write_checkpoint(tmp_path / "resume", replay_module.Checkpoint(saved.identity, str(path), count // 2))
+    write_checkpoint(tmp_path / "resume", Checkpoint(saved.identity, str(path), count // 2))
     await resumed.start(Observer())
     batches = [b async for b in resumed.ticks()]
     assert batches[0][0].seq == count // 2
