@@ -5,7 +5,8 @@ the built-ins and any installed user package alike. ``feed run`` parses in two
 steps: ``NAME`` first, then the rest with the options that feed's plugin adds,
 so each feed has its own ``--help``. A progress display reads the adapter's
 health: a rich progress bar (rows, rate, ETA) on a terminal, a plain line every
-few seconds otherwise.
+few seconds otherwise. A CSV replay's total, and so its ETA, is estimated from
+the bytes read (``ReplayFeed.total_rows``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def register(commands: Commands) -> None:
         "run",
         help="run one feed adapter until it ends or Ctrl-C",
         description="Run feed NAME; its options follow the name (`nexanest feed run NAME --help`). "
-        "Live feeds publish to kafka.ticks_topic, backfills (replay) to kafka.backfill_topic.",
+        "Live feeds publish to kafka.ticks_topic, backfills (replay, synthetic history) to kafka.backfill_topic.",
     )
     run.add_argument("name", metavar="NAME", help="the feed (see `nexanest feed list`)")
     run.add_argument("options", nargs=argparse.REMAINDER, help="the feed's own options")
@@ -121,7 +122,8 @@ def _iso(ns: int) -> str:
 
 
 def _done_and_total(adapter: Any) -> tuple[int, int | None, str]:
-    """What to count: rows of a file replay (known total), else ticks."""
+    """What to count: rows of a file replay (their total exact from Parquet,
+    estimated from the bytes read for CSV: ``total_estimated``), else ticks."""
     rows = getattr(adapter, "rows_done", None)
     if rows is not None:
         return int(rows), getattr(adapter, "total_rows", None), "rows"
@@ -170,7 +172,8 @@ async def show_progress(adapter: Any) -> None:
         rate = (done - last) / max(now - last_at, 1e-9)
         last, last_at = done, now
         eta = f", ETA {(total - done) / rate:,.0f}s" if total is not None and rate > 0 else ""
-        of = f"/{total:,}" if total is not None else ""
+        about = "~" if getattr(adapter, "total_estimated", False) else ""
+        of = f"/{about}{total:,}" if total is not None else ""
         health = adapter.health()
         print(
             f"... {adapter.name}: {done:,}{of} {unit} ({rate:,.0f}/s{eta}), rejected {health.rejected:,}",

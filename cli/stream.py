@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from nexanest.cli.arguments import non_negative_float, positive_int, source_tag
-from nexanest.cli.runtime import EXIT_OK, Commands
+from nexanest.cli.runtime import EXIT_OK, EXIT_USAGE, Commands
 from nexanest.pipeline.settings import MetricsComponent, MetricsSettings, Settings
 from nexanest.producers.feeds.synthetic import interval_ns
 
@@ -96,25 +95,23 @@ def _add_synthetic_args(p: argparse.ArgumentParser, *, default_rate: float) -> N
         "--tick-interval",
         type=interval_ns,
         default=None,
-        help="tick time between ticks, e.g. 1s or 250ms (default 1/rate); with --rate 0, history in seconds",
+        help="tick time between ticks, e.g. 1s or 250ms (default 1/rate); a run that would reach the future is "
+        "refused (history: `nexanest feed run synthetic --end-now`)",
     )
     p.add_argument(
         "--source",
         type=source_tag,
         default=None,
         help="the source tag stored with every tick; (source, seq) names a tick, so by default each run gets "
-        "its own, synthetic-<UTC start time>-<4 hex> (printed at start; `nexanest verify --source` takes it)",
+        "its own, synthetic-<UTC start time>-<4 hex> (printed at start; `nexanest verify --source` takes it); "
+        "a given tag may be reused: seq then starts at the clock's ns, past any earlier run's",
     )
 
 
-def run_source() -> str:
-    """A source tag of this run: seq starts at 0 every run, so runs must not share one."""
-    return f"synthetic-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
-
-
 def synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> SyntheticConfig:
-    from nexanest.producers.feeds.synthetic import SyntheticConfig
+    from nexanest.producers.feeds.synthetic import SyntheticConfig, run_identity
 
+    source, seq_start = run_identity(args.source)
     return SyntheticConfig(
         symbols=args.symbols,
         rate=args.rate,
@@ -122,10 +119,27 @@ def synthetic_config(args: argparse.Namespace, *, paced: bool = True) -> Synthet
         duration_s=getattr(args, "duration", None),
         seed=args.seed,
         start_ns=getattr(args, "start_ns", None),
-        source=args.source or run_source(),
+        source=source,
         paced=paced,
         tick_interval_ns=args.tick_interval,
+        seq_start=seq_start,
     )
+
+
+def live_config(settings: Settings, args: argparse.Namespace) -> SyntheticConfig | None:
+    """``synthetic_config`` for the live ticks topic, or None (the reason printed)
+    when the consumer would refuse the run's ticks for their time: history
+    belongs to `feed run synthetic` and the backfill topic."""
+    from nexanest.producers.feeds.synthetic import check_tick_times
+
+    config = synthetic_config(args)
+    v = settings.validation
+    try:
+        check_tick_times(config, time.time_ns(), max_future_s=v.max_future_s, max_past_s=v.max_past_s)
+    except ValueError as exc:
+        print(f"nexanest {args.command}: {exc}", file=sys.stderr)
+        return None
+    return config
 
 
 async def produce(settings: Settings, config: SyntheticConfig, stop: asyncio.Event) -> int:
@@ -181,7 +195,9 @@ async def produce(settings: Settings, config: SyntheticConfig, stop: asyncio.Eve
 
 
 async def cmd_produce(settings: Settings, args: argparse.Namespace, stop: asyncio.Event) -> int:
-    config = synthetic_config(args)
+    config = live_config(settings, args)
+    if config is None:
+        return EXIT_USAGE
     print(f"source {config.source}", file=sys.stderr, flush=True)
     started = time.monotonic()
     progress = asyncio.create_task(_progress(stop, "published", "nexanest_producer_ticks_total"))
@@ -224,7 +240,9 @@ async def cmd_run(settings: Settings, args: argparse.Namespace, stop: asyncio.Ev
     from nexanest.pipeline.sinks.redis_quotes import read_quote
     from nexanest.producers.feeds.synthetic import symbol_names
 
-    config = synthetic_config(args)
+    config = live_config(settings, args)
+    if config is None:
+        return EXIT_USAGE
     print(
         f"running: synthetic feed ({args.symbols} symbols, {args.rate:g} ticks/s, source {config.source}) -> Kafka "
         f"{settings.kafka.ticks_topic} -> TimescaleDB stock_prices + Redis quotes. Ctrl-C to stop.",

@@ -7,6 +7,8 @@ pipeline's hot path never reads them."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from pydantic import BaseModel, Field, SecretStr
 
 from nexanest.pipeline.errors import ConfigurationError
@@ -159,6 +161,16 @@ class ServicesSettings(BaseModel):
             "analytics_timescale_dsn": self.analytics_timescale_dsn,
             "notifications_dsn": self.notifications_dsn,
         }
+
+    def notifications_auth_dsn(self) -> SecretStr:
+        """The notifications service's role on the auth database, where it asks which
+        subscribers to operational alerts are admins now (auth/0003): the user,
+        password, host and options of ``notifications_dsn`` with the database of
+        ``auth_dsn``. Derived, not set: both databases are on one PostgreSQL server
+        (the seed's layout), so a deployment needs no further secret."""
+        notifications = urlsplit(self.notifications_dsn.get_secret_value())
+        database = urlsplit(self.auth_dsn.get_secret_value()).path
+        return SecretStr(urlunsplit(notifications._replace(path=database)))
 
     def ports(self) -> dict[str, int]:
         """The port of each service, by its name in ``nexanest serve``."""

@@ -27,10 +27,11 @@ the adapter passes to ``FeedObserver.malformed`` with a sample of the input.
 
 from __future__ import annotations
 
+import argparse
 import calendar
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -156,27 +157,68 @@ def ts_ns_from_iso(text: str) -> int:
     return _int64(seconds * _NS_PER_S + fraction, "timestamp")
 
 
+def parse_symbol_map(text: str) -> dict[str, str]:
+    """``"BTCUSDT=BTC-USDT,ETHUSDT=ETH-USDT"`` -> a dict (venue spelling upper-cased):
+    the ``--symbol-map`` option of every feed that has one."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        venue_symbol, sep, canonical = item.partition("=")
+        if not sep or not venue_symbol.strip() or not canonical.strip():
+            raise argparse.ArgumentTypeError(f"expected VENUE=CANONICAL, got {item!r}")
+        mapping[venue_symbol.strip().upper()] = canonical.strip()
+    return mapping
+
+
+def add_symbol_map_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--symbol-map VENUE=CANONICAL,...`` (``parse_symbol_map``; default: no renames)."""
+    parser.add_argument(
+        "--symbol-map", type=parse_symbol_map, default={}, metavar="VENUE=CANONICAL,...", help=help_text
+    )
+
+
+def check_symbols(symbols: Iterable[str], pattern: str) -> None:
+    """Refuse canonical symbols the consumer would dead-letter (``validation.symbol_pattern``):
+    a typo in ``--symbol-map`` fails at start, not as every tick in the DLQ."""
+    matches = re.compile(pattern).fullmatch
+    refused = sorted(symbol for symbol in set(symbols) if matches(symbol) is None)
+    if refused:
+        raise ValueError(f"symbols the consumer would refuse (pattern {pattern}): {', '.join(refused)}")
+
+
 class Normaliser:
     """One adapter run's normalisation state: its venue, source, symbol map and sequence.
 
     ``symbols`` maps the venue's spelling to the canonical symbol
     (``{"BTCUSDT": "BTC-USDT"}``); a venue symbol missing from it is not
     subscribed, and ``symbol`` returns ``None``. Without a map, a symbol is its
-    upper-case form (when it fits the column). ``seq_start`` is the first
+    upper-case form (when it fits the column). ``renames`` is the map of a
+    source whose symbols are not known up front (a file): each symbol's
+    upper-case form is looked up in it, and one not there keeps that form. ``seq_start`` is the first
     sequence number: ``live_seq_start()`` for a live feed, the row number for a
     file replay (see the module docstring).
     """
 
-    __slots__ = ("_next_seq", "_symbols", "source", "venue")
+    __slots__ = ("_next_seq", "_renames", "_symbols", "source", "venue")
 
-    def __init__(self, venue: str, source: str, symbols: Mapping[str, str] | None = None, seq_start: int = 0) -> None:
+    def __init__(
+        self,
+        venue: str,
+        source: str,
+        symbols: Mapping[str, str] | None = None,
+        seq_start: int = 0,
+        *,
+        renames: Mapping[str, str] | None = None,
+    ) -> None:
         if not venue or not source:
             raise ValueError("venue and source must be non-empty")
         if seq_start < 0:
             raise ValueError("seq_start must be >= 0")
         self.venue = venue
         self.source = source
+        if symbols is not None and renames:
+            raise ValueError("a closed symbol map (symbols) or renames, not both")
         self._symbols = dict(symbols) if symbols is not None else None
+        self._renames = dict(renames or {})
         self._next_seq = seq_start
 
     def symbol(self, venue_symbol: str) -> str | None:
@@ -185,7 +227,8 @@ class Normaliser:
             return self._symbols.get(venue_symbol)
         if not venue_symbol or len(venue_symbol) > MAX_SYMBOL_CHARS or "\x00" in venue_symbol:
             return None
-        return venue_symbol.upper()
+        upper = venue_symbol.upper()
+        return self._renames.get(upper, upper)
 
     def next_seq(self) -> int:
         """The next sequence number of this run (strictly increasing)."""

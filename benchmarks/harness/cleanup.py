@@ -1,6 +1,7 @@
 """The scratch database a run writes into, and removing everything a run created.
 
-    python -m benchmarks.harness.cleanup RUN_ID     # what an interrupted run left behind
+    python -m benchmarks.harness.cleanup RUN_ID [PORT]   # what an interrupted run left behind
+                                                         # (PORT: the cluster of its scratch database)
 
 Everything a run creates carries its run id (``harness.run``): the scratch
 database ``nexanest_bench_<run>``, topics ``bench.<run>.*``, consumer groups
@@ -43,11 +44,11 @@ def scratch_database(run_id: str) -> str:
     return f"nexanest_bench_{run_id}"
 
 
-def superuser_sql(settings: Settings, database: str, *statements: str) -> str:
-    """Run ``statements`` (each its own ``-c``, so outside a transaction block) as
-    the cluster superuser over deploy/local's unix socket (peer authentication,
-    hence ``runuser``): the owner role may not CREATE DATABASE or extensions."""
-    port = urlsplit(settings.timescale.admin_dsn.get_secret_value()).port or 5433
+def superuser_sql(settings: Settings, database: str, *statements: str, port: int | None = None) -> str:
+    """Run ``statements`` (each its own ``-c``, so outside a transaction block) as the superuser
+    of the cluster on ``port`` (the admin DSN's by default) over deploy/local's unix socket (peer
+    authentication, hence ``runuser``): the owner role may not CREATE DATABASE or extensions."""
+    port = port or urlsplit(settings.timescale.admin_dsn.get_secret_value()).port or 5433
     argv = [shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
     argv += ["-h", str(state_dir() / "run"), "-p", str(port), "-U", "postgres", "-d", database]
     argv += [a for s in statements for a in ("-c", s)]
@@ -59,18 +60,19 @@ def superuser_sql(settings: Settings, database: str, *statements: str) -> str:
     return done.stdout
 
 
-async def prepare_database(settings: Settings, run_id: str) -> tuple[Settings, list[str]]:
+async def prepare_database(settings: Settings, run_id: str, port: int | None = None) -> tuple[Settings, list[str]]:
     """An empty database with the extension, owned by the owner role, usable by the
     ingest role, with the project's migrations applied (as ``nexanest migrate``
-    applies them): ``settings`` pointing into it, and the migrations."""
+    applies them): ``settings`` pointing into it, and the migrations. ``port``: as
+    ``superuser_sql``'s (a cluster whose DSN lists several hosts)."""
     db, ts = scratch_database(run_id), settings.timescale
     owner, ingest = (urlsplit(d.get_secret_value()).username or "" for d in (ts.admin_dsn, ts.dsn))
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", r) for r in (owner, ingest)):
         raise RuntimeError(f"unexpected role names in the TimescaleDB DSNs: {owner!r}, {ingest!r}")
-    superuser_sql(settings, "postgres", f'CREATE DATABASE "{db}" OWNER "{owner}"')
+    superuser_sql(settings, "postgres", f'CREATE DATABASE "{db}" OWNER "{owner}"', port=port)
     extension = "CREATE EXTENSION IF NOT EXISTS timescaledb"
     grant = f'GRANT CONNECT ON DATABASE "{db}" TO "{ingest}"'
-    superuser_sql(settings, db, "SET client_min_messages = warning", extension, grant)
+    superuser_sql(settings, db, "SET client_min_messages = warning", extension, grant, port=port)
 
     def inside(dsn: SecretStr) -> SecretStr:
         return SecretStr(urlunsplit(urlsplit(dsn.get_secret_value())._replace(path="/" + db)))
@@ -93,8 +95,9 @@ async def patiently(report: dict[str, Any], what: str, step: Callable[[], Awaita
             await asyncio.sleep(2)
 
 
-async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
-    """Remove everything run ``run_id`` created; report what was removed."""
+async def clean_up(base: Settings, run_id: str, port: int | None = None) -> dict[str, Any]:
+    """Remove everything run ``run_id`` created (its scratch database on the cluster of ``port``,
+    as ``superuser_sql``'s); report what was removed."""
     if not RUN_ID.fullmatch(run_id):
         raise ValueError(f"{run_id!r} is not a benchmark run id (a letter and 8 hex digits)")
     report: dict[str, Any] = {}
@@ -131,8 +134,8 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
 
     try:
         db = scratch_database(run_id)
-        if superuser_sql(base, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip():
-            superuser_sql(base, "postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if superuser_sql(base, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{db}'", port=port).strip():
+            superuser_sql(base, "postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', port=port)
             report["scratch_database_dropped"] = db
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         report.setdefault("failed", []).append(f"scratch database: {exc}")
@@ -142,10 +145,11 @@ async def clean_up(base: Settings, run_id: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    if len(sys.argv) != 2 or not RUN_ID.fullmatch(sys.argv[1]):
+    run_id, *port = sys.argv[1:] or [""]
+    if not RUN_ID.fullmatch(run_id) or len(port) > 1 or not all(p.isdigit() for p in port):
         print(__doc__, file=sys.stderr)
         return 2
-    report = uvloop.run(clean_up(load_settings(), sys.argv[1]))
+    report = uvloop.run(clean_up(load_settings(), run_id, int(port[0]) if port else None))
     print(json.dumps(report, indent=2))
     return 1 if report.get("failed") else 0
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
-ROOT = BENCHMARKS.parent
 RESULTS_DIR = BENCHMARKS / "results"
 RESULTS_MD = BENCHMARKS / "RESULTS.md"
 RUNS_MARKER = "<!-- runs: newest first; the suite inserts each new run below this line -->\n"

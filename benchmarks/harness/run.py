@@ -1,4 +1,4 @@
-"""One benchmark run: its names, settings and count checks, and ``main``, the frame every scenario runs in.
+"""One benchmark run: its names, settings and count checks, and ``main``, the frame every benchmark runs in.
 
 Everything a run creates carries its run id (a letter and 8 hex digits), so
 ``harness.cleanup`` finds it and touches nothing else: the scratch database
@@ -29,10 +29,11 @@ import uvloop
 
 from benchmarks.harness import report
 from benchmarks.harness.cleanup import clean_up, patiently, prepare_database
-from benchmarks.harness.sampling import machine, restarted, service_identities
+from benchmarks.harness.sampling import host, machine, restarted, service_identities
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.runner import IngestStats
 from nexanest.pipeline.settings import KafkaSettings, LogSettings, Settings, load_settings, namespace_environment
+from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from nexanest.schemas.ticks import Tick
@@ -84,6 +85,8 @@ class Run:
     base: Settings
     letter: str = "s"
     run_id: str = ""
+    symbols: int = 300
+    seed: int = 1
     sources: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
@@ -124,6 +127,20 @@ class Run:
         update |= {"consumer": b.consumer.model_copy(update=consumer)}
         return b.model_copy(update=update)
 
+    def feed(self, ticks: int, source: str, start_ns: int, rate: float = 100_000) -> SyntheticConfig:
+        """``feed_config`` with this run's ``--symbols`` and ``--seed``."""
+        return feed_config(ticks, self.symbols, self.seed, source, start_ns, rate)
+
+    async def backlog(
+        self, name: str, ticks: int, start_ns: int, partitions: int | None = None, **consumer: object
+    ) -> tuple[Settings, str]:
+        """A topic, source and settings of ``name``'s own, with its feed published before any
+        consumer starts, every tick acknowledged (checked)."""
+        settings, source = self.settings(name, self.topic(name), partitions, **consumer), self.source(name)
+        published, _ = await publish(settings.kafka, self.feed(ticks, source, start_ns), source)
+        self.check(name, "ticks acknowledged by Kafka", ticks, published)
+        return settings, source
+
     @staticmethod
     def env(settings: Settings, **extra: str) -> dict[str, str]:
         """Environment of a ``nexanest`` subprocess running with ``settings`` (DSNs stay off its command line)."""
@@ -147,10 +164,13 @@ class Run:
             await conn.close()
 
     async def stored_once(self, scenario: str, source: str, ticks: int, *, strict: bool = False) -> bool:
-        """Whether every tick of ``source`` is stored once: rows = distinct seq = ticks, seqs 0 .. ticks-1."""
+        """Whether every tick of ``source`` is stored once: rows = distinct seq = ticks, seqs
+        consecutive from the first (0 in process; a `produce synthetic --source` run counts
+        from the clock's ns, so that a reused tag never repeats a seq)."""
         query = "SELECT count(*), count(DISTINCT source_seq), min(source_seq), max(source_seq) FROM stock_prices"
         found = tuple(await self.sql(f"{query} WHERE source = $1", source, method="fetchrow"))
-        expected = (ticks, ticks, 0, ticks - 1)
+        first = found[2] if isinstance(found[2], int) else 0
+        expected = (ticks, ticks, first, first + ticks - 1)
         return self.check(scenario, "rows, distinct seq, first and last seq", expected, found, strict=strict)
 
     async def scratch_table(self, conn: asyncpg.Connection, name: str, *, only_index: str = "") -> str:
@@ -171,6 +191,36 @@ class Run:
         if only_index:
             await conn.execute(f"CREATE INDEX ON {table} ({only_index})")
         return table
+
+
+async def db_clock(conn: asyncpg.Connection, source: str) -> dict[str, Any]:
+    """Rows of ``source`` whose transaction started before the last one ÷ (start of the last - start of
+    the first), on the database's clock (``ingested_at`` is a row's transaction start): a subprocess's
+    rate without its start-up and idle exit."""
+    clock = "SELECT min(ingested_at), max(ingested_at), count(DISTINCT ingested_at) FROM stock_prices WHERE source = $1"
+    first, last, transactions = await conn.fetchrow(clock, source)
+    if transactions < 2:
+        raise RuntimeError(f"{source}: {transactions} transaction(s) give no window: use more --ticks")
+    window = (last - first).total_seconds()
+    before = "SELECT count(*) FROM stock_prices WHERE source = $1 AND ingested_at < $2"
+    return {"ticks_per_s": await conn.fetchval(before, source, last) / window, "window_s": window}
+
+
+async def copy_in_turns(
+    conn: asyncpg.Connection, tables: Mapping[str, str], ticks: Sequence[Tick], batch_rows: int, partitions: int
+) -> dict[str, list[float]]:
+    """The ticks by binary COPY (the sink's encoder, one transaction a batch) into every table, each batch
+    into all of them in rotating order: the seconds of each COPY, per table."""
+    seconds: dict[str, list[float]] = {name: [] for name in tables}
+    for n, first in enumerate(range(0, len(ticks), batch_rows)):
+        batch = enumerate(ticks[first : first + batch_rows], first)
+        data = StockPriceCopyEncoder().encode([(t, i % partitions, i) for i, t in batch])
+        for name in rotated(list(tables), n):
+            began = time.perf_counter()
+            async with conn.transaction():
+                await conn.copy_to_table(tables[name], source=data, columns=list(COPY_COLUMNS), format="binary")
+            seconds[name].append(time.perf_counter() - began)
+    return seconds
 
 
 async def explain(conn: asyncpg.Connection, sql: str, *params: object) -> dict[str, float]:
@@ -228,43 +278,82 @@ def as_json(result: dict[str, Any]) -> str:
 
 
 async def _execute(scenario: ModuleType, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    run = Run(load_settings(), name[0])
-    base, log = run.base, report.log(name)
+    """Measure in the frame: machine facts, and for a benchmark that uses the services (``SERVICES``,
+    the default) a scratch database (on the cluster ``scenario.cluster(base)`` names, if it has one),
+    service restarts and the clean-up."""
+    run = Run(load_settings(), name[0], symbols=args.symbols, seed=args.seed)
+    log, services = report.log(name), getattr(scenario, "SERVICES", True)
+    started, started_at, base = time.monotonic(), datetime.now(UTC), run.base
+    out = {"benchmark": name, "run_id": run.run_id, "command": args.command_line}
+    out |= {"mode": "quick" if args.quick else "full", "started_at": started_at.isoformat(timespec="seconds")}
+    if not services:
+        facts, measured = host(), await scenario.measure(run, args)
+        out |= {"duration_s": round(time.monotonic() - started, 1)}
+        out |= {"machine": facts | {"load_avg_at_end": os.getloadavg()}}
+        return {**out, **measured, "checks": run.checks, "cleanup": {}}
     log(f"run {run.run_id}; if interrupted: python -m benchmarks.harness.cleanup {run.run_id}")
-    started, started_at = time.monotonic(), datetime.now(UTC)
-    host, before = await machine(base), await service_identities(base)
+    host_, before = await machine(base), await service_identities(base)
+    cluster, port = await scenario.cluster(base) if hasattr(scenario, "cluster") else (base, None)
     migrations: list[str] = []
     try:
-        run.base, migrations = await prepare_database(base, run.run_id)
+        run.base, migrations = await prepare_database(cluster, run.run_id, port)
         measured = await scenario.measure(run, args)
     finally:
         log("cleaning up")
-        cleanup = await clean_up(base, run.run_id)
+        cleanup = await clean_up(cluster, run.run_id, port)
     after = await patiently(cleanup, "service identities", lambda: service_identities(base)) or {}
-    database = run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1]
-    out = {"benchmark": name, "run_id": run.run_id, "command": args.command_line}
-    out |= {"mode": "quick" if args.quick else "full"}
-    out |= {"started_at": started_at.isoformat(timespec="seconds"), "duration_s": round(time.monotonic() - started, 1)}
-    out |= {"machine": host | {"load_avg_at_end": os.getloadavg()}, "restarted": restarted(before, after)}
+    database = run.base.timescale.dsn.get_secret_value().rsplit("/", 1)[-1].split("?")[0]
+    out |= {"duration_s": round(time.monotonic() - started, 1), "restarted": restarted(before, after)}
+    out |= {"machine": host_ | {"load_avg_at_end": os.getloadavg()}}
     out |= {"scratch": {"database": database, "migrations": migrations}}
     return {**out, **measured, "checks": run.checks, "cleanup": cleanup}
 
 
+def _shown(value: object) -> str:
+    """An option's value as the command line takes it (thousands separated)."""
+    return ",".join(map(str, value)) if isinstance(value, list) else f"{value:,}" if type(value) is int else f"{value}"
+
+
+def parse_args(scenario: ModuleType, argv: Sequence[str]) -> argparse.Namespace:
+    """The frame's options and ``scenario.OPTIONS`` (name: (default, default under ``--quick`` or None,
+    help); the type is the default's, a list one of comma-separated ints), each unset one at its default
+    (``--quick``'s where it has one); ``parameters``: all of them, as the result records them."""
+    parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--symbols", type=int, default=getattr(scenario, "SYMBOLS", 300), help="symbols in the feed (%(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=getattr(scenario, "SEED", 1), help="seed of the synthetic feed (%(default)s)"
+    )
+    parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
+    options: dict[str, tuple[Any, Any, str]] = getattr(scenario, "OPTIONS", {})
+    for key, (full, quick, what) in options.items():
+        flag, kind = "--" + key.replace("_", "-"), type(full)
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=what)
+            continue
+        shown = _shown(full) + ("" if quick is None else f"; quick {_shown(quick)}")
+        parse = (lambda s: [int(x) for x in s.split(",") if x]) if kind is list else kind
+        parser.add_argument(flag, type=parse, help=f"{what} ({shown})")
+    quick = ", ".join(f"{k} {_shown(q)}" for k, (_, q, _) in options.items() if q is not None)
+    parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", quick or "(no effect)"))
+    args = parser.parse_args(argv)
+    for key, (full, quick_value, _) in options.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick_value if args.quick and quick_value is not None else full)
+    args.parameters = {k: getattr(args, k) for k in ("symbols", "seed", *options)}
+    return args
+
+
 def main(module: str) -> int:
-    """Run a scenario module: its ``options(parser)`` adds its options, ``measure(run,
-    args)`` measures in the scratch database, ``markdown(result)`` (``as_json`` if it
-    has none) renders its section, ``QUICK`` says what ``--quick`` changes. Exit 0
-    when every count check passed and nothing failed."""
+    """Run a benchmark module: ``OPTIONS`` are its options (beside ``--quick``, ``--symbols``,
+    ``--seed`` and ``--update-results``), ``measure(run, args)`` measures (in the scratch database
+    unless ``SERVICES`` is False), ``markdown(result)`` (``as_json`` if it has none) renders its
+    section, which ``report.save`` writes with the JSON. Exit 0 when every count check passed and
+    nothing failed."""
     scenario = sys.modules[module]
     path = scenario.__spec__.name if scenario.__spec__ else module
-    name = path.rsplit(".", 1)[-1]
-    parser = argparse.ArgumentParser(description=scenario.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=getattr(scenario, "QUICK", "(no effect)"))
-    parser.add_argument("--symbols", type=int, default=300, help="symbols in the feed (300)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic feed (1)")
-    parser.add_argument("--update-results", action="store_true", help="also into RESULTS.md (a quiet machine's run)")
-    scenario.options(parser)
-    args = parser.parse_args()
+    name, args = path.rsplit(".", 1)[-1], parse_args(scenario, sys.argv[1:])
     configure_logging(LogSettings(level="warning"))
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
     args.command_line = shlex.join([python, "-m", path, *sys.argv[1:]])  # how this run was started
@@ -273,6 +362,7 @@ def main(module: str) -> int:
     except BenchError as exc:
         report.log(name)(f"FAILED: {exc}")
         return 1
+    result["parameters"] = args.parameters | result.get("parameters", {})
     report.save(name, result, getattr(scenario, "markdown", as_json)(result), args)
     failed = result.get("errors") or result["cleanup"].get("failed") or not all(c["ok"] for c in result["checks"])
     return 1 if failed else 0

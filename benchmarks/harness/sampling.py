@@ -93,12 +93,14 @@ class Processes:
     while they run; killed by their own pids on a timeout, an error or a
     cancellation. Output goes to files, so a chatty child never blocks on a pipe."""
 
-    def __init__(self, argvs: Sequence[Sequence[str]], env: Mapping[str, str], interval_s: float = 0.05) -> None:
+    def __init__(
+        self, argvs: Sequence[Sequence[str]], env: Mapping[str, str], interval_s: float = 0.05, cwd: Path = ROOT
+    ) -> None:
         self.interval_s = interval_s
         self.procs = []
         for argv in argvs:
             files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())  # noqa: SIM115 - Proc.reap closes them
-            popen = subprocess.Popen(list(argv), env=dict(env), cwd=ROOT, stdout=files[0], stderr=files[1])
+            popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=files[0], stderr=files[1])
             self.procs.append(Proc(popen, files))
 
     async def wait(self, timeout_s: float) -> list[Proc]:
@@ -163,7 +165,8 @@ def observed(*children: Any) -> Iterator[list[tuple[array[float], array[float]]]
             del child.observe
 
 
-KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
+KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 _SHOW = {"postgresql": "server_version", "timescaledb_license": "timescaledb.license"}
 _SHOW |= {name: name for name in ("synchronous_commit", "shared_buffers", "max_wal_size")}
 
@@ -180,9 +183,17 @@ async def _server(settings: Settings) -> tuple[asyncpg.Record, dict[str, Any]]:
         await redis.aclose()
 
 
+def host() -> dict[str, Any]:
+    """Cores, memory, CPU, Python and load: the facts of a run that uses no service."""
+    meminfo, cpuinfo = (Path(f"/proc/{name}").read_text() for name in ("meminfo", "cpuinfo"))
+    cpu = next((ln.split(":")[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), platform.processor())
+    memory = round(int(meminfo.split()[meminfo.split().index("MemTotal:") + 1]) / 2**20, 1)
+    facts = {"cores": os.cpu_count(), "memory_gib": memory, "cpu": cpu, "python": platform.python_version()}
+    return facts | {"load_avg_at_start": os.getloadavg()}
+
+
 async def machine(settings: Settings) -> dict[str, Any]:
-    """Cores, memory, versions and database settings, once at the start of a run."""
-    meminfo, cpuinfo = (Path(f"/proc/{name}").read_text() for name in ("meminfo", "cpuinfo"))  # noqa: ASYNC240 - /proc
+    """``host`` and the services' versions and database settings, once at the start of a run."""
     conn = await asyncpg.connect(settings.timescale.admin_dsn.get_secret_value())
     try:
         shown = {key: await conn.fetchval(f"SHOW {name}") for key, name in _SHOW.items()}
@@ -191,18 +202,18 @@ async def machine(settings: Settings) -> dict[str, Any]:
         await conn.close()
     status = await asyncio.create_subprocess_exec(str(KAFKA_SH), "status", stdout=asyncio.subprocess.PIPE)
     words = [*(await status.communicate())[0].decode().split(), "version", "unknown"]
-    return shown | {
-        "cores": os.cpu_count(),
-        "memory_gib": round(int(meminfo.split()[meminfo.split().index("MemTotal:") + 1]) / 2**20, 1),
-        "cpu": next(
-            (ln.split(":")[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), platform.processor()
-        ),
-        "python": platform.python_version(),
-        "load_avg_at_start": os.getloadavg(),
-        "kafka": words[words.index("version") + 1],
-        "redis": (await _server(settings))[1]["redis_version"],
-        "timescaledb": ext,
-    }
+    redis = (await _server(settings))[1]["redis_version"]
+    return host() | shown | {"kafka": words[words.index("version") + 1], "redis": redis, "timescaledb": ext}
+
+
+def cpu_s(pid: int, *, reaped_children: bool = True) -> float | None:
+    """utime + stime (+ the children it has waited for) of a live process, in seconds (/proc)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    f = text[text.rfind(")") + 2 :].split()
+    return None if f[0] == "Z" else sum(int(x) for x in f[11 : 15 if reaped_children else 13]) / CLK_TCK
 
 
 def state_dir() -> Path:

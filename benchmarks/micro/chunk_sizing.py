@@ -11,14 +11,12 @@ apart). Then chunks, sizes, and the users' queries (``time_queries``).
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from benchmarks.harness.run import Run, feed_config, main, rotated, time_queries
-from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
+from benchmarks.harness.run import Run, copy_in_turns, main, time_queries
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 
 QUERIES = {
@@ -38,25 +36,16 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     intervals = [s.strip() for s in args.intervals.split(",") if s.strip()]
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours)
     start_ns, rate = int(start.timestamp()) * 10**9, args.ticks / args.hours / 3600
-    feed = feed_config(args.ticks, args.symbols, args.seed, run.source("chunks"), start_ns, rate)
-    ticks, p = list(SyntheticFeed(feed).generate()), run.base.kafka.partitions
+    feed = run.feed(args.ticks, run.source("chunks"), start_ns, rate)
+    ticks = list(SyntheticFeed(feed).generate())
     tables = {iv: f"bench_{run.run_id}_{i}" for i, iv in enumerate(intervals)}
-    copy_s, tail_s = dict.fromkeys(intervals, 0.0), dict.fromkeys(intervals, 0.0)
-    tail_from = (len(ticks) - len(ticks) // 10) // args.batch_rows * args.batch_rows  # the last 10% of batches
+    tail_from = (len(ticks) - len(ticks) // 10) // args.batch_rows  # the last 10% of batches
     conn = await asyncpg.connect(run.admin_dsn, statement_cache_size=0)
     try:
         for iv, t in tables.items():
             await conn.execute(f"CREATE TABLE {t} (LIKE stock_prices INCLUDING DEFAULTS INCLUDING INDEXES)")
             await conn.execute(f"SELECT create_hypertable('{t}', 'time', chunk_time_interval => INTERVAL '{iv}')")
-        for n, first in enumerate(range(0, len(ticks), args.batch_rows)):
-            batch = enumerate(ticks[first : first + args.batch_rows], first)
-            data = StockPriceCopyEncoder().encode([(t, i % p, i) for i, t in batch])
-            for iv in rotated(intervals, n):
-                began = time.perf_counter()
-                async with conn.transaction():
-                    await conn.copy_to_table(tables[iv], source=data, columns=list(COPY_COLUMNS), format="binary")
-                copy_s[iv] += time.perf_counter() - began
-                tail_s[iv] += time.perf_counter() - began if first >= tail_from else 0.0
+        copy_s = await copy_in_turns(conn, tables, ticks, args.batch_rows, run.base.kafka.partitions)
         symbol, mid = "SYN0007", start + timedelta(hours=args.hours / 2)
         end = datetime.fromtimestamp(ticks[-1].ts_ns / 1e9, UTC).replace(minute=0, second=0, microsecond=0)
         params: dict[str, tuple[Any, ...]] = {
@@ -74,23 +63,25 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             run.check(iv, "rows", len(ticks), await conn.fetchval(f"SELECT count(*) FROM {t}"))
             out[iv] = {"chunks": chunks, "rows_per_chunk": len(ticks) / chunks, "total_mb": size["total_bytes"] / 2**20}
             out[iv] |= {"index_share": size["index_bytes"] / size["total_bytes"]}
-            out[iv] |= {"ticks_per_s": len(ticks) / copy_s[iv]}
-            out[iv] |= {"ticks_per_s_last_10pct": (len(ticks) - tail_from) / tail_s[iv]}
+            out[iv] |= {"ticks_per_s": len(ticks) / sum(copy_s[iv])}
+            tail_rows = len(ticks) - tail_from * args.batch_rows
+            out[iv] |= {"ticks_per_s_last_10pct": tail_rows / sum(copy_s[iv][tail_from:])}
         queries = {f"{iv}|{q}": (sql.format(t=tables[iv]), params[q]) for q, sql in QUERIES.items() for iv in intervals}
         for name, timed in (await time_queries(conn, queries, args.runs)).items():
             out[name.split("|")[0]][name.split("|")[1]] = timed
     finally:
         await conn.close()
-    parameters = vars(args) | {"ticks_per_s_of_tick_time": feed.rate, "from": start.isoformat()}
+    parameters = {"ticks_per_s_of_tick_time": feed.rate, "from": start.isoformat()}
     return {"parameters": parameters, "intervals": out}
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=2_000_000, help="ticks per table (2,000,000)")
-    parser.add_argument("--hours", type=float, default=48, help="tick time the ticks span (48)")
-    parser.add_argument("--intervals", default="15 minutes,1 hour,6 hours,1 day", help="comma-separated intervals")
-    parser.add_argument("--batch-rows", type=int, default=5_000, help="rows per COPY transaction (5,000)")
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per query and table (7)")
+OPTIONS = {
+    "ticks": (2_000_000, None, "ticks per table"),
+    "hours": (48.0, None, "tick time the ticks span"),
+    "intervals": ("15 minutes,1 hour,6 hours,1 day", None, "comma-separated intervals"),
+    "batch_rows": (5_000, None, "rows per COPY transaction"),
+    "runs": (7, None, "timed runs per query and table"),
+}
 
 
 if __name__ == "__main__":

@@ -14,29 +14,22 @@ import argparse
 import time
 from typing import Any
 
-from benchmarks.harness.run import Run, feed_config, main
+from benchmarks.harness.run import Run, main
 from benchmarks.scenarios.limits import db_ceiling
 
 PATHS = ("copy_rows", "copy_buffer", "copy_preencoded")
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    feed = feed_config(args.rows, args.symbols, args.seed, run.source("copy"), time.time_ns() - 3600 * 10**9)
+    feed = run.feed(args.rows, run.source("copy"), time.time_ns() - 3600 * 10**9)
     paths = await db_ceiling(run, feed, PATHS, args.batch_rows)
-    records = paths["copy_rows"]
-    return {
-        "parameters": {"rows": args.rows, "batch_rows": args.batch_rows, "symbols": args.symbols},
-        "paths": paths,
-        "speedup_vs_records": {k: v["ticks_per_s"] / records["ticks_per_s"] for k, v in paths.items()},
-        "client_cpu_vs_records": {
-            k: records["client_cpu_us_per_row"] / v["client_cpu_us_per_row"] for k, v in paths.items()
-        },
-    }
+    rate, cpu = (paths["copy_rows"][k] for k in ("ticks_per_s", "client_cpu_us_per_row"))
+    speedup = {k: v["ticks_per_s"] / rate for k, v in paths.items()}
+    less_cpu = {k: cpu / v["client_cpu_us_per_row"] for k, v in paths.items()}
+    return {"paths": paths, "speedup_vs_records": speedup, "client_cpu_vs_records": less_cpu}
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, default=200_000, help="rows per path (200,000)")
-    parser.add_argument("--batch-rows", type=int, default=5_000, help="rows per COPY transaction (5,000)")
+OPTIONS = {"rows": (200_000, None, "rows per path"), "batch_rows": (5_000, None, "rows per COPY transaction")}
 
 
 if __name__ == "__main__":

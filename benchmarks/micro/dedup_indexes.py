@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from benchmarks.harness.run import Run, feed_config, main, rotated, time_queries
+from benchmarks.harness.run import Run, copy_in_turns, main, time_queries
 from nexanest.pipeline.db import ns_to_datetime
-from nexanest.pipeline.sinks.copy_binary import COPY_COLUMNS, StockPriceCopyEncoder
 from nexanest.pipeline.sinks.timescale import STORED_ALREADY
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 
@@ -128,24 +126,16 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     end = datetime.now(UTC)
     start = end - timedelta(hours=args.hours)
     start_ns, rate = int(start.timestamp() * 1e9), args.ticks / args.hours / 3600
-    feed = feed_config(args.ticks, args.symbols, args.seed, run.source("idx"), start_ns, rate)
-    ticks, p = list(SyntheticFeed(feed).generate()), run.base.kafka.partitions
+    feed = run.feed(args.ticks, run.source("idx"), start_ns, rate)
+    ticks = list(SyntheticFeed(feed).generate())
     tables = {n: f"bench_{run.run_id}_{n}" for n in names}
-    copy_s = dict.fromkeys(names, 0.0)
     conn = await asyncpg.connect(run.admin_dsn, statement_cache_size=0)
     try:
         for n, t in tables.items():
             await conn.execute(f"CREATE TABLE {t} (LIKE stock_prices INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
             for ddl in DDL[n]:
                 await conn.execute(ddl.format(t=t))
-        for b, first in enumerate(range(0, len(ticks), args.batch_rows)):
-            batch = enumerate(ticks[first : first + args.batch_rows], first)
-            data = StockPriceCopyEncoder().encode([(tick, i % p, i) for i, tick in batch])
-            for n in rotated(names, b):
-                began = time.perf_counter()
-                async with conn.transaction():
-                    await conn.copy_to_table(tables[n], source=data, columns=list(COPY_COLUMNS), format="binary")
-                copy_s[n] += time.perf_counter() - began
+        copy_s = await copy_in_turns(conn, tables, ticks, args.batch_rows, run.base.kafka.partitions)
         symbol, mid = "SYN0007", start + timedelta(hours=args.hours / 2)
         sample = ticks[len(ticks) // 2 : len(ticks) // 2 + 1000]
         params: dict[str, tuple[Any, ...]] = {
@@ -172,7 +162,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             await conn.execute(f"ANALYZE {t}")
             size = await conn.fetchrow(f"SELECT * FROM hypertable_detailed_size('{t}')")
             run.check(n, "rows", len(ticks), await conn.fetchval(f"SELECT count(*) FROM {t}"))
-            out[n] = {"ticks_per_s": len(ticks) / copy_s[n], "total_mb": size["total_bytes"] / 2**20}
+            out[n] = {"ticks_per_s": len(ticks) / sum(copy_s[n]), "total_mb": size["total_bytes"] / 2**20}
             out[n] |= {"index_mb": size["index_bytes"] / 2**20}
         queries = {f"{n}|{q}": (sql.format(t=tables[n]), params[q]) for q, (sql, _) in QUERIES.items() for n in names}
         for name, timed in (await time_queries(conn, queries, args.runs)).items():
@@ -183,24 +173,19 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         run.check("lookup_1000_resent", "re-sent ticks found stored", len(sample), len(lookup))
     finally:
         await conn.close()
-    ratios = {
-        f"copy_{n}_vs_three": out[n]["ticks_per_s"] / out["three"]["ticks_per_s"] for n in names if "three" in out
-    }
-    parameters = vars(args) | {"from": start.isoformat(), "to": end.isoformat()}
-    return {
-        "parameters": parameters,
-        "tables": out,
-        "ratios": ratios,
-        "sources": {q: s for q, (_, s) in QUERIES.items()},
-    }
+    three = out.get("three", {}).get("ticks_per_s")
+    ratios = {f"copy_{n}_vs_three": out[n]["ticks_per_s"] / three for n in names} if three else {}
+    result = {"tables": out, "ratios": ratios, "sources": {q: s for q, (_, s) in QUERIES.items()}}
+    return result | {"parameters": {"from": start.isoformat(), "to": end.isoformat()}}
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks per table (1,000,000)")
-    parser.add_argument("--hours", type=float, default=2, help="tick time the ticks span, up to now (2)")
-    parser.add_argument("--tables", default="three,one,one_brin", help="comma-separated: three,one,one_brin")
-    parser.add_argument("--batch-rows", type=int, default=5_000, help="rows per COPY transaction (5,000)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per query and table (5)")
+OPTIONS = {
+    "ticks": (1_000_000, None, "ticks per table"),
+    "hours": (2.0, None, "tick time the ticks span, up to now"),
+    "tables": ("three,one,one_brin", None, "comma-separated: three,one,one_brin"),
+    "batch_rows": (5_000, None, "rows per COPY transaction"),
+    "runs": (5, None, "timed runs per query and table"),
+}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.harness.run import Run, feed_config, main, publish
+from benchmarks.harness.run import Run, main, publish
 from nexanest.pipeline.kafka import connection_options, make_producer
 from nexanest.producers.feeds.synthetic import SyntheticFeed
 from nexanest.producers.publisher import TickPublisher
@@ -35,7 +35,7 @@ async def batches_of(ticks: list[Tick], size: int) -> AsyncIterator[Sequence[Tic
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     kafka = run.base.kafka.model_copy(update={"ticks_topic": run.topic("publish")})
     await publish(kafka, [], "bench")  # creates the topic
-    ticks = list(SyntheticFeed(feed_config(args.ticks, args.symbols, args.seed, "bench", time.time_ns())).generate())
+    ticks = list(SyntheticFeed(run.feed(args.ticks, "bench", time.time_ns())).generate())
     results: dict[str, list[dict[str, float]]] = {"record_batches": [], "send_per_tick": []}
     counter = AIOKafkaConsumer(**connection_options(kafka, "bench-counter"))
     await counter.start()
@@ -74,14 +74,15 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     median = {f"{w} {k}": statistics.median(r[k] for r in runs) for w, runs in results.items() for k in runs[0]}
     rate = median["record_batches ticks_per_s"] / median["send_per_tick ticks_per_s"]
     cpu_ratio = median["send_per_tick cpu_us_per_tick"] / median["record_batches cpu_us_per_tick"]
-    out = {"parameters": vars(args), "runs": results, "median": median}
+    out = {"runs": results, "median": median}
     return out | {"rate_record_batches_vs_send_per_tick": rate, "cpu_send_per_tick_vs_record_batches": cpu_ratio}
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=200_000, help="ticks per round (200,000)")
-    parser.add_argument("--batch", type=int, default=1_000, help="ticks per publish call (1,000)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each way, alternating (3)")
+OPTIONS = {
+    "ticks": (200_000, None, "ticks per round"),
+    "batch": (1_000, None, "ticks per publish call"),
+    "rounds": (3, None, "rounds of each way, alternating"),
+}
 
 
 if __name__ == "__main__":

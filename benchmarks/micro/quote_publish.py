@@ -90,13 +90,14 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     median = {v: statistics.median(t) for v, t in flush_us.items()}
     p99 = {v: statistics.quantiles(t, n=100)[98] for v, t in flush_us.items()}
     ratios = {v: median[v] / median[variants[0]] for v in variants[1:]}
-    return {"parameters": vars(args), "median_flush_us": median, "p99_flush_us": p99, "ratios_to_baseline": ratios}
+    return {"median_flush_us": median, "p99_flush_us": p99, "ratios_to_baseline": ratios}
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flushes", type=int, default=2000, help="timed flushes of each variant (2,000)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed flushes of each first (20)")
-    parser.add_argument("--baseline-ref", help="also time the quote script of this git revision (the 'before')")
+OPTIONS = {
+    "flushes": (2000, None, "timed flushes of each variant"),
+    "warmup": (20, None, "untimed flushes of each first"),
+    "baseline_ref": ("", None, "also time the quote script of this git revision (the 'before')"),
+}
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, rotated
+from benchmarks.harness.run import Run, busy_s, main, rotated
 from benchmarks.harness.sampling import observed, percentile
 from nexanest.consumers.ticks_to_timescale import run_consumer
 from nexanest.pipeline import metrics
@@ -38,10 +38,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         for mode in rotated(list(rates), round_no):
             name = f"{round_no}-{mode.replace('_', '-')}"
             rollups = "pipeline" if mode == "rollups_on" else "off"
-            settings = run.settings(name, run.topic(name), rollups=rollups, quote_rebuild_window_s=0)
-            source = run.source(name)
-            feed = feed_config(args.ticks, args.symbols, 7, source, start_ns + len(run.sources) * 600 * 10**9)
-            await publish(settings.kafka, feed, source)
+            at_ns = start_ns + (len(run.sources) + 1) * 600 * 10**9
+            settings, source = await run.backlog(name, args.ticks, at_ns, rollups=rollups, quote_rebuild_window_s=0)
             sinks = (metrics.FLUSH_SECONDS.labels(TimescaleSink.name), metrics.FLUSH_SECONDS.labels(BarCacheSink.name))
             with observed(*sinks) as ((_, copies), (_, bars)):
                 stats = await run_consumer(settings, asyncio.Event(), until_idle_s=2.0)
@@ -53,7 +51,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
                 run.check(name, "ticks in its 1m bars", args.ticks, int(await run.sql(_BARS, source) or 0))
     on, off = max(rates["rollups_on"]), max(rates["rollups_off"])
     medians = statistics.median(rates["rollups_on"]) / statistics.median(rates["rollups_off"])
-    out = {"parameters": vars(args), "rollups_on_ticks_per_s": on, "rollups_off_ticks_per_s": off, "all_runs": rates}
+    out = {"rollups_on_ticks_per_s": on, "rollups_off_ticks_per_s": off, "all_runs": rates}
     out |= {"on_to_off_ratio": on / off, "median_on_to_off_ratio": medians}
     ms = {
         m: {k: {"median": 1000 * statistics.median(s), "p90": 1000 * percentile(s, 90)} for k, s in f.items() if s}
@@ -62,9 +60,8 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     return out | {"flush_ms_per_batch": ms}
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=200_000, help="ticks per run (200,000)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode (2)")
+OPTIONS = {"ticks": (200_000, None, "ticks per run"), "rounds": (2, None, "runs of each mode")}
+SEED = 7  # the seed of its recorded runs
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 
 from benchmarks.harness import report
 from benchmarks.harness.report import n
-from benchmarks.harness.run import BenchError, Run, feed_config, main, publish
+from benchmarks.harness.run import BenchError, Run, main, publish
 from benchmarks.harness.sampling import Proc, Processes, consume_argv
 from nexanest.pipeline.kafka import connection_options, make_admin
 from nexanest.pipeline.settings import Settings
@@ -159,14 +159,10 @@ def analyse(
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    args.ticks = args.ticks or (500_000 if args.quick else 1_000_000)
-    args.warmup_seconds = args.warmup_seconds or (3.0 if args.quick else 8.0)
     source, tail_n = run.source(), args.ticks // 10
     args.app_name = f"bench-{run.run_id}-consumer"
     settings = run.settings("consumer", f"{run.prefix}.ticks")
-    ticks = SyntheticFeed(
-        feed_config(args.ticks, args.symbols, args.seed, source, time.time_ns() - 2 * 86400 * 10**9)
-    ).generate()
+    ticks = SyntheticFeed(run.feed(args.ticks, source, time.time_ns() - 2 * 86400 * 10**9)).generate()
     prefilled, seconds = await publish(settings.kafka, itertools.islice(ticks, args.ticks - tail_n), source)
     tail = list(ticks)
     run.check("backpressure", "ticks acknowledged by Kafka before the consumer", args.ticks - tail_n, prefilled)
@@ -198,9 +194,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     ok = run.check("backpressure", "rows reported written", args.ticks, proc.consumed()["written"], strict=False) and ok
     figures = analyse(proc.rss, progress, stalled, settings)
     run.check("backpressure", "RSS bounded during the stall", True, figures["bounded"], strict=False)
-    names = ("ticks", "symbols", "seed", "warmup_seconds", "stall_seconds", "idle_seconds")
-    parameters = {k: getattr(args, k) for k in names}
-    parameters |= {"consumer": f"nexanest consume --until-idle {args.idle_seconds:g}"}
+    parameters: dict[str, Any] = {"consumer": f"nexanest consume --until-idle {args.idle_seconds:g}"}
     parameters |= {"published_before_consumer": prefilled, "published_during_stall": len(tail)}
     samples = {"samples": [(round(t, 2), round(kb / 1024, 1)) for t, kb, _ in proc.rss]}
     samples |= {"lag_samples": [(round(t, 2), lag) for t, _, lag in progress]}
@@ -250,18 +244,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=0, help="ticks in the feed (1M; quick 500k)")
-    parser.add_argument(
-        "--stall-seconds", type=float, default=20.0, help="the stall (20; under the 60 s command timeout)"
-    )
-    parser.add_argument(
-        "--warmup-seconds", type=float, default=0, help="ingest at saturation before the stall (8; quick 3)"
-    )
-    parser.add_argument("--idle-seconds", type=float, default=3.0, help="the consumer's --until-idle (3)")
-
-
-QUICK = "500,000 ticks, 3 s of saturation before the stall"
+OPTIONS = {
+    "ticks": (1_000_000, 500_000, "ticks in the feed"),
+    "stall_seconds": (20.0, None, "the stall (under the 60 s command timeout)"),
+    "warmup_seconds": (8.0, 3.0, "ingest at saturation before the stall"),
+    "idle_seconds": (3.0, None, "the consumer's --until-idle"),
+}
 
 if __name__ == "__main__":
     raise SystemExit(main(__name__))

@@ -25,7 +25,7 @@ import asyncpg
 
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, table
-from benchmarks.harness.run import Run, busy_s, feed_config, main, publish, time_queries
+from benchmarks.harness.run import Run, busy_s, main, publish, time_queries
 from benchmarks.harness.sampling import observed, percentile
 from nexanest.consumers.ticks_to_timescale import open_quotes_redis, run_consumer
 from nexanest.ops.bars import fetch_bars
@@ -52,7 +52,7 @@ async def load(
     """Grow ``stock_prices`` from empty to ``args.rows`` through the consumer, slice
     by slice; the slices, each symbol's last tick, and load totals."""
     start_ns, rate = int(start.timestamp()) * 10**9, args.rows / (args.hours * 3600)
-    feed = feed_config(args.rows, args.symbols, args.seed, run.source("growth"), start_ns, rate)
+    feed = run.feed(args.rows, run.source("growth"), start_ns, rate)
     ticks, last_tick, slices = SyntheticFeed(feed).generate(), dict[str, Tick](), list[dict[str, Any]]()
     conn = await asyncpg.connect(run.admin_dsn)
     try:
@@ -126,7 +126,6 @@ async def queries(
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    args.rows = 1_000_000 if args.quick else args.rows
     args.hours = args.hours or 48.0 * args.rows / 10_000_000
     batch = run.base.batch.max_rows  # whole consumer batches, at least 5 to a slice (1-2 are mostly noise)
     args.slice_rows = max(batch, (args.slice_rows or max(5 * batch, args.rows // 20)) // batch * batch)
@@ -157,8 +156,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     for s in slices:
         s["vs_first"] = s["ticks_per_s"] / first
     ratio = statistics.median(s["ticks_per_s"] for s in slices[-k:]) / first
-    names = ("rows", "symbols", "seed", "slice_rows", "hours", "runs", "idle_seconds")
-    parameters = {key: getattr(args, key) for key in names} | {"batch_rows": batch, "symbol": symbol}
+    parameters = {"slice_rows": args.slice_rows, "hours": args.hours, "batch_rows": batch, "symbol": symbol}
     parameters |= {"partitions": run.base.kafka.partitions, "from": start.isoformat()}
     out = {"parameters": parameters, "load": totals, "slices": slices, "k": k, "ratio_last_vs_first": ratio}
     return out | {"target": {"bound": TARGET, "met": ratio >= TARGET}, "queries": reads, "size": size}
@@ -208,14 +206,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, default=10_000_000, help="rows stock_prices grows to (10M; quick 1M)")
-    parser.add_argument("--slice-rows", type=int, default=0, help="rows per slice (rows/20, at least 5 batches)")
-    parser.add_argument("--hours", type=float, default=0, help="tick time the rows span (48; quick 4.8)")
-    parser.add_argument("--runs", type=int, default=21, help="timed runs per query (21)")
-    parser.add_argument("--idle-seconds", type=float, default=1.5, help="the consumer's until_idle_s per slice")
-
-
+OPTIONS = {
+    "rows": (10_000_000, 1_000_000, "rows stock_prices grows to"),
+    "slice_rows": (0, None, "rows per slice, 0: rows/20, at least 5 batches"),
+    "hours": (0.0, None, "tick time the rows span, 0: 48 h per 10M rows"),
+    "runs": (21, None, "timed runs per query"),
+    "idle_seconds": (1.5, None, "the consumer's until_idle_s per slice"),
+}
 QUICK = "1,000,000 rows over 4.8 h of tick time (a few minutes)"
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.harness.report import RESULTS_DIR, table
-from benchmarks.harness.run import Run, feed_config, main, publish
+from benchmarks.harness.run import BenchError, Run, main
 from benchmarks.harness.sampling import ROOT, consume_argv, run_sampled
 
 PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"
@@ -51,9 +51,9 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    settings, source = run.settings("profile", run.topic("p")), run.source("p")
-    feed = feed_config(args.ticks, args.symbols, args.seed, source, time.time_ns() - 3600 * 10**9)
-    await publish(settings.kafka, feed, source)
+    if not PY_SPY.exists():
+        raise BenchError(f"no {PY_SPY.relative_to(ROOT)}: make bench-venv")
+    settings, source = await run.backlog("profile", args.ticks, time.time_ns() - 3600 * 10**9)
     raw = RESULTS_DIR / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(PY_SPY), "record", "--format", "raw", "--function", "--rate", str(args.rate_hz), "--output", str(raw)]
@@ -61,7 +61,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     proc.check_exit()
     run.check("profile", "rows the consumer reports written", args.ticks, proc.consumed()["written"])
     await run.stored_once("profile", source, args.ticks)
-    return {"parameters": vars(args), "raw_stacks": str(raw.relative_to(ROOT)), **summarize(raw.read_text(), args.top)}
+    return {"raw_stacks": str(raw.relative_to(ROOT)), **summarize(raw.read_text(), args.top)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -71,11 +71,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=300_000, help="ticks pre-filled (300,000)")
-    parser.add_argument("--rate-hz", type=int, default=100, help="py-spy samples per second (100)")
-    parser.add_argument("--native", action="store_true", help="include C/Cython frames (py-spy --native)")
-    parser.add_argument("--top", type=int, default=20, help="functions listed (20)")
+OPTIONS = {
+    "ticks": (300_000, None, "ticks pre-filled"),
+    "rate_hz": (100, None, "py-spy samples per second"),
+    "native": (False, None, "include C/Cython frames (py-spy --native)"),
+    "top": (20, None, "functions listed"),
+}
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ Each (mode, rate) runs the real processes, each in its own process as deployed:
 ``nexanest feed run synthetic --rate R`` and ``nexanest consume`` (mode
 ``inline``: the consumer writes quotes between its COPY work), plus
 ``nexanest quotes`` (mode ``fast_path``: the quote fast path in a process and
-consumer group of its own). Topics, group, Redis keys and databases are
-namespaced per run (the test databases, the test Redis databases), so nothing
-of the user's data is touched.
+consumer group of its own); ``feed``: the feed alone. ``MODE@/path/to/a/clone``
+runs that clone's code (and ``.venv``), e.g. main's, for a before and after.
+The processes write into the run's scratch database, topics and Redis keys.
 
 Every latency counts from the tick's own timestamp (``ts_ns``, set when the
 feed created it), and is split where it can be observed from outside:
@@ -23,7 +23,8 @@ feed created it), and is split where it can be observed from outside:
   what a user of the quote stream sees (the whole path).
 
 Plus the histogram p99 bucket the writers report (``nexanest_quote_latency_seconds``).
-Observations in the first ``--warmup`` seconds (group join, start-up) are dropped.
+Observations in the first ``--warmup`` seconds (group join, start-up) are dropped;
+the CPU seconds of each process from its start to the end of the feed.
 Take the benchmark lock around it (``flock /tmp/nexanest-bench.lock ...``).
 """
 
@@ -31,10 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import secrets
-import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -43,16 +40,21 @@ from typing import Any
 import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.harness.sampling import percentile
-from nexanest.ops.migrate import migrate
-from nexanest.pipeline.kafka import ensure_topics
-from nexanest.pipeline.settings import load_settings, namespace_environment, namespaced, separate_databases
+from benchmarks.harness.run import Run, main, publish
+from benchmarks.harness.sampling import ROOT, Processes, cpu_s, percentile
+from nexanest.pipeline.kafka import connection_options
 from nexanest.pipeline.sinks.redis_quotes import parse_quote_update, quote_channel
 from nexanest.producers.feeds.synthetic import symbol_names
 from nexanest.schemas.ticks import decode_tick
 
-ROOT = Path(__file__).resolve().parents[2]
-CONSUMER_PORT, QUOTES_PORT = 9178, 9179
+PORTS = {"consume": 9178, "quotes": 9179}
+SYMBOLS = 50
+OPTIONS = {
+    "rates": ([5000, 20000], None, "offered ticks/s"),
+    "modes": ("inline,fast_path", None, "comma-separated: inline, fast_path, feed (each may be MODE@CLONE)"),
+    "seconds": (30.0, None, "the feed's run per mode and rate"),
+    "warmup": (5.0, None, "seconds of observations dropped at the start"),
+}
 
 
 def _histogram(port: int) -> dict[float, float]:
@@ -79,140 +81,93 @@ def _p99_bucket(before: dict[float, float], after: dict[float, float]) -> float 
 def _summary(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
-    return {
-        "n": len(values),
-        "p50_ms": round(percentile(values, 50), 2),
-        "p99_ms": round(percentile(values, 99), 2),
-        "max_ms": round(max(values), 2),
-    }
+    p50, p99 = (round(percentile(values, q), 2) for q in (50, 99))
+    return {"n": len(values), "p50_ms": p50, "p99_ms": p99, "max_ms": round(max(values), 2)}
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a running process (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
-
-
-async def _wait_port(port: int, proc: asyncio.subprocess.Process, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not _histogram(port):
-        if proc.returncode is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the process serving :{port} did not come up")
-        await asyncio.sleep(0.2)
-
-
-async def one(variant: str, rate: int, seconds: float, warmup: float, symbols: int) -> dict[str, Any]:
+async def one(run: Run, args: argparse.Namespace, variant: str, rate: int) -> dict[str, Any]:
     mode, _, other = variant.partition("@")
-    root = Path(other) if other else ROOT  # mode@/path/to/a/clone: that clone's code (and .venv), e.g. main
-    ns = f"qlat-{secrets.token_hex(3)}"
-    settings = separate_databases(namespaced(load_settings(), ns))
-    env = {**os.environ, **namespace_environment(settings)}
-    procs: list[asyncio.subprocess.Process] = []
-    names: list[str] = []
-    await ensure_topics(settings.kafka)
-
-    async def start(*argv: str, port: int) -> asyncio.subprocess.Process:
-        cli = [str(root / ".venv/bin/python"), "-m", "nexanest.cli.main"]
-        p = await asyncio.create_subprocess_exec(
-            *cli,
-            *argv,
-            cwd=root,
-            env=env | {"NEXANEST_METRICS__PORT": str(port)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        procs.append(p)
-        names.append(argv[0])
-        return p
-
-    ports = []
-    if mode != "feed":  # feed: no consumer, only the producer's side is measured
-        consumer = await start("consume", port=CONSUMER_PORT)
-        await _wait_port(CONSUMER_PORT, consumer)
-        ports.append(CONSUMER_PORT)
-    if mode == "fast_path":
-        quotes = await start("quotes", port=QUOTES_PORT)
-        await _wait_port(QUOTES_PORT, quotes)
-        ports.append(QUOTES_PORT)
-    await asyncio.sleep(4.0)  # group joins (the broker's initial rebalance delay) and the quote rebuild
-
+    root = Path(other) if other else ROOT
+    settings = run.settings(f"{mode}{rate}", run.topic(f"{mode}{rate}"))
+    await publish(settings.kafka, [], "bench")  # creates the topics
+    cli = [str(root / ".venv/bin/python"), "-m", "nexanest.cli.main"]
+    running: dict[str, tuple[Processes, asyncio.Future[Any]]] = {}
+    commands = {"feed": [], "inline": ["consume"], "fast_path": ["consume", "quotes"]}[mode]
     r = redis.Redis.from_url(settings.redis.url.get_secret_value(), db=settings.redis.db_quotes)
-    pubsub = r.pubsub()
-    prefix = settings.redis.quote_key_prefix
-    await pubsub.subscribe(*(quote_channel(prefix, s) for s in symbol_names(symbols)))
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    await probe.start()
-    tp = TopicPartition(settings.kafka.ticks_topic, 0)
-    probe.assign([tp])
-    await probe.seek_to_end(tp)
-
+    pubsub, probe = (
+        r.pubsub(),
+        AIOKafkaConsumer(**connection_options(settings.kafka, "bench-probe"), enable_auto_commit=False),
+    )
     visible: list[tuple[int, float, float]] = []  # (recv_ns, visible_ms, flush_started_ms)
     kafka: list[tuple[int, float, float]] = []  # (recv_ns, appended_ms, fetched_ms)
     done = asyncio.Event()
 
     async def listen() -> None:
         while not done.is_set():
-            m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if m is None:
-                continue
-            now = time.time_ns()
-            u = parse_quote_update(m["data"])
-            visible.append((now, (now - u.ts_ns) / 1e6, (u.updated_ns - u.ts_ns) / 1e6))
+            if (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+                now, u = time.time_ns(), parse_quote_update(m["data"])
+                visible.append((now, (now - u.ts_ns) / 1e6, (u.updated_ns - u.ts_ns) / 1e6))
 
     async def fetch() -> None:
         while not done.is_set():
             got = await probe.getmany(timeout_ms=200)
             now = time.time_ns()
-            for messages in got.values():
-                for msg in messages:
-                    ts = decode_tick(msg.value).ts_ns
-                    kafka.append((now, msg.timestamp - ts / 1e6, (now - ts) / 1e6))
+            for msg in (msg for messages in got.values() for msg in messages):
+                ts = decode_tick(msg.value).ts_ns
+                kafka.append((now, msg.timestamp - ts / 1e6, (now - ts) / 1e6))
 
-    listeners = [asyncio.create_task(listen()), asyncio.create_task(fetch())]
-    before = {port: _histogram(port) for port in ports}
-    started_ns = time.time_ns()
-    feed = await start(
-        "feed", "run", "synthetic", "--rate", str(rate), "--duration", str(seconds), "--symbols", str(symbols), port=0
-    )
-    await feed.wait()
-    await asyncio.sleep(1.0)  # the last ticks reach Redis
-    after = {port: _histogram(port) for port in ports}
-    done.set()
-    await asyncio.gather(*listeners)
-    await probe.stop()
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
-    await r.aclose()
-    cpu = {name: _cpu_s(p.pid) for name, p in zip(names, procs, strict=True) if p.returncode is None}
-    for p in procs:
-        if p.returncode is None:
-            p.send_signal(signal.SIGINT)
-    await asyncio.gather(*(p.wait() for p in procs))
-
-    since = started_ns + int(warmup * 1e9)
-    out: dict[str, Any] = {"mode": variant, "rate": rate, "seconds": seconds, "namespace": ns}
+    try:
+        for command in commands:  # each up (its metrics served) before the next
+            group = Processes(
+                [[*cli, command]], run.env(settings, NEXANEST_METRICS__PORT=str(PORTS[command])), cwd=root
+            )
+            running[command] = group, asyncio.ensure_future(group.wait(120 + 3 * args.seconds))
+            deadline = time.monotonic() + 60
+            while not _histogram(PORTS[command]):
+                if running[command][1].done() or time.monotonic() > deadline:
+                    raise RuntimeError(f"`nexanest {command}` did not serve its metrics within 60 s")
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(4.0)  # group joins (the broker's initial rebalance delay) and the quote rebuild
+        await pubsub.subscribe(*(quote_channel(settings.redis.quote_key_prefix, s) for s in symbol_names(args.symbols)))
+        await probe.start()
+        tp = TopicPartition(settings.kafka.ticks_topic, 0)
+        probe.assign([tp])
+        await probe.seek_to_end(tp)
+        listeners = [asyncio.create_task(listen()), asyncio.create_task(fetch())]
+        before = {c: _histogram(PORTS[c]) for c in running}
+        started_ns = time.time_ns()
+        feed = ["feed", "run", "synthetic", "--rate", str(rate), "--duration", str(args.seconds)]
+        feeder = Processes([[*cli, *feed, "--symbols", str(args.symbols)]], run.env(settings), cwd=root)
+        (fed,) = await feeder.wait(120 + 3 * args.seconds)
+        fed.check_exit()
+        await asyncio.sleep(1.0)  # the last ticks reach Redis
+        after = {c: _histogram(PORTS[c]) for c in running}
+        done.set()
+        await asyncio.gather(*listeners)
+        cpu = {c: cpu_s(group.procs[0].popen.pid, reaped_children=False) for c, (group, _) in running.items()}
+        for group, _ in running.values():
+            group.terminate()  # each finishes what it has in hand and exits 0
+        for _, waiting in running.values():
+            (await waiting)[0].check_exit()
+    finally:
+        for group, _ in running.values():
+            group.kill()  # those still running: after an error
+        await probe.stop()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await r.aclose()
+    since = started_ns + int(args.warmup * 1e9)
+    out: dict[str, Any] = {"mode": variant, "rate": rate, "seconds": args.seconds}
     out["appended"] = _summary([a for t, a, _ in kafka if t >= since])
     out["fetched"] = _summary([f for t, _, f in kafka if t >= since])
     out["flush_started"] = _summary([f for t, _, f in visible if t >= since])
     out["visible"] = _summary([v for t, v, _ in visible if t >= since])
-    out["histogram_p99_le_ms"] = {p: _p99_bucket(before[p], after[p]) for p in ports}
-    out["cpu_s"] = cpu  # each process's CPU seconds from its start to the end of the feed
-    return out
+    out["histogram_p99_le_ms"] = {PORTS[c]: _p99_bucket(before[c], after[c]) for c in running}
+    return out | {"cpu_s": {c: round(v or 0.0, 2) for c, v in cpu.items()} | {"feed": round(fed.cpu_s, 2)}}
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="5000,20000")
-    parser.add_argument("--modes", default="inline,fast_path")
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--symbols", type=int, default=50)
-    args = parser.parse_args()
-    await migrate(separate_databases(load_settings()), ["timescale"])  # the test database, as the tests migrate it
-    for rate in (int(x) for x in args.rates.split(",")):
-        for mode in args.modes.split(","):
-            result = await one(mode, rate, args.seconds, args.warmup, args.symbols)
-            print(json.dumps(result), flush=True)
+async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    return {"runs": [await one(run, args, mode, rate) for rate in args.rates for mode in args.modes.split(",")]}
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(main(__name__))

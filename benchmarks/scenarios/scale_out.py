@@ -29,12 +29,11 @@ import asyncpg
 
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, ratio, table
-from benchmarks.harness.run import Run, feed_config, main, publish
-from benchmarks.harness.sampling import Proc, Processes, consume_argv, pid_of, state_dir
+from benchmarks.harness.run import Run, main
+from benchmarks.harness.sampling import CLK_TCK, Proc, Processes, consume_argv, cpu_s, pid_of, state_dir
 from benchmarks.scenarios.limits import db_ceiling
 from nexanest.ops.verify import verify
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOUR_NS = 3600 * 10**9
 COMPONENTS = ("consumers", "postgresql", "kafka", "redis", "harness")
 _ASSIGNED = re.compile(r"^(\S+) \[info\s*\] partitions_assigned\s.*?partitions=\[([\d, ]*)\]", re.MULTILINE)
@@ -47,27 +46,17 @@ _BETWEEN = "SELECT count(*) FROM stock_prices WHERE source = $1 AND ingested_at 
 log = report.log("scale-out")
 
 
-def _cpu_s(pid: int, *, reaped_children: bool = True) -> float | None:
-    """utime + stime (+ the children it has waited for) of a live process, in seconds."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    f = text[text.rfind(")") + 2 :].split()
-    return None if f[0] == "Z" else sum(int(x) for x in f[11 : 15 if reaped_children else 13]) / CLK_TCK
-
-
 def _postgres_s(postmaster: int, others: set[str]) -> float | None:
     """A cluster is a postmaster and the backends it forks; a backend that exits
     moves its time to the postmaster's reaped children, so the sum stays cumulative.
     ``others``: pids already seen to be no backend (not read again)."""
-    total = _cpu_s(postmaster)
+    total = cpu_s(postmaster)
     for entry in os.listdir("/proc"):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
             if not entry.isdigit() or entry in others:
                 continue
             if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(postmaster):
-                total = (total or 0.0) + (_cpu_s(int(entry), reaped_children=False) or 0.0)
+                total = (total or 0.0) + (cpu_s(int(entry), reaped_children=False) or 0.0)
             else:
                 others.add(entry)
     return total
@@ -101,8 +90,8 @@ class CpuSampler:
         busy = _machine()
         values = {
             "postgresql": _postgres_s(pg, self._others) if pg else None,
-            **{k: _cpu_s(pid) if (pid := self.services[k]) else None for k in ("kafka", "redis")},
-            **{f"consumer{i}": _cpu_s(pid, reaped_children=False) for i, pid in enumerate(self.consumers)},
+            **{k: cpu_s(pid) if (pid := self.services[k]) else None for k in ("kafka", "redis")},
+            **{f"consumer{i}": cpu_s(pid, reaped_children=False) for i, pid in enumerate(self.consumers)},
             "harness": sum(os.times()[:2]),
             "machine_busy": (sum(busy) - busy[3] - busy[4]) / CLK_TCK,
             "machine_iowait": busy[4] / CLK_TCK,
@@ -156,12 +145,8 @@ def steady_window(procs: list[Proc], last_by_partition: dict[int, float], t_last
 async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: int) -> dict[str, Any]:
     """One N: publish its feed, run its consumers, measure."""
     name = f"n{consumers}" if args.consumers.count(consumers) == 1 else f"n{consumers}-{k}"
-    settings = run.settings(name, run.topic(name), partitions=args.partitions)
-    source = run.source(name)
     start_ns = (time.time_ns() // HOUR_NS - 2 - k) * HOUR_NS + 600 * 10**9  # ten minutes into an hour of its own
-    feed = feed_config(args.ticks, args.symbols, args.seed, source, start_ns)
-    published, _ = await publish(settings.kafka, feed, source)
-    run.check(name, "ticks acknowledged by Kafka", args.ticks, published)
+    settings, source = await run.backlog(name, args.ticks, start_ns, partitions=args.partitions)
     log(f"{name}: {consumers} consumer process(es) on {settings.kafka.ticks_topic} ...")
     # Info: a few lines per process, with the assignment times steady_window needs (console format).
     env = run.env(settings, NEXANEST_LOG__LEVEL="info", NEXANEST_LOG__JSON="false")
@@ -230,13 +215,11 @@ async def configuration(run: Run, args: argparse.Namespace, k: int, consumers: i
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    args.ticks = args.ticks or (200_000 if args.quick else 1_000_000)
     runs = [await configuration(run, args, k, c) for k, c in enumerate(args.consumers)]
     ceiling = None
     if not args.quick:
         log("db_ceiling (one client COPYing the same rows into an empty copy of stock_prices) ...")
-        feed = feed_config(args.ticks, args.symbols, args.seed, run.source("ceiling"), time.time_ns() - HOUR_NS)
-        ceiling = await db_ceiling(run, feed)
+        ceiling = await db_ceiling(run, run.feed(args.ticks, run.source("ceiling"), time.time_ns() - HOUR_NS))
     one = next((r for r in runs if r["consumers"] == 1), runs[0])
     for r in runs:
         r["vs_1"], r["steady_vs_1"] = (ratio(r[k], one[k]) for k in ("ticks_per_s", "steady_ticks_per_s"))
@@ -251,8 +234,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     model["many_machines"] = many_machines(one, us, args.partitions, {r["consumers"]: r for r in runs})
     by_n = {r["consumers"]: r for r in runs}
     ratios = {f"{k}{c}_vs_1": by_n.get(c, {}).get(f"{k}vs_1") for k in ("", "steady_") for c in (2, 4)}
-    parameters = {k: getattr(args, k) for k in ("ticks", "symbols", "seed", "partitions", "consumers", "idle_seconds")}
-    parameters |= {"batch_max_rows": run.base.batch.max_rows, "rollups": run.base.consumer.rollups}
+    parameters = {"batch_max_rows": run.base.batch.max_rows, "rollups": run.base.consumer.rollups}
     return {"parameters": parameters, "runs": runs, "ratios": ratios, "db_ceiling": ceiling, "model": model}
 
 
@@ -354,14 +336,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join([*lines, *report.closing(result), "", "<!-- scale-out: reading -->", ""]) + "\n"
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=0, help="ticks per configuration (1M; quick 200k)")
-    parser.add_argument("--consumers", type=lambda s: [*map(int, s.split(","))], default=[1, 2, 4], help="(1,2,4)")
-    parser.add_argument("--partitions", type=int, default=12, help="partitions of each topic (12)")
-    parser.add_argument("--idle-seconds", type=float, default=5.0, help="--until-idle (5): none leaves early")
-
-
-QUICK = "200k ticks, no verify and no db_ceiling"
+OPTIONS = {
+    "ticks": (1_000_000, 200_000, "ticks per configuration"),
+    "consumers": ([1, 2, 4], None, "consumer processes in each configuration"),
+    "partitions": (12, None, "partitions of each topic"),
+    "idle_seconds": (5.0, None, "--until-idle: none leaves early"),
+}
+QUICK = "200,000 ticks, no verify and no db_ceiling"
 
 if __name__ == "__main__":
     raise SystemExit(main(__name__))

@@ -41,7 +41,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from benchmarks.harness import report
 from benchmarks.harness.report import cells, n, ratio, table
-from benchmarks.harness.run import CountMismatch, Run, busy_s, feed_config, main, publish
+from benchmarks.harness.run import CountMismatch, Run, busy_s, db_clock, main, publish
 from benchmarks.harness.sampling import NEXANEST, ROOT, Proc, Processes, consume_argv, percentile, run_sampled
 from benchmarks.scenarios.limits import client_ceiling, db_ceiling, kafka_perf_tool
 from nexanest.consumers.ticks_to_timescale import run_consumer
@@ -68,8 +68,6 @@ SAMPLED = 10
 #: The consumer's offsets, written in the transaction of each batch: stored yet, and how many rows.
 FIRST_ROW = "SELECT EXISTS (SELECT 1 FROM ingest_offsets WHERE consumer_group = $1 AND next_offset > 0)"
 STORED = "SELECT sum(next_offset)::bigint FROM ingest_offsets WHERE consumer_group = $1"
-DB_CLOCK = "SELECT min(ingested_at), max(ingested_at), count(DISTINCT ingested_at) FROM stock_prices WHERE source = $1"
-BEFORE_LAST = "SELECT count(*) FROM stock_prices WHERE source = $1 AND ingested_at < $2"
 _PUBLISHED = re.compile(r"published ([\d,]+) ticks in ([\d.]+)s")
 #: Ratio name -> the figure the in-process pipeline's rate is divided by (a path in the results).
 RATIOS = {
@@ -138,17 +136,6 @@ async def consume(run: Run, args: argparse.Namespace, name: str, feed: str, sour
     figures = {"first_row_s": first_row_s, "peak_rss_mb": proc.peak_rss_kb / 1024, "rows": out["written"]}
     figures |= {"steady_rss_mb": statistics.median(busy[len(busy) // 2 :] or [kb for _, kb, _ in proc.rss]) / 1024}
     return clock | figures | {"batches": out["batches"], "env": " ".join(f"{k}={v}" for k, v in env.items())}
-
-
-async def db_clock(conn: asyncpg.Connection, source: str) -> dict[str, Any]:
-    """Rows of ``source`` whose transaction started before the last one ÷ (start of the last - start of
-    the first), on the database's clock (``ingested_at`` is a row's transaction start): a subprocess's
-    rate without its start-up and idle exit."""
-    first, last, transactions = await conn.fetchrow(DB_CLOCK, source)
-    if transactions < 2:
-        raise RuntimeError(f"{source}: {transactions} transaction(s) give no window: use more --ticks")
-    window = (last - first).total_seconds()
-    return {"ticks_per_s": await conn.fetchval(BEFORE_LAST, source, last) / window, "window_s": window}
 
 
 async def naive_insert(run: Run, args: argparse.Namespace) -> dict[str, Any]:
@@ -292,9 +279,6 @@ async def freshness(run: Run, args: argparse.Namespace, offered: int) -> dict[st
 
 
 async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    q = args.quick  # the defaults of --quick, where no option says otherwise
-    args.ticks, args.rates = args.ticks or (200_000 if q else 1_000_000), args.rates or [5000, 20000, 50000][: 3 - q]
-    args.fresh_seconds, args.naive_budget = args.fresh_seconds or 20 - 10 * q, args.naive_budget or 30 - 15 * q
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     log = report.log("bench")
@@ -318,7 +302,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     start_ns = time.time_ns() - 3600 * 10**9
     processes = "consume" not in args.skip and "memory" not in args.skip
     feeds = "abcd" if processes else "ab"
-    configs = {f: feed_config(args.ticks, args.symbols, args.seed, run.source(f), start_ns) for f in feeds}
+    configs = {f: run.feed(args.ticks, run.source(f), start_ns) for f in feeds}
     for f, config in configs.items():
         kafka = run.base.kafka.model_copy(update={"ticks_topic": run.topic(f)})
         published, _ = await publish(kafka, config, config.source)
@@ -342,8 +326,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     ratios = {name: ratio(pipe, tps(results, *path)) for name, path in RATIOS.items()}
     db, client = tps(results, "db_ceiling", "copy_records"), tps(results, "client_ceiling")
     ratios["pipeline_vs_ceiling"] = ratio(pipe, min(db, client)) if db and client else None
-    parameters = {k: getattr(args, k) for k in ("ticks", "symbols", "seed", "rates")} | {"idle_seconds": IDLE_S}
-    parameters |= {"partitions": run.base.kafka.partitions}
+    parameters = {"idle_seconds": IDLE_S, "partitions": run.base.kafka.partitions}
     parameters |= {"batch_max_rows": run.base.batch.max_rows}
     out = {"parameters": parameters, "results": results, "ratios": ratios, "errors": errors}
     return out | {"targets": targets(results, ratios, run.checks, newest("growth"))}
@@ -509,16 +492,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ticks", type=int, default=0, help="ticks in the feed (1M; quick 200k)")
-    rates = "offered ticks/s of the freshness runs (5000,20000,50000; quick 5000,20000)"
-    parser.add_argument("--rates", type=lambda s: [int(r) for r in s.split(",") if r], help=rates)
-    parser.add_argument("--fresh-seconds", type=float, default=0, help="the feed's run per rate (20; quick 10)")
-    parser.add_argument("--naive-budget", type=float, default=0, help="seconds for the naive consumer (30; quick 15)")
-    parser.add_argument("--skip", default="", help="comma-separated: naive,quix,consume,freshness")
-
-
-QUICK = "200k ticks, 10 s freshness runs, 15 s naive budget"
+OPTIONS = {
+    "ticks": (1_000_000, 200_000, "ticks in the feed"),
+    "rates": ([5000, 20000, 50000], [5000, 20000], "offered ticks/s of the freshness runs"),
+    "fresh_seconds": (20.0, 10.0, "the feed's run per rate, s"),
+    "naive_budget": (30.0, 15.0, "seconds for the naive consumer"),
+    "skip": ("", None, "comma-separated: naive,quix,consume,freshness"),
+}
 
 if __name__ == "__main__":
     sys.exit(main(__name__))

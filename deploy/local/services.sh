@@ -84,6 +84,6 @@ case "$action" in
   stop) for n in "${names[@]}"; do stop_one "$n"; done ;;
   status) for n in "${names[@]}"; do status_one "$n" || status=1; done ;;
   logs) for n in "${names[@]}"; do tail -n 50 "$(logfile "$n")"; done ;;
-  *) echo "usage: $0 start|stop|status|logs [auth|portfolio|market-data|analytics ...]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|logs [auth|portfolio|market-data|notifications|analytics ...]" >&2; exit 2 ;;
 esac
 exit "$status"

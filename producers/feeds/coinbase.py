@@ -46,19 +46,11 @@ from typing import ClassVar, Final
 import msgspec
 
 from nexanest.pipeline.settings import Settings
-from nexanest.producers.feeds.websocket import (
-    ConnectionOptions,
-    FrameResult,
-    TradeIds,
-    WebSocketFeed,
-    add_venue_arguments,
-    check_symbols,
-    connection_options,
-    sample,
-    trade_amounts,
-    venue_normaliser,
-)
-from nexanest.producers.normalise import NormaliseError, Normaliser, ts_ns_from_iso
+from nexanest.producers.feeds.trade_ids import TradeIds
+from nexanest.producers.feeds.venue_parser import FrameResult, sample, trade_amounts
+from nexanest.producers.feeds.venue_plugin import add_venue_arguments, connection_options, venue_normaliser
+from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
+from nexanest.producers.normalise import NormaliseError, Normaliser, check_symbols, ts_ns_from_iso
 
 VENUE: Final = "COINBASE"
 CHANNELS: Final = ("matches", "heartbeat")

@@ -1,7 +1,7 @@
 """The life of an exchange websocket feed, written once for every venue.
 
-A venue supplies a ``VenueParser``: the URL, the subscribe messages, and a
-``parse`` that turns one frame into ticks (through the ``Normaliser``), sequence
+A venue supplies a ``VenueParser`` (``venue_parser.py``): the URL, the subscribe
+messages, and a ``parse`` that turns one frame into ticks (through the ``Normaliser``), sequence
 gaps, a malformed-frame report, or a request to reconnect (a shutdown notice).
 ``WebSocketFeed`` does the rest:
 
@@ -40,14 +40,12 @@ venue sends or does ends the feed; an exception of the observer would, and
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Protocol
+from typing import ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -55,59 +53,12 @@ from websockets.uri import parse_uri
 
 from nexanest.pipeline.log import get_logger
 from nexanest.pipeline.retry import Backoff
-from nexanest.pipeline.settings import RetrySettings, Settings
+from nexanest.pipeline.settings import RetrySettings
 from nexanest.producers.feeds.adapter import FeedHealth, FeedObserver, NullObserver
-from nexanest.producers.normalise import NormaliseError, Normaliser, decimal_e9, live_seq_start
+from nexanest.producers.feeds.venue_parser import FrameResult, VenueParser, sample
 from nexanest.schemas.ticks import Tick
 
 _log = get_logger(__name__)
-
-#: Characters of a malformed frame passed to the observer (which may truncate further).
-SAMPLE_CHARS: Final = 512
-
-
-@dataclass(slots=True)
-class FrameResult:
-    """What one frame held. ``parse`` fills it; the connection loop reports it and clears it.
-
-    ``malformed`` is ``(reason, sample)``: ``reason`` a short stable code
-    (``bad_json``, ``bad_shape``, ``unknown_symbol``, ``bad_decimal``, ...),
-    ``sample`` the detail and the frame's start. ``reconnect`` says why the venue
-    wants a new connection (its shutdown notice); the frame's ticks still count.
-    """
-
-    ticks: list[Tick] = field(default_factory=list)
-    gaps: list[tuple[str, int, int]] = field(default_factory=list)
-    malformed: tuple[str, str] | None = None
-    reconnect: str | None = None
-    #: Something the venue said that is neither data nor malformed (its error message): logged, shown in health.
-    notice: str | None = None
-
-    def clear(self) -> None:
-        self.ticks.clear()
-        self.gaps.clear()
-        self.malformed = None
-        self.reconnect = None
-        self.notice = None
-
-
-class VenueParser(Protocol):
-    """The venue-specific half of a websocket feed.
-
-    ``parse`` keeps the state it needs across frames and connections (the last
-    trade id of each symbol), so a gap that spans a reconnect is reported too.
-    It must not raise for anything a venue might send: a frame it cannot use is
-    ``out.malformed``.
-    """
-
-    def url(self) -> str:
-        """The URL to connect to (for Binance it names the streams)."""
-
-    def subscribe_messages(self) -> Sequence[str]:
-        """Text frames to send right after every connect (none when the URL subscribes)."""
-
-    def parse(self, frame: str | bytes, out: FrameResult) -> None:
-        """Add what ``frame`` holds to ``out``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,126 +323,3 @@ def _closed(code: int, reason: str) -> str:
     }
     kind = kinds.get(code, "closed")
     return f"{kind} ({code}{': ' + reason if reason else ''})"
-
-
-def connection_options(
-    settings: Settings, *, max_connection_age_s: float | None = None, idle_timeout_s: float | None = None
-) -> ConnectionOptions:
-    """The connection options of the venues' settings (``NEXANEST_VENUES__*``) and the retry policy."""
-    v = settings.venues
-    return ConnectionOptions(
-        open_timeout_s=v.open_timeout_s,
-        ping_interval_s=v.ping_interval_s,
-        ping_timeout_s=v.ping_timeout_s,
-        max_connection_age_s=max_connection_age_s,
-        idle_timeout_s=idle_timeout_s,
-        retry=settings.retry,
-    )
-
-
-def venue_normaliser(
-    venue: str, source: str, venue_symbols: Iterable[str], symbol_map: Mapping[str, str], seq_start: int | None
-) -> tuple[Normaliser, list[str]]:
-    """The normaliser of a live venue feed and its canonical symbols (sorted): each
-    venue symbol (upper case) maps through ``symbol_map`` or stays itself, and
-    sequence numbers start at the clock's ns unless ``seq_start`` is given."""
-    mapping = {s: symbol_map.get(s, s) for s in venue_symbols}
-    normaliser = Normaliser(venue, source, mapping, live_seq_start() if seq_start is None else seq_start)
-    return normaliser, sorted(set(mapping.values()))
-
-
-class TradeIds:
-    """The last trade id per venue symbol, for venues whose trade ids are consecutive
-    per symbol: an id past the next one is a gap, one at or below the last is a repeat.
-    The ids outlive a connection, so trades missed during a reconnect are a gap too.
-    ``stream_of`` names a symbol's stream in a gap report (called only for a gap)."""
-
-    __slots__ = ("_last", "_stream_of")
-
-    def __init__(self, stream_of: Callable[[str], str]) -> None:
-        #: Bounded by the subscribed symbols.
-        self._last: dict[str, int] = {}
-        self._stream_of = stream_of
-
-    def accept(self, symbol: str, trade_id: int, out: FrameResult) -> bool:
-        """Record ``trade_id``; ``False`` for a repeat (drop the trade), a gap reported
-        to ``out`` as ``(stream, expected id, received id)``."""
-        last = self._last.get(symbol)
-        if last is not None:
-            if trade_id <= last:
-                return False
-            if trade_id != last + 1:
-                out.gaps.append((self._stream_of(symbol), last + 1, trade_id))
-        self._last[symbol] = trade_id
-        return True
-
-    def seen_up_to(self, symbol: str, last_trade_id: int, out: FrameResult) -> None:
-        """The venue says trades up to ``last_trade_id`` happened: those never seen
-        (after the last one, when there is one) are a gap up to ``last_trade_id + 1``."""
-        last = self._last.get(symbol)
-        if last is None or last_trade_id > last:
-            if last is not None:
-                out.gaps.append((self._stream_of(symbol), last + 1, last_trade_id + 1))
-            self._last[symbol] = last_trade_id
-
-
-def add_venue_arguments(
-    parser: argparse.ArgumentParser, name: str, *, symbols_help: str, map_help: str, url_help: str
-) -> None:
-    """The command line every venue feed plugin shares: ``--symbols``, ``--symbol-map``,
-    ``--source`` (default: the plugin's name) and ``--url``."""
-    parser.add_argument("--symbols", type=parse_symbols, required=True, help=symbols_help)
-    parser.add_argument("--symbol-map", type=parse_symbol_map, default={}, help=map_help)
-    parser.add_argument(
-        "--source",
-        default=name,
-        help=f"the source tag of the ticks (default: {name}); sequence numbers start at the clock's ns, "
-        "so a restart never reuses one",
-    )
-    parser.add_argument("--url", help=url_help)
-
-
-def parse_symbols(text: str) -> list[str]:
-    """``"btcusdt, ethusdt"`` -> ``["btcusdt", "ethusdt"]``; raises ``ArgumentTypeError`` when empty."""
-    symbols = [s.strip() for s in text.split(",") if s.strip()]
-    if not symbols:
-        raise argparse.ArgumentTypeError("give at least one symbol")
-    return symbols
-
-
-def check_symbols(symbols: Iterable[str], pattern: str) -> None:
-    """Refuse canonical symbols the consumer would dead-letter (``validation.symbol_pattern``):
-    a typo in ``--symbol-map`` fails at start, not as every tick in the DLQ."""
-    matches = re.compile(pattern).fullmatch
-    refused = sorted(symbol for symbol in set(symbols) if matches(symbol) is None)
-    if refused:
-        raise ValueError(f"symbols the consumer would refuse (pattern {pattern}): {', '.join(refused)}")
-
-
-def parse_symbol_map(text: str) -> dict[str, str]:
-    """``"BTCUSDT=BTC-USDT,ETHUSDT=ETH-USDT"`` -> a dict (venue spelling upper-cased)."""
-    mapping: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        venue_symbol, sep, canonical = item.partition("=")
-        if not sep or not venue_symbol.strip() or not canonical.strip():
-            raise argparse.ArgumentTypeError(f"expected VENUE=CANONICAL, got {item!r}")
-        mapping[venue_symbol.strip().upper()] = canonical.strip()
-    return mapping
-
-
-def trade_amounts(price_text: str, size_text: str) -> tuple[int, int]:
-    """A trade's price and size in e9 units, exact from the venue's strings.
-    Raises ``NormaliseError`` for text that is no exact decimal, a price that is
-    not positive or a negative size (the consumer would dead-letter the tick)."""
-    price_e9, size_e9 = decimal_e9(price_text), decimal_e9(size_text)
-    if price_e9 <= 0:
-        raise NormaliseError("bad_price", f"price {price_text!r} is not positive")
-    if size_e9 < 0:
-        raise NormaliseError("bad_size", f"size {size_text!r} is negative")
-    return price_e9, size_e9
-
-
-def sample(frame: str | bytes) -> str:
-    """The start of ``frame`` as text, for a malformed-frame report."""
-    text = frame if isinstance(frame, str) else frame[:SAMPLE_CHARS].decode("utf-8", "replace")
-    return text[:SAMPLE_CHARS]

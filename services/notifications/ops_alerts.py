@@ -7,8 +7,11 @@ the first time (an admin is not sent the past). An event whose type is in
 ``error``) becomes one ``Fanout`` job per subscribed admin
 (``notification_ops_subscribers()``; an admin subscribes with ``PUT
 /ops-alerts/subscription``), through the same queue and channels as price
-alerts. Offsets are committed after the jobs are queued, and each notice's id is
-derived from the event's id and the admin: a replayed event is the same notice.
+alerts. The role is checked again for every batch of events, in the auth
+database (``auth_active_admins``, auth/0003, as the notifications role): a
+subscriber demoted or deactivated since subscribing gets nothing. Offsets are
+committed after the jobs are queued, and each notice's id is derived from the
+event's id and the admin: a replayed event is the same notice.
 """
 
 from __future__ import annotations
@@ -61,12 +64,19 @@ def notice_of(event: SystemEvent, admin_id: uuid.UUID) -> Notice:
     )
 
 
-async def route_events(events: list[SystemEvent], pool: asyncpg.Pool, queue: JobQueue, types: frozenset[str]) -> int:
-    """Queue the notices of ``events`` of the routed types for every subscribed admin; how many."""
+async def route_events(
+    events: list[SystemEvent],
+    pool: asyncpg.Pool | asyncpg.Connection,
+    auth: asyncpg.Pool | asyncpg.Connection,
+    queue: JobQueue,
+    types: frozenset[str],
+) -> int:
+    """Queue the notices of ``events`` of the routed types for every subscriber who
+    is an active admin now (``auth``: the auth database); how many."""
     wanted = [e for e in events if e.event_type in types]
     if not wanted:
         return 0
-    admins = await repository.ops_subscribers(pool)
+    admins = await repository.ops_subscribers(pool, auth)
     jobs = [encode_job(Fanout(notice_of(e, a))) for e in wanted for a in admins]
     await queue.push(*jobs)
     return len(jobs)
@@ -92,7 +102,10 @@ async def _follow(settings: Settings, types: frozenset[str], stop: asyncio.Event
     consumer = AIOKafkaConsumer(settings.kafka.events_topic, group_id=ops_group(settings), **options)
     client = notifications_redis(settings)
     try:
-        async with postgres_pool("ops-db", settings.services.notifications_dsn, max_size=1).open() as pool:
+        async with (
+            postgres_pool("ops-db", settings.services.notifications_dsn, max_size=1).open() as pool,
+            postgres_pool("ops-auth-db", settings.services.notifications_auth_dsn(), max_size=1).open() as auth,
+        ):
             await consumer.start()
             queue = JobQueue(client, settings.notifications.key_prefix)
             pinned = False
@@ -114,7 +127,7 @@ async def _follow(settings: Settings, types: frozenset[str], stop: asyncio.Event
                             _log.warning("ops_event_unreadable", partition=tp.partition, offset=m.offset)
                     offsets[TopicPartition(tp.topic, tp.partition)] = messages[-1].offset + 1
                 started = time.perf_counter()
-                queued = await route_events(events, pool, queue, types)
+                queued = await route_events(events, pool, auth, queue, types)
                 await consumer.commit(offsets)
                 if queued:
                     _log.info(

@@ -2,9 +2,10 @@
 
 Every function takes a connection inside ``acting_as`` (``services/rls.py``), so
 row-level security limits it to the acting user's rows, except
-``alerts_to_evaluate`` and ``ops_subscribers``, which call the SECURITY DEFINER
+``alerts_to_evaluate`` and ``ops_subscriptions``, which call the SECURITY DEFINER
 functions of notifications/0002 (the worker's only ways across users) on a
-pooled connection.
+pooled connection, and ``ops_subscribers``, which also asks the auth database's
+``auth_active_admins`` (auth/0003) which subscribers are still admins.
 """
 
 from __future__ import annotations
@@ -340,8 +341,22 @@ async def ops_subscribed(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM ops_subscriptions)"))
 
 
-async def ops_subscribers(pool: asyncpg.Pool) -> list[uuid.UUID]:
+async def ops_subscriptions(pool: asyncpg.Pool | asyncpg.Connection) -> list[uuid.UUID]:
+    """Every user subscribed to operational alerts (admins when they subscribed)."""
     return [r["user_id"] for r in await pool.fetch("SELECT user_id FROM notification_ops_subscribers()")]
+
+
+async def ops_subscribers(
+    pool: asyncpg.Pool | asyncpg.Connection, auth: asyncpg.Pool | asyncpg.Connection
+) -> list[uuid.UUID]:
+    """The subscribed users who are active admins now, asked of the auth database
+    (``auth``: the notifications role there, ``auth_active_admins``, auth/0003) at
+    each call: a subscriber demoted or deactivated since subscribing gets nothing."""
+    subscribed = await ops_subscriptions(pool)
+    if not subscribed:
+        return []
+    admins = {r["user_id"] for r in await auth.fetch("SELECT user_id FROM auth_active_admins($1::uuid[])", subscribed)}
+    return [s for s in subscribed if s in admins]
 
 
 def data_of(value: object) -> Mapping[str, str]:

@@ -3,6 +3,8 @@ built-in plugins' options (no services: nothing is run)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,28 @@ def test_the_replay_plugin_publishes_history_to_the_backfill_topic(tmp_path: Pat
     assert topic_of(settings, feed) == settings.kafka.backfill_topic != settings.kafka.ticks_topic
     with pytest.raises(SystemExit):
         feed_parser("replay", plugin).parse_args([str(path), "--speed", "fast"])
+
+
+def readme_feed_commands() -> list[list[str]]:
+    """The ``nexanest feed run`` commands of the README's shell blocks, as argv after ``run``."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+    lines = [line for block in blocks for line in block.splitlines() if line.startswith("nexanest feed run ")]
+    return [shlex.split(line, comments=True)[3:] for line in lines]
+
+
+def test_the_readmes_feed_commands_parse_and_its_synthetic_history_goes_to_the_backfill_topic() -> None:
+    """Every ``feed run`` the README shows takes its options; the synthetic ones build
+    a feed the consumer accepts (not refused up front), history to the backfill topic."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    commands = readme_feed_commands()
+    assert {c[0] for c in commands} >= {"synthetic", "replay", "binance", "coinbase"}
+    for name, *options in commands:
+        if "--help" in options:
+            continue
+        plugin = registry.load(name)
+        parsed = feed_parser(name, plugin).parse_args(options)
+        if name == "synthetic":
+            feed = plugin.create(parsed, settings)
+            assert isinstance(feed, SyntheticFeed)
+            assert topic_of(settings, feed) == settings.kafka.backfill_topic, options

@@ -50,7 +50,9 @@ def test_each_synthetic_run_gets_its_own_source_unless_given() -> None:
     assert first.startswith("synthetic-")
     assert second.startswith("synthetic-")
     assert first != second  # seq restarts at 0 each run: a shared tag would make ticks ambiguous
-    assert synthetic_config(parse_args(["run", "--source", "feed-a"])).source == "feed-a"
+    given = synthetic_config(parse_args(["run", "--source", "feed-a"]))
+    assert given.source == "feed-a"
+    assert given.seq_start > 0  # a reused tag counts from the clock: its earlier seqs would be dropped as re-sends
 
 
 @pytest.mark.integration

@@ -13,6 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from nexanest.pipeline.settings import MetricsSettings, ServicesSettings
 from tests.prometheus import promtool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +59,32 @@ def test_the_compose_jobs_are_the_local_stack_s() -> None:
     assert set(re.findall(r"- job_name: ([\w-]+)", compose)) == local_jobs
     for cluster in ("postgres", "timescaledb"):
         assert f"labels: {{cluster: {cluster}}}" in compose
+
+
+def host_targets(job: str) -> dict[str, int]:
+    """The compose Prometheus' targets on the host in ``job``: component -> port."""
+    text = PROMETHEUS_YML.read_text()
+    block = text[text.index(f"- job_name: {job}\n") :]
+    block = block[: block.find("\n\n")]
+    found = re.findall(r'- targets: \["host\.docker\.internal:(\d+)"\]\n\s+labels: \{component: ([\w-]+)\}', block)
+    return {component: int(port) for port, component in found}
+
+
+def test_the_compose_prometheus_scrapes_every_host_process_on_its_default_port() -> None:
+    """The port map of the pipeline (quotes' 9107 too) and every service (8001-8005),
+    as deploy/local/prometheus.sh scrapes them; the host reached through the gateway."""
+    m = MetricsSettings()
+    assert host_targets("nexanest") == {c: m.port_for(c) for c in ("consumer", "producer", "run", "quotes")}
+    assert host_targets("services") == ServicesSettings().ports()
+    assert 'extra_hosts: ["host.docker.internal:host-gateway"]' in services()["prometheus"]
+    # On Linux the gateway does not reach processes on 127.0.0.1 (their default):
+    # the README says which settings move them onto the bridge's address.
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Grafana dashboards") :]
+    section = section[: section.index("\n## ")]
+    for setting in ("NEXANEST_METRICS__HOST", "NEXANEST_SERVICES__HOST", "host-gateway"):
+        assert setting in section, setting
+    assert "NEXANEST_METRICS__HOST and NEXANEST_SERVICES__HOST" in PROMETHEUS_YML.read_text()
 
 
 def test_compose_runs_alertmanager_and_the_exporters_with_the_monitoring_role() -> None:

@@ -7,27 +7,36 @@ defines, the provisioning holds no literal secret, and the compose file mounts
 what exists.
 
 Integration: a short real pipeline (``nexanest produce`` and ``nexanest consume``
-in processes of their own, in the test's namespace) and the market data service
+in processes of their own, in the test's namespace, plus a few messages that are
+no tick, which the consumer dead-letters) and the market data service
 (tests/services/served.py), each on a free port announced to the running
 Prometheus by a targets file. Once Prometheus has scraped them, every PromQL
 expression of the dashboards and of deploy/prometheus/rules is evaluated through
-its HTTP API: each parses, each dashboard expression returns data, and every
-metric a dashboard names is exported by this test's processes. Every SQL panel
-runs against the test TimescaleDB as the read-only market data role, Grafana's
-macros replaced by a bounded range, and returns rows.
+its HTTP API. Each parses. Each dashboard expression gives a finite number, as
+written and narrowed to the job and instance of the process that does its
+metric's work (every process exports the whole registry, mostly at 0, so only
+that tells a working consumer from one that stopped observing a histogram), and
+every counter and histogram a panel reads has moved there (except the few a
+clean run leaves at 0). Every selector of every alert rule returns series: the
+pipeline's metrics from this test's processes, the rest from the stack's
+exporters and targets. Every SQL panel runs against the test TimescaleDB as the
+read-only market data role, Grafana's macros replaced by a bounded range, and
+returns rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +47,8 @@ import pytest
 
 from nexanest.ops import dashboards
 from nexanest.pipeline import metrics
-from nexanest.pipeline.settings import Settings, namespace_environment
+from nexanest.pipeline.kafka import ensure_topics, make_producer
+from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_prometheus import state_dir
@@ -189,6 +199,26 @@ def test_the_rule_expressions_are_all_found() -> None:
 
 # --- integration -------------------------------------------------------------------------------
 
+#: Counters and histograms a clean pipeline run leaves at 0: nothing is retried,
+#: re-sent or claimed by another consumer. Their panels must still give finite
+#: numbers (from 0: the consumer exports them before the first event), but no
+#: increase is asked of them.
+QUIET = frozenset(
+    {
+        "nexanest_consumer_retries_total",
+        "nexanest_sink_duplicates_skipped_total",
+        "nexanest_consumer_fenced_total",
+    }
+)
+#: Messages of the test that are no tick: the consumer dead-letters them (as
+#: ``schema_violation``: bytes that are no MessagePack map of a tick), so the
+#: dead-letter panel and rule have a real rejection to show.
+GARBAGE = 20
+#: Label matchers that only match a failure, which a healthy run has none of: a
+#: rule's selector is checked with the label present instead (the 5xx ratio reads
+#: ``status``; the services answer 2xx and 4xx here).
+FAILURE_ONLY = {'status=~"5.."': 'status=~".+"'}
+
 
 def query(expr: str) -> list[dict[str, Any]]:
     body = api_body("query", query=expr)
@@ -196,19 +226,89 @@ def query(expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-def any_of(instances: list[str]) -> str:
+def finite(result: list[dict[str, Any]]) -> list[float]:
+    """The sample values of a query's result that are numbers (NaN and ±Inf are not:
+    ``histogram_quantile`` over buckets that never moved answers NaN)."""
+    return [v for v in (float(r["value"][1]) for r in result) if math.isfinite(v)]
+
+
+def any_of(instances: dict[str, str]) -> str:
     """A PromQL regex (inside a double-quoted string) matching exactly these instances."""
-    return "|".join(i.replace(".", "\\\\.") for i in instances)
+    return "|".join(i.replace(".", "\\\\.") for i in instances.values())
 
 
-def scope(expr: str, instances: str) -> str:
-    """``expr`` with every ``nexanest_*`` selector limited to ``instances`` (a regex)."""
+def worker_of(name: str) -> str:
+    """The process whose work moves metric ``name`` (every process exports the whole
+    registry, most of it at 0): the producer counts ticks, the market data service
+    its requests, the consumer everything else."""
+    if name.startswith("nexanest_producer_"):
+        return "producer"
+    if name.startswith("nexanest_http_"):
+        return "market-data"
+    return "consumer"
+
+
+def selector_of(labels: dict[str, str]) -> str:
+    return ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+
+
+def scope(expr: str, scraped: dict[str, dict[str, str]]) -> str:
+    """``expr`` with every ``nexanest_*`` selector limited to the job and instance of
+    the process that does that metric's work (``scraped``: process -> its labels)."""
 
     def narrowed(m: re.Match[str]) -> str:
         inner = m[3] or ""
-        return f'{m[1]}{{instance=~"{instances}"{", " + inner if inner else ""}}}'
+        where = selector_of(scraped[worker_of(m[1])])
+        return f"{m[1]}{{{where}{', ' + inner if inner else ''}}}"
 
     return re.sub(r"\b(nexanest_\w+)(\{([^}]*)\})?", narrowed, expr)
+
+
+#: PromQL words that are neither metrics nor functions, and the clauses that name labels.
+_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan"})
+_LABEL_CLAUSE = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+
+
+def selectors(expr: str) -> list[str]:
+    """The instant-vector selectors of ``expr`` (metric name and matchers), in order,
+    each once: grouping and matching clauses and range windows are dropped first,
+    then a name followed by ``(`` is a function."""
+    bare = re.sub(r"\[[^\]]*\]", "", _LABEL_CLAUSE.sub(" ", expr))
+    found: list[str] = []
+    for m in re.finditer(r"([a-zA-Z_:][\w:]*)\s*(\{[^}]*\})?(\s*\()?", bare):
+        if m[3] or m[1].lower() in _KEYWORDS:
+            continue
+        selector = m[1] + (m[2] or "")
+        if selector not in found:
+            found.append(selector)
+    return found
+
+
+def test_the_rule_selectors_are_found() -> None:
+    """What the integration test below asks Prometheus for, from each rule."""
+    found = {s for e in rule_expressions() for s in selectors(e)}
+    for expected in (
+        'up{job="nexanest", component=~"consumer|run"}',
+        'nexanest_consumer_lag_seconds{topic!~".*backfill"}',
+        "nexanest_consumer_lag_messages",
+        'nexanest_sink_flush_seconds_bucket{sink="timescale"}',
+        "nexanest_quote_latency_seconds_bucket",
+        'pg_up{cluster="timescaledb"}',
+        "pg_database_size_bytes",
+        "nexanest:database_size_budget_bytes",
+        "alertmanager_notifications_failed_total",
+        "redis_up",
+        'nexanest_http_requests_total{status=~"5.."}',
+        "nexanest_http_requests_total",
+    ):
+        assert expected in found, expected
+    names = {s.split("{")[0] for s in found}
+    # No function, keyword or grouping label taken for a metric.
+    assert names.isdisjoint({"sum", "max", "rate", "increase", "absent", "vector", "le", "topic", "and", "on"})
+    ours = {n for n in names if n.startswith("nexanest_")}
+    assert ours <= exported_names(), ours - exported_names()
+    others = names - ours - {"up", "nexanest:database_size_budget_bytes"}
+    assert all(n.startswith(("pg_", "redis_", "alertmanager_")) for n in others), others
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -221,10 +321,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+async def publish_garbage(kafka: KafkaSettings, count: int) -> None:
+    await ensure_topics(kafka)  # the consumer may not have made them yet
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(kafka.ticks_topic, f"not a tick {i}".encode())
+    finally:
+        await producer.stop()
+
+
 @pytest.fixture
-def pipeline_scraped(prometheus: str, isolated: Settings, test_id: str, tmp_path: Path) -> Iterator[list[str]]:
+def pipeline_scraped(
+    prometheus: str, isolated: Settings, test_id: str, tmp_path: Path
+) -> Iterator[dict[str, dict[str, str]]]:
     """Producer, consumer and the market data service of this test, scraped by
-    Prometheus: their instances."""
+    Prometheus, and a few messages the consumer dead-letters: each process's
+    ``job`` and ``instance`` labels as Prometheus has them."""
     consumer_port, producer_port = free_ports(2)
     env = namespace_environment(isolated)
     procs: list[subprocess.Popen[bytes]] = []
@@ -250,26 +364,36 @@ def pipeline_scraped(prometheus: str, isolated: Settings, test_id: str, tmp_path
                     )
                 )
         with served("market-data", isolated, tmp_path / "market-data.log") as service:
-            service_instance = service.removeprefix("http://")
-            instances = [f"127.0.0.1:{consumer_port}", f"127.0.0.1:{producer_port}", service_instance]
+            instances = {
+                "consumer": f"127.0.0.1:{consumer_port}",
+                "producer": f"127.0.0.1:{producer_port}",
+                "market-data": service.removeprefix("http://"),
+            }
             entries = [
-                {"targets": [f"127.0.0.1:{consumer_port}"], "labels": {"component": f"test-{test_id}-consumer"}},
-                {"targets": [f"127.0.0.1:{producer_port}"], "labels": {"component": f"test-{test_id}-producer"}},
-                {"targets": [service_instance], "labels": {"component": f"test-{test_id}-market-data"}},
+                {"targets": [instance], "labels": {"component": f"test-{test_id}-{process}"}}
+                for process, instance in instances.items()
             ]
             targets_file.write_text(json.dumps(entries))
 
-            def scraped() -> bool:
+            def scraped() -> dict[str, dict[str, str]] | None:
                 for proc in procs:
                     assert proc.poll() is None, f"a pipeline process exited:\n{log.read_text()[-3000:]}"
                 # Requests for the services' panels (any status counts, probes do not).
                 for path in ("/quotes", "/quotes/NOSUCH", "/no/such/route"):
                     httpx.get(f"{service}{path}", timeout=5)
-                up = query(f'up{{instance=~"{any_of(instances)}"}} == 1')
-                return len(up) == len(instances)
+                up = {
+                    r["metric"]["instance"]: r["metric"] for r in query(f'up{{instance=~"{any_of(instances)}"}} == 1')
+                }
+                if set(up) != set(instances.values()):
+                    return None
+                return {p: {"job": up[i]["job"], "instance": i} for p, i in instances.items()}
 
-            wait_until("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
-            yield instances
+            labels = wait_until("Prometheus scraping the test's producer, consumer and service", scraped, 120.0)
+            # Only now: Prometheus has seen the consumer's dead-letter counter at 0, so
+            # increase() sees it rise (a series first scraped at 20 has risen by nothing).
+            with ThreadPoolExecutor(max_workers=1) as apart:  # a loop of its own, not pytest-asyncio's
+                apart.submit(asyncio.run, publish_garbage(isolated.kafka, GARBAGE)).result()
+            yield labels
     finally:
         targets_file.unlink(missing_ok=True)
         for proc in procs:
@@ -285,13 +409,48 @@ def test_every_rule_expression_parses_in_prometheus(prometheus: str) -> None:
     assert api_body("query", query="sum by (le (rate(nexanest_consumer_batch_rows_bucket[5m]))")["status"] == "error"
 
 
+def wait_for_all(what: str, missing_now: Callable[[], list[str]], timeout_s: float) -> None:
+    """Poll until ``missing_now()`` is empty; fail naming what is still missing."""
+    deadline = time.monotonic() + timeout_s
+    while missing := missing_now():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: {missing}", pytrace=False)
+        time.sleep(1.0)
+
+
+@pytest.mark.integration
+def test_every_rule_selector_returns_series_from_the_real_processes_and_exporters(
+    pipeline_scraped: dict[str, dict[str, str]], prometheus: str
+) -> None:
+    """Each metric a rule reads exists with the labels the rule selects: the
+    pipeline's and the service's from this test's own processes (the job and
+    instance of the one that does the work), the others from the stack's
+    exporters, Alertmanager and Prometheus' own targets and recording rules."""
+    wanted: dict[str, str] = {}  # what is asked -> the rule's selector
+    for expr in rule_expressions():
+        for selector in selectors(expr):
+            asked = selector
+            for failure, present in FAILURE_ONLY.items():
+                asked = asked.replace(failure, present)
+            wanted[scope(asked, pipeline_scraped)] = selector
+    assert len(wanted) >= 15, wanted
+    # The check can fail: a label value no process exports gives nothing.
+    assert query(scope('nexanest_sink_rows_written_total{sink="no-such-sink"}', pipeline_scraped)) == []
+    assert query('pg_up{cluster="no-such-cluster"}') == []
+    wait_for_all(
+        "rule selectors without series",
+        lambda: [f"{selector} (asked: {asked})" for asked, selector in wanted.items() if not query(asked)],
+        150.0,
+    )
+
+
 @pytest.mark.integration
 def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
-    pipeline_scraped: list[str], prometheus: str
+    pipeline_scraped: dict[str, dict[str, str]], prometheus: str
 ) -> None:
     exprs = targets_of("expr")
     names = {n for e in exprs for n in metric_names(e)}
-    ours = any_of(pipeline_scraped)
+    ours = any_of({p: labels["instance"] for p, labels in pipeline_scraped.items()})
 
     def our_names() -> set[str] | None:
         found = {r["metric"]["__name__"] for r in query(f'count by (__name__) ({{instance=~"{ours}"}})')}
@@ -301,24 +460,47 @@ def test_every_dashboard_expression_returns_data_from_a_real_pipeline(
     wait_until(f"the dashboards' metrics from the test's processes: {sorted(names)}", our_names, 120.0)
     assert names <= set(api_body("label/__name__/values")["data"])
 
-    # ...and every expression parses and returns data once rates have two samples.
-    # Each as written, and each with its metrics narrowed to this test's processes
-    # (the stack's own consumer, if one runs, must not be what gives the data).
-    scoped = [scope(e, ours) for e in exprs]
-    assert all(f'instance=~"{ours}"' in s for s, e in zip(scoped, exprs, strict=True) if metric_names(e))
-    missing: list[str] = []
+    # ...every expression gives a number (not NaN, not ±Inf) once rates have two
+    # samples: as written, and with each metric narrowed to the job and instance
+    # of the process that does its work. Every process exports the whole registry,
+    # mostly at 0, so only that narrowing tells a consumer that stopped observing,
+    # say, nexanest_quote_latency_seconds (its quantiles are then NaN) from one that observes it.
+    scoped = [scope(e, pipeline_scraped) for e in exprs]
+    for narrowed, expr in zip(scoped, exprs, strict=True):
+        for name in metric_names(expr):
+            assert selector_of(pipeline_scraped[worker_of(name)]) in narrowed, (name, narrowed)
+    wait_for_all(
+        "dashboard expressions without a finite value",
+        lambda: [e for e in dict.fromkeys([*exprs, *scoped]) if not finite(query(e))],
+        150.0,
+    )
 
-    def all_return_data() -> bool:
-        missing[:] = [e for e in [*exprs, *scoped] if not query(e)]
-        return not missing
+    # ...and every counter and histogram a panel reads has moved at the process that
+    # does its work (a rate of 0 is a number too), but those a clean run leaves at 0.
+    families = {family.name: family.type for family in metrics.REGISTRY.collect()}
 
-    deadline = time.monotonic() + 150.0
-    while not all_return_data():
-        if time.monotonic() > deadline:
-            pytest.fail(f"dashboard expressions without data: {missing}", pytrace=False)
-        time.sleep(1.0)
+    def moved(name: str) -> str | None:
+        """A query of the increase of ``name``'s counter, None for a gauge."""
+        for suffix in ("_bucket", "_sum", "_count", "_total"):
+            base = name.removesuffix(suffix)
+            if base != name and families.get(base) in ("counter", "histogram"):
+                counter = f"{base}_count" if families[base] == "histogram" else f"{base}_total"
+                return scope(f"sum(increase({counter}[5m]))", pipeline_scraped)
+        assert families.get(name) == "gauge", name
+        return None
+
+    increases = {name: moved(name) for name in sorted(names - QUIET)}
+    assert any(q is None for q in increases.values())  # gauges (lag, freshness) are read too
+    wait_for_all(
+        "dashboard metrics that did not move at the process doing their work",
+        lambda: [n for n, q in increases.items() if q and not any(v > 0 for v in finite(query(q)))],
+        150.0,
+    )
+    # The dead letters of the test's garbage, by their reason.
+    rejected = query(scope("sum by (reason) (increase(nexanest_consumer_rejected_total[5m])) > 0", pipeline_scraped))
+    assert {r["metric"]["reason"] for r in rejected} == {"schema_violation"}
     # The retries panel has a series per service from 0, before any retry happens.
-    retries = query(scope("sum by (service) (nexanest_consumer_retries_total)", ours))
+    retries = query(scope("sum by (service) (nexanest_consumer_retries_total)", pipeline_scraped))
     assert {r["metric"]["service"] for r in retries} == set(metrics.RETRY_SERVICES)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from nexanest.pipeline.settings import Settings, namespace_environment
+from nexanest.pipeline.settings import MetricsComponent, Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_secrets import command_lines, env_secrets
@@ -233,14 +233,18 @@ def test_the_community_cluster_has_its_own_exporter_and_job(prometheus: str, com
 @pytest.mark.integration
 def test_the_pipeline_targets_follow_the_metrics_port_map(prometheus: str, user_settings: Settings) -> None:
     m = user_settings.metrics  # what .env says (the script reads the same)
-    expected = {c: f"127.0.0.1:{m.port_for(c)}" for c in ("consumer", "producer", "run") if m.port_for(c)}
+    components: tuple[MetricsComponent, ...] = ("consumer", "producer", "run", "quotes")
+    if m.port is None:  # the map: a target per component (the quote fast path's 9107 too)
+        expected = {c: f"127.0.0.1:{m.port_for(c)}" for c in components if m.port_for(c)}
+    else:  # one port for every command: prometheus.sh makes it the one target
+        expected = {"consumer": f"127.0.0.1:{m.port}"} if m.port else {}
     assert expected
 
     def pipeline() -> dict[str, str]:
         return {
             t["labels"]["component"]: t["labels"]["instance"]
             for t in targets()
-            if t["labels"]["job"] == "nexanest" and t["labels"]["component"] in ("consumer", "producer", "run")
+            if t["labels"]["job"] == "nexanest" and t["labels"]["component"] in components
         }
 
     # file_sd reads the file the script wrote: wait for that, then compare.

@@ -10,6 +10,7 @@ from nexanest.pipeline.errors import ConfigurationError
 from nexanest.pipeline.settings import (
     PostgresSettings,
     RedisSettings,
+    ServicesSettings,
     Settings,
     TimescaleSettings,
     load_settings,
@@ -97,6 +98,10 @@ def test_separate_databases_moves_every_database_and_keeps_the_rest() -> None:
         "analytics_timescale_dsn": "timescale_test",
         "notifications_dsn": "notifications_test",
     }
+    # The notifications role's way into the auth database follows both DSNs.
+    assert test.services.notifications_auth_dsn().get_secret_value() == (
+        test.services.notifications_dsn.get_secret_value().rsplit("/", 1)[0] + "/auth_test"
+    )
     r = test.redis
     assert [r.db_sessions, r.db_portfolio, r.db_quotes, r.db_analytics, r.db_notifications] == [10, 11, 12, 13, 14]
     assert r.url == user.redis.url
@@ -176,3 +181,15 @@ def test_a_missing_token_secret_is_an_error_only_when_asked_for() -> None:
     services = Settings(_env_file=None).services  # type: ignore[call-arg]
     with pytest.raises(ConfigurationError, match=r"NEXANEST_SERVICES__TOKEN_SECRET is not set.*\.env"):
         services.token_secret_or_raise()
+
+
+def test_the_notifications_role_reaches_the_auth_database_with_its_own_credentials() -> None:
+    services = ServicesSettings(
+        auth_dsn=SecretStr("postgresql://nexanest_auth:a@db.internal:5432/auth"),
+        notifications_dsn=SecretStr(
+            "postgresql://nexanest_notifications:n%40pw@db.internal:5432/notifications?sslmode=require"
+        ),
+    )
+    assert services.notifications_auth_dsn().get_secret_value() == (
+        "postgresql://nexanest_notifications:n%40pw@db.internal:5432/auth?sslmode=require"
+    )

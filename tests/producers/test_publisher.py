@@ -19,6 +19,7 @@ from nexanest.pipeline.kafka import ensure_topics, make_producer
 from nexanest.pipeline.settings import Settings
 from nexanest.producers.publisher import TickPublisher
 from nexanest.schemas.ticks import HEADER_RESENT, Tick
+from tests.producers.feeds.venue_server import until
 from tests.producers.ticks_topic import read_ticks
 
 pytestmark = pytest.mark.integration
@@ -189,3 +190,59 @@ async def test_a_lost_idempotent_sequence_goes_on_through_a_new_producer(isolate
             await TickPublisher(SequenceLost(producer, 0), kafka.ticks_topic, "pub").publish(sent[:10])
     finally:
         await producer.stop()
+
+
+class StalledDeliveries(FailingFirstDeliveries):
+    """The real producer, except that no delivery completes until ``release`` is set:
+    a broker that takes the records and does not answer (slow, or away)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        super().__init__(producer, failures=0)
+        self.release = asyncio.Event()
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[object]:
+        delivery: asyncio.Future[object] = await self._producer.send_batch(builder, topic, partition=partition)
+
+        async def answered() -> object:
+            await self.release.wait()
+            return await delivery
+
+        return asyncio.ensure_future(answered())
+
+
+async def test_a_stalled_kafka_holds_the_feed_back_and_loses_nothing(isolated: Settings) -> None:
+    """Backpressure: while Kafka acknowledges nothing, the feed's iterator is not
+    advanced past ``in_flight`` + 1 batches (memory stays bounded by them, no tick is
+    dropped or buffered elsewhere); once Kafka answers, every tick lands, once."""
+    await ensure_topics(isolated.kafka)
+    producer = make_producer(isolated.kafka)
+    await producer.start()
+    sent, in_flight = ticks(2_000, 10), 3
+    yielded = 0
+
+    async def feed() -> AsyncIterator[list[Tick]]:
+        nonlocal yielded
+        for start in range(0, len(sent), 100):  # 20 batches
+            yielded += 1
+            yield sent[start : start + 100]
+
+    stalled = StalledDeliveries(producer)
+    try:
+        publisher = TickPublisher(stalled, isolated.kafka.ticks_topic, "pub")
+        publishing = asyncio.create_task(publisher.publish_all(feed(), in_flight=in_flight))
+        await until(lambda: yielded >= in_flight + 1, "the feed asked for its first batches", 30)
+        assert yielded == in_flight + 1
+        # Held there: however long Kafka stays silent (2 s of it here), the feed is not asked for more.
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            assert yielded == in_flight + 1
+        assert not publishing.done()
+        assert publisher.published == 0
+        stalled.release.set()
+        assert await asyncio.wait_for(publishing, 60) == 2_000
+    finally:
+        stalled.release.set()
+        await producer.stop()
+    assert yielded == 20
+    got = await read_ticks(isolated, 2_000)
+    assert sorted(t.seq for _, _, t in got) == list(range(2_000))  # each once, none lost

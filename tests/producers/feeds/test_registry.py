@@ -4,6 +4,7 @@ from an installed distribution's metadata (a dist-info on ``sys.path``)."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -64,7 +65,16 @@ def test_unknown_and_broken_plugins_are_refused(user_dist: Path) -> None:
         registry.load("notaplugin")
 
 
-async def test_null_observer_is_an_observer() -> None:
-    observer: FeedObserver = NullObserver()
-    await observer.connected("x")
-    await observer.gap("s", 1, 3)
+async def test_null_observer_answers_every_report_of_the_protocol() -> None:
+    """Every method of ``FeedObserver`` (found at run time, so a report added to the
+    protocol later is covered) exists on ``NullObserver`` with the same signature,
+    and awaiting it does nothing but return."""
+    reports = [name for name, value in vars(FeedObserver).items() if inspect.iscoroutinefunction(value)]
+    assert sorted(reports) == ["connected", "disconnected", "gap", "malformed"]
+    observer = NullObserver()
+    for name in reports:
+        method = getattr(observer, name)
+        assert inspect.signature(method) == inspect.signature(getattr(FeedObserver, name).__get__(observer))
+        parameters = inspect.signature(method).parameters.values()
+        arguments = {p.name: ("x" if p.annotation in ("str", str) else 1) for p in parameters}
+        assert await method(**arguments) is None

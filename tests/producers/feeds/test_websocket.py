@@ -12,15 +12,10 @@ from nexanest.pipeline.settings import RetrySettings, Settings, VenueSettings
 from nexanest.producers.feeds import registry
 from nexanest.producers.feeds.binance import BinanceFeed, BinancePlugin
 from nexanest.producers.feeds.coinbase import CoinbaseFeed, CoinbasePlugin
-from nexanest.producers.feeds.websocket import (
-    ConnectionOptions,
-    FrameResult,
-    WebSocketFeed,
-    parse_symbol_map,
-    parse_symbols,
-    trade_amounts,
-)
-from nexanest.producers.normalise import NormaliseError
+from nexanest.producers.feeds.venue_parser import FrameResult, trade_amounts
+from nexanest.producers.feeds.venue_plugin import parse_symbols
+from nexanest.producers.feeds.websocket import ConnectionOptions, WebSocketFeed
+from nexanest.producers.normalise import NormaliseError, parse_symbol_map
 from tests.producers.feeds.venue_server import FeedRun, Send, VenueServer, frames, until
 
 

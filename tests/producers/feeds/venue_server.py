@@ -28,7 +28,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from nexanest.pipeline.settings import RetrySettings
-from nexanest.producers.feeds.websocket import FrameResult, VenueParser, WebSocketFeed
+from nexanest.producers.feeds.venue_parser import FrameResult, VenueParser
+from nexanest.producers.feeds.websocket import WebSocketFeed
 from nexanest.schemas.ticks import Tick
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "feeds"

@@ -1,7 +1,8 @@
 """What the role ``nexanest_analytics`` may do, read from the catalogs as the
 owners (integration): exactly the grants of timescale/0007 and analytics/0002-0003,
-row-level security forced on its user tables, and the one way across users, the
-SECURITY DEFINER function, executable by it alone."""
+row-level security forced on its user tables (every table of the analytics
+database: the seed's unused ``portfolio_metrics`` is gone, analytics/0004), and
+the one way across users, the SECURITY DEFINER function, executable by it alone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 from nexanest.pipeline.settings import Settings
 from tests.services.analytics.catalog import CROSSING_FUNCTION, function_facts, row_security
 from tests.services.analytics.conftest import running_service, service_settings
+from tests.services.row_security import unguarded_tables
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +87,16 @@ async def test_the_role_holds_exactly_its_grants(migrated: Settings) -> None:
         assert await row_security(conn, "saved_reports") == (True, True)
     finally:
         await conn.close()
+
+
+async def test_every_table_of_the_analytics_database_is_a_user_table_under_forced_rls(migrated: Settings) -> None:
+    conn = await asyncpg.connect(migrated.postgres.analytics_dsn.get_secret_value())
+    try:
+        looked_at, wrong = await unguarded_tables(conn, ROLE)
+    finally:
+        await conn.close()
+    assert looked_at >= {"saved_reports", "report_runs"}  # the query does find the tables
+    assert wrong == []
 
 
 async def test_only_the_role_may_read_every_portfolios_series_and_only_through_the_function(

@@ -1,18 +1,26 @@
 """Fixtures of the notifications service's tests: the app on the suite's own
 databases (``notifications_test``) and Redis databases (10-14), with this test's
 own Redis key prefix, quote keys and channels; users whose rows are removed
-afterwards; and a local webhook receiver (uvicorn on loopback) that records what
-it is sent."""
+afterwards; a local webhook receiver (uvicorn on loopback) that records what it
+is sent, and the receiver's check of a Standard Webhooks signature, written from
+the specification; and ``nexanest`` child processes (the worker, the consumer)
+with this test's settings."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import os
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,11 +29,13 @@ import pytest
 import redis.asyncio as redis
 from pydantic import SecretStr
 
-from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.services.app import Resource
 from nexanest.services.notifications.app import build_app
 from nexanest.services.tokens import Identity, InvalidToken, Role
 from tests.services.served import loopback_listener, uvicorn_on
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 class Verifier:
@@ -138,6 +148,46 @@ async def users(migrated: Settings, settings: Settings) -> AsyncIterator[list[uu
 
 
 @dataclass
+class AuthAccounts:
+    """Accounts of this test in the auth test database, written as its owner (the
+    role is the operator's to set there): what the notifications service asks when
+    it checks that a subscriber to operational alerts is still an admin."""
+
+    owner: asyncpg.Connection
+    made: list[uuid.UUID] = field(default_factory=list)
+
+    async def as_user(self, user: uuid.UUID, statement: str, *args: object) -> None:
+        async with self.owner.transaction():  # FORCEd row-level security binds the owner too
+            await self.owner.execute("SELECT set_config('app.user_id', $1, true)", str(user))
+            await self.owner.execute(statement, user, *args)
+
+    async def add(self, user: uuid.UUID, role: str, *, active: bool = True) -> None:
+        self.made.append(user)
+        await self.as_user(
+            user,
+            "INSERT INTO users (user_id, email, password_hash, role, is_active) VALUES ($1, $2, 'x', $3, $4)",
+            f"{user.hex}@notifications.test",
+            role,
+            active,
+        )
+
+    async def set_role(self, user: uuid.UUID, role: str) -> None:
+        await self.as_user(user, "UPDATE users SET role = $2 WHERE user_id = $1", role)
+
+
+@pytest.fixture
+async def auth_accounts(migrated: Settings) -> AsyncIterator[AuthAccounts]:
+    owner = await asyncpg.connect(migrated.postgres.auth_dsn.get_secret_value())
+    accounts = AuthAccounts(owner)
+    try:
+        yield accounts
+    finally:
+        for user in accounts.made:
+            await accounts.as_user(user, "DELETE FROM users WHERE user_id = $1")
+        await owner.close()
+
+
+@dataclass
 class Received:
     headers: dict[str, str]
     body: bytes
@@ -148,12 +198,14 @@ class Received:
 @dataclass
 class Receiver:
     """A webhook receiver on loopback: records every request; answers ``status``
-    (200), or holds requests while ``hold`` is set."""
+    (200), or, while ``hold`` is set, holds every request from the
+    ``hold_from``-th (0: all) on until ``hold`` is set."""
 
     url: str
     received: list[Received] = field(default_factory=list)
     status: int = 200
     hold: asyncio.Event | None = None
+    hold_from: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -168,7 +220,7 @@ class Receiver:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.received.append(Received(headers, body))
         self.arrived.set()
-        if self.hold is not None:
+        if self.hold is not None and len(self.received) > self.hold_from:
             await self.hold.wait()
         await send({"type": "http.response.start", "status": self.status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -184,3 +236,48 @@ async def receiver() -> AsyncIterator[Receiver]:
         finally:
             if made.hold is not None:  # held requests would keep the server from stopping
                 made.hold.set()
+
+
+def verify_standard_webhook(received: Received, secret: str, *, tolerance_s: int = 300) -> str:
+    """The receiver's check, from the Standard Webhooks specification: HMAC-SHA256
+    over ``id.timestamp.body`` keyed with the base64-decoded part of the
+    ``whsec_`` secret, base64, compared in constant time with each ``v1,``
+    signature offered; a timestamp within the tolerance. Returns the id."""
+    msg_id = received.headers["webhook-id"]
+    timestamp = received.headers["webhook-timestamp"]
+    assert abs(time.time() - int(timestamp)) <= tolerance_s, "stale timestamp"
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    expected = base64.b64encode(
+        hmac.new(key, msg_id.encode() + b"." + timestamp.encode() + b"." + received.body, hashlib.sha256).digest()
+    ).decode()
+    offered = [s.split(",", 1)[1] for s in received.headers["webhook-signature"].split() if s.startswith("v1,")]
+    assert any(hmac.compare_digest(expected, s) for s in offered), "bad signature"
+    return msg_id
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``nexanest`` child process with ``settings``' namespace
+    and notification keys: it works on this test's queue, and no other."""
+    n = settings.notifications
+    assert n.secret_key is not None
+    return {
+        **os.environ,
+        **namespace_environment(settings),
+        "NEXANEST_LOG__JSON": "true",
+        "NEXANEST_NOTIFICATIONS__KEY_PREFIX": n.key_prefix,
+        "NEXANEST_NOTIFICATIONS__SECRET_KEY": n.secret_key.get_secret_value(),
+        "NEXANEST_NOTIFICATIONS__WORKER_HEARTBEAT_S": str(n.worker_heartbeat_s),
+        "NEXANEST_NOTIFICATIONS__RETRY_INITIAL_S": str(n.retry_initial_s),
+        "NEXANEST_NOTIFICATIONS__RETRY_MAX_S": str(n.retry_max_s),
+        "NEXANEST_NOTIFICATIONS__OPS_EVENT_TYPES": "[]",
+        "NEXANEST_NOTIFICATIONS__WEBHOOK_ALLOW_PRIVATE": "true",
+    }
+
+
+async def start_cli(args: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """``nexanest ARGS`` as a child process (a process of its own, so that SIGKILL
+    is a real crash), its output appended to ``log``."""
+    with log.open("ab") as sink:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nexanest.cli.main", *args, cwd=REPO, env=env, stdout=sink, stderr=sink
+        )

@@ -180,10 +180,10 @@ async def test_operational_alerts_are_for_admins(service: Service, users: list[u
     assert put.status_code == 200
     assert put.json()["subscribed"] is True
     assert (await service.http.get("/ops-alerts/subscription", headers=auth(root, "admin"))).json()["subscribed"]
-    assert root in await repository.ops_subscribers(service.pool)
+    assert root in await repository.ops_subscriptions(service.pool)
     gone = await service.http.delete("/ops-alerts/subscription", headers=auth(root, "admin"))
     assert gone.json()["subscribed"] is False
-    assert root not in await repository.ops_subscribers(service.pool)
+    assert root not in await repository.ops_subscriptions(service.pool)
 
 
 async def test_no_token_answers_401(service: Service) -> None:

@@ -94,24 +94,60 @@ def test_price_window_matches_a_scan(prices: list[int], window_s: int) -> None:
         assert window.move_pct(now) == max((now - low) / low * 100, (high - now) / high * 100)
 
 
-@given(
-    st.lists(st.integers(min_value=9_000, max_value=11_000), max_size=200),
-    st.integers(min_value=0, max_value=500),
-)
-def test_fires_alternate_with_real_crossings_of_the_band(prices: list[int], band: int) -> None:
+def expected_firings(prices: list[int], threshold: int, band: int) -> list[int]:
+    """Where a crosses_above alert that starts armed must fire, found by searching
+    the prices rather than by stepping a state: the first price at or above the
+    threshold; after a firing, the first such price after the first price below
+    ``threshold - band`` that follows it; and so on."""
+    fired: list[int] = []
+    start = 0
+    while (hit := next((k for k in range(start, len(prices)) if prices[k] >= threshold), None)) is not None:
+        fired.append(hit)
+        dip = next((k for k in range(hit + 1, len(prices)) if prices[k] < threshold - band), None)
+        if dip is None:
+            break
+        start = dip + 1
+    return fired
+
+
+@st.composite
+def prices_and_band(draw: st.DrawFn) -> tuple[list[int], int]:
+    """Prices around a threshold of 10,000 and a band; half the prices on the edges
+    (``T``, ``T - 1``, ``T - h``, ``T - h - 1``), where an off-by-one shows."""
+    band = draw(st.integers(min_value=0, max_value=500))
+    edges = st.sampled_from([10_000, 9_999, 10_000 - band, 9_999 - band])
+    prices = draw(st.lists(st.one_of(st.integers(min_value=9_000, max_value=11_000), edges), max_size=200))
+    return prices, band
+
+
+@given(prices_and_band())
+def test_fires_alternate_with_real_crossings_of_the_band(case: tuple[list[int], int]) -> None:
     """Between two firings of a crosses_above alert the price went below T - h, and
-    every firing is at a price >= T."""
+    every firing is at a price >= T (no false firing); and it fires at exactly the
+    prices an independent search finds (no missed crossing)."""
+    prices, band = case
     rule = Rule("crosses_above", D(10_000), D(band))
     state: State = "armed"
     dipped = True
-    for p in prices:
+    fired = []
+    for n, p in enumerate(prices):
         transition = step(rule, state, D(p))
         if transition == "fire":
             assert dipped
             assert p >= 10_000
             dipped = False
             state = "fired"
+            fired.append(n)
         elif transition == "rearm":
             assert p < 10_000 - band
             dipped = True
             state = "armed"
+    assert fired == expected_firings(prices, 10_000, band)
+
+
+def test_the_independent_search_finds_every_crossing() -> None:
+    """The reference itself, on the deterministic case above (T 100, h 1) scaled by 100."""
+    prices = [9800, 10000, 9950, 10020, 9901, 10100, 9899, 9950, 10000]
+    assert expected_firings(prices, 10_000, 100) == [1, 8]
+    assert expected_firings([], 10_000, 0) == []
+    assert expected_firings([10_000, 10_000, 9_999, 10_000], 10_000, 0) == [0, 3]

@@ -24,13 +24,8 @@ first id arrives more than once (the kill), always with the same id.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
-import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,55 +36,20 @@ import pytest
 import redis.asyncio as redis
 
 from nexanest.pipeline.kafka import ensure_topics, make_producer
-from nexanest.pipeline.settings import Settings, namespace_environment
+from nexanest.pipeline.settings import Settings
 from nexanest.schemas.ticks import Tick, encode_tick
 from tests.processes import interrupt
-from tests.services.notifications.conftest import Received, Receiver, auth, notification_settings, running_service
+from tests.services.notifications.conftest import (
+    Receiver,
+    auth,
+    notification_settings,
+    running_service,
+    start_cli,
+    verify_standard_webhook,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def verify_standard_webhook(received: Received, secret: str, *, tolerance_s: int = 300) -> str:
-    """The receiver's check, from the Standard Webhooks specification: HMAC-SHA256
-    over ``id.timestamp.body`` keyed with the base64-decoded part of the
-    ``whsec_`` secret, base64, compared in constant time with each ``v1,``
-    signature offered; a timestamp within the tolerance. Returns the id."""
-    msg_id = received.headers["webhook-id"]
-    timestamp = received.headers["webhook-timestamp"]
-    assert abs(time.time() - int(timestamp)) <= tolerance_s, "stale timestamp"
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    expected = base64.b64encode(
-        hmac.new(key, msg_id.encode() + b"." + timestamp.encode() + b"." + received.body, hashlib.sha256).digest()
-    ).decode()
-    offered = [s.split(",", 1)[1] for s in received.headers["webhook-signature"].split() if s.startswith("v1,")]
-    assert any(hmac.compare_digest(expected, s) for s in offered), "bad signature"
-    return msg_id
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    n = settings.notifications
-    assert n.secret_key is not None
-    return {
-        **os.environ,
-        **namespace_environment(settings),
-        "NEXANEST_LOG__JSON": "true",
-        "NEXANEST_NOTIFICATIONS__KEY_PREFIX": n.key_prefix,
-        "NEXANEST_NOTIFICATIONS__SECRET_KEY": n.secret_key.get_secret_value(),
-        "NEXANEST_NOTIFICATIONS__WORKER_HEARTBEAT_S": str(n.worker_heartbeat_s),
-        "NEXANEST_NOTIFICATIONS__RETRY_INITIAL_S": str(n.retry_initial_s),
-        "NEXANEST_NOTIFICATIONS__RETRY_MAX_S": str(n.retry_max_s),
-        "NEXANEST_NOTIFICATIONS__OPS_EVENT_TYPES": "[]",
-        "NEXANEST_NOTIFICATIONS__WEBHOOK_ALLOW_PRIVATE": "true",
-    }
-
-
-async def start(args: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as sink:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nexanest.cli.main", *args, cwd=REPO, env=env, stdout=sink, stderr=sink
-        )
 
 
 async def test_two_crossings_two_notifications_two_signed_webhooks_across_a_kill_9(
@@ -100,7 +60,7 @@ async def test_two_crossings_two_notifications_two_signed_webhooks_across_a_kill
     symbol = f"NT{test_id.upper()}"
     await ensure_topics(settings.kafka)
     env = worker_env(settings)
-    consumer = await start(["consume"], env, tmp_path / "consumer.log")
+    consumer = await start_cli(["consume"], env, tmp_path / "consumer.log")
     producer = make_producer(settings.kafka, client_suffix="notifications-test")
     await producer.start()
     quotes = redis.Redis.from_url(settings.redis.url.get_secret_value(), db=settings.redis.db_quotes)
@@ -151,7 +111,7 @@ async def test_two_crossings_two_notifications_two_signed_webhooks_across_a_kill
             await until(indexed, "the alert in the evaluator's index")
 
             receiver.hold = asyncio.Event()
-            workers.append(await start(["serve", "notifications-worker"], env, tmp_path / "worker-1.log"))
+            workers.append(await start_cli(["serve", "notifications-worker"], env, tmp_path / "worker-1.log"))
             await tick("99.5")
             await tick("100.5")  # crossing 1
             await until(lambda: _arrived(receiver), "the first webhook request (held)")
@@ -172,7 +132,7 @@ async def test_two_crossings_two_notifications_two_signed_webhooks_across_a_kill
                 return bool(got["fired_count"] == 2)
 
             await until(fired_twice, "the second firing stored")
-            workers.append(await start(["serve", "notifications-worker"], env, tmp_path / "worker-2.log"))
+            workers.append(await start_cli(["serve", "notifications-worker"], env, tmp_path / "worker-2.log"))
 
             async def all_delivered() -> bool:
                 items = (await service.http.get("/notifications", headers=auth(alice))).json()["items"]

@@ -5,7 +5,8 @@ Hand-written queries on the service's own pooled connections (role
 neither see nor change a user's alerts, inbox, endpoints, deliveries or
 subscription. Each test first shows the same query reaching the rows as their
 owner, so that a query that could never find anything proves nothing. The
-worker's cross-user functions return only what they are for.
+worker's cross-user functions return only what they are for. Every table of the
+database is a user table under FORCEd row-level security (read from the catalog).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import uuid
 import asyncpg
 import pytest
 
+from nexanest.pipeline.settings import Settings
 from nexanest.services.notifications import repository
 from nexanest.services.notifications.jobs import Notice
 from nexanest.services.rls import acting_as
 from tests.services.notifications.conftest import Service, auth
+from tests.services.row_security import unguarded_tables
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +132,13 @@ async def test_the_workers_functions_cross_users_for_their_purpose_only(
     async with service.pool.acquire() as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("SET ROLE nexanest")
+
+
+async def test_every_table_of_the_database_is_a_user_table_under_forced_rls(migrated: Settings) -> None:
+    conn = await asyncpg.connect(migrated.postgres.notifications_dsn.get_secret_value())
+    try:
+        looked_at, wrong = await unguarded_tables(conn, "nexanest_notifications")
+    finally:
+        await conn.close()
+    assert looked_at >= set(READS)  # the query does find the tables
+    assert wrong == []
