@@ -58,7 +58,6 @@ IDLE_S, WARMUP_S = 3.0, 1.0  # a consumer stops after this long idle; latencies 
 QUIX = {"commit_interval": 5.0, "commit_every": 20_000}
 #: The environment of the one-process run of ``nexanest consume`` (a setting it does not know is ignored:
 #: while it always runs one process, both runs are the same command).
-ONE_PROCESS = {"NEXANEST_CONSUMER__PROCESSES": "1"}
 #: What the freshness runs start, each a process: the first is ``nexanest consume`` (its summary line counts
 #: the rows); a quote fast path of its own would be one more entry.
 FRESHNESS_CONSUMERS = [[str(NEXANEST), "consume"]]
@@ -298,7 +297,9 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         return done
 
     # The same ticks under four sources: a (every in-process reader), b (exactly-once off), c (`nexanest
-    # consume` as it runs by default), d (one process); tick times an hour back, inside the validator's window.
+    # consume` as it runs by default), d (one process: today the same configuration as c, since `nexanest
+    # consume` runs one process and has no process count; kept apart so a count can be measured against it);
+    # tick times an hour back, inside the validator's window.
     start_ns = time.time_ns() - 3600 * 10**9
     processes = "consume" not in args.skip and "memory" not in args.skip
     feeds = "abcd" if processes else "ab"
@@ -318,7 +319,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             await scenario(name, fn)
     if processes:
         await scenario("consume_default", partial(consume, run, args, "default", "c", configs["c"].source))
-        await scenario("consume_one", partial(consume, run, args, "one", "d", configs["d"].source, **ONE_PROCESS))
+        await scenario("consume_one", partial(consume, run, args, "one", "d", configs["d"].source))
     fresh = [] if "freshness" in args.skip else args.rates
     results["freshness"] = [await scenario(f"freshness_{r}", partial(freshness, run, args, r)) for r in fresh]
 
@@ -372,7 +373,7 @@ def targets(
             0.5,
             "limit: pre-encoded COPY into a table with only (symbol, time DESC)",
         ),
-        ("one consumer process, ticks/s", tps(r, "consume_one"), ">=", 60_000, one.get("env", "")),
+        ("one consumer process, ticks/s", tps(r, "consume_one"), ">=", 60_000, one.get("env") or ONE_PROCESS_HOW),
         ("p99 tick-to-quote at 20,000 ticks/s offered, ms", p20[0], "<=", 50, p20[1]),
         ("p99 tick-to-quote at 5,000 ticks/s offered, ms", p5[0], "<=", 20, p5[1]),
         (
@@ -417,6 +418,8 @@ ROWS = {
     "quix": "Quix Streams + PostgreSQLSink",
     "naive_insert": "naive consumer, one INSERT per message",
 }
+#: How the one-process row is run: `nexanest consume` has no process count (one process a command).
+ONE_PROCESS_HOW = "`nexanest consume` runs one process: a second run of the default"
 #: Its notes, formatted with the figure's record.
 NOTES = {
     "db_ceiling copy_one_index": "pre-encoded buffers into an empty copy of stock_prices keeping one index",
@@ -425,7 +428,7 @@ NOTES = {
     "kafka_perf_tool": "fetch rate, group join excluded ({rebalance_ms:,.0f} ms)",
     "client_ceiling": "no writes",
     "consume_default": "subprocess, database clock; first row after {first_row_s:.2f} s; {batches} batches",
-    "consume_one": "{env}; first row after {first_row_s:.2f} s; {batches} batches",
+    "consume_one": "a second run of the default (one process); first row after {first_row_s:.2f} s; {batches} batches",
     "pipeline": "`run_consumer`, busy time; {batches} batches, mean {mean_batch_rows:,.0f} rows",
     "pipeline_at_least_once": "offsets not stored in the database; same ticks, own topic",
     "quix": "quixstreams {quixstreams}, commit_interval={commit_interval:g}s, commit_every={commit_every}, "
