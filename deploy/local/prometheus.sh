@@ -196,6 +196,15 @@ write_config() {
   # The static port map an older version of this script wrote: every process down
   # until started. The processes announce themselves now.
   rm -f "$PROM_DIR/targets/pipeline.json"
+  # One target group without targets in each directory: Prometheus 2.42 keeps a
+  # job's old targets over a reload when its discovery yields no group at all
+  # (prometheus/prometheus#12858, fixed in 2.49), which would leave the static
+  # targets of an older configuration, down, for as long as no process announces.
+  local dir
+  for dir in "$PROM_DIR/targets" "$PROM_DIR/targets/services"; do
+    printf '[{"targets": [], "labels": {}}]\n' >"$dir/_none.json.tmp"
+    mv "$dir/_none.json.tmp" "$dir/_none.json"
+  done
   prometheus_config >"$CONFIG.tmp"
   mv "$CONFIG.tmp" "$CONFIG"
   local checked

@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,16 @@ def announced(directory: Path) -> dict[str, Any]:
     return {p.name: json.loads(p.read_text()) for p in directory.glob("*.json")}
 
 
+def wait_until_or_false(fact: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``fact()`` until it is true (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not fact():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def every_name(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -352,7 +363,15 @@ def test_a_freshly_started_stack_has_no_target_down(prometheus: str) -> None:
                 found[f"{labels['job']}/{labels.get('component', labels['instance'])}"] = t["lastError"] or t["health"]
         return found
 
-    wait_until("no target of the stack's jobs down", lambda: not not_up(), 60.0)
+    down: dict[str, str] = {}
+
+    def none_down() -> bool:
+        down.clear()
+        down.update(not_up())
+        return not down
+
+    if not wait_until_or_false(none_down, 60.0):
+        pytest.fail(f"targets of the stack's jobs not up: {down}", pytrace=False)
     jobs = {t["labels"]["job"] for t in targets()}
     assert {"prometheus", "alertmanager", "postgres", "redis"} <= jobs, jobs
     leftovers = sorted(p.name for p in (state_dir() / "prometheus/targets").glob("pipeline.json"))
