@@ -43,7 +43,7 @@ from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_secrets import command_lines, env_secrets
 from tests.processes import interrupt
-from tests.prometheus import api_body, free_ports, promtool, wait_until
+from tests.prometheus import api_body, free_ports, promtool, wait_until, write_targets
 from tests.services.served import served
 
 REPO = Path(__file__).resolve().parents[2]
@@ -472,7 +472,7 @@ async def test_prometheus_finds_a_consumer_through_a_targets_file_and_reads_its_
     port, consumer = consumer_on_a_port_of_its_own
     instance = f"127.0.0.1:{port}"
     targets_file = state_dir() / "prometheus/targets" / f"test-{test_id}.json"
-    targets_file.write_text(json.dumps([{"targets": [instance], "labels": {"component": f"test-{test_id}"}}]))
+    write_targets(targets_file, [{"targets": [instance], "labels": {"component": f"test-{test_id}"}}])
     try:
         config = SyntheticConfig(symbols=6, rate=0, count=600, seed=3, source=f"prom-{test_id}", paced=False)
         assert await publish_feed(isolated.kafka, SyntheticFeed(config), config.source) == 600
