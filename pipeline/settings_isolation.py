@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settings:
     """A copy of ``settings`` with topics, consumer groups and Redis quote and bar keys of
     its own (``<namespace>.ticks``, ``<namespace>.ticks.dlq``, ...), and no metrics
-    HTTP server nor announcement to Prometheus: for tests, benchmarks and side-by-side runs that share one stack
-    but must not see each other's data. ``consumer`` overrides ConsumerSettings."""
+    HTTP server nor announcement to Prometheus: for tests, benchmarks and
+    side-by-side runs that share one stack but must not see each other's data.
+    ``consumer`` overrides ConsumerSettings."""
     return settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(
