@@ -20,6 +20,7 @@ from nexanest.cli.runtime import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Handl
 from nexanest.pipeline.errors import ConfigurationError, PipelineError
 from nexanest.pipeline.log import configure_logging
 from nexanest.pipeline.settings import load_settings
+from nexanest.pipeline.targets import announce, withdraw
 
 _DESCRIPTION = """\
 NexaNest market data pipeline: feed adapters publish ticks to Kafka; the
@@ -81,13 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nexanest: invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log)
+    announced = None
     component = getattr(args, "metrics_component", None)
     if component is not None:
         from nexanest.pipeline.metrics import serve_metrics
 
         port = settings.metrics.port_for(component)
         try:
-            serve_metrics(settings.metrics.host, port)
+            port = serve_metrics(settings.metrics.host, port)
         except OSError as exc:
             print(
                 f"nexanest: metrics port {port} of the {component} unavailable ({exc}); "
@@ -95,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
+        # Prometheus scrapes what announces itself (pipeline/targets.py), for as long as it runs.
+        announced = announce(settings.metrics.targets_dir, component, settings.metrics.host, port)
 
     handler: Handler = args.handler
     try:
@@ -107,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        withdraw(announced)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.targets import withdraw_all
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -33,12 +34,14 @@ def stderr_line(line: str) -> None:
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
-    """First SIGINT/SIGTERM: finish the batch in hand, commit, close. Second: exit now."""
+    """First SIGINT/SIGTERM: finish the batch in hand, commit, close. Second: exit now
+    (the process's Prometheus announcements withdrawn first, ``pipeline/targets.py``)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
             print(f"\nsecond {signal.Signals(signum).name}: exiting now", file=sys.stderr, flush=True)
+            withdraw_all()  # os._exit skips the finally blocks that would withdraw them
             os._exit(EXIT_INTERRUPTED)
         print(
             f"\n{signal.Signals(signum).name}: finishing the batch in hand (again to exit at once)",

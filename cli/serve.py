@@ -4,7 +4,9 @@ Each service is a package of ``services/`` whose ``app`` module has
 ``build_app(settings)``; this command only picks the port and runs it. The
 uvicorn server shares the command's event loop and its stop event: the first
 SIGINT/SIGTERM lets requests in flight finish (graceful shutdown, then the app's
-lifespan closes its pools), a second exits at once, as for every command.
+lifespan closes its pools), a second exits at once, as for every command. Once
+listening, a service announces its port to Prometheus (job ``services``,
+``pipeline/targets.py``) until it stops.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 from nexanest.cli.runtime import EXIT_ERROR, EXIT_OK, Commands
 from nexanest.pipeline.settings import Settings
+from nexanest.pipeline.targets import announce, withdraw
 
 #: ``nexanest serve`` name -> the module holding its ``build_app(settings)``.
 SERVICES: Final = {
@@ -96,10 +101,19 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace, stop: asyncio.
         server_header=False,
     )
 
+    announced: list[Path] = []
+
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:  # the command's stop event governs shutdown
             yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # listening: Prometheus may scrape /metrics on the port bound (--port 0 too)
+                bound = int(self.servers[0].sockets[0].getsockname()[1])
+                path = announce(settings.metrics.targets_dir, args.service, host, bound, job="services")
+                announced.extend([path] if path else [])
 
     server = Server(config)
     serving = asyncio.create_task(server.serve())
@@ -113,6 +127,8 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace, stop: asyncio.
         return EXIT_ERROR
     finally:
         stopping.cancel()
+        for path in announced:
+            withdraw(path)
     if not server.started:
         print(f"nexanest serve {args.service}: the service did not start (see the log above)", file=sys.stderr)
         return EXIT_ERROR

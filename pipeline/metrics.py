@@ -211,10 +211,13 @@ SYSTEM_EVENTS = Counter(
 )
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Expose /metrics over HTTP (a daemon thread); port 0 disables it."""
-    if port:
-        start_http_server(port, addr=host, registry=REGISTRY)
+def serve_metrics(host: str, port: int) -> int:
+    """Expose /metrics over HTTP (a daemon thread); port 0 disables it. Returns the
+    port listened on (0: none). Raises ``OSError`` when the port cannot be bound."""
+    if not port:
+        return 0
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    return int(server.server_port)
 
 
 DUPLICATES_SKIPPED = Counter(

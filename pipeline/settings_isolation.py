@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settings:
     """A copy of ``settings`` with topics, consumer groups and Redis quote and bar keys of
     its own (``<namespace>.ticks``, ``<namespace>.ticks.dlq``, ...), and no metrics
-    HTTP server: for tests, benchmarks and side-by-side runs that share one stack
-    but must not see each other's data. ``consumer`` overrides ConsumerSettings."""
+    HTTP server nor announcement to Prometheus: for tests, benchmarks and
+    side-by-side runs that share one stack but must not see each other's data.
+    ``consumer`` overrides ConsumerSettings."""
     return settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(
@@ -36,7 +37,7 @@ def namespaced(settings: Settings, namespace: str, **consumer: object) -> Settin
             "redis": settings.redis.model_copy(
                 update={"quote_key_prefix": f"{namespace}:quote:", "bar_key_prefix": f"{namespace}:bar:"}
             ),
-            "metrics": settings.metrics.model_copy(update={"port": 0}),
+            "metrics": settings.metrics.model_copy(update={"port": 0, "targets_dir": ""}),
             "consumer": settings.consumer.model_copy(update=consumer),
         }
     )
@@ -99,7 +100,12 @@ def namespace_environment(settings: Settings) -> dict[str, str]:
     options as ``settings``. Environment variables win over the child's ``.env``,
     so a child of a test (given ``separate_databases``) never reaches the user's
     data. The values include DSNs with passwords: pass them in a child's
-    environment (private to its user), never on its command line."""
+    environment (private to its user), never on its command line.
+
+    The child announces nothing to Prometheus (``NEXANEST_METRICS__TARGETS_DIR``
+    empty, whatever ``settings`` or ``.env`` say): a test's or benchmark's process
+    never becomes a target of the user's Prometheus. A test that wants the
+    announcement sets the variable after these."""
     k, c, r = settings.kafka, settings.consumer, settings.redis
     pg = settings.postgres
     return {
@@ -140,4 +146,4 @@ def _metrics_ports(m: MetricsSettings) -> dict[str, str]:
     }
     if m.port is not None:
         ports["NEXANEST_METRICS__PORT"] = str(m.port)
-    return ports
+    return ports | {"NEXANEST_METRICS__TARGETS_DIR": ""}

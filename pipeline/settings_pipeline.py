@@ -179,11 +179,12 @@ class MetricsSettings(BaseModel):
 
     Every component has a default port of its own, so that ``nexanest consume``,
     ``nexanest produce`` and ``nexanest run`` can run side by side on one machine
-    and Prometheus can scrape each (``deploy/local/prometheus.sh`` generates its
-    targets from the same map; README "Metrics" has the table). 9111-9119 are
+    and Prometheus can scrape each (README "Metrics" has the table). 9111-9119 are
     reserved for the project's other processes; the HTTP services serve their
     ``/metrics`` on their own HTTP port. ``port``, when set, replaces all three
     (one process on a port chosen by hand; ``0`` disables the HTTP server).
+    Prometheus finds each process through the file it writes into ``targets_dir``
+    while it runs, so only what runs is a target.
     """
 
     host: str = "127.0.0.1"
@@ -193,6 +194,10 @@ class MetricsSettings(BaseModel):
     quotes_port: int = Field(default=9107, ge=0, le=65535)  # nexanest quotes: the quote fast path
     #: Overrides the component's port for whichever command runs; 0 disables the HTTP server.
     port: int | None = Field(default=None, ge=0, le=65535)
+    #: Where a running process announces its endpoint to Prometheus (file_sd files,
+    #: ``pipeline/targets.py``); empty announces nothing. ``deploy/local/env.sh`` sets it to
+    #: the directory the local Prometheus reads; tests and benchmarks leave it empty.
+    targets_dir: str = ""
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> MetricsSettings:

@@ -18,6 +18,7 @@ taken before the first test.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import uuid
@@ -55,6 +56,14 @@ USER_DATA_TEST = "tests/test_user_data_untouched.py"
 SESSION_NAMESPACE = f"test.session-{uuid.uuid4().hex[:10]}"
 _test_ids: set[str] = set()
 T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No process of the session announces itself to the user's Prometheus
+    (``pipeline/targets.py``): not a ``main()`` run in this process, not a child
+    (``namespace_environment`` says the same), whatever ``.env`` says. A test that
+    wants an announcement sets ``NEXANEST_METRICS__TARGETS_DIR`` to a directory of its own."""
+    os.environ["NEXANEST_METRICS__TARGETS_DIR"] = ""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

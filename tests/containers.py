@@ -250,6 +250,8 @@ def service_environment(ports: dict[str, int], kafka_port: int, passwords: Passw
             f"postgresql://nexanest_notifications:{passwords.notifications_service}@127.0.0.1:{pg}/notifications"
         ),
         COMMUNITY_PORT_VARIABLE: str(ports["timescaledb-community"]),
+        # The containers' processes announce nothing to a local Prometheus (pipeline/targets.py).
+        "NEXANEST_METRICS__TARGETS_DIR": "",
     }
 
 

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +49,14 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def write_targets(path: Path, entries: list[dict[str, Any]]) -> None:
+    """A file_sd file written whole (temporary file, then rename): Prometheus watches
+    the directory and would otherwise read it half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(entries))
+    tmp.replace(path)
 
 
 #: The stack's Prometheus (deploy/local/prometheus.sh).

@@ -83,6 +83,9 @@ entry NEXANEST_SERVICES__MARKET_DATA_DSN "postgresql://nexanest_market_data:$mar
 entry NEXANEST_SERVICES__ANALYTICS_DSN "postgresql://nexanest_analytics:$analytics_pw@127.0.0.1:5432/analytics"
 entry NEXANEST_SERVICES__ANALYTICS_TIMESCALE_DSN "postgresql://nexanest_analytics:$analytics_pw@127.0.0.1:5433/timescale"
 entry NEXANEST_SERVICES__NOTIFICATIONS_DSN "postgresql://nexanest_notifications:$notifications_pw@127.0.0.1:5432/notifications"
+# Where each running process announces its /metrics endpoint to the stack's Prometheus
+# (pipeline/targets.py; deploy/local/prometheus.sh reads it): only what runs is a target.
+entry NEXANEST_METRICS__TARGETS_DIR "$STATE_DIR/prometheus/targets"
 
 chmod 600 "$ENV_FILE"
 if [ "$new" = yes ]; then

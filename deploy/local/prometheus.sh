@@ -7,6 +7,7 @@
 #   prometheus.sh stop
 #   prometheus.sh status         one line per process; exits non-zero when one is down
 #   prometheus.sh targets        every scrape target with its health (from Prometheus' API)
+#   prometheus.sh config         print the Prometheus configuration that start writes
 #   prometheus.sh alertmanager-config [URL]
 #                                print Alertmanager's configuration, its receivers posting to URL
 #                                (default: NEXANEST_ALERTING__WEBHOOK_URL; none: no receiver posts)
@@ -26,15 +27,20 @@
 #   redis-exporter        127.0.0.1:9121    Redis 127.0.0.1:6379
 #
 # Scrape targets: Prometheus itself, Alertmanager (job alertmanager), the exporters
-# (job postgres with a `cluster` label, job redis, job timescaledb-community) and the pipeline's processes (job nexanest, label
-# `component`) on the metrics port map of pipeline/settings_pipeline.py MetricsSettings:
-# consumer 9108, producer 9109, run 9110, quotes 9107 (NEXANEST_METRICS__*_PORT in the
-# environment or .env move them). Those come from file_sd files in
-# $STATE_DIR/prometheus/targets/: a process that is not running is a target that
-# is down, which is fine for a producer. Drop more *.json files there to add
-# targets (a second consumer on its own port); Prometheus picks them up within 30 s.
-# The HTTP services (job services, label `component`) are scraped on their own
-# ports, 8001-8005, where each serves /metrics beside its API.
+# (job postgres with a `cluster` label, job redis, job timescaledb-community), and
+# the project's own processes, which announce themselves: each process that serves
+# metrics writes a file_sd file while it runs (pipeline/targets.py) into
+# NEXANEST_METRICS__TARGETS_DIR, which env.sh sets to $STATE_DIR/prometheus/targets:
+#   targets/<component>-<port>.json           job nexanest, label `component`: consumer,
+#                                             producer, run, quotes (nexanest consume, ...)
+#   targets/services/<service>-<port>.json    job services, label `component`: auth,
+#                                             portfolio, market-data, notifications, analytics
+# A process removes its file when it exits cleanly (SIGTERM and Ctrl-C included), so
+# Prometheus lists exactly what runs: after `make stack-up` alone, no target is down.
+# One killed with SIGKILL leaves its file, and its target shows down (the consumer-down
+# alert) until the process runs again on that port or the file is deleted. Drop more
+# *.json files there to add targets by hand; Prometheus picks them up within 30 s.
+# `prometheus.sh config` prints the configuration (without starting anything).
 #
 # The alert rules are deploy/prometheus/rules/*.yml, copied next to the config
 # at every start and checked with promtool before Prometheus (re)loads them.
@@ -136,30 +142,6 @@ mask_debian_units() {
 
 # --- configuration ------------------------------------------------------------
 
-# The pipeline's metrics ports, as MetricsSettings has them (NEXANEST_METRICS__PORT
-# moves every command onto one port; it is then the one target).
-pipeline_targets() {
-  local single consumer producer run quotes
-  single=$(env_setting NEXANEST_METRICS__PORT "")
-  consumer=$(env_setting NEXANEST_METRICS__CONSUMER_PORT 9108)
-  producer=$(env_setting NEXANEST_METRICS__PRODUCER_PORT 9109)
-  run=$(env_setting NEXANEST_METRICS__RUN_PORT 9110)
-  quotes=$(env_setting NEXANEST_METRICS__QUOTES_PORT 9107)
-  if [ -n "$single" ]; then
-    [ "$single" = 0 ] && { echo '[]'; return; }
-    printf '[\n  {"targets": ["127.0.0.1:%s"], "labels": {"component": "consumer"}}\n]\n' "$single"
-    return
-  fi
-  local entries=() port component
-  for component in consumer producer run quotes; do
-    port=${!component}
-    [ "$port" = 0 ] && continue
-    entries+=("$(printf '  {"targets": ["127.0.0.1:%s"], "labels": {"component": "%s"}}' "$port" "$component")")
-  done
-  local IFS=$'\n'
-  printf '[\n%s\n]\n' "$(printf '%s\n' "${entries[@]}" | sed '$!s/$/,/')"
-}
-
 # alertmanager_config [URL]: Alertmanager's configuration (see the top of this file).
 # Each receiver posts to URL when one is given; the webhook JSON carries the
 # receiver's name, so the notifications service can tell critical from warning.
@@ -208,12 +190,31 @@ write_alertmanager_config() {
 }
 
 write_config() {
-  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules" "$PROM_DIR/targets" "$PROM_DIR/alertmanagers"
+  mkdir -p "$PROM_DIR/data" "$PROM_DIR/rules" "$PROM_DIR/targets/services" "$PROM_DIR/alertmanagers"
   rm -f "$PROM_DIR/rules/"*.yml
   cp "$REPO_DIR"/deploy/prometheus/rules/*.yml "$PROM_DIR/rules/"
-  pipeline_targets >"$PROM_DIR/targets/pipeline.json.tmp"
-  mv "$PROM_DIR/targets/pipeline.json.tmp" "$PROM_DIR/targets/pipeline.json"
-  cat >"$CONFIG.tmp" <<YAML
+  # The static port map an older version of this script wrote: every process down
+  # until started. The processes announce themselves now.
+  rm -f "$PROM_DIR/targets/pipeline.json"
+  # One target group without targets in each directory: Prometheus 2.42 keeps a
+  # job's old targets over a reload when its discovery yields no group at all
+  # (prometheus/prometheus#12858, fixed in 2.49), which would leave the static
+  # targets of an older configuration, down, for as long as no process announces.
+  local dir
+  for dir in "$PROM_DIR/targets" "$PROM_DIR/targets/services"; do
+    printf '[{"targets": [], "labels": {}}]\n' >"$dir/_none.json.tmp"
+    mv "$dir/_none.json.tmp" "$dir/_none.json"
+  done
+  prometheus_config >"$CONFIG.tmp"
+  mv "$CONFIG.tmp" "$CONFIG"
+  local checked
+  checked=$(promtool check config "$CONFIG" 2>&1) || { printf '%s\n' "$checked" >&2; die "promtool rejects $CONFIG"; }
+  if is_root; then chown -R "$RUN_AS" "$PROM_DIR"; fi
+}
+
+# prometheus_config: prometheus.yml (see the top of this file).
+prometheus_config() {
+  cat <<YAML
 # Generated by deploy/local/prometheus.sh at every start: edit the script, not this file.
 global:
   scrape_interval: 10s
@@ -237,26 +238,19 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$PROM_PORT"]
 
-  # The pipeline's processes (pipeline/settings_pipeline.py MetricsSettings); add files to add targets.
+  # The pipeline's processes, each announced by its own file while it runs
+  # (pipeline/targets.py, label component); add files to add targets.
   - job_name: nexanest
     file_sd_configs:
       - files: ["$PROM_DIR/targets/*.json"]
         refresh_interval: 30s
 
-  # The HTTP services' own ports serve /metrics too (services/app.py); down unless
-  # make services-up runs them.
+  # The HTTP services (make services-up), announced the same way in targets/services/;
+  # each serves /metrics on its own HTTP port (services/app.py).
   - job_name: services
-    static_configs:
-      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__AUTH_PORT 8001)"]
-        labels: {component: auth}
-      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__PORTFOLIO_PORT 8002)"]
-        labels: {component: portfolio}
-      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__MARKET_DATA_PORT 8003)"]
-        labels: {component: market-data}
-      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__NOTIFICATIONS_PORT 8004)"]
-        labels: {component: notifications}
-      - targets: ["127.0.0.1:$(env_setting NEXANEST_SERVICES__ANALYTICS_PORT 8005)"]
-        labels: {component: analytics}
+    file_sd_configs:
+      - files: ["$PROM_DIR/targets/services/*.json"]
+        refresh_interval: 30s
 
   - job_name: postgres
     static_configs:
@@ -274,7 +268,7 @@ scrape_configs:
       - targets: ["127.0.0.1:$ALERTMANAGER_PORT"]
 YAML
   if community_exists; then
-    cat >>"$CONFIG.tmp" <<YAML
+    cat <<YAML
 
   # The community-edition cluster (make community-up), a job of its own: the
   # database-down alerts watch the product's clusters, not this one.
@@ -284,10 +278,6 @@ YAML
         labels: {cluster: timescaledb-community}
 YAML
   fi
-  mv "$CONFIG.tmp" "$CONFIG"
-  local checked
-  checked=$(promtool check config "$CONFIG" 2>&1) || { printf '%s\n' "$checked" >&2; die "promtool rejects $CONFIG"; }
-  if is_root; then chown -R "$RUN_AS" "$PROM_DIR"; fi
 }
 
 # --- processes ------------------------------------------------------------------
@@ -530,6 +520,7 @@ cmd_logs() {
 case "${1:-}" in
   install | start | stop | status | targets) cmd="cmd_$1"; shift; "$cmd" "$@" ;;
   alertmanager-config) alertmanager_config "${2-$(env_setting NEXANEST_ALERTING__WEBHOOK_URL "")}" ;;
+  config) prometheus_config ;;
   logs) shift; cmd_logs "$@" ;;
   -h | --help | help) usage ;;
   *) usage ;;

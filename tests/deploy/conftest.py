@@ -18,7 +18,7 @@ PROMETHEUS_SH = Path(__file__).resolve().parents[2] / "deploy/local/prometheus.s
 def prometheus(stack: Settings) -> str:
     """Prometheus and its exporters started (or reloaded) by the stack's own script,
     configured from the user's .env: without the session's NEXANEST_* variables
-    (their metrics port 0 would empty the pipeline's targets)."""
+    (Alertmanager's webhook is the user's, not the session's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}
     started = subprocess.run(
         [str(PROMETHEUS_SH), "start"], capture_output=True, text=True, timeout=600, check=False, env=env

@@ -53,7 +53,7 @@ from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_prometheus import state_dir
 from tests.processes import interrupt
-from tests.prometheus import api_body, free_ports, promtool, wait_until
+from tests.prometheus import api_body, free_ports, promtool, wait_until, write_targets
 from tests.services.served import served
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,6 +218,10 @@ GARBAGE = 20
 #: rule's selector is checked with the label present instead (the 5xx ratio reads
 #: ``status``; the services answer 2xx and 4xx here).
 FAILURE_ONLY = {'status=~"5.."': 'status=~".+"'}
+#: The rules' component matchers (pipeline.yml) -> the test's process that stands for
+#: them. A real consumer is a target only while it runs (pipeline/targets.py); the
+#: test's processes are targets of its own file, labelled test-<id>-<process>.
+COMPONENTS = {'component=~"consumer|run"': "consumer", 'component=~"producer|run"': "producer"}
 
 
 def query(expr: str) -> list[dict[str, Any]]:
@@ -373,7 +377,7 @@ def pipeline_scraped(
                 {"targets": [instance], "labels": {"component": f"test-{test_id}-{process}"}}
                 for process, instance in instances.items()
             ]
-            targets_file.write_text(json.dumps(entries))
+            write_targets(targets_file, entries)
 
             def scraped() -> dict[str, dict[str, str]] | None:
                 for proc in procs:
@@ -432,6 +436,8 @@ def test_every_rule_selector_returns_series_from_the_real_processes_and_exporter
             asked = selector
             for failure, present in FAILURE_ONLY.items():
                 asked = asked.replace(failure, present)
+            for matcher, process in COMPONENTS.items():
+                asked = asked.replace(matcher, f'instance="{pipeline_scraped[process]["instance"]}"')
             wanted[scope(asked, pipeline_scraped)] = selector
     assert len(wanted) >= 15, wanted
     # The check can fail: a label value no process exports gives nothing.

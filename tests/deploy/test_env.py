@@ -28,10 +28,10 @@ def _no_nexanest_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.delenv(name)
 
 
-def run_env_sh(env_file: Path) -> None:
+def run_env_sh(env_file: Path, **env: str) -> None:
     subprocess.run(
         [str(REPO / "deploy/local/env.sh")],
-        env={**os.environ, "NEXANEST_ENV_FILE": str(env_file)},
+        env={**os.environ, "NEXANEST_ENV_FILE": str(env_file), **env},
         check=True,
         capture_output=True,
         timeout=30,
@@ -91,6 +91,31 @@ def test_an_existing_env_file_keeps_every_line_and_gains_what_it_lacks(tmp_path:
     assert re.fullmatch(r"[0-9a-f]{32}", monitor_pw[0])
     run_env_sh(older)  # complete now: nothing more is added
     assert older.read_text() == topped_up
+
+
+def test_the_processes_announce_themselves_where_the_stack_s_prometheus_reads(tmp_path: Path) -> None:
+    """The targets directory (pipeline/targets.py) is the one prometheus.sh's jobs
+    read, under the state directory lib.sh picks; an older .env gains it, a value
+    already there stays."""
+    state = tmp_path / "state"
+    older = tmp_path / ".env"
+    older.write_text("NEXANEST_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092\n")
+    run_env_sh(older, NEXANEST_STATE_DIR=str(state))
+    assert load_settings(older).metrics.targets_dir == str(state / "prometheus/targets")
+    config = subprocess.run(
+        [str(REPO / "deploy/local/prometheus.sh"), "config"],
+        env={**os.environ, "NEXANEST_STATE_DIR": str(state)},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert f'- files: ["{state}/prometheus/targets/*.json"]' in config
+    assert f'- files: ["{state}/prometheus/targets/services/*.json"]' in config
+    chosen = tmp_path / "chosen.env"
+    chosen.write_text("NEXANEST_METRICS__TARGETS_DIR=/srv/prometheus/targets\n")
+    run_env_sh(chosen, NEXANEST_STATE_DIR=str(state))
+    assert load_settings(chosen).metrics.targets_dir == "/srv/prometheus/targets"
 
 
 def test_without_a_token_secret_only_a_service_refuses(tmp_path: Path) -> None:

@@ -7,11 +7,16 @@ threshold caught by the cases, every alert documented. promtool comes from
 Debian's ``prometheus`` package (``prometheus.sh install``); without it these
 tests fail, they never skip.
 
+Unit: the generated configuration finds the project's processes by the files
+they announce (pipeline/targets.py), with no static target per port.
+
 Integration: the script's Prometheus and exporters on loopback only, every
-exporter target healthy through the least-privilege monitoring role, the
-pipeline's targets following the metrics port map, a consumer found through a
-targets file and its lag read back through Prometheus' API, no secret on a
-command line, and Debian's own services kept from starting.
+exporter target healthy through the least-privilege monitoring role, a real
+consumer and a real service announcing themselves while they run (withdrawn at
+SIGTERM, left by SIGKILL), no target of the stack's own jobs down after a start,
+a consumer found through a targets file and its lag read back through
+Prometheus' API, no secret on a command line, and Debian's own services kept
+from starting.
 """
 
 from __future__ import annotations
@@ -21,21 +26,25 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
-from nexanest.pipeline.settings import MetricsComponent, Settings, namespace_environment
+from nexanest.pipeline.settings import Settings, namespace_environment
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_secrets import command_lines, env_secrets
 from tests.processes import interrupt
-from tests.prometheus import api_body, free_ports, promtool, wait_until
+from tests.prometheus import api_body, free_ports, promtool, wait_until, write_targets
+from tests.services.served import served
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_SH = REPO / "deploy/local/prometheus.sh"
@@ -230,40 +239,143 @@ def test_the_community_cluster_has_its_own_exporter_and_job(prometheus: str, com
     assert "timescaledb-community" not in infrastructure
 
 
-@pytest.mark.integration
-def test_the_pipeline_targets_follow_the_metrics_port_map(prometheus: str, user_settings: Settings) -> None:
-    m = user_settings.metrics  # what .env says (the script reads the same)
-    components: tuple[MetricsComponent, ...] = ("consumer", "producer", "run", "quotes")
-    if m.port is None:  # the map: a target per component (the quote fast path's 9107 too)
-        expected = {c: f"127.0.0.1:{m.port_for(c)}" for c in components if m.port_for(c)}
-    else:  # one port for every command: prometheus.sh makes it the one target
-        expected = {"consumer": f"127.0.0.1:{m.port}"} if m.port else {}
-    assert expected
+#: The jobs of the stack's own configuration (prometheus.sh); tests add targets of
+#: their own to job nexanest (files test-*.json, components test-*), left out here.
+STACK_JOBS = {"prometheus", "alertmanager", "postgres", "redis", "timescaledb-community", "nexanest", "services"}
 
-    def pipeline() -> dict[str, str]:
-        return {
-            t["labels"]["component"]: t["labels"]["instance"]
-            for t in targets()
-            if t["labels"]["job"] == "nexanest" and t["labels"]["component"] in components
+
+def test_the_processes_are_found_by_what_they_announce_not_by_a_port_map(tmp_path: Path) -> None:
+    """prometheus.sh's configuration: jobs nexanest and services read the files the
+    processes write (pipeline/targets.py), and no process has a static target that
+    would be down while it does not run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXANEST_")}
+    config = subprocess.run(
+        [str(PROMETHEUS_SH), "config"],
+        env={**env, "NEXANEST_STATE_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    jobs = dict(re.findall(r"(?ms)^  - job_name: (\S+)\n(.*?)(?=^  - job_name|\Z)", config))
+    targets_dir = tmp_path / "prometheus/targets"
+    assert f'file_sd_configs:\n      - files: ["{targets_dir}/*.json"]' in jobs["nexanest"]
+    assert f'file_sd_configs:\n      - files: ["{targets_dir}/services/*.json"]' in jobs["services"]
+    assert "static_configs" not in jobs["nexanest"] + jobs["services"]
+    for port in (9107, 9108, 9109, 9110, 8001, 8002, 8003, 8004, 8005):
+        assert f":{port}" not in config
+    assert (tmp_path / "prometheus/targets/pipeline.json").exists() is False
+
+
+def announced(directory: Path) -> dict[str, Any]:
+    return {p.name: json.loads(p.read_text()) for p in directory.glob("*.json")}
+
+
+def wait_until_or_false(fact: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``fact()`` until it is true (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not fact():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def every_name(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def spawn_consumer(isolated: Settings, port: int, targets_dir: Path) -> asyncio.subprocess.Process:
+    """``nexanest consume`` on the test's topics, its metrics on ``port``, announcing into ``targets_dir``."""
+    env = {
+        **os.environ,
+        **namespace_environment(isolated),
+        "NEXANEST_METRICS__PORT": str(port),
+        "NEXANEST_METRICS__TARGETS_DIR": str(targets_dir),
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nexanest.cli.main", "consume",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
+async def wait_for(what: str, fact: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    return await asyncio.to_thread(wait_until, what, fact, timeout_s)
+
+
+@pytest.mark.integration
+async def test_a_consumer_announces_itself_while_it_runs_and_withdraws_when_stopped(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    """The file appears once its /metrics answers, names its component and port,
+    and goes at SIGTERM (the clean exit); a consumer killed with SIGKILL cannot
+    withdraw, so its target stays (and shows down), as the consumer-down alert expects."""
+    stopped_port, killed_port = free_ports(2)
+    expected = {
+        f"consumer-{port}.json": [{"targets": [f"127.0.0.1:{port}"], "labels": {"component": "consumer"}}]
+        for port in (stopped_port, killed_port)
+    }
+    stopped = await spawn_consumer(isolated, stopped_port, tmp_path)
+    killed = await spawn_consumer(isolated, killed_port, tmp_path)
+    try:
+        await wait_for("both consumers announced", lambda: announced(tmp_path) == expected or None)
+        async with httpx.AsyncClient(timeout=10) as http:  # the endpoint announced is the one serving
+            for port in (stopped_port, killed_port):
+                scraped = await http.get(f"http://127.0.0.1:{port}/metrics")
+                assert "nexanest_consumer_messages_total" in scraped.text
+        stopped.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(stopped.wait(), 60) == 0
+        killed.kill()
+        await killed.wait()
+        assert announced(tmp_path) == {f"consumer-{killed_port}.json": expected[f"consumer-{killed_port}.json"]}
+        assert every_name(tmp_path) == [f"consumer-{killed_port}.json"]  # no temporary file
+    finally:
+        for proc in (stopped, killed):
+            await interrupt(proc)
+
+
+@pytest.mark.integration
+def test_a_service_announces_itself_in_the_services_job_s_directory(migrated: Settings, tmp_path: Path) -> None:
+    """``nexanest serve`` announces its HTTP port (where /metrics is) with the
+    service's name as ``component``, the label the services dashboard and rules group by."""
+    targets_dir = tmp_path / "targets"
+    announcing = {"NEXANEST_METRICS__TARGETS_DIR": str(targets_dir)}
+    with served("auth", migrated, tmp_path / "auth.log", env=announcing) as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert announced(targets_dir / "services") == {
+            f"auth-{port}.json": [{"targets": [f"127.0.0.1:{port}"], "labels": {"component": "auth"}}]
         }
-
-    # file_sd reads the file the script wrote: wait for that, then compare.
-    wait_until("the pipeline's targets", lambda: pipeline() == expected or None, 60.0)
+        assert announced(targets_dir) == {}  # not a target of job nexanest
+    assert announced(targets_dir / "services") == {}  # SIGTERM: withdrawn
 
 
 @pytest.mark.integration
-def test_the_services_are_scraped_on_their_own_ports(prometheus: str, user_settings: Settings) -> None:
-    """Each HTTP service serves /metrics beside its API (tests/services/test_app.py);
-    Prometheus has a target on each service's port (down while it does not run)."""
-    ports = user_settings.services.ports()
-    names = ("auth", "portfolio", "market-data", "notifications", "analytics")
-    expected = {name: f"127.0.0.1:{ports[name]}" for name in names}
+def test_a_freshly_started_stack_has_no_target_down(prometheus: str) -> None:
+    """After prometheus.sh start (make stack-up), every target of the stack's own
+    jobs is up: a process that is not running is no target at all. Tests' own
+    targets (component test-*) are left out; a process killed with SIGKILL leaves
+    its file and fails this, by design (its file is named in the message)."""
 
-    def services() -> dict[str, str]:
-        jobs = (t["labels"] for t in targets())
-        return {labels["component"]: labels["instance"] for labels in jobs if labels["job"] == "services"}
+    def not_up() -> dict[str, str]:
+        found = {}
+        for t in targets():
+            labels = t["labels"]
+            if labels["job"] not in STACK_JOBS or labels.get("component", "").startswith("test-"):
+                continue
+            if t["health"] != "up":
+                found[f"{labels['job']}/{labels.get('component', labels['instance'])}"] = t["lastError"] or t["health"]
+        return found
 
-    wait_until("the services' targets", lambda: services() == expected or None, 60.0)
+    down: dict[str, str] = {}
+
+    def none_down() -> bool:
+        down.clear()
+        down.update(not_up())
+        return not down
+
+    if not wait_until_or_false(none_down, 60.0):
+        pytest.fail(f"targets of the stack's jobs not up: {down}", pytrace=False)
+    jobs = {t["labels"]["job"] for t in targets()}
+    assert {"prometheus", "alertmanager", "postgres", "redis"} <= jobs, jobs
+    leftovers = sorted(p.name for p in (state_dir() / "prometheus/targets").glob("pipeline.json"))
+    assert leftovers == [], "prometheus.sh removes the static port map an older version wrote"
 
 
 @pytest.mark.integration
@@ -360,7 +472,7 @@ async def test_prometheus_finds_a_consumer_through_a_targets_file_and_reads_its_
     port, consumer = consumer_on_a_port_of_its_own
     instance = f"127.0.0.1:{port}"
     targets_file = state_dir() / "prometheus/targets" / f"test-{test_id}.json"
-    targets_file.write_text(json.dumps([{"targets": [instance], "labels": {"component": f"test-{test_id}"}}]))
+    write_targets(targets_file, [{"targets": [instance], "labels": {"component": f"test-{test_id}"}}])
     try:
         config = SyntheticConfig(symbols=6, rate=0, count=600, seed=3, source=f"prom-{test_id}", paced=False)
         assert await publish_feed(isolated.kafka, SyntheticFeed(config), config.source) == 600

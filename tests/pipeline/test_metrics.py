@@ -20,7 +20,7 @@ def free_port() -> int:
 
 def test_metrics_endpoint_serves_the_pipeline_metrics() -> None:
     port = free_port()
-    metrics.serve_metrics("127.0.0.1", port)
+    assert metrics.serve_metrics("127.0.0.1", port) == port  # the port bound, for the announcement
     metrics.TICKS_REJECTED.labels("bad_price").inc(3)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         body = response.read().decode()

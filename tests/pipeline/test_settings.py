@@ -145,6 +145,26 @@ def test_a_child_process_reads_back_the_same_settings(monkeypatch: pytest.Monkey
     assert child.kafka.model_dump(include=names) == parent.kafka.model_dump(include=names)
 
 
+def test_a_child_of_a_test_announces_nothing_to_the_users_prometheus(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The user's .env names a targets directory (deploy/local/env.sh); neither the
+    namespaced settings nor a child given namespace_environment (even of settings
+    that kept the directory) announce into it."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("NEXANEST_METRICS__TARGETS_DIR=/var/lib/nexanest/prometheus/targets\n")
+    user = load_settings(env_file)
+    assert user.metrics.targets_dir == "/var/lib/nexanest/prometheus/targets"
+    assert Settings(_env_file=None).metrics.targets_dir == ""  # type: ignore[call-arg]  # the default: none
+    assert namespaced(user, "test.quiet").metrics.targets_dir == ""
+    for settings in (user, namespaced(user, "test.quiet")):
+        environment = namespace_environment(settings)
+        assert environment["NEXANEST_METRICS__TARGETS_DIR"] == ""
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        assert load_settings(env_file).metrics.targets_dir == ""
+
+
 def test_services_listen_on_the_seeds_ports_by_default() -> None:
     services = Settings(_env_file=None).services  # type: ignore[call-arg]
     assert services.host == "127.0.0.1"
