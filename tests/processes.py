@@ -1,10 +1,11 @@
 """Ending a child ``nexanest`` process the way an operator does: SIGINT (finish
-the batch in hand, commit, close), then SIGKILL if it is not gone in time."""
+the batch in hand, commit, close) or SIGTERM, then SIGKILL if it is not gone in time."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 
 
 async def interrupt(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> None:
@@ -17,3 +18,16 @@ async def interrupt(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def end(proc: subprocess.Popen[bytes], signum: signal.Signals = signal.SIGINT, timeout_s: float = 60.0) -> None:
+    """``interrupt`` for a ``subprocess.Popen`` child: ``signum`` unless it has exited,
+    wait, kill it after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

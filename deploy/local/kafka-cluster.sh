@@ -425,7 +425,7 @@ cmd_kill_node() {
 # All nodes at once: stopped one after another, the last ones would wait for a
 # controller quorum that is already gone before they shut down.
 cmd_cluster_stop() {
-  local n pid pids=() waited=0
+  local n pid pids=()
   for n in "${CLUSTER_NODES[@]}"; do
     select_node "$n"
     if pid=$(running_pid); then
@@ -434,17 +434,7 @@ cmd_cluster_stop() {
       pids+=("$pid")
     fi
   done
-  for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null; do
-      if [ "$waited" -ge 30 ]; then
-        log "pid $pid still running after 30s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 1
-      waited=$((waited + 1))
-    done
-  done
+  [ ${#pids[@]} -eq 0 ] || await_exit 30 "the cluster's nodes" "${pids[@]}"
   for n in "${CLUSTER_NODES[@]}"; do
     select_node "$n"
     rm -f "$KAFKA_PID_FILE" "$KAFKA_VERSION_FILE"

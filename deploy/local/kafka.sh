@@ -244,17 +244,7 @@ cmd_stop() {
   fi
   log "stopping (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 30 ]; then
-      log "still running after 30s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 1
-      break
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
+  await_exit 30 Kafka "$pid"
   rm -f "$KAFKA_PID_FILE" "$KAFKA_VERSION_FILE"
   log "stopped"
 }

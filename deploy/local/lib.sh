@@ -69,6 +69,27 @@ apt_install() {
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# await_exit SECONDS LABEL PID...: wait until every PID has exited (after the caller's
+# SIGTERM); whatever still runs after SECONDS gets SIGKILL. One deadline for all, so
+# processes that must stop together (a controller quorum) are waited for together.
+await_exit() {
+  local seconds=$1 label=$2 pid tenths=0
+  shift 2
+  while :; do
+    local alive=()
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    [ ${#alive[@]} -eq 0 ] && return 0
+    if [ "$tenths" -ge $((seconds * 10)) ]; then
+      log "$label (pid ${alive[*]}) still running after ${seconds}s: SIGKILL"
+      kill -KILL "${alive[@]}" 2>/dev/null || true
+      sleep 1
+      return 0
+    fi
+    sleep 0.1
+    tenths=$((tenths + 1))
+  done
+}
+
 wait_for_port() {
   local port=$1 timeout_s=${2:-60} waited=0
   until port_open "$port"; do

@@ -122,22 +122,14 @@ start_etcd() {
 
 # stop_pid FILE NAME: SIGTERM, then SIGKILL after 60 s.
 stop_pid() {
-  local pid waited=0
+  local pid
   if ! pid=$(pid_alive "$1"); then
     rm -f "$1"
     return 0
   fi
   log "stopping $2 (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 600 ]; then
-      log "$2 (pid $pid) still running after 60s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
+  await_exit 60 "$2" "$pid"
   rm -f "$1"
 }
 

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -52,7 +51,7 @@ from nexanest.pipeline.settings import KafkaSettings, Settings, namespace_enviro
 from nexanest.producers.feeds.synthetic import SyntheticConfig, SyntheticFeed
 from nexanest.producers.publisher import publish_feed
 from tests.deploy.test_prometheus import state_dir
-from tests.processes import interrupt
+from tests.processes import end, interrupt
 from tests.prometheus import api_body, free_ports, promtool, wait_until, write_targets
 from tests.services.served import served
 
@@ -315,16 +314,6 @@ def test_the_rule_selectors_are_found() -> None:
     assert all(n.startswith(("pg_", "redis_", "alertmanager_")) for n in others), others
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def publish_garbage(kafka: KafkaSettings, count: int) -> None:
     await ensure_topics(kafka)  # the consumer may not have made them yet
     producer = make_producer(kafka)
@@ -401,7 +390,7 @@ def pipeline_scraped(
     finally:
         targets_file.unlink(missing_ok=True)
         for proc in procs:
-            stop(proc)
+            end(proc)
 
 
 @pytest.mark.integration

@@ -34,6 +34,7 @@ import redis.asyncio as redis
 
 from nexanest.pipeline.settings import Settings, namespace_environment
 from tests.deploy.test_secrets import env_secrets
+from tests.processes import end
 from tests.services.served import served
 
 pytestmark = pytest.mark.integration
@@ -144,13 +145,7 @@ def notifications_worker(settings: Settings, log: Path, env: dict[str, str]) -> 
         yield
         assert proc.poll() is None, f"the notifications worker exited:\n{log.read_text()[-3000:]}"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end(proc, signal.SIGTERM, 30)
 
 
 #: JSON logs at debug level, for every process of the test.

@@ -46,6 +46,7 @@ from nexanest.schemas.ticks import Tick, encode_tick
 from nexanest.services.market_data.app import build_app
 from nexanest.services.market_data.limits import MarketDataLimits
 from nexanest.services.tokens import SignedTokens
+from tests.processes import end
 from tests.services.market_data.conftest import events_of, served
 
 pytestmark = pytest.mark.integration
@@ -176,12 +177,7 @@ async def test_every_tick_reaches_the_stream_and_the_latency_is_reported(
             await asyncio.gather(*streams, return_exceptions=True)
     finally:
         await producer.stop()
-        consumer.send_signal(signal.SIGTERM)
-        try:
-            consumer.wait(30)
-        except subprocess.TimeoutExpired:
-            consumer.kill()
-            consumer.wait()
+        end(consumer, signal.SIGTERM, 30)
     assert sorted(warm) == sorted(warm_up)
     assert sorted(arrived) == sorted(ticks)  # every tick, once
     latency_ms = [(arrived[t][0] - ts) / 1e6 for t, ts in zip(ticks, stamps, strict=True)]
